@@ -1,0 +1,123 @@
+"""Shared pieces of the benchmarks: the cached tweets teacher, evaluation and side-by-side latency."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from hf_compress.data import TWEETS_LABELS, load_tweets, minilm_path, tokenize
+
+CACHE = os.environ.get("HF_COMPRESS_CACHE", os.path.expanduser("~/.cache/hf_compress"))
+TEACHER_DIR = os.path.join(CACHE, "tweets-teacher-minilm")
+TEACHER_EPOCHS = 1
+
+
+def machine() -> str:
+    """One line naming this machine for RESULTS.md."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def tweets_tokenized(tokenizer=None):
+    """Tokenised tweets with the MiniLM tokenizer."""
+    tokenizer = tokenizer or AutoTokenizer.from_pretrained(minilm_path())
+    return tokenize(load_tweets(), tokenizer), tokenizer
+
+
+def teacher_path() -> str:
+    """Directory of the teacher fine-tuned on the full tweets train split; trains it once if missing."""
+    if os.path.exists(os.path.join(TEACHER_DIR, "config.json")):
+        return TEACHER_DIR
+    data, tokenizer = tweets_tokenized()
+    model = AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(),
+        num_labels=3,
+        id2label=dict(enumerate(TWEETS_LABELS)),
+        label2id={n: i for i, n in enumerate(TWEETS_LABELS)},
+    )
+    args = TrainingArguments(
+        output_dir=TEACHER_DIR + "-run",
+        num_train_epochs=TEACHER_EPOCHS,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        learning_rate=1e-4,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        logging_steps=50,
+        save_strategy="no",
+        report_to="none",
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    start = time.time()
+    trainer.train()
+    print(f"teacher trained in {time.time() - start:.0f} s")
+    trainer.save_model(TEACHER_DIR)
+    return TEACHER_DIR
+
+
+@torch.inference_mode()
+def predict(model, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
+    """Logits of `model` on a tokenised dataset, in order."""
+    model.eval()
+    collator = DataCollatorWithPadding(tokenizer)
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        features = [
+            {k: rows[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows}
+            for i in range(len(rows["input_ids"]))
+        ]
+        batch = collator(features)
+        out.append(model(**batch).logits.float().numpy())
+    return np.concatenate(out)
+
+
+def accuracy(model, dataset, tokenizer) -> float:
+    """Accuracy on a tokenised labelled dataset."""
+    logits = predict(model, dataset, tokenizer)
+    return float((logits.argmax(-1) == np.asarray(dataset["label"])).mean())
+
+
+@torch.inference_mode()
+def latencies_ms(models: dict, tokenizer, batch_size: int, seq_len: int = 48, repeats: int = 20) -> dict[str, float]:
+    """Median forward latency of each model, measured interleaved so that all share the machine's state."""
+    text = "the self driving car stopped at the light and everyone " * 8
+    enc = tokenizer(
+        [text] * batch_size, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt"
+    )
+    times = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+        for _ in range(3):
+            model(**enc)
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(**enc)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+if __name__ == "__main__":
+    path = teacher_path()
+    data, tokenizer = tweets_tokenized()
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")

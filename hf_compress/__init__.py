@@ -1,0 +1,23 @@
+"""hf_compress: distil, prune, ALBERT-compress and quantize BERT-style models with Hugging Face Transformers."""
+
+__version__ = "0.1.0"
+
+from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
+from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
+from .student import create_student  # noqa: E402
+from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
+from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
+
+__all__ = [
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "attention_loss",
+    "ce_loss",
+    "create_student",
+    "hidden_state_loss",
+    "kd_loss",
+    "load_text_classification",
+    "load_tweets",
+    "minilm_path",
+    "tokenize",
+]

@@ -1,0 +1,67 @@
+"""Distillation losses as pure tensor functions, each returning a per-example sum so callers choose the divisor."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Σ over examples of T² · KL(softmax(t/T) ‖ softmax(s/T)) (Hinton et al. 2015, arXiv:1503.02531).
+
+    The T² factor keeps the gradient's scale independent of T, so alpha means the same at any temperature.
+    """
+    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1)
+    return kl.sum() * temperature**2
+
+
+def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Σ over labelled examples of the cross-entropy with the hard labels (-100 = no label)."""
+    return F.cross_entropy(student_logits.float(), labels, ignore_index=-100, reduction="sum")
+
+
+def _token_weights(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """Per-token weights 1/n_tokens of each example, so each example's terms average over its real tokens."""
+    if attention_mask is None:
+        mask = torch.ones(like.shape[:2], device=like.device, dtype=like.dtype)
+    else:
+        mask = attention_mask.to(like.dtype)
+    return mask / mask.sum(-1, keepdim=True).clamp_min(1)
+
+
+def hidden_state_loss(
+    student_hidden: torch.Tensor, teacher_hidden: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ over examples of the MSE between hidden states, averaged over real tokens and features (TinyBERT, 1909.10351).
+
+    The student's states must already be projected to the teacher's width.
+    """
+    per_token = (student_hidden.float() - teacher_hidden.float()).pow(2).mean(-1)
+    return (per_token * _token_weights(attention_mask, per_token)).sum()
+
+
+def attention_loss(
+    student_attn: torch.Tensor,
+    teacher_attn: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    loss_type: str = "kl",
+) -> torch.Tensor:
+    """Σ over examples of the divergence of attention maps (batch, heads, query, key), over real query rows.
+
+    With different head counts both maps are averaged over heads first (heads do not correspond one to one).
+    "kl" is KL(teacher ‖ student) per query row (MiniLM, 2002.10957); "mse" is TinyBERT's MSE on probabilities.
+    """
+    if student_attn.shape[1] != teacher_attn.shape[1]:
+        student_attn, teacher_attn = student_attn.mean(1, keepdim=True), teacher_attn.mean(1, keepdim=True)
+    s, t = student_attn.float(), teacher_attn.float()
+    if loss_type == "kl":
+        eps = torch.finfo(s.dtype).tiny  # masked keys have probability 0: keep log finite, their term is 0 anyway
+        per_row = (t * (torch.log(t + eps) - torch.log(s + eps))).sum(-1)
+    elif loss_type == "mse":
+        per_row = (s - t).pow(2).mean(-1)
+    else:
+        raise ValueError(f"attention loss_type={loss_type!r}; allowed: 'kl', 'mse'")
+    per_row = per_row.mean(1)  # over heads: (batch, query)
+    return (per_row * _token_weights(attention_mask, per_row)).sum()

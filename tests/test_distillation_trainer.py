@@ -1,0 +1,244 @@
+import copy
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForSequenceClassification
+
+from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
+from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset
+
+
+def make_args(tmp_path, **overrides) -> DistillationTrainingArguments:
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=8,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return DistillationTrainingArguments(**kwargs)
+
+
+def make_trainer(tmp_path, student=None, teacher=None, dataset=None, **overrides) -> DistillationTrainer:
+    teacher = teacher if teacher is not None else tiny_bert(seed=1, num_hidden_layers=4)
+    student = student if student is not None else create_student(teacher, num_hidden_layers=2)
+    return DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=make_args(tmp_path, **overrides),
+        train_dataset=dataset if dataset is not None else tiny_dataset(32),
+    )
+
+
+@pytest.mark.parametrize("temperature,alpha", [(1.0, 0.5), (2.0, 0.9), (4.0, 0.0), (0.5, 1.0)])
+def test_loss_equals_reference_formula(tmp_path, temperature, alpha):
+    teacher, student = tiny_bert(seed=1), tiny_bert(seed=2)
+    with torch.no_grad():  # random tiny models give near-uniform logits: sharpen them so the KL is far from zero
+        teacher.classifier.weight.mul_(100)
+        student.classifier.weight.mul_(100)
+    trainer = make_trainer(tmp_path, student=student, teacher=teacher, temperature=temperature, alpha=alpha)
+    batch = tiny_batch(batch_size=6)
+    loss = trainer.compute_loss(trainer.model.eval(), batch)
+    with torch.no_grad():
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        s, t = trainer.model(**inputs).logits, trainer.teacher(**inputs).logits
+    kl = F.kl_div(F.log_softmax(s / temperature, -1), F.softmax(t / temperature, -1), reduction="batchmean")
+    expected = alpha * temperature**2 * kl + (1 - alpha) * F.cross_entropy(s, batch["labels"])
+    assert kl.item() > 0.01
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_gradient_flows_only_to_student(tmp_path):
+    trainer = make_trainer(tmp_path, hidden_loss_weight=1.0, attention_loss_weight=1.0)
+    trainer.create_optimizer()
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this test bypasses
+    trainer.training_step(trainer.model, tiny_batch())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in trainer.model.bert.encoder.parameters())
+    assert all(p.grad is None and not p.requires_grad for p in trainer.teacher.parameters())
+    assert not trainer.teacher.training
+
+
+def _weights_after_one_step(tmp_path, name, batch_size, accumulation, **extra):
+    torch.manual_seed(0)
+    trainer = make_trainer(
+        tmp_path / name,
+        dataset=tiny_dataset(8),
+        per_device_train_batch_size=batch_size,
+        gradient_accumulation_steps=accumulation,
+        max_steps=1,
+        learning_rate=1e-2,
+        optim="sgd",
+        max_grad_norm=0.0,
+        **extra,
+    )
+    trainer.train()
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+@pytest.mark.parametrize("extra", [{"alpha": 0.5}, {"alpha": 0.3, "hidden_loss_weight": 1.0}])
+def test_gradient_accumulation_matches_one_large_batch(tmp_path, extra):
+    big = _weights_after_one_step(tmp_path, "big", batch_size=8, accumulation=1, **extra)
+    accumulated = _weights_after_one_step(tmp_path, "acc", batch_size=2, accumulation=4, **extra)
+    init = tiny_bert(seed=1, num_hidden_layers=4)
+    moved = 0
+    for key, value in big.items():
+        assert torch.allclose(value, accumulated[key], atol=1e-6), key
+        moved += key.endswith("classifier.weight") and not torch.equal(value, init.classifier.weight)
+    assert moved  # the step really changed the weights
+
+
+def test_intermediate_terms_vanish_for_identical_models(tmp_path):
+    teacher = tiny_bert(seed=3)
+    trainer = make_trainer(
+        tmp_path, student=copy.deepcopy(teacher), teacher=teacher, hidden_loss_weight=1.0, attention_loss_weight=1.0
+    )
+    trainer.compute_loss(trainer.model.eval(), tiny_batch())
+    metrics = trainer._metrics["eval"]
+    assert metrics["hidden_loss"][0] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["attention_loss"][0] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["kd_loss"][0] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_intermediate_terms_positive_for_different_models(tmp_path):
+    trainer = make_trainer(tmp_path, hidden_loss_weight=1.0, attention_loss_weight=1.0, attention_loss_type="mse")
+    trainer.compute_loss(trainer.model.eval(), tiny_batch())
+    assert trainer._metrics["eval"]["hidden_loss"][0] > 1e-4
+    assert trainer._metrics["eval"]["attention_loss"][0] > 1e-6
+
+
+def test_cached_logits_give_the_same_loss_and_skip_the_teacher(tmp_path):
+    dataset = tiny_dataset(16)
+    plain = make_trainer(tmp_path / "a", dataset=dataset, num_train_epochs=3, max_grad_norm=0.0)
+    cached = make_trainer(
+        tmp_path / "b", dataset=dataset, num_train_epochs=3, max_grad_norm=0.0, cache_teacher_logits=True
+    )
+    calls = []
+    cached.teacher.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
+    plain.train()
+    cached.train()
+    plain_losses = [h["loss"] for h in plain.state.log_history if "loss" in h]
+    cached_losses = [h["loss"] for h in cached.state.log_history if "loss" in h]
+    assert plain_losses == pytest.approx(cached_losses, rel=1e-4)
+    assert len(cached._logit_cache) == 16
+    assert sum(calls) == 16  # every example went through the teacher once, over three epochs
+    rates = [h["teacher_cache_hit_rate"] for h in cached.state.log_history if "teacher_cache_hit_rate" in h]
+    assert rates[0] == 0.0 and rates[-1] == 1.0
+
+
+def test_each_loss_term_is_logged(tmp_path):
+    trainer = make_trainer(tmp_path, student=tiny_bert(seed=2), hidden_loss_weight=0.5, max_steps=2)
+    trainer.train()
+    logged = trainer.state.log_history[0]
+    for key in ("loss", "kd_loss", "ce_loss", "hidden_loss"):
+        assert key in logged and logged[key] > 0
+
+
+def test_unlabelled_data_with_alpha_one(tmp_path):
+    trainer = make_trainer(tmp_path, dataset=tiny_dataset(16, labels=False), alpha=1.0, max_steps=2)
+    before = trainer.model.classifier.weight.clone()
+    trainer.train()
+    assert not torch.equal(before, trainer.model.classifier.weight)
+    assert "ce_loss" not in trainer.state.log_history[0]
+
+
+def test_unlabelled_data_with_alpha_below_one_says_so(tmp_path):
+    trainer = make_trainer(tmp_path, dataset=tiny_dataset(16, labels=False), alpha=0.0, max_steps=1)
+    with pytest.raises(ValueError, match="alpha"):
+        trainer.train()
+
+
+def test_projection_learns_when_widths_differ(tmp_path):
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    student = tiny_bert(seed=2, hidden_size=16, intermediate_size=32)
+    trainer = make_trainer(tmp_path, student=student, teacher=teacher, hidden_loss_weight=1.0, max_steps=4)
+    before = trainer.hidden_projection[0].weight.clone()
+    trainer.train()
+    assert trainer.hidden_projection[0].weight.shape == (32, 16)
+    assert not torch.equal(before, trainer.hidden_projection[0].weight)
+    assert trainer.layer_mapping == [2, 4]
+
+
+def test_teacher_never_saved_and_student_reloads_stock(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=2, hidden_loss_weight=1.0)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    files = sorted(os.listdir(tmp_path / "final"))
+    assert "model.safetensors" in files and "training_args.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    assert reloaded.config.num_hidden_layers == 2
+    assert set(reloaded.state_dict()) == set(trainer.model.state_dict())
+
+
+def test_checkpoint_keeps_projection_for_resume(tmp_path):
+    student = tiny_bert(seed=2, hidden_size=16, intermediate_size=32)
+    trainer = make_trainer(
+        tmp_path, student=student, hidden_loss_weight=1.0, max_steps=2, save_strategy="steps", save_steps=2
+    )
+    trainer.train()
+    assert os.path.exists(tmp_path / "out" / "checkpoint-2" / "distillation_projection.safetensors")
+
+
+def test_incompatible_vocabularies_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size: teacher 1000 vs student 500"):
+        make_trainer(tmp_path, student=tiny_bert(vocab_size=500))
+
+
+def test_incompatible_label_counts_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="num_labels: teacher 3 vs student 2"):
+        make_trainer(tmp_path, student=tiny_bert(num_labels=2))
+
+
+def test_plain_training_arguments_are_refused(tmp_path):
+    from transformers import TrainingArguments
+
+    with pytest.raises(ValueError, match="DistillationTrainingArguments"):
+        DistillationTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=TrainingArguments(str(tmp_path)))
+
+
+def test_teacher_loaded_by_name(tmp_path):
+    teacher = tiny_bert(seed=1)
+    teacher.save_pretrained(tmp_path / "teacher")
+    trainer = DistillationTrainer(
+        model=tiny_bert(seed=2),
+        args=make_args(tmp_path, teacher_model_name_or_path=str(tmp_path / "teacher")),
+        train_dataset=tiny_dataset(8),
+    )
+    assert torch.equal(trainer.teacher.classifier.weight, teacher.classifier.weight)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("temperature", 0.0),
+        ("temperature", -1.0),
+        ("alpha", 1.5),
+        ("alpha", -0.1),
+        ("hidden_loss_weight", -1.0),
+        ("attention_loss_type", "cosine"),
+        ("layer_mapping", []),
+    ],
+)
+def test_bad_arguments_name_the_field(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        make_args(tmp_path, **{field: value})
+
+
+def test_caching_with_intermediate_terms_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="cache_teacher_logits"):
+        make_args(tmp_path, cache_teacher_logits=True, hidden_loss_weight=1.0)
+
+
+def test_bad_layer_mapping_for_the_models_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="layer_mapping"):
+        make_trainer(tmp_path, hidden_loss_weight=1.0, layer_mapping=[1, 2, 3])

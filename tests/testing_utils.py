@@ -1,0 +1,53 @@
+"""Tiny random models and data for fast unit tests (hidden 32, 2 layers, vocab ~1k)."""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+from transformers import BertConfig, BertForSequenceClassification
+
+VOCAB = 1000
+
+
+def tiny_bert_config(**overrides) -> BertConfig:
+    """A BertConfig small enough that a training step takes milliseconds."""
+    kwargs = dict(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    kwargs.update(overrides)
+    return BertConfig(**kwargs)
+
+
+def tiny_bert(seed: int = 0, **overrides) -> BertForSequenceClassification:
+    """A randomly initialised tiny BertForSequenceClassification, deterministic for a seed."""
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(tiny_bert_config(**overrides)).eval()
+
+
+def tiny_batch(batch_size: int = 4, seq_len: int = 12, seed: int = 0, num_labels: int = 3) -> dict:
+    """A padded batch of random token ids with labels."""
+    g = torch.Generator().manual_seed(seed)
+    input_ids = torch.randint(5, VOCAB, (batch_size, seq_len), generator=g)
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[0, seq_len // 2 :] = 0  # one padded row, so masking paths are exercised
+    input_ids[attention_mask == 0] = 0
+    labels = torch.randint(0, num_labels, (batch_size,), generator=g)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def tiny_dataset(n: int = 32, seq_len: int = 10, seed: int = 0, num_labels: int = 3, labels: bool = True) -> Dataset:
+    """A tokenised classification dataset of random ids whose label depends on the first token (learnable)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (n, seq_len), generator=g)
+    rows = {"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()}
+    if labels:
+        rows["label"] = (ids[:, 0] % num_labels).tolist()
+    return Dataset.from_dict(rows)
