@@ -40,9 +40,7 @@ def create_student(
         raise ValueError("create_student: give exactly one of num_hidden_layers or layers")
     if layers is None:
         if not 1 <= num_hidden_layers <= n_teacher:
-            raise ValueError(
-                f"num_hidden_layers={num_hidden_layers} must be in [1, {n_teacher}] (teacher depth)"
-            )
+            raise ValueError(f"num_hidden_layers={num_hidden_layers} must be in [1, {n_teacher}] (teacher depth)")
         layers = uniform_layers(n_teacher, num_hidden_layers)
     layers = list(layers)
     if not layers or any(not 0 <= i < n_teacher for i in layers):

@@ -104,9 +104,9 @@ class Repo:
 class HubError(Exception):
     """An error response, with the headers the client uses to pick its exception class."""
 
-    def __init__(self, status: int, message: str, code: str | None = None, headers: dict[str, str] | None = None):
+    def __init__(self, status: int, message: str, code: str | None = None, headers: dict | None = None, **body):
         super().__init__(message)
-        self.status, self.message = status, message
+        self.status, self.body = status, {"error": message, **body}
         self.headers = {"X-Error-Message": message, **({"X-Error-Code": code} if code else {}), **(headers or {})}
 
 
@@ -126,7 +126,7 @@ class HubServer:
         self.url = f"http://{host}:{port}"
         # LFS uploads and downloads go to another host, as they go to S3 / a CDN from the Hub (no auth header sent).
         self.storage_url = f"http://localhost:{port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     def start(self) -> HubServer:
         self._thread.start()
@@ -146,8 +146,8 @@ class HubServer:
     def is_lfs(self, path: str, size: int, sample: bytes, gitattributes: bytes) -> bool:
         """Whether the Hub would store this file with LFS: `.gitattributes` filter, size, or binary content."""
         patterns = [line.split()[0] for line in gitattributes.decode().splitlines() if "filter=lfs" in line]
-        name = path if any("/" in p for p in patterns) else path.rsplit("/", 1)[-1]
-        matched = any(fnmatch(path if "/" in p else name, p) for p in patterns)
+        # As in git, a pattern without a slash matches the file name in any folder.
+        matched = any(fnmatch(path if "/" in p else path.rsplit("/", 1)[-1], p) for p in patterns)
         return size > 0 and (matched or size >= LFS_THRESHOLD or b"\0" in sample[:512])
 
 
@@ -168,9 +168,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._dispatch("PUT")
 
     def log_request(self, code="-", size="-") -> None:
-        self.hub.requests.append((self.command, self.path, int(code)))
+        self.server.hub.requests.append((self.command, self.path, int(code)))
 
-    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
+    def log_message(self, format, *args) -> None:
         pass  # keep pytest output clean; requests are recorded in `hub.requests`
 
     # --- plumbing ---------------------------------------------------------------------------------------------
@@ -179,7 +179,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.hub = self.server.hub
         path, _, query = self.path.partition("?")
         self.query = {k: v[0] for k, v in parse_qs(query).items()}
-        self.body = self._read_body()  # always read it, so an early error response doesn't reset the connection
+        if self.headers.get("Transfer-Encoding"):  # as S3 does; huggingface_hub always sends a Content-Length
+            self.close_connection = True
+            return self._send(411, {"error": "Content-Length required: chunked uploads are not supported"})
+        # Read the body first, so that an early error response doesn't reset the connection under the client.
+        self.body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         for methods, pattern, handler in ROUTES:
             match = re.fullmatch(pattern, path)
             if method in methods and match:
@@ -187,25 +191,12 @@ class _Handler(BaseHTTPRequestHandler):
                     with self.hub.lock:
                         handler(self, **{k: unquote(v) if v else v for k, v in match.groupdict().items()})
                 except HubError as e:
-                    self._send(e.status, {"error": e.message}, e.headers)
+                    self._send(e.status, e.body, e.headers)
                 except Exception:
                     self.hub.errors.append(traceback.format_exc())
                     self._send(500, {"error": "Internal Error"})
                 return
         self._send(404, {"error": "Sorry, we can't find the page you are looking for."})
-
-    def _read_body(self) -> bytes:
-        if "Content-Length" in self.headers:
-            return self.rfile.read(int(self.headers["Content-Length"]))
-        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
-            return b""
-        chunks = []
-        while size := int(self.rfile.readline().split(b";")[0], 16):
-            chunks.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline() not in (b"\r\n", b""):  # trailers
-            pass
-        return b"".join(chunks)
 
     def _send(self, status: int, body: dict | list | bytes | None, headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else b"" if body is None else json.dumps(body).encode()
@@ -267,7 +258,7 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{payload.get('organization') or user}/{name}"
         url = f"{self.hub.url}/{repo_id}"
         if repo_id in self.hub.repos:
-            raise HubError(409, "You already created this model repo", headers={"X-Repo-Url": url})
+            raise HubError(409, "You already created this model repo", url=url)  # the client reads the url
         private = payload.get("visibility") == "private" or payload.get("private") is True
         repo = self.hub.repos[repo_id] = Repo(repo_id, private)
         repo.add_commit("main", "initial commit", {".gitattributes": GITATTRIBUTES}, set())

@@ -32,7 +32,7 @@ def test_kd_loss_zero_iff_same_distribution():
 
 
 def test_kd_gradient_tends_to_logit_matching_at_high_temperature():
-    # Hinton et al.: with the T² factor, ∂/∂s → (s − t − mean)/C as T grows, a gradient whose scale does not depend on T.
+    # Hinton et al.: with the T² factor, ∂/∂s → (s − t − mean)/C as T grows: a scale that does not depend on T.
     s = torch.randn(6, 3, requires_grad=True)
     t = torch.randn(6, 3)
     diff = (s - t).detach()

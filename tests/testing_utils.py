@@ -51,3 +51,42 @@ def tiny_dataset(n: int = 32, seq_len: int = 10, seed: int = 0, num_labels: int 
     if labels:
         rows["label"] = (ids[:, 0] % num_labels).tolist()
     return Dataset.from_dict(rows)
+
+
+def tiny_tokenizer(directory):
+    """A BertTokenizerFast over a vocabulary of VOCAB words "w0".."w994", built offline in `directory`."""
+    import os
+
+    from transformers import BertTokenizerFast
+
+    os.makedirs(directory, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(VOCAB - 5)]
+    path = os.path.join(directory, "vocab.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(vocab) + "\n")
+    return BertTokenizerFast(vocab_file=path)
+
+
+def tiny_checkpoint(directory, seed: int = 0, **overrides) -> str:
+    """Save a tiny BERT classifier with its tokenizer into `directory`, as a Hub checkpoint would be laid out."""
+    model = tiny_bert(seed=seed, **overrides)
+    model.config.id2label = {0: "negative", 1: "neutral", 2: "positive"}
+    model.config.label2id = {v: k for k, v in model.config.id2label.items()}
+    model.save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return str(directory)
+
+
+def tiny_text_csv(path, n: int = 48, seed: int = 0) -> str:
+    """A CSV of text,label rows whose label is decided by the first word (so a model can learn it)."""
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for _ in range(n):
+            words = [rng.randrange(VOCAB - 5) for _ in range(rng.randint(3, 9))]
+            writer.writerow([" ".join(f"w{w}" for w in words), words[0] % 3])
+    return str(path)

@@ -1,0 +1,54 @@
+"""`hf-compress <command>`: run a recipe (distill) or a transform on a saved model, from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .recipe import RecipeArguments, parse_recipe
+from .trainer.distillation_args import DistillationTrainingArguments
+
+RECIPE_COMMANDS = {
+    "distill": (DistillationTrainingArguments, "run_distill"),
+}
+
+
+def _run_recipe(command: str, recipe_path: str | None, overrides: list[str]) -> None:
+    """Parse the recipe plus overrides, then run the command's job."""
+    args_class, job_name = RECIPE_COMMANDS[command]
+    recipe, training_args = parse_recipe(recipe_path, overrides, RecipeArguments, args_class)
+    from . import run
+
+    getattr(run, job_name)(recipe, training_args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; recipe commands pass unknown flags on as recipe overrides."""
+    parser = argparse.ArgumentParser(prog="hf-compress", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command, (args_class, _) in RECIPE_COMMANDS.items():
+        p = sub.add_parser(
+            command,
+            help=f"train with a YAML recipe of RecipeArguments + {args_class.__name__} fields",
+            description="Flags after the recipe override its keys, e.g. --num_train_epochs 2.",
+        )
+        p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `hf-compress` console script; bad input ends in one line and exit code 2."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    known, overrides = parser.parse_known_args(argv)
+    try:
+        if known.command in RECIPE_COMMANDS:
+            _run_recipe(known.command, known.recipe, overrides)
+    except ValueError as err:
+        print(f"hf-compress {known.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

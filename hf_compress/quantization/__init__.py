@@ -1,0 +1,16 @@
+"""Post-training int8 quantization; importing this package registers the int8 loader with transformers."""
+
+from .config import QUANT_METHOD, Int8QuantizationConfig
+from .hf_quantizer import Int8HfQuantizer
+from .modules import Int8Embedding, Int8Linear
+from .quantize import quantize_, quantize_pretrained
+
+__all__ = [
+    "QUANT_METHOD",
+    "Int8Embedding",
+    "Int8HfQuantizer",
+    "Int8Linear",
+    "Int8QuantizationConfig",
+    "quantize_",
+    "quantize_pretrained",
+]

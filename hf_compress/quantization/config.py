@@ -1,0 +1,83 @@
+"""Int8QuantizationConfig: what `quantize_` converts, and what `from_pretrained` reads back from config.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from transformers.utils.quantization_config import QuantizationConfigMixin
+
+QUANT_METHOD = "hf_compress_int8"
+FORMAT_VERSION = 1
+KINDS = ("linear", "embedding")
+
+
+@dataclass
+class Int8QuantizationConfig(QuantizationConfigMixin):
+    """Post-training int8: dynamic int8 for nn.Linear, weight-only int8 (one scale per row) for the word embeddings."""
+
+    modules_to_not_convert: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Modules kept in full precision, e.g. ['classifier']: a name, a prefix up to a '.' boundary, "
+            "a regex or a suffix, matched as in transformers' quantizers. Each entry must match some module."
+        },
+    )
+    modules_to_convert: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Exact names of the nn.Linear / nn.Embedding modules to quantize. None: every nn.Linear, plus "
+            "the input word embeddings if quantize_embeddings."
+        },
+    )
+    quantize_embeddings: bool = field(
+        default=True,
+        metadata={"help": "With the default selection, also store the input word embeddings as int8 (per row)."},
+    )
+    quantized_modules: dict[str, str] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Written by quantize_, read when loading: name -> 'linear' | 'embedding' for every module "
+            "stored as int8. Leave empty when configuring."
+        },
+    )
+    format_version: int = field(
+        default=FORMAT_VERSION, metadata={"help": "On-disk format of the int8 tensors; bumped on incompatible change."}
+    )
+    quant_method: str = field(
+        default=QUANT_METHOD, metadata={"help": f"Always {QUANT_METHOD!r}: the key transformers dispatches on."}
+    )
+
+    def __post_init__(self):
+        if self.quant_method != QUANT_METHOD:
+            raise ValueError(f"quant_method={self.quant_method!r} must be {QUANT_METHOD!r}")
+        for name in ("modules_to_not_convert", "modules_to_convert"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, str) or not all(isinstance(v, str) and v for v in value)
+            ):
+                raise ValueError(f"{name}={value!r} must be None or a list of non-empty module names")
+            if value is not None:
+                setattr(self, name, list(value))
+        if not isinstance(self.quantize_embeddings, bool):
+            raise ValueError(f"quantize_embeddings={self.quantize_embeddings!r} must be True or False")
+        bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in KINDS}
+        if bad:
+            raise ValueError(f"quantized_modules={bad!r}: each value must be one of {KINDS}")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"format_version={self.format_version!r}: this hf_compress reads format {FORMAT_VERSION}; "
+                "upgrade hf_compress (pip install -U hf_compress) to load this checkpoint"
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):
+        """Build from a config.json entry, naming any key this version does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config_dict) - known)
+        if unknown:
+            raise ValueError(
+                f"quantization_config has keys {unknown} that this hf_compress does not know (known: "
+                f"{sorted(known)}); upgrade hf_compress (pip install -U hf_compress)"
+            )
+        return super().from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)

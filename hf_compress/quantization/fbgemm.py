@@ -1,0 +1,49 @@
+"""The only place that touches torch's deprecated quantized-tensor API: fbgemm's dynamic int8 linear kernel.
+
+Why it is used: on the 2-core AVX2 machine this project benchmarks on, `quantized::linear_dynamic` (the kernel behind
+`torch.ao.quantization.quantize_dynamic`) is the fastest int8 matmul that torch ships for CPU. Measured on one MiniLM
+feed-forward Linear (384 -> 1536), time relative to fp32 `F.linear`, 48 / 1536 tokens:
+fbgemm 0.43 / 0.59, onednn::qlinear_pointwise with per-batch activation quantization 0.94 / 1.75,
+torch._int_mm 5.2 / 44, torch._weight_int8pack_mm 2.8 / 38.
+
+Why it is deprecated: torch 2.13 deprecates the qint8/quint8 dtypes and the functions that create them
+(https://github.com/pytorch/pytorch/issues/184982); `linear_prepack` only accepts a qint8 tensor.
+
+Removal plan: nothing outside this module depends on it. The on-disk format (int8 codes + fp32 scales) and the
+`Int8Linear` module are backend-independent; when torch removes these ops, `available()` returns False and
+`Int8Linear` falls back to its reference path (int8 weights dequantized on the fly: same weights, fp32 speed).
+Replace this module by the fastest plain-int8 CPU kernel available then (a torchao or oneDNN op taking torch.int8
+tensors), re-running `benchmarks/quantization.py` to confirm it beats fp32.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+
+def available() -> bool:
+    """Whether this torch build still has fbgemm's prepack and dynamic linear ops."""
+    try:
+        return hasattr(torch.ops.quantized, "linear_prepack") and hasattr(torch.ops.quantized, "linear_dynamic")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def pack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.ScriptObject:
+    """Pack int8 codes (out, in) with one fp32 scale per output row (symmetric, zero point 0) for `linear`."""
+    zero_points = torch.zeros(codes.shape[0], dtype=torch.long)
+    with warnings.catch_warnings():
+        # The deprecation is handled by this module's removal plan; users can do nothing about it.
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
+        qweight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zero_points, 0)
+    return torch.ops.quantized.linear_prepack(qweight, None if bias is None else bias.float())
+
+
+def linear(x: torch.Tensor, packed: torch.ScriptObject) -> torch.Tensor:
+    """y = x W^T + b, with x quantized to uint8 per call (one scale per batch) and int32 accumulation."""
+    # reduce_range keeps activations to 7 bits: x86 int8 dot products (vpmaddubsw) saturate int16 otherwise.
+    # quantize_dynamic sets it for the same reason on fbgemm/x86; qnnpack (ARM) does not need it.
+    reduce_range = torch.backends.quantized.engine in ("fbgemm", "x86")
+    return torch.ops.quantized.linear_dynamic(x, packed, reduce_range)

@@ -1,0 +1,74 @@
+"""Int8HfQuantizer: lets `from_pretrained` load (or quantize on load) hf_compress int8 checkpoints.
+
+Importing this module registers the quantizer and its config with transformers under quant_method
+"hf_compress_int8"; `import hf_compress` imports it.
+"""
+
+from __future__ import annotations
+
+from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
+
+from .config import FORMAT_VERSION, QUANT_METHOD, Int8QuantizationConfig
+from .modules import Int8Embedding, Int8Linear
+from .quantize import _quantize, check_not_quantized
+
+
+class Int8HfQuantizer(HfQuantizer):
+    """Swaps the listed nn.Linear / nn.Embedding for their int8 versions before the checkpoint's tensors load."""
+
+    requires_calibration = False
+    quantization_config: Int8QuantizationConfig
+
+    def _process_model_before_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            return model  # quantized after loading, from the float weights
+        modules = self.quantization_config.quantized_modules
+        if not modules:
+            raise ValueError(f"quantization_config of {QUANT_METHOD!r} lists no quantized_modules: corrupt config.json")
+        for saved_name, kind in modules.items():
+            name = resolve_name(model, saved_name)
+            module = model.get_submodule(name)
+            device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
+            if kind == "linear":
+                new = Int8Linear(module.in_features, module.out_features, module.bias is not None, device=device)
+            else:
+                new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device=device)
+            model.set_submodule(name, new)
+        return model
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        if not self.pre_quantized:
+            # from_pretrained has just set our own quantization_config on the config: only the modules tell.
+            check_not_quantized(model, check_config=False)
+            _quantize(model, self.quantization_config, filter_fn=None)
+            self.quantization_config = model.config.quantization_config
+        return model
+
+    def get_state_dict_and_metadata(self, model):
+        """The module's own state dict is the on-disk format; tag the safetensors header with it."""
+        return None, {"quant_method": QUANT_METHOD, "format_version": str(FORMAT_VERSION)}
+
+    def is_serializable(self):
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return False
+
+
+def resolve_name(model, saved_name: str) -> str:
+    """The module's name in `model`, adding or dropping the base-model prefix (a base model from a task checkpoint)."""
+    names = dict(model.named_modules())
+    prefix = f"{model.base_model_prefix}."
+    for name in (saved_name, saved_name.removeprefix(prefix), prefix + saved_name):
+        if name in names:
+            return name
+    raise ValueError(f"quantization_config lists {saved_name!r}, which is not a module of {type(model).__name__}")
+
+
+# Registration happens once per process; re-importing (e.g. importlib.reload) must not raise "already registered".
+if QUANT_METHOD not in AUTO_QUANTIZATION_CONFIG_MAPPING:
+    register_quantization_config(QUANT_METHOD)(Int8QuantizationConfig)
+if QUANT_METHOD not in AUTO_QUANTIZER_MAPPING:
+    register_quantizer(QUANT_METHOD)(Int8HfQuantizer)

@@ -1,0 +1,124 @@
+"""Int8Linear and Int8Embedding: int8 codes with one fp32 scale per row, in the layout they are saved in.
+
+Weights are stored *flat* (1-D, out*in int8 codes). A loader that does not know this format (transformers without
+hf_compress imported) then meets a size mismatch on every `weight` and raises, instead of casting the int8 codes
+into the float weight of an nn.Linear and running with wrong logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import fbgemm
+
+# A row whose largest |w| is below 127 * MIN_SCALE is stored coarser; an all-zero (pruned) row gets codes 0.
+MIN_SCALE = 1e-10
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 codes in [-127, 127] and one fp32 scale per row, so that weight ~= codes * scale[:, None]."""
+    weight = weight.detach().float()
+    scale = (weight.abs().amax(dim=1) / 127).clamp(min=MIN_SCALE)
+    codes = torch.round(weight / scale[:, None]).clamp_(-127, 127).to(torch.int8)
+    return codes, scale
+
+
+class Int8Linear(nn.Module):
+    """nn.Linear with int8 weights (per output channel) and activations quantized per batch at run time."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        codes = torch.zeros(out_features * in_features, dtype=torch.int8, device=device)
+        self.weight = nn.Parameter(codes, requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self._packed = None  # fbgemm's packed weight, rebuilt whenever the tensors it came from change
+        self._packed_key = None
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float."""
+        module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="cpu")
+        codes, scale = quantize_rows(linear.weight)
+        module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
+        module.weight_scale = scale.to(linear.weight.device)
+        if linear.bias is not None:
+            module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
+        return module
+
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 codes as an (out_features, in_features) view."""
+        return self.weight.view(self.out_features, self.in_features)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """codes * scale: the float weight this module computes with."""
+        return self.int8_weight().float() * self.weight_scale[:, None]
+
+    def _packed_weight(self) -> torch.ScriptObject:
+        key = tuple((t.data_ptr(), t._version) for t in (self.weight, self.weight_scale, self.bias) if t is not None)
+        if self._packed_key != key:
+            self._packed = fbgemm.pack(self.int8_weight(), self.weight_scale, self.bias)
+            self._packed_key = key
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.is_cpu and x.dtype == torch.float32 and fbgemm.available():
+            return fbgemm.linear(x, self._packed_weight())
+        # Reference path (other devices or dtypes, or a torch without fbgemm): same int8 weights, float matmul.
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
+
+    def __getstate__(self):
+        # The packed weight is a cache of tensors the module already holds; never copy it.
+        state = self.__dict__.copy()
+        state["_packed"], state["_packed_key"] = None, None
+        return state
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Embedding(nn.Module):
+    """nn.Embedding stored as int8 codes with one fp32 scale per row; looked-up rows are dequantized."""
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None, device=None):
+        super().__init__()
+        self.num_embeddings = num_embeddings
+        self.embedding_dim = embedding_dim
+        self.padding_idx = padding_idx
+        codes = torch.zeros(num_embeddings * embedding_dim, dtype=torch.int8, device=device)
+        self.weight = nn.Parameter(codes, requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones(num_embeddings, dtype=torch.float32, device=device))
+
+    @classmethod
+    def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
+        """Quantize an nn.Embedding's table, one scale per row (token)."""
+        if embedding.max_norm is not None or embedding.scale_grad_by_freq or embedding.sparse:
+            raise ValueError(
+                f"{embedding} uses max_norm / scale_grad_by_freq / sparse, which Int8Embedding does not support"
+            )
+        module = cls(embedding.num_embeddings, embedding.embedding_dim, embedding.padding_idx, device="cpu")
+        codes, scale = quantize_rows(embedding.weight)
+        module.weight = nn.Parameter(codes.reshape(-1).to(embedding.weight.device), requires_grad=False)
+        module.weight_scale = scale.to(embedding.weight.device)
+        return module
+
+    def int8_weight(self) -> torch.Tensor:
+        """The int8 codes as a (num_embeddings, embedding_dim) view."""
+        return self.weight.view(self.num_embeddings, self.embedding_dim)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """codes * scale: the float table this module looks rows up in."""
+        return self.int8_weight().float() * self.weight_scale[:, None]
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        # Only the looked-up rows are dequantized: the int8 table is never expanded to float.
+        rows = F.embedding(input_ids, self.int8_weight())
+        return rows.to(self.weight_scale.dtype) * self.weight_scale[input_ids].unsqueeze(-1)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx}"

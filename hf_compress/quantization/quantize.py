@@ -1,0 +1,162 @@
+"""quantize_: post-training int8 quantization of a transformers model in place, and its on-disk counterpart."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+
+import torch
+import transformers
+from torch import nn
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers.quantizers.quantizers_utils import should_convert_module
+
+from .. import provenance
+from .config import QUANT_METHOD, Int8QuantizationConfig
+from .modules import Int8Embedding, Int8Linear
+
+logger = logging.getLogger(__name__)
+
+FilterFn = Callable[[nn.Module, str], bool]
+INT8_MODULES = (Int8Linear, Int8Embedding)
+
+
+def quantize_(
+    model: PreTrainedModel, config: Int8QuantizationConfig | None = None, filter_fn: FilterFn | None = None
+) -> PreTrainedModel:
+    """Quantize `model` in place to int8 and return it; `filter_fn(module, name)` returning False keeps a module float.
+
+    Every nn.Linear gets int8 weights (one scale per output channel) and per-batch dynamic int8 activations, as in
+    https://arxiv.org/abs/1712.05877 (symmetric weights, int32 accumulation); the input word embeddings get int8
+    weights with one scale per row. `model.save_pretrained` then writes the int8 tensors, and
+    `from_pretrained` reads them back once hf_compress is imported.
+    """
+    config = config or Int8QuantizationConfig()
+    check_not_quantized(model)
+    if config.quantized_modules:
+        raise ValueError(
+            f"config.quantized_modules={config.quantized_modules!r} is written by quantize_; pass a config without it"
+        )
+    return _quantize(model, config, filter_fn)
+
+
+def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
+    """Raise a ValueError if any part of `model` is already quantized (by hf_compress or another method)."""
+    for name, module in model.named_modules():
+        if isinstance(module, INT8_MODULES) or type(module).__module__.startswith("torch.ao.nn.quantized"):
+            raise ValueError(
+                f"model is already quantized ({name or 'model'} is a {type(module).__name__}); quantize_ needs a "
+                "full-precision model, e.g. the checkpoint it was quantized from"
+            )
+    existing = getattr(getattr(model, "config", None), "quantization_config", None)
+    if check_config and existing is not None:
+        method = existing.get("quant_method") if isinstance(existing, dict) else getattr(existing, "quant_method", "")
+        raise ValueError(
+            f"model is already quantized (config.quantization_config has quant_method={method!r}); quantize_ needs "
+            "a full-precision model"
+        )
+
+
+def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: FilterFn | None = None) -> dict:
+    """Names of the modules `config` and `filter_fn` select, mapped to 'linear' or 'embedding'."""
+    modules = dict(model.named_modules())
+    if config.modules_to_convert is not None:
+        missing = [n for n in config.modules_to_convert if n not in modules]
+        if missing:
+            raise ValueError(f"modules_to_convert names {missing}, which are not modules of {type(model).__name__}")
+        candidates = list(config.modules_to_convert)
+    else:
+        word_embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        candidates = [
+            name
+            for name, module in modules.items()
+            if isinstance(module, nn.Linear) or (config.quantize_embeddings and module is word_embeddings)
+        ]
+
+    excluded = config.modules_to_not_convert or []
+    for pattern in excluded:
+        if all(should_convert_module(name, [pattern]) for name in modules if name):
+            raise ValueError(f"modules_to_not_convert entry {pattern!r} matches no module of {type(model).__name__}")
+    candidates = [n for n in candidates if should_convert_module(n, excluded)]
+    if filter_fn is not None:
+        candidates = [n for n in candidates if filter_fn(modules[n], n)]
+
+    selected = {}
+    for name in candidates:
+        module = modules[name]
+        if isinstance(module, nn.Linear):
+            selected[name] = "linear"
+        elif isinstance(module, nn.Embedding):
+            selected[name] = "embedding"
+        else:
+            raise ValueError(
+                f"cannot quantize {name!r}: it is a {type(module).__name__}; only nn.Linear and nn.Embedding are "
+                "supported"
+            )
+
+    # A weight shared by two modules (tied input/output embeddings) must stay one float tensor to stay tied.
+    owners: dict[int, list[str]] = {}
+    for name, module in modules.items():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            owners.setdefault(id(weight), []).append(name)
+    for name in list(selected):
+        sharing = owners[id(modules[name].weight)]
+        if len(sharing) > 1:
+            logger.warning("keeping %s in full precision: its weight is tied to %s", name, sharing)
+            del selected[name]
+    return selected
+
+
+def _quantize(model: PreTrainedModel, config: Int8QuantizationConfig, filter_fn: FilterFn | None) -> PreTrainedModel:
+    """Replace the selected modules, then record the result in the model's config (quantizers call this too)."""
+    start = time.perf_counter()
+    selected = select_modules(model, config, filter_fn)
+    if not selected:
+        raise ValueError("no module selected for quantization: check modules_to_convert / modules_to_not_convert")
+    for name, kind in selected.items():
+        module = model.get_submodule(name)
+        new = Int8Linear.from_linear(module) if kind == "linear" else Int8Embedding.from_embedding(module)
+        model.set_submodule(name, new)
+    config = dataclasses.replace(config, quantized_modules=selected)
+    attach(model, config)
+    provenance.record(
+        model.config,
+        "quantization",
+        {
+            "method": QUANT_METHOD,
+            "linear": sum(k == "linear" for k in selected.values()),
+            "embedding": sum(k == "embedding" for k in selected.values()),
+            "seconds": round(time.perf_counter() - start, 2),
+        },
+    )
+    return model
+
+
+def attach(model: PreTrainedModel, config: Int8QuantizationConfig) -> None:
+    """Mark `model` as quantized exactly as `from_pretrained` does, so that save_pretrained records the config."""
+    from .hf_quantizer import Int8HfQuantizer  # hf_quantizer imports this module
+
+    model.config.quantization_config = config
+    model.hf_quantizer = Int8HfQuantizer(config, pre_quantized=True)
+    model.is_quantized = True
+    model.quantization_method = QUANT_METHOD
+
+
+def quantize_pretrained(
+    model_dir: str, output_dir: str, config: Int8QuantizationConfig | None = None, filter_fn: FilterFn | None = None
+) -> str:
+    """Load a saved model, quantize it to int8 and save it (with its tokenizer, if any) to `output_dir`."""
+    model_config = AutoConfig.from_pretrained(model_dir)
+    architectures = getattr(model_config, "architectures", None) or []
+    model_class = getattr(transformers, architectures[0], None) if architectures else None
+    model_class = model_class or AutoModelForSequenceClassification
+    model = model_class.from_pretrained(model_dir).eval()
+    quantize_(model, config, filter_fn)
+    model.save_pretrained(output_dir)
+    if any(os.path.exists(os.path.join(model_dir, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
+        AutoTokenizer.from_pretrained(model_dir).save_pretrained(output_dir)
+    return output_dir

@@ -1,0 +1,167 @@
+"""The compression report: parameters, bytes on disk, sparsity, latency and accuracy, side by side."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import DataCollatorWithPadding
+
+WEIGHT_SUFFIXES = (".safetensors",)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of distinct parameters; shared modules count once, as `parameters()` yields them once."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def bytes_on_disk(model_dir: str) -> int:
+    """Bytes of the weight files in a saved model directory (config and tokenizer excluded)."""
+    return sum(
+        os.path.getsize(os.path.join(model_dir, f)) for f in os.listdir(model_dir) if f.endswith(WEIGHT_SUFFIXES)
+    )
+
+
+def saved_bytes(model: nn.Module, model_dir: str | None) -> int:
+    """Bytes on disk of a saved model; a model with no local directory is saved to a temporary one to measure."""
+    if model_dir is not None and os.path.isdir(model_dir):
+        return bytes_on_disk(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save_pretrained(tmp)
+        return bytes_on_disk(tmp)
+
+
+def linear_sparsity(model: nn.Module, prefix: str = "") -> float:
+    """Fraction of exactly-zero weights over the Linear layers whose name contains `prefix`."""
+    zeros = total = 0
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(module, nn.Linear) and prefix in name and isinstance(weight, torch.Tensor):
+            zeros += int((weight == 0).sum())
+            total += weight.numel()
+    return zeros / total if total else 0.0
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
+    """Logits of `model` on a tokenised dataset, in dataset order."""
+    model.eval()
+    collator = DataCollatorWithPadding(tokenizer)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        batch = collator([{k: rows[k][i] for k in keys} for i in range(len(rows[keys[0]]))])
+        out.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu().numpy())
+    return np.concatenate(out)
+
+
+@torch.inference_mode()
+def latency_ms(
+    models: dict[str, nn.Module], tokenizer, batch_size: int, seq_len: int = 48, repeats: int = 10
+) -> dict[str, float]:
+    """Median forward latency per model, measured interleaved so every model sees the same machine state."""
+    text = "the self driving car stopped at the light and everyone clapped " * 8
+    enc = tokenizer(
+        [text] * batch_size, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt"
+    )
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for model in models.values():
+        model.eval()
+        model(**enc)  # warm-up: first call allocates and packs
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(**enc)
+            times[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@dataclass
+class ReportRow:
+    """One model's line in the comparison table."""
+
+    name: str
+    parameters: int
+    bytes_on_disk: int
+    accuracy: float | None = None
+    accuracy_vs_reference: float | None = None
+    agreement_with_reference: float | None = None
+    sparsity: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)
+
+
+def build_report(
+    models: dict[str, tuple[nn.Module, str | None]],
+    tokenizer,
+    dataset=None,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    repeats: int = 10,
+) -> list[ReportRow]:
+    """Compare models (name → (model, saved dir)); the first one is the reference for ratios."""
+    names = list(models)
+    predictions = {}
+    rows = []
+    for name, (model, model_dir) in models.items():
+        row = ReportRow(
+            name=name,
+            parameters=count_parameters(model),
+            bytes_on_disk=saved_bytes(model, model_dir),
+            sparsity=linear_sparsity(model, "encoder"),
+        )
+        if dataset is not None:
+            predictions[name] = predict(model, dataset, tokenizer).argmax(-1)
+            row.accuracy = float((predictions[name] == np.asarray(dataset["label"])).mean())
+        rows.append(row)
+    for batch_size in batch_sizes:
+        medians = latency_ms({n: m for n, (m, _) in models.items()}, tokenizer, batch_size, repeats=repeats)
+        for row in rows:
+            row.latency_ms[f"batch_{batch_size}"] = medians[row.name]
+            row.speedup[f"batch_{batch_size}"] = medians[names[0]] / medians[row.name]
+    reference = rows[0]
+    for row in rows:
+        if row.accuracy is not None and reference.accuracy:
+            row.accuracy_vs_reference = row.accuracy / reference.accuracy
+            row.agreement_with_reference = float((predictions[row.name] == predictions[reference.name]).mean())
+    return rows
+
+
+def markdown_table(rows: list[ReportRow]) -> str:
+    """The report as a Markdown table; ratios are relative to the first row."""
+    batch_keys = list(rows[0].latency_ms) if rows else []
+    header = ["model", "accuracy", "vs ref", "params", "MB on disk", "size ratio", "sparsity"]
+    header += [f"speed-up {k.replace('_', ' ')}" for k in batch_keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [
+            row.name,
+            "—" if row.accuracy is None else f"{row.accuracy:.4f}",
+            "—" if row.accuracy_vs_reference is None else f"{row.accuracy_vs_reference:.1%}",
+            f"{row.parameters / 1e6:.2f}M",
+            f"{row.bytes_on_disk / 1e6:.1f}",
+            f"{rows[0].bytes_on_disk / max(row.bytes_on_disk, 1):.2f}×",
+            f"{row.sparsity:.0%}",
+        ]
+        cells += [f"{row.speedup[k]:.2f}×" for k in batch_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[ReportRow], output_dir: str, stem: str = "compression_report") -> str:
+    """Write the report as JSON and Markdown into `output_dir` and return the Markdown."""
+    os.makedirs(output_dir, exist_ok=True)
+    table = markdown_table(rows)
+    with open(os.path.join(output_dir, f"{stem}.json"), "w") as f:
+        json.dump([asdict(r) for r in rows], f, indent=2)
+    with open(os.path.join(output_dir, f"{stem}.md"), "w") as f:
+        f.write(table + "\n")
+    return table

@@ -1,0 +1,153 @@
+"""The jobs behind `hf-compress distill`: data, teacher, student, training, final save and report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import numpy as np
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from .data import label_names, load_text_classification, tokenize
+from .recipe import RecipeArguments, resolve_model_path
+from .report import build_report, write_report
+from .student import create_student
+from .trainer.distillation_args import DistillationTrainingArguments
+from .trainer.distillation_trainer import DistillationTrainer
+
+logger = logging.getLogger(__name__)
+
+
+def compute_accuracy(eval_pred) -> dict[str, float]:
+    """Accuracy for Trainer's evaluation loop."""
+    logits, labels = eval_pred
+    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
+
+
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+    """Refuse to save over a different model the user already has, unless asked to (nothing is lost by default)."""
+    if os.path.exists(os.path.join(output_dir, "config.json")) and not overwrite:
+        raise ValueError(
+            f"output_dir={output_dir!r} already holds a model; allowed: an empty or new directory, or "
+            "overwrite_output=true to replace it"
+        )
+
+
+def prepare_data(recipe: RecipeArguments, tokenizer, seed: int):
+    """Load, subsample and tokenise the dataset named by the recipe."""
+    raw = load_text_classification(recipe.dataset_name, recipe.text_column, recipe.label_column)
+    if recipe.label_column != "label":
+        raw = raw.rename_column(recipe.label_column, "label")
+    if recipe.eval_split not in raw:
+        raise ValueError(f"eval_split={recipe.eval_split!r} is not a split of the dataset; allowed: {list(raw)}")
+    names = label_names(raw)
+    data = tokenize(raw, tokenizer, recipe.text_column, recipe.max_length)
+    if recipe.max_eval_samples:
+        for split in data:
+            if split != "train":
+                data[split] = data[split].select(range(min(recipe.max_eval_samples, len(data[split]))))
+    return data, names
+
+
+def subset(dataset, n: int | None, seed: int):
+    """The first n examples after a seeded shuffle (the whole set when n is None)."""
+    if n is None or n >= len(dataset):
+        return dataset
+    return dataset.shuffle(seed=seed).select(range(n))
+
+
+def load_or_finetune_teacher(recipe: RecipeArguments, args: DistillationTrainingArguments, data, tokenizer, names):
+    """The teacher: loaded as is, or first fine-tuned on the task with a plain Trainer."""
+    path = resolve_model_path(args.teacher_model_name_or_path)
+    kwargs = dict(args.teacher_model_init_kwargs or {})
+    if not recipe.finetune_teacher:
+        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
+    num_labels = len(names) if names else len(set(data["train"]["label"]))
+    label_kwargs = {"num_labels": num_labels}
+    if names:
+        label_kwargs.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    teacher = AutoModelForSequenceClassification.from_pretrained(path, **label_kwargs, **kwargs)
+    teacher_dir = os.path.join(args.output_dir, "teacher")
+    teacher_args = TrainingArguments(
+        output_dir=teacher_dir,
+        num_train_epochs=recipe.teacher_num_train_epochs,
+        learning_rate=recipe.teacher_learning_rate,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        logging_steps=args.logging_steps,
+        save_strategy="no",
+        report_to=args.report_to,
+        seed=args.seed,
+        use_cpu=args.use_cpu,
+        disable_tqdm=args.disable_tqdm,
+    )
+    logger.info("Fine-tuning the teacher on the task first")
+    trainer = Trainer(
+        model=teacher,
+        args=teacher_args,
+        train_dataset=subset(data["train"], recipe.teacher_max_train_samples, args.seed),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(teacher_dir)
+    return teacher
+
+
+def make_student(recipe: RecipeArguments, teacher):
+    """The student: teacher layers chosen by the recipe (DistilBERT-style initialisation)."""
+    if recipe.student_layers is not None:
+        return create_student(teacher, layers=recipe.student_layers)
+    if recipe.student_num_hidden_layers is not None:
+        return create_student(teacher, num_hidden_layers=recipe.student_num_hidden_layers)
+    raise ValueError(
+        "student_num_hidden_layers=None and student_layers=None: the recipe must say how deep the student is"
+    )
+
+
+def run_distill(recipe: RecipeArguments, args: DistillationTrainingArguments) -> dict:
+    """Fine-tune the teacher if asked, distil a student, save it, and report both on the evaluation split."""
+    if args.teacher_model_name_or_path is None:
+        raise ValueError("teacher_model_name_or_path=None: the recipe must name a teacher (Hub id, dir or pkg://)")
+    check_output_dir(args.output_dir, recipe.overwrite_output)
+    teacher_path = resolve_model_path(args.teacher_model_name_or_path)
+    AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad teacher path
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    data, names = prepare_data(recipe, tokenizer, args.seed)
+    teacher = load_or_finetune_teacher(recipe, args, data, tokenizer, names)
+    student = make_student(recipe, teacher)
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=args,
+        train_dataset=subset(data["train"], recipe.max_train_samples, args.seed),
+        eval_dataset=data.get("validation"),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_accuracy,
+    )
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    result = {"output_dir": args.output_dir}
+    if recipe.report:
+        teacher_dir = os.path.join(args.output_dir, "teacher") if recipe.finetune_teacher else teacher_path
+        rows = build_report(
+            {"teacher": (teacher, teacher_dir), "student": (trainer.model, args.output_dir)},
+            tokenizer,
+            data[recipe.eval_split],
+            repeats=recipe.report_latency_repeats,
+        )
+        table = write_report(rows, args.output_dir)
+        print(f"\nEvaluation on the {recipe.eval_split} split ({len(data[recipe.eval_split])} examples):\n{table}")
+        result["report"] = json.loads(json.dumps([r.__dict__ for r in rows]))
+    return result

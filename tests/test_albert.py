@@ -1,0 +1,341 @@
+"""to_albert: exact at identity, exact on low-rank embeddings, honest parameter counts, real sharing, stock reload."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import (
+    AlbertConfig,
+    AlbertForSequenceClassification,
+    AlbertModel,
+    AutoModel,
+    BertForMaskedLM,
+    BertForMultipleChoice,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+    DistilBertConfig,
+    DistilBertForSequenceClassification,
+    GPT2Config,
+    GPT2Model,
+)
+
+from hf_compress.albert import albert_num_parameters, to_albert
+from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
+
+
+def inputs(batch_size: int = 4, seq_len: int = 12) -> dict:
+    """A tiny batch without labels, with both token types in use so token-type embeddings are exercised."""
+    batch = tiny_batch(batch_size, seq_len)
+    batch.pop("labels")
+    batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    batch["token_type_ids"][:, seq_len // 3 :] = 1
+    return batch
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.mark.parametrize(
+    "bert_class, output",
+    [
+        (BertForSequenceClassification, "logits"),
+        (BertModel, "last_hidden_state"),
+        (BertModel, "pooler_output"),
+        (BertForTokenClassification, "logits"),
+        (BertForQuestionAnswering, "start_logits"),
+        (BertForMultipleChoice, "logits"),
+    ],
+)
+def test_identity_conversion_is_exact(bert_class, output):
+    torch.manual_seed(0)
+    config = tiny_bert_config(num_hidden_layers=3, num_labels=2, problem_type="single_label_classification")
+    config.id2label, config.label2id = {0: "neg", 1: "pos"}, {"neg": 0, "pos": 1}
+    bert = bert_class(config).eval()
+    albert = to_albert(bert)
+    assert type(albert).__name__ == bert_class.__name__.replace("Bert", "Albert")
+    assert albert.config.model_type == "albert"
+    assert albert.config.id2label == {0: "neg", 1: "pos"} and albert.config.num_labels == 2
+    assert albert.config.problem_type == "single_label_classification"
+    assert albert.config.embedding_size == 32 and albert.config.num_hidden_groups == 3
+    batch = inputs()
+    if bert_class is BertForMultipleChoice:
+        batch = {k: v.unsqueeze(0) for k, v in batch.items()}  # (batch=1, choices=4, seq)
+    with torch.no_grad():
+        expected, got = getattr(bert(**batch), output), getattr(albert(**batch), output)
+    assert expected.abs().max() > 1e-3  # a non-trivial output
+    assert max_diff(got, expected) <= 1e-5
+
+
+def test_input_model_is_not_modified_and_training_mode_is_kept():
+    bert = tiny_bert()
+    before = {k: v.clone() for k, v in bert.state_dict().items()}
+    albert = to_albert(bert, embedding_size=8, num_hidden_groups=1)
+    assert all(torch.equal(before[k], v) for k, v in bert.state_dict().items())
+    assert not albert.training
+    assert to_albert(bert.train()).training
+
+
+def low_rank_bert(rank: int) -> BertForSequenceClassification:
+    """A tiny BERT whose centred word, position and token-type embeddings all lie in one rank-`rank` subspace."""
+    bert = tiny_bert()
+    torch.manual_seed(1)
+    basis = torch.randn(rank, 32)
+    emb = bert.bert.embeddings
+    with torch.no_grad():
+        # Per-row constant offsets (the all-ones direction) are removed by LayerNorm, so they may be anything.
+        emb.word_embeddings.weight.copy_(torch.randn(VOCAB, rank) @ basis + torch.randn(VOCAB, 1))
+        emb.position_embeddings.weight.copy_(torch.randn(64, rank) @ basis + torch.randn(64, 1))
+        emb.token_type_embeddings.weight.copy_(0.3 * torch.randn(2, rank) @ basis)
+        emb.LayerNorm.weight.copy_(torch.rand(32) + 0.5)
+        emb.LayerNorm.bias.copy_(0.1 * torch.randn(32))
+    return bert
+
+
+def test_factorisation_is_exact_when_embeddings_fit_in_e_minus_one_dimensions():
+    # The E-space LayerNorm construction loses nothing but the projection: one of E dimensions keeps the mean at zero.
+    rank = 7
+    bert = low_rank_bert(rank)
+    batch = inputs()
+    with torch.no_grad():
+        expected = bert.bert(**batch).last_hidden_state
+        exact = to_albert(bert, embedding_size=rank + 1)
+        short = to_albert(bert, embedding_size=rank)
+        assert max_diff(exact.albert(**batch).last_hidden_state, expected) <= 1e-5
+        assert max_diff(short.albert(**batch).last_hidden_state, expected) > 1e-2
+    assert exact.config.compression["albert"]["embedding_reconstruction_error"] < 1e-6
+    assert short.config.compression["albert"]["embedding_reconstruction_error"] > 1e-2
+
+
+def test_factorisation_error_decreases_as_embedding_size_grows():
+    bert = tiny_bert()
+    batch = inputs()
+    errors, drifts = [], []
+    for E in (2, 4, 8, 16, 24, 31, 32):
+        albert = to_albert(bert, embedding_size=E)
+        errors.append(albert.config.compression["albert"]["embedding_reconstruction_error"])
+        with torch.no_grad():
+            drifts.append(max_diff(albert.albert(**batch).last_hidden_state, bert.bert(**batch).last_hidden_state))
+    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert 0.5 < errors[0] < 1 and errors[-1] == 0.0
+    assert drifts[-1] == 0.0 and drifts[-2] < drifts[0]  # outputs approach BERT's as E grows
+
+
+# By hand for V=1000, P=64, T=2, H=32, I=64, E=16, one shared layer, 3 labels: embeddings (1066·16 + 32) + mapping
+# (16·32 + 32) + layer (4·(32·32 + 32) + 64 + 32·64 + 64 + 64·32 + 32 + 64) + pooler (32·32 + 32) + classifier (99).
+HAND_COUNT = 17088 + 544 + 8544 + 1056 + 99
+
+
+@pytest.mark.parametrize("E, G", [(32, 4), (32, 2), (16, 4), (16, 2), (16, 1), (4, 1)])
+def test_parameter_count_matches_closed_form(E, G):
+    albert = to_albert(tiny_bert(num_hidden_layers=4), embedding_size=E, num_hidden_groups=G)
+    counted = sum(p.numel() for p in albert.parameters())
+    classifier = 32 * 3 + 3
+    assert counted == albert_num_parameters(albert.config) + classifier
+    assert len(albert.albert.encoder.albert_layer_groups) == G
+    if (E, G) == (16, 1):
+        assert counted == HAND_COUNT
+
+
+def layer_calls(albert: AlbertForSequenceClassification) -> list[int]:
+    """How many times each distinct AlbertLayer module runs in one forward pass."""
+    calls = []
+    hooks = []
+    for group in albert.albert.encoder.albert_layer_groups:
+        calls.append(0)
+        index = len(calls) - 1
+
+        def hook(*_, index=index):
+            calls[index] += 1
+
+        hooks.append(group.albert_layers[0].register_forward_hook(hook))
+    with torch.no_grad():
+        albert(**inputs())
+    for handle in hooks:
+        handle.remove()
+    return calls
+
+
+@pytest.mark.parametrize("sharing_init, member", [("mean", None), ("first", 0), (0, 0), (1, 1)])
+def test_shared_layer_is_initialised_from_its_members(sharing_init, member):
+    bert = tiny_bert(num_hidden_layers=4)
+    albert = to_albert(bert, num_hidden_groups=2, sharing_init=sharing_init)
+    for group_id, group in enumerate(albert.albert.encoder.albert_layer_groups):
+        members = bert.bert.encoder.layer[2 * group_id : 2 * group_id + 2]
+        for bert_name, albert_name in [
+            ("attention.self.query.weight", "attention.query.weight"),
+            ("output.LayerNorm.bias", "full_layer_layer_norm.bias"),
+        ]:
+            weights = torch.stack([layer.get_parameter(bert_name) for layer in members])
+            expected = weights.mean(0) if member is None else weights[member]
+            assert torch.allclose(group.albert_layers[0].get_parameter(albert_name), expected, atol=1e-7)
+    assert albert.config.compression["albert"]["sharing_init"] == sharing_init
+
+
+def test_shared_layers_are_one_module_through_training_and_save_load(tmp_path):
+    albert = to_albert(tiny_bert(num_hidden_layers=4), embedding_size=16, num_hidden_groups=2)
+    n_params = sum(p.numel() for p in albert.parameters())
+    assert layer_calls(albert) == [2, 2]  # 4 layers run, 2 distinct modules
+
+    albert.train()
+    shared = albert.albert.encoder.albert_layer_groups[0].albert_layers[0].attention.query.weight
+    before = shared.detach().clone()
+    optimizer = torch.optim.AdamW(albert.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(3):
+        albert(**tiny_batch()).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    albert.eval()
+    assert not torch.allclose(shared, before)  # it trained ...
+    assert sum(p.numel() for p in albert.parameters()) == n_params  # ... and is still counted once
+    assert layer_calls(albert) == [2, 2]
+
+    albert.save_pretrained(tmp_path)
+    layer_keys = [k for k in albert.state_dict() if ".albert_layers." in k]
+    assert {k.split(".albert_layer_groups.")[1][0] for k in layer_keys} == {"0", "1"}
+    reloaded = AlbertForSequenceClassification.from_pretrained(tmp_path).eval()
+    assert sum(p.numel() for p in reloaded.parameters()) == n_params
+    assert layer_calls(reloaded) == [2, 2]
+    with torch.no_grad():
+        assert max_diff(reloaded(**inputs()).logits, albert(**inputs()).logits) == 0.0
+
+
+def test_provenance_is_recorded_and_keeps_earlier_steps(tmp_path):
+    bert = tiny_bert()
+    bert.config.compression = {"hf_compress_version": "0.1.0", "student": {"layers": [0, 2]}}
+    albert = to_albert(bert, embedding_size=8, num_hidden_groups=1, sharing_init="first")
+    albert.save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "albert"
+    assert saved["compression"]["student"] == {"layers": [0, 2]}
+    recorded = saved["compression"]["albert"]
+    assert recorded["embedding_size"] == 8 and recorded["num_hidden_groups"] == 1
+    assert recorded["sharing_init"] == "first"
+    assert 0 < recorded["embedding_reconstruction_error"] < 1
+    assert recorded == albert.config.compression["albert"]
+
+
+RELOAD_SCRIPT = """
+import json, sys
+import torch
+from transformers import AutoModelForSequenceClassification
+batch = {k: torch.tensor(v) for k, v in json.loads(sys.argv[1]).items()}
+results = []
+for path in sys.argv[2:]:
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        logits = model(**batch).logits
+    results.append({"class": type(model).__name__, "logits": logits.tolist(), "compression": model.config.compression})
+assert not any(name.startswith("hf_compress") for name in sys.modules)
+print(json.dumps(results))
+"""
+
+
+def test_reloads_as_stock_albert_without_hf_compress(tmp_path):
+    batch = inputs()
+    bert = tiny_bert(num_hidden_layers=4)
+    paths, expected = [], []
+    for E, G in [(None, None), (8, 1)]:  # exact conversion, and factorised + fully shared
+        albert = to_albert(bert, embedding_size=E, num_hidden_groups=G)
+        paths.append(str(tmp_path / f"albert-{E}-{G}"))
+        albert.save_pretrained(paths[-1])
+        with torch.no_grad():
+            expected.append(albert(**batch).logits)
+    encoded = json.dumps({k: v.tolist() for k, v in batch.items()})
+    # -I keeps the working directory (this repo) off sys.path; the script asserts nothing imported hf_compress.
+    command = [sys.executable, "-I", "-c", RELOAD_SCRIPT, encoded, *paths]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    for result, logits, groups in zip(results, expected, [4, 1]):
+        assert result["class"] == "AlbertForSequenceClassification"
+        assert result["compression"]["albert"]["num_hidden_groups"] == groups
+        assert max_diff(torch.tensor(result["logits"]), logits) <= 1e-5
+    with torch.no_grad():
+        assert max_diff(expected[0], bert(**batch).logits) <= 1e-5  # the exact one still matches BERT after reload
+
+
+def tiny_gpt2() -> GPT2Model:
+    return GPT2Model(GPT2Config(vocab_size=100, n_embd=32, n_layer=2, n_head=4, n_positions=32))
+
+
+def tiny_distilbert() -> DistilBertForSequenceClassification:
+    config = DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=32)
+    return DistilBertForSequenceClassification(config)
+
+
+@pytest.mark.parametrize(
+    "make_model, name",
+    [
+        (tiny_gpt2, "GPT2Model"),
+        (tiny_distilbert, "DistilBertForSequenceClassification"),
+        (lambda: BertForMaskedLM(tiny_bert_config()), "BertForMaskedLM"),
+    ],
+)
+def test_unsupported_architectures_raise(make_model, name):
+    with pytest.raises(ValueError, match=name) as info:
+        to_albert(make_model())
+    assert "BertForSequenceClassification" in str(info.value)  # says what is supported
+
+
+def test_decoder_bert_raises():
+    with pytest.raises(ValueError, match="is_decoder"):
+        to_albert(BertModel(tiny_bert_config(is_decoder=True)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        ({"embedding_size": 0}, "embedding_size"),
+        ({"embedding_size": -4}, "embedding_size"),
+        ({"embedding_size": 33}, "embedding_size"),
+        ({"embedding_size": 8.0}, "embedding_size"),
+        ({"num_hidden_groups": 0}, "num_hidden_groups"),
+        ({"num_hidden_groups": 5}, "num_hidden_groups"),
+        ({"num_hidden_groups": 3}, "num_hidden_groups"),  # does not divide 4 layers
+        ({"num_hidden_groups": True}, "num_hidden_groups"),
+        ({"sharing_init": "median"}, "sharing_init"),
+        ({"num_hidden_groups": 2, "sharing_init": 2}, "sharing_init"),  # 2 layers per group: index 0 or 1
+        ({"num_hidden_groups": 2, "sharing_init": -1}, "sharing_init"),
+    ],
+)
+def test_invalid_arguments_raise_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field) as info:
+        to_albert(tiny_bert(num_hidden_layers=4), **kwargs)
+    assert repr(kwargs[field]) in str(info.value)  # names the value too
+
+
+def test_albert_num_parameters_counts_a_fresh_albert_model():
+    # Independent of to_albert: the closed form against transformers' own construction.
+    config = AlbertConfig(
+        vocab_size=500, embedding_size=12, hidden_size=24, num_hidden_layers=6, num_hidden_groups=3,
+        inner_group_num=2, num_attention_heads=4, intermediate_size=40, max_position_embeddings=20,
+    )  # fmt: skip
+    for pooling in (True, False):
+        model = AlbertModel(config, add_pooling_layer=pooling)
+        assert sum(p.numel() for p in model.parameters()) == albert_num_parameters(config, add_pooling_layer=pooling)
+
+
+@pytest.mark.slow
+def test_minilm_identity_conversion_is_exact():
+    from hf_compress.data import minilm_path
+
+    bert = AutoModel.from_pretrained(minilm_path()).eval()
+    assert type(bert) is BertModel
+    albert = to_albert(bert)
+    batch = tiny_batch(batch_size=2, seq_len=32)
+    batch.pop("labels")
+    with torch.no_grad():
+        expected, got = bert(**batch), albert(**batch)
+    assert max_diff(got.last_hidden_state, expected.last_hidden_state) <= 1e-5
+    assert max_diff(got.pooler_output, expected.pooler_output) <= 1e-5
+
+    errors = [to_albert(bert, embedding_size=E).config.compression["albert"]["embedding_reconstruction_error"]
+              for E in (64, 128, 256)]  # fmt: skip
+    assert errors[0] > errors[1] > errors[2] > 0

@@ -1,0 +1,74 @@
+import json
+import os
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+
+from hf_compress.cli import main
+from tests.testing_utils import tiny_checkpoint, tiny_text_csv
+
+
+def write_recipe(tmp_path, **extra) -> str:
+    teacher = tiny_checkpoint(tmp_path / "teacher", num_hidden_layers=4)
+    data = tiny_text_csv(tmp_path / "data.csv")
+    lines = {
+        "teacher_model_name_or_path": teacher,
+        "finetune_teacher": True,
+        "dataset_name": data,
+        "eval_split": "train",
+        "student_num_hidden_layers": 2,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 8,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "report_latency_repeats": 2,
+        "output_dir": str(tmp_path / "out"),
+    }
+    lines.update(extra)
+    path = tmp_path / "recipe.yaml"
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in lines.items()) + "\n")
+    return str(path)
+
+
+def test_distill_command_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    assert main(["distill", recipe]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher |" in out and "| student |" in out
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.num_hidden_layers == 2
+    assert student.config.id2label[0] == "negative"
+    assert os.path.exists(tmp_path / "out" / "tokenizer.json")
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert [r["name"] for r in report] == ["teacher", "student"]
+    assert report[1]["parameters"] < report[0]["parameters"]
+    assert 0.0 <= report[1]["accuracy"] <= 1.0
+
+
+def test_final_save_never_replaces_a_model_unasked(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    existing = tiny_checkpoint(tmp_path / "out", seed=7)
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert main(["distill", recipe]) == 2
+    assert "overwrite_output" in capsys.readouterr().err
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    assert existing
+
+
+def test_missing_text_column_fails_before_training(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, text_column="sentence")
+    assert main(["distill", recipe]) == 2
+    assert "text_column='sentence'" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "teacher")
+
+
+@pytest.mark.slow
+def test_tweets_splits_are_fixed_and_labelled():
+    from hf_compress import load_tweets
+
+    data = load_tweets()
+    assert {k: len(v) for k, v in data.items()} == {"train": 32158, "validation": 2000, "test": 4000}
+    assert data["train"].features["label"].names == ["negative", "neutral", "positive"]
+    assert data["test"][0] == load_tweets()["test"][0]
