@@ -4,11 +4,24 @@ __version__ = "0.1.0"
 
 from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
+from .pruning.pruner import Pruner, select_targets  # noqa: E402
+from .pruning.schedule import cubic_sparsity  # noqa: E402
 from .student import create_student  # noqa: E402
+from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
+from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
 from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
+from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
+from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
 
 __all__ = [
+    "CompressionTrainer",
+    "CompressionTrainingArguments",
+    "Pruner",
+    "PruningTrainer",
+    "PruningTrainingArguments",
+    "cubic_sparsity",
+    "select_targets",
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "attention_loss",

@@ -176,7 +176,7 @@ def _factorised_embeddings(bert_embeddings: nn.Module, embedding_size: int) -> d
     # Orthonormal basis of {y in R^E : sum(y) = 0}: the last E-1 columns of a QR of [1, I].
     ones_then_identity = torch.cat([torch.ones(E, 1), torch.eye(E)], dim=1).to(torch.float64).to(device)
     q, _ = torch.linalg.qr(ones_then_identity)
-    B = q[:, 0:r]  # E×r
+    B = q[:, 1 : r + 1]  # E×r
     s = math.sqrt(E / H)
     to_e = s * U @ B.T  # H×E: a row x in H-space becomes x @ to_e in E-space
     gamma = bert_embeddings.LayerNorm.weight.double()

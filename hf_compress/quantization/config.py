@@ -53,9 +53,7 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"quant_method={self.quant_method!r} must be {QUANT_METHOD!r}")
         for name in ("modules_to_not_convert", "modules_to_convert"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, str) or not all(isinstance(v, str) and v for v in value)
-            ):
+            if value is not None and (isinstance(value, str) or not all(isinstance(v, str) and v for v in value)):
                 raise ValueError(f"{name}={value!r} must be None or a list of non-empty module names")
             if value is not None:
                 setattr(self, name, list(value))

@@ -25,7 +25,9 @@ class Int8HfQuantizer(HfQuantizer):
             return model  # quantized after loading, from the float weights
         modules = self.quantization_config.quantized_modules
         if not modules:
-            raise ValueError(f"quantization_config of {QUANT_METHOD!r} lists no quantized_modules: corrupt config.json")
+            raise ValueError(
+                f"quantization_config of {QUANT_METHOD!r} lists no quantized_modules: corrupt config.json"
+            )
         for saved_name, kind in modules.items():
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)

@@ -48,6 +48,8 @@ class Int8Linear(nn.Module):
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:
             module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
+        if module.weight.is_cpu and fbgemm.available():
+            module._packed_weight()  # pack now, so that quantize_ pays the whole cost and not the first call
         return module
 
     def int8_weight(self) -> torch.Tensor:

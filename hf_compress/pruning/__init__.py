@@ -1,0 +1,1 @@
+"""Gradient-based unstructured pruning: importance scores, the cubic schedule, masks."""

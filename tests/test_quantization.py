@@ -1,0 +1,419 @@
+"""Post-training int8: quality (SQNR), bytes on disk, save/load through from_pretrained, loud failures."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+from transformers import (
+    AlbertConfig,
+    AlbertForSequenceClassification,
+    AutoModelForMaskedLM,
+    AutoModelForSequenceClassification,
+    BertForMaskedLM,
+)
+
+from hf_compress.quantization import (
+    QUANT_METHOD,
+    Int8Embedding,
+    Int8Linear,
+    Int8QuantizationConfig,
+    quantize_,
+    quantize_pretrained,
+)
+from hf_compress.quantization.modules import quantize_rows
+from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def sqnr_db(ref: torch.Tensor, approx: torch.Tensor) -> float:
+    """10*log10(|ref|^2 / |ref - approx|^2)."""
+    return (10 * torch.log10(ref.pow(2).sum() / (ref - approx).pow(2).sum())).item()
+
+
+def inputs(batch_size: int = 4, seq_len: int = 12, seed: int = 0) -> dict:
+    batch = tiny_batch(batch_size, seq_len, seed)
+    batch.pop("labels")
+    return batch
+
+
+@torch.no_grad()
+def logits(model, batch: dict | None = None) -> torch.Tensor:
+    return model.eval()(**(batch or inputs())).logits
+
+
+def tiny_albert(seed: int = 0) -> AlbertForSequenceClassification:
+    """ALBERT with one shared layer group and embedding_size (16) smaller than hidden_size (32)."""
+    torch.manual_seed(seed)
+    config = AlbertConfig(
+        vocab_size=VOCAB,
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=3,
+        num_hidden_groups=1,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=3,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        classifier_dropout_prob=0.0,
+    )
+    return AlbertForSequenceClassification(config).eval()
+
+
+def pruned_bert(seed: int = 0, sparsity: float = 0.9) -> nn.Module:
+    """A tiny BERT whose Linear weights are 90% zeros (smallest magnitudes), with some rows entirely zero."""
+    model = tiny_bert(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                w = module.weight
+                threshold = w.abs().flatten().kthvalue(int(sparsity * w.numel())).values
+                w[w.abs() <= threshold] = 0
+                w[:2] = 0  # pruned rows: their scale must not divide by zero
+    return model
+
+
+MODELS = {
+    "bert": lambda: tiny_bert(0),
+    "bert_pruned": pruned_bert,
+    "bert_small_intermediate": lambda: tiny_bert(0, intermediate_size=16),
+    "albert_shared": tiny_albert,
+}
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    "kwargs, field_name",
+    [
+        ({"quant_method": "torchao"}, "quant_method"),
+        ({"modules_to_not_convert": "classifier"}, "modules_to_not_convert"),
+        ({"modules_to_convert": ["bert.pooler.dense", ""]}, "modules_to_convert"),
+        ({"quantize_embeddings": "yes"}, "quantize_embeddings"),
+        ({"quantized_modules": {"classifier": "conv"}}, "quantized_modules"),
+        ({"format_version": 2}, "format_version"),
+    ],
+)
+def test_config_validation_names_the_field(kwargs, field_name):
+    with pytest.raises(ValueError, match=field_name):
+        Int8QuantizationConfig(**kwargs)
+
+
+def test_config_from_dict_rejects_unknown_keys_and_round_trips():
+    config = Int8QuantizationConfig(modules_to_not_convert=["classifier"])
+    assert Int8QuantizationConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="group_size"):
+        Int8QuantizationConfig.from_dict({**config.to_dict(), "group_size": 128})
+
+
+# ---------------------------------------------------------------- quantize_
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_int8_logits_close_to_fp32(name):
+    model = MODELS[name]()
+    reference = logits(model)
+    assert quantize_(model) is model
+    assert sqnr_db(reference, logits(model)) >= 20
+    assert isinstance(model.get_input_embeddings(), Int8Embedding)
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+
+
+def test_every_linear_and_the_word_embeddings_are_converted():
+    model = tiny_bert()
+    linear_names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    quantize_(model)
+    modules = dict(model.named_modules())
+    assert all(isinstance(modules[n], Int8Linear) for n in linear_names)
+    assert isinstance(modules["bert.embeddings.word_embeddings"], Int8Embedding)
+    # position and token-type tables are small: left in fp32 by default
+    assert isinstance(modules["bert.embeddings.position_embeddings"], nn.Embedding)
+    expected = {n: "linear" for n in linear_names} | {"bert.embeddings.word_embeddings": "embedding"}
+    assert model.config.quantization_config.quantized_modules == expected
+    assert model.config.compression["quantization"]["linear"] == len(linear_names)
+
+
+def test_weights_are_int8_per_row_with_rounding_error_below_half_a_step():
+    torch.manual_seed(0)
+    weight = torch.randn(16, 40) * torch.logspace(-3, 0, 16)[:, None]  # rows of very different ranges
+    codes, scale = quantize_rows(weight)
+    assert codes.dtype == torch.int8 and codes.abs().max() <= 127
+    assert torch.equal(codes.abs().amax(dim=1), torch.full((16,), 127, dtype=torch.int8))  # full range per row
+    error = (codes.float() * scale[:, None] - weight).abs()
+    assert (error <= scale[:, None] / 2 + 1e-7).all()
+
+
+def test_pruned_zeros_stay_exactly_zero():
+    model = pruned_bert()
+    zero_masks = {n: m.weight == 0 for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+    quantize_(model)
+    modules = dict(model.named_modules())
+    for name, mask in zero_masks.items():
+        assert mask.float().mean() >= 0.9
+        assert (modules[name].int8_weight()[mask] == 0).all()
+        assert torch.isfinite(modules[name].weight_scale).all()
+
+
+def test_albert_shared_layer_and_embedding_projection_are_quantized():
+    model = tiny_albert()
+    quantize_(model)
+    assert isinstance(model.albert.encoder.embedding_hidden_mapping_in, Int8Linear)
+    shared = model.albert.encoder.albert_layer_groups[0].albert_layers[0]
+    assert isinstance(shared.attention.query, Int8Linear) and isinstance(shared.ffn, Int8Linear)
+    # One shared group: each int8 weight is stored once, however many layers apply it
+    assert len(model.config.quantization_config.quantized_modules) == 1 + 6 + 2  # mapping, layer, pooler, classifier
+    assert model.get_input_embeddings().int8_weight().shape == (VOCAB, 16)
+
+
+def test_classifier_excluded_by_config_or_filter_fn_stays_fp32():
+    for kwargs in ({"config": Int8QuantizationConfig(modules_to_not_convert=["classifier"])},
+                   {"filter_fn": lambda module, name: name != "classifier"}):
+        model = tiny_bert()
+        weight = model.classifier.weight.detach().clone()
+        quantize_(model, **kwargs)
+        assert type(model.classifier) is nn.Linear and model.classifier.weight.dtype == torch.float32
+        assert torch.equal(model.classifier.weight, weight)
+        assert isinstance(model.bert.pooler.dense, Int8Linear)
+        assert "classifier" not in model.config.quantization_config.quantized_modules
+
+
+def test_quantize_embeddings_false_keeps_word_embeddings_fp32():
+    model = quantize_(tiny_bert(), Int8QuantizationConfig(quantize_embeddings=False))
+    assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
+
+
+def test_quantizing_twice_raises():
+    model = quantize_(tiny_bert())
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_(model)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        (Int8QuantizationConfig(modules_to_convert=["bert.embeddings.LayerNorm"]), "LayerNorm"),
+        (Int8QuantizationConfig(modules_to_convert=["bert.encoder.layer.0.attention"]), "BertAttention"),
+        (Int8QuantizationConfig(modules_to_convert=["bert.no_such_module"]), "no_such_module"),
+        (Int8QuantizationConfig(modules_to_not_convert=["clasifier"]), "clasifier"),
+        (Int8QuantizationConfig(quantized_modules={"classifier": "linear"}), "quantized_modules"),
+    ],
+)
+def test_bad_selection_raises_before_touching_the_model(config, message):
+    model = tiny_bert()
+    with pytest.raises(ValueError, match=message):
+        quantize_(model, config)
+    assert not any(isinstance(m, (Int8Linear, Int8Embedding)) for m in model.modules())
+
+
+def test_explicit_modules_to_convert_accepts_linear_and_embedding():
+    names = ["bert.pooler.dense", "bert.embeddings.position_embeddings"]
+    model = quantize_(tiny_bert(), Int8QuantizationConfig(modules_to_convert=names))
+    assert isinstance(model.bert.pooler.dense, Int8Linear)
+    assert isinstance(model.bert.embeddings.position_embeddings, Int8Embedding)
+    assert type(model.bert.encoder.layer[0].attention.self.query) is nn.Linear
+
+
+def test_tied_word_embeddings_stay_fp32_and_tied():
+    torch.manual_seed(0)
+    model = BertForMaskedLM(tiny_bert_config()).eval()
+    quantize_(model)
+    assert type(model.bert.embeddings.word_embeddings) is nn.Embedding
+    assert model.cls.predictions.decoder.weight is model.bert.embeddings.word_embeddings.weight
+    assert isinstance(model.bert.encoder.layer[0].intermediate.dense, Int8Linear)
+
+
+def test_fbgemm_kernel_matches_the_reference_path():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    module = Int8Linear.from_linear(linear)
+    x = torch.randn(5, 7, 64)
+    reference = nn.functional.linear(x, module.dequantized_weight(), module.bias)  # what a torch without fbgemm runs
+    assert sqnr_db(reference, module(x)) >= 30
+    assert sqnr_db(linear(x), module(x)) >= 25
+
+
+def test_deepcopy_gives_an_independent_working_copy():
+    model = quantize_(tiny_bert())
+    clone = copy.deepcopy(model)
+    assert torch.equal(logits(clone), logits(model))
+    with torch.no_grad():
+        clone.bert.pooler.dense.weight_scale.mul_(2)  # the packed-weight cache must notice
+    assert not torch.equal(logits(clone), logits(model))
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def weight_bytes(path: str) -> int:
+    return os.path.getsize(os.path.join(path, "model.safetensors"))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_save_and_from_pretrained_give_identical_logits(name, tmp_path):
+    model = quantize_(MODELS[name](), Int8QuantizationConfig(modules_to_not_convert=["classifier"]))
+    model.save_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]  # safetensors only: no pickle
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["quantization_config"]["quant_method"] == QUANT_METHOD
+    assert saved["quantization_config"]["quantized_modules"] == model.config.quantization_config.quantized_modules
+    with safe_open(tmp_path / "model.safetensors", "pt") as f:
+        assert f.metadata()["quant_method"] == QUANT_METHOD
+        for module_name in saved["quantization_config"]["quantized_modules"]:
+            assert f.get_slice(f"{module_name}.weight").get_dtype() == "I8"
+            assert f.get_slice(f"{module_name}.weight_scale").get_dtype() == "F32"
+
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert torch.equal(logits(loaded), logits(model))
+    assert type(loaded.classifier) is nn.Linear
+    assert isinstance(loaded.get_input_embeddings(), Int8Embedding)
+    assert loaded.config.quantization_config.quantized_modules == model.config.quantization_config.quantized_modules
+
+
+def test_bytes_on_disk_at_most_30_percent_of_fp32(tmp_path):
+    # hidden 128 / intermediate 512: big enough that headers and LayerNorms weigh what they do in real models
+    model = tiny_bert(0, hidden_size=128, intermediate_size=512)
+    model.save_pretrained(tmp_path / "fp32")
+    quantize_(model).save_pretrained(tmp_path / "int8")
+    ratio = weight_bytes(tmp_path / "int8") / weight_bytes(tmp_path / "fp32")
+    assert ratio <= 0.30
+
+
+def test_checkpoint_without_quantization_config_loads_as_fp32_unchanged(tmp_path):
+    model = tiny_bert()
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert not any(isinstance(m, (Int8Linear, Int8Embedding)) for m in loaded.modules())
+    assert getattr(loaded.config, "quantization_config", None) is None
+    assert torch.equal(logits(loaded), logits(model))
+
+
+def test_from_pretrained_with_quantization_config_quantizes_on_load(tmp_path):
+    tiny_bert().save_pretrained(tmp_path)
+    config = Int8QuantizationConfig(modules_to_not_convert=["classifier"])
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path, quantization_config=config)
+    expected = quantize_(tiny_bert(), Int8QuantizationConfig(modules_to_not_convert=["classifier"]))
+    assert isinstance(loaded.bert.pooler.dense, Int8Linear) and type(loaded.classifier) is nn.Linear
+    assert torch.equal(logits(loaded), logits(expected))
+    loaded.save_pretrained(tmp_path / "int8")
+    assert torch.equal(logits(AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")), logits(expected))
+
+
+def test_tied_masked_lm_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = quantize_(BertForMaskedLM(tiny_bert_config()).eval())
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForMaskedLM.from_pretrained(tmp_path)
+    ids = inputs()["input_ids"]
+    with torch.no_grad():
+        assert torch.equal(loaded(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_quantize_pretrained_writes_a_loadable_int8_checkpoint(tmp_path):
+    model = tiny_bert()
+    model.save_pretrained(tmp_path / "fp32")
+    out = quantize_pretrained(str(tmp_path / "fp32"), str(tmp_path / "int8"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert isinstance(loaded.bert.pooler.dense, Int8Linear)
+    assert sqnr_db(logits(model), logits(loaded)) >= 20
+
+
+def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (no state shared with this test process)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_fresh_process_that_imports_hf_compress_loads_identical_logits(tmp_path):
+    model = quantize_(tiny_albert())
+    model.save_pretrained(tmp_path / "int8")
+    batch = inputs()
+    save_file({**batch, "logits": logits(model, batch).contiguous()}, tmp_path / "expected.safetensors")
+    result = run_python(
+        f"""
+        import torch, hf_compress
+        from safetensors.torch import load_file
+        from transformers import AutoModelForSequenceClassification
+        expected = load_file({str(tmp_path / "expected.safetensors")!r})
+        want = expected.pop("logits")
+        model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / "int8")!r})
+        with torch.no_grad():
+            got = model(**expected).logits
+        print("MAXDIFF", (got - want).abs().max().item(), type(model.albert.pooler).__name__)
+        """,
+        cwd=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MAXDIFF 0.0 Int8Linear" in result.stdout
+
+
+@pytest.mark.parametrize("loader", ["AutoModelForSequenceClassification", "BertForSequenceClassification"])
+def test_loading_without_hf_compress_fails_loudly(loader, tmp_path):
+    quantize_(tiny_bert()).save_pretrained(tmp_path / "int8")
+    result = run_python(
+        f"""
+        import sys
+        import transformers
+        transformers.{loader}.from_pretrained({str(tmp_path / "int8")!r})
+        print("LOADED; hf_compress imported:", "hf_compress" in sys.modules)
+        """,
+        cwd=str(tmp_path),  # not the repo: nothing can import hf_compress by accident
+    )
+    assert result.returncode != 0, result.stdout
+    assert "LOADED" not in result.stdout
+    assert QUANT_METHOD in result.stderr  # transformers' "Unknown quantization type, got hf_compress_int8"
+    assert "size mismatch" in result.stderr and "RuntimeError" in result.stderr
+
+
+# ---------------------------------------------------------------- MiniLM
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    from transformers import AutoTokenizer
+
+    from hf_compress.data import minilm_path
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    texts = ["the self driving car stopped at the light", "i love this phone, the battery lasts forever",
+             "worst service ever, never again", "meeting moved to 3pm tomorrow"] * 4
+    batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
+    return model, batch
+
+
+@pytest.mark.slow
+def test_minilm_quantizes_fast_small_and_accurate(minilm, tmp_path):
+    model, batch = minilm
+    model = copy.deepcopy(model)
+    reference = logits(model, batch)
+    # the [CLS] pooled sentence embedding too: a random 3-label head alone says little
+    with torch.no_grad():
+        pooled_reference = model.bert(**batch).pooler_output
+    model.save_pretrained(tmp_path / "fp32")
+    start = time.perf_counter()
+    quantize_(model)
+    assert time.perf_counter() - start <= 5
+    assert sqnr_db(reference, logits(model, batch)) >= 20
+    with torch.no_grad():
+        assert sqnr_db(pooled_reference, model.bert(**batch).pooler_output) >= 20
+    model.save_pretrained(tmp_path / "int8")
+    assert weight_bytes(tmp_path / "int8") <= 0.30 * weight_bytes(tmp_path / "fp32")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
+    assert torch.equal(logits(loaded, batch), logits(model, batch))
