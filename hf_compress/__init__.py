@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .albert import albert_num_parameters, to_albert  # noqa: E402
 from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
@@ -22,6 +23,8 @@ __all__ = [
     "PruningTrainingArguments",
     "cubic_sparsity",
     "select_targets",
+    "to_albert",
+    "albert_num_parameters",
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "attention_loss",

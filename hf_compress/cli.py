@@ -6,10 +6,12 @@ import argparse
 import sys
 
 from .recipe import RecipeArguments, parse_recipe
+from .trainer.compression_args import CompressionTrainingArguments
 from .trainer.distillation_args import DistillationTrainingArguments
 
 RECIPE_COMMANDS = {
-    "distill": (DistillationTrainingArguments, "run_distill"),
+    "distill": (DistillationTrainingArguments, "run_recipe"),
+    "compress": (CompressionTrainingArguments, "run_recipe"),
 }
 
 

@@ -20,6 +20,8 @@ from .data import label_names, load_text_classification, tokenize
 from .recipe import RecipeArguments, resolve_model_path
 from .report import build_report, write_report
 from .student import create_student
+from .trainer.compression_args import CompressionTrainingArguments
+from .trainer.compression_trainer import CompressionTrainer
 from .trainer.distillation_args import DistillationTrainingArguments
 from .trainer.distillation_trainer import DistillationTrainer
 
@@ -115,8 +117,8 @@ def make_student(recipe: RecipeArguments, teacher):
     )
 
 
-def run_distill(recipe: RecipeArguments, args: DistillationTrainingArguments) -> dict:
-    """Fine-tune the teacher if asked, distil a student, save it, and report both on the evaluation split."""
+def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> dict:
+    """Fine-tune the teacher if asked, distil (and prune) a student, save it, and report both on the eval split."""
     if args.teacher_model_name_or_path is None:
         raise ValueError("teacher_model_name_or_path=None: the recipe must name a teacher (Hub id, dir or pkg://)")
     check_output_dir(args.output_dir, recipe.overwrite_output)
@@ -126,7 +128,8 @@ def run_distill(recipe: RecipeArguments, args: DistillationTrainingArguments) ->
     data, names = prepare_data(recipe, tokenizer, args.seed)
     teacher = load_or_finetune_teacher(recipe, args, data, tokenizer, names)
     student = make_student(recipe, teacher)
-    trainer = DistillationTrainer(
+    trainer_class = CompressionTrainer if isinstance(args, CompressionTrainingArguments) else DistillationTrainer
+    trainer = trainer_class(
         model=student,
         teacher_model=teacher,
         args=args,

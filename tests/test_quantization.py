@@ -175,13 +175,16 @@ def test_albert_shared_layer_and_embedding_projection_are_quantized():
     shared = model.albert.encoder.albert_layer_groups[0].albert_layers[0]
     assert isinstance(shared.attention.query, Int8Linear) and isinstance(shared.ffn, Int8Linear)
     # One shared group: each int8 weight is stored once, however many layers apply it
-    assert len(model.config.quantization_config.quantized_modules) == 1 + 6 + 2  # mapping, layer, pooler, classifier
+    # word embeddings, mapping, the shared layer's 6 Linears, pooler, classifier
+    assert len(model.config.quantization_config.quantized_modules) == 1 + 1 + 6 + 1 + 1
     assert model.get_input_embeddings().int8_weight().shape == (VOCAB, 16)
 
 
 def test_classifier_excluded_by_config_or_filter_fn_stays_fp32():
-    for kwargs in ({"config": Int8QuantizationConfig(modules_to_not_convert=["classifier"])},
-                   {"filter_fn": lambda module, name: name != "classifier"}):
+    for kwargs in (
+        {"config": Int8QuantizationConfig(modules_to_not_convert=["classifier"])},
+        {"filter_fn": lambda module, name: name != "classifier"},
+    ):
         model = tiny_bert()
         weight = model.classifier.weight.detach().clone()
         quantize_(model, **kwargs)
@@ -392,8 +395,12 @@ def minilm():
     torch.manual_seed(0)
     model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
-    texts = ["the self driving car stopped at the light", "i love this phone, the battery lasts forever",
-             "worst service ever, never again", "meeting moved to 3pm tomorrow"] * 4
+    texts = [
+        "the self driving car stopped at the light",
+        "i love this phone, the battery lasts forever",
+        "worst service ever, never again",
+        "meeting moved to 3pm tomorrow",
+    ] * 4
     batch = dict(tokenizer(texts, padding=True, return_tensors="pt"))
     return model, batch
 

@@ -72,3 +72,14 @@ def test_tweets_splits_are_fixed_and_labelled():
     assert {k: len(v) for k, v in data.items()} == {"train": 32158, "validation": 2000, "test": 4000}
     assert data["train"].features["label"].names == ["negative", "neutral", "positive"]
     assert data["test"][0] == load_tweets()["test"][0]
+
+
+def test_compress_command_distils_and_prunes(tmp_path):
+    recipe = write_recipe(
+        tmp_path, target_sparsity=0.6, pruning_start=0, pruning_end=3, pruning_frequency=1, num_train_epochs=1
+    )
+    assert main(["compress", recipe]) == 0
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.compression["pruning"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert report[1]["sparsity"] == pytest.approx(0.6, abs=1e-3)

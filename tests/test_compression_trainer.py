@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
+from tests.testing_utils import tiny_bert, tiny_dataset
+
+
+def make_trainer(tmp_path, **overrides):
+    kwargs = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=2,
+        seed=0,
+        max_steps=10,
+        temperature=2.0,
+        alpha=0.7,
+        target_sparsity=0.5,
+        pruning_start=0,
+        pruning_end=6,
+        pruning_frequency=2,
+    )
+    kwargs.update(overrides)
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    return CompressionTrainer(
+        model=create_student(teacher, num_hidden_layers=2),
+        teacher_model=teacher,
+        args=CompressionTrainingArguments(**kwargs),
+        train_dataset=tiny_dataset(64),
+    )
+
+
+def test_distillation_and_pruning_in_one_run(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    last = [h for h in trainer.state.log_history if "kd_loss" in h][-1]
+    assert last["sparsity"] == pytest.approx(0.5, abs=1e-3) and last["kd_loss"] >= 0 and "ce_loss" in last
+    assert all(torch.all(w[~trainer.pruner.masks[n]] == 0) for n, w in trainer.pruner.targets.items())
+
+
+def test_no_pruning_by_default(tmp_path):
+    trainer = make_trainer(tmp_path, target_sparsity=0.0)
+    assert trainer.pruner is None
+    trainer.train()
+    assert "sparsity" not in trainer.state.log_history[0]
+
+
+def test_arguments_validate_both_halves(tmp_path):
+    with pytest.raises(ValueError, match="temperature"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), temperature=-1)
+    with pytest.raises(ValueError, match="target_sparsity"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), target_sparsity=1.5)

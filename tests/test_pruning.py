@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch import nn
+
+from hf_compress.pruning.importance import Importance
+from hf_compress.pruning.masks import mask_sparsity, update_masks
+from hf_compress.pruning.pruner import Pruner, select_targets
+from hf_compress.pruning.schedule import cubic_sparsity, resolve_step
+from tests.testing_utils import tiny_bert
+
+
+def test_cubic_schedule_values():
+    assert cubic_sparsity(0, 10, 20, 0.8) == 0.0
+    assert cubic_sparsity(10, 10, 20, 0.8) == 0.0
+    assert cubic_sparsity(15, 10, 20, 0.8) == pytest.approx(0.8 * (1 - 0.5**3))
+    assert cubic_sparsity(20, 10, 20, 0.8) == pytest.approx(0.8)
+    assert cubic_sparsity(99, 10, 20, 0.8) == pytest.approx(0.8)
+    # Front-loaded: more than half of the pruning happens in the first half of the ramp (Zhu & Gupta).
+    assert cubic_sparsity(15, 10, 20, 0.8) > 0.4
+
+
+def test_schedule_points_as_fractions_or_steps():
+    assert resolve_step(0.25, 200) == 50
+    assert resolve_step(30, 200) == 30
+
+
+def test_movement_and_magnitude_choose_different_weights():
+    # w0 is large but the gradient pulls it to zero; w1 is small but moves away from zero.
+    weight = nn.Parameter(torch.tensor([[2.0, 0.1]]))
+    weight.grad = torch.tensor([[1.0, -1.0]])  # SGD: w0 ← 2 − lr, w1 ← 0.1 + lr
+    masks = {"w": torch.ones_like(weight, dtype=torch.bool)}
+    chosen = {}
+    for method in ("movement", "magnitude", "taylor"):
+        importance = Importance(method, {"w": weight})
+        importance.accumulate()
+        chosen[method] = update_masks(importance.current(), masks, 0.5, "global")["w"].tolist()
+    assert chosen["movement"] == [[False, True]]  # prunes the large weight that is shrinking
+    assert chosen["magnitude"] == [[True, False]]  # prunes the small weight
+    assert chosen["taylor"] == [[True, False]]  # |W·g| is larger for w0
+
+
+def test_taylor_scores_average_over_steps():
+    weight = nn.Parameter(torch.tensor([1.0, -2.0]))
+    importance = Importance("taylor", {"w": weight})
+    for grad in ([1.0, 1.0], [3.0, 0.0]):
+        weight.grad = torch.tensor(grad)
+        importance.accumulate()
+    assert importance.current()["w"].tolist() == pytest.approx([2.0, 1.0])
+
+
+def test_global_and_per_layer_scope_distribute_sparsity_differently():
+    scores = {"big": torch.full((10,), 5.0) + torch.arange(10.0), "small": torch.arange(10.0) * 0.01}
+    masks = {n: torch.ones(10, dtype=torch.bool) for n in scores}
+    global_masks = update_masks(scores, masks, 0.5, "global")
+    per_layer = update_masks(scores, masks, 0.5, "per_layer")
+    assert int((~global_masks["small"]).sum()) == 10 and int((~global_masks["big"]).sum()) == 0
+    assert int((~per_layer["small"]).sum()) == 5 and int((~per_layer["big"]).sum()) == 5
+    assert mask_sparsity(global_masks) == mask_sparsity(per_layer) == 0.5
+
+
+def test_masks_are_monotone():
+    masks = {"w": torch.tensor([True, False, True, True])}
+    scores = {"w": torch.tensor([1.0, 100.0, 2.0, 3.0])}  # the pruned weight now scores highest
+    new = update_masks(scores, masks, 0.5, "global")["w"]
+    assert new.tolist() == [False, False, True, True]
+
+
+def test_default_targets_are_encoder_linears_only():
+    model = tiny_bert()
+    targets = select_targets(model)
+    assert len(targets) == 2 * 6  # q, k, v, attention output, intermediate, output per layer
+    assert all(".encoder.layer." in n for n in targets)
+    opted_in = select_targets(model, embeddings=True, pooler=True, classifier=True)
+    assert {"bert.embeddings.word_embeddings.weight", "bert.pooler.dense.weight", "classifier.weight"} <= set(opted_in)
+
+
+def test_pruner_reaches_target_and_keeps_zeros():
+    model = tiny_bert()
+    pruner = Pruner(select_targets(model), "magnitude", 0.6, start=0, end=4, frequency=1, scope="global")
+    pruner.set_horizon(10)
+    for step in range(1, 5):
+        pruner.on_step_end(step)
+    assert pruner.sparsity() == pytest.approx(0.6, abs=1e-4)
+    zeros = sum(int((w == 0).sum()) for w in pruner.targets.values())
+    total = sum(w.numel() for w in pruner.targets.values())
+    assert zeros / total == pytest.approx(0.6, abs=1e-4)
+
+
+def test_pruner_state_round_trip():
+    model = tiny_bert()
+    pruner = Pruner(select_targets(model), "movement", 0.5, start=0, end=2, frequency=1, scope="per_layer")
+    pruner.set_horizon(4)
+    for w in pruner.targets.values():
+        w.grad = torch.randn_like(w)
+    pruner.before_optimizer_step()
+    pruner.on_step_end(1)
+    other = Pruner(select_targets(tiny_bert()), "movement", 0.5, start=0, end=2, frequency=1, scope="per_layer")
+    other.load_state_dict(pruner.state_dict())
+    for name in pruner.masks:
+        assert torch.equal(pruner.masks[name], other.masks[name])
+        assert torch.equal(pruner.importance.scores[name], other.importance.scores[name])
+    assert other.current_target == pruner.current_target

@@ -1,0 +1,124 @@
+import json
+import os
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from hf_compress import PruningTrainer, PruningTrainingArguments
+from tests.testing_utils import tiny_bert, tiny_dataset
+
+
+def make_args(output_dir, **overrides) -> PruningTrainingArguments:
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+        pruning_method="movement",
+        target_sparsity=0.8,
+        pruning_start=2,
+        pruning_end=10,
+        pruning_frequency=2,
+    )
+    kwargs.update(overrides)
+    return PruningTrainingArguments(**kwargs)
+
+
+def make_trainer(output_dir, dataset_size=64, **overrides) -> PruningTrainer:
+    return PruningTrainer(
+        model=tiny_bert(seed=0), args=make_args(output_dir, **overrides), train_dataset=tiny_dataset(dataset_size)
+    )
+
+
+def weight_sparsity(model) -> float:
+    weights = [
+        m.weight for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".encoder." in f".{n}."
+    ]
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def test_schedule_hits_its_targets_at_the_given_steps(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=14)
+    trainer.train()
+    logs = {h["step"]: h for h in trainer.state.log_history if "sparsity" in h}
+    assert logs[1]["sparsity"] == 0.0 and logs[2]["sparsity"] == 0.0
+    assert logs[6]["sparsity_target"] == pytest.approx(0.8 * (1 - 0.5**3))
+    assert logs[6]["sparsity"] == pytest.approx(logs[6]["sparsity_target"], abs=1e-3)
+    assert logs[10]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    assert logs[14]["sparsity"] == pytest.approx(0.8, abs=1e-3)
+    observed = [logs[s]["sparsity"] for s in sorted(logs)]
+    assert observed == sorted(observed)
+
+
+@pytest.mark.parametrize("method", ["movement", "taylor", "magnitude"])
+def test_pruned_weights_stay_exactly_zero_under_adamw_with_weight_decay(tmp_path, method):
+    trainer = make_trainer(
+        tmp_path,
+        max_steps=30,
+        pruning_method=method,
+        pruning_start=0,
+        pruning_end=4,
+        weight_decay=0.1,
+        learning_rate=1e-2,
+    )
+    trainer.train()
+    for name, weight in trainer.pruner.targets.items():
+        assert torch.all(weight[~trainer.pruner.masks[name]] == 0), name
+    assert weight_sparsity(trainer.model) == pytest.approx(0.8, abs=1e-3)
+    # The optimizer did act for 26 steps after the last mask update: surviving weights moved.
+    assert trainer.state.global_step == 30
+
+
+def test_resume_gives_the_same_masks_and_weights_as_an_uninterrupted_run(tmp_path):
+    full = make_trainer(tmp_path / "full", max_steps=12)
+    full.train()
+    first = make_trainer(tmp_path / "part", max_steps=12, save_strategy="steps", save_steps=5)
+    first.train()
+    checkpoint = tmp_path / "part" / "checkpoint-5"
+    assert (checkpoint / "pruning_state.safetensors").exists()
+    resumed = make_trainer(tmp_path / "part", max_steps=12)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    for name in full.pruner.masks:
+        assert torch.equal(full.pruner.masks[name], resumed.pruner.masks[name]), name
+    for (name, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_final_model_is_stock_bert_with_zeros_and_a_report(tmp_path, capsys):
+    trainer = make_trainer(tmp_path, max_steps=12)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    assert weight_sparsity(reloaded) == pytest.approx(weight_sparsity(trainer.model))
+    assert weight_sparsity(reloaded) == pytest.approx(0.8, abs=1e-3)
+    assert reloaded.config.compression["pruning"]["method"] == "movement"
+    report = json.loads((tmp_path / "final" / "pruning_report.json").read_text())
+    assert report["sparsity"] == pytest.approx(0.8, abs=1e-3) and len(report["layers"]) == 12
+    assert "total" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "final" / "pruning_state.safetensors")  # trainer state stays in checkpoints
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("target_sparsity", 1.0),
+        ("target_sparsity", -0.1),
+        ("pruning_method", "random"),
+        ("pruning_scope", "row"),
+        ("pruning_frequency", 0),
+    ],
+)
+def test_bad_pruning_arguments_name_the_field(tmp_path, field, value):
+    with pytest.raises(ValueError, match=field):
+        make_args(tmp_path, **{field: value})
+
+
+def test_pruning_end_before_start_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="pruning_end"):
+        make_args(tmp_path, pruning_start=20, pruning_end=10)
