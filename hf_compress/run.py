@@ -117,13 +117,32 @@ def make_student(recipe: RecipeArguments, teacher):
     )
 
 
+def check_albert_fits(args: CompressionTrainingArguments, recipe: RecipeArguments, teacher_config) -> None:
+    """Check embedding_size and num_hidden_groups against the student's shape before any training starts."""
+    hidden = teacher_config.hidden_size
+    if args.embedding_size is not None and not 1 <= args.embedding_size <= hidden:
+        raise ValueError(f"embedding_size={args.embedding_size} is invalid; allowed: an integer in [1, {hidden}]")
+    if args.num_hidden_groups is not None:
+        depth = (
+            recipe.student_num_hidden_layers or len(recipe.student_layers or []) or teacher_config.num_hidden_layers
+        )
+        if depth % args.num_hidden_groups:
+            divisors = [g for g in range(1, depth + 1) if depth % g == 0]
+            raise ValueError(
+                f"num_hidden_groups={args.num_hidden_groups} is invalid; allowed: a divisor of the student's "
+                f"{depth} layers, one of {divisors}"
+            )
+
+
 def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> dict:
     """Fine-tune the teacher if asked, distil (and prune) a student, save it, and report both on the eval split."""
     if args.teacher_model_name_or_path is None:
         raise ValueError("teacher_model_name_or_path=None: the recipe must name a teacher (Hub id, dir or pkg://)")
     check_output_dir(args.output_dir, recipe.overwrite_output)
     teacher_path = resolve_model_path(args.teacher_model_name_or_path)
-    AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad teacher path
+    teacher_config = AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad path
+    if isinstance(args, CompressionTrainingArguments):
+        check_albert_fits(args, recipe, teacher_config)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data, names = prepare_data(recipe, tokenizer, args.seed)
     teacher = load_or_finetune_teacher(recipe, args, data, tokenizer, names)

@@ -54,3 +54,31 @@ def test_arguments_validate_both_halves(tmp_path):
         CompressionTrainingArguments(output_dir=str(tmp_path), temperature=-1)
     with pytest.raises(ValueError, match="target_sparsity"):
         CompressionTrainingArguments(output_dir=str(tmp_path), target_sparsity=1.5)
+
+
+def test_albert_student_is_converted_and_distilled(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    trainer = make_trainer(
+        tmp_path, embedding_size=16, num_hidden_groups=1, target_sparsity=0.0, hidden_loss_weight=1.0
+    )
+    model = trainer.model
+    assert model.config.model_type == "albert" and model.config.embedding_size == 16
+    assert len(model.albert.encoder.albert_layer_groups) == 1
+    shared = model.albert.encoder.albert_layer_groups[0].albert_layers[0].ffn.weight
+    before = shared.detach().clone()
+    trainer.train()
+    assert shared is trainer.model.albert.encoder.albert_layer_groups[0].albert_layers[0].ffn.weight
+    assert not torch.equal(before, shared)
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    assert reloaded.config.model_type == "albert" and reloaded.config.num_hidden_groups == 1
+
+
+def test_albert_arguments_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="embedding_size"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), embedding_size=0)
+    with pytest.raises(ValueError, match="num_hidden_groups"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), num_hidden_groups=-2)
+    with pytest.raises(ValueError, match="num_hidden_groups"):
+        make_trainer(tmp_path, num_hidden_groups=3)  # a 2-layer student cannot form 3 groups

@@ -83,3 +83,11 @@ def test_compress_command_distils_and_prunes(tmp_path):
     assert student.config.compression["pruning"]["sparsity"] == pytest.approx(0.6, abs=1e-3)
     report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
     assert report[1]["sparsity"] == pytest.approx(0.6, abs=1e-3)
+
+
+@pytest.mark.parametrize("flag,value", [("embedding_size", 64), ("num_hidden_groups", 3)])
+def test_albert_shape_is_checked_before_the_teacher_is_trained(tmp_path, capsys, flag, value):
+    recipe = write_recipe(tmp_path, **{flag: value})
+    assert main(["compress", recipe]) == 2
+    assert f"{flag}={value}" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "teacher")

@@ -1,18 +1,60 @@
-"""Arguments of CompressionTrainer: distillation and pruning in one run."""
+"""Arguments of CompressionTrainer: distillation, pruning and ALBERT-style conversion in one run."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .distillation_args import DistillationTrainingArguments
+from .distillation_args import DistillationTrainingArguments, _require
 from .pruning_args import PruningTrainingArguments
+
+SHARING_INITS = ("mean", "first")
 
 
 @dataclass
 class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainingArguments):
-    """Every DistillationTrainingArguments and PruningTrainingArguments field; pruning is off unless asked for."""
+    """Every DistillationTrainingArguments and PruningTrainingArguments field, plus the ALBERT-style transform.
+
+    Pruning is off unless target_sparsity > 0; the ALBERT conversion is off unless embedding_size or
+    num_hidden_groups is set. The student is converted before training and distilled from the unconverted teacher.
+    """
 
     target_sparsity: float = field(
         default=0.0,
         metadata={"help": "Final fraction of pruned weights among the targets, in [0, 1); 0 turns pruning off."},
     )
+    embedding_size: int | None = field(
+        default=None,
+        metadata={"help": "ALBERT-style factorised embedding size E in [1, hidden_size] (V×H becomes V×E·E×H)."},
+    )
+    num_hidden_groups: int | None = field(
+        default=None,
+        metadata={"help": "ALBERT-style sharing: G groups of consecutive layers share weights; G divides the depth."},
+    )
+    sharing_init: str = field(
+        default="mean",
+        metadata={
+            "help": "Initialise a shared layer from its members: 'mean', 'first', or a layer index in the group."
+        },
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.embedding_size is not None:
+            _require(self.embedding_size > 0, "embedding_size", self.embedding_size, "an integer in [1, hidden_size]")
+        if self.num_hidden_groups is not None:
+            _require(
+                self.num_hidden_groups > 0, "num_hidden_groups", self.num_hidden_groups, "a divisor of the layer count"
+            )
+        if isinstance(self.sharing_init, str) and self.sharing_init.isdigit():
+            self.sharing_init = int(self.sharing_init)
+        _require(
+            self.sharing_init in SHARING_INITS or isinstance(self.sharing_init, int),
+            "sharing_init",
+            self.sharing_init,
+            "'mean', 'first' or a layer index within a group",
+        )
+
+    @property
+    def albert_conversion(self) -> bool:
+        """Whether the student is converted to ALBERT before training."""
+        return self.embedding_size is not None or self.num_hidden_groups is not None
