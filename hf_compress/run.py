@@ -69,7 +69,8 @@ def subset(dataset, n: int | None, seed: int):
 def load_or_finetune_teacher(recipe: RecipeArguments, args: DistillationTrainingArguments, data, tokenizer, names):
     """The teacher: loaded as is, or first fine-tuned on the task with a plain Trainer."""
     path = resolve_model_path(args.teacher_model_name_or_path)
-    kwargs = dict(args.teacher_model_init_kwargs or {})
+    # safetensors only: a pickled .bin can run code on load; opt in with {"use_safetensors": false}.
+    kwargs = {"use_safetensors": True, **(args.teacher_model_init_kwargs or {})}
     if not recipe.finetune_teacher:
         return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
     num_labels = len(names) if names else len(set(data["train"]["label"]))

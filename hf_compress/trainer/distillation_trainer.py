@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
 from .distillation_args import DistillationTrainingArguments
-from .saving import replace_pickled_args
+from .saving import AtomicSaveMixin, replace_pickled_args
 
 PROJECTION_FILE = "distillation_projection.safetensors"
 
@@ -37,7 +37,8 @@ def auto_class_for(model: PreTrainedModel):
 
 def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict | None = None) -> PreTrainedModel:
     """Load a teacher with the real `from_pretrained` (Hub id or local directory) for the student's task."""
-    return auto_class_for(student).from_pretrained(name_or_path, **(init_kwargs or {}))
+    # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
+    return auto_class_for(student).from_pretrained(name_or_path, **{"use_safetensors": True, **(init_kwargs or {})})
 
 
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
@@ -80,7 +81,7 @@ class _SyncProjectionGrads(TrainerCallback):
                     torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
 
 
-class DistillationTrainer(Trainer):
+class DistillationTrainer(AtomicSaveMixin, Trainer):
     """Trainer for knowledge distillation into a smaller student (Hinton et al. 2015, arXiv:1503.02531)."""
 
     _tag_names = ["hf_compress", "distillation"]
