@@ -165,3 +165,44 @@ def write_report(rows: list[ReportRow], output_dir: str, stem: str = "compressio
     with open(os.path.join(output_dir, f"{stem}.md"), "w") as f:
         f.write(table + "\n")
     return table
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (smaller or equal x with higher y), ordered by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_report(rows: list[ReportRow], path: str, latency_key: str | None = None) -> str:
+    """Save the Pareto view as a PNG: accuracy vs MB on disk and accuracy vs CPU latency, frontier joined."""
+    try:
+        from matplotlib.figure import Figure  # a bare Figure renders with Agg, leaving pyplot's global state alone
+    except ImportError as err:
+        raise ValueError("plotting needs matplotlib; install it with: pip install matplotlib") from err
+    if any(row.accuracy is None for row in rows):
+        raise ValueError("plotting needs the accuracy of every model; give an evaluation dataset")
+    latency_key = latency_key or next(iter(rows[0].latency_ms), None)
+    panels = [("weights on disk (MB)", [row.bytes_on_disk / 1e6 for row in rows])]
+    if latency_key is not None:
+        label = f"CPU latency, {latency_key.replace('_', ' ')} (ms)"
+        panels.append((label, [row.latency_ms[latency_key] for row in rows]))
+    figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
+    for k, (xlabel, xs) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), k + 1)
+        ys = [row.accuracy for row in rows]
+        front = pareto_front(list(zip(xs, ys)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:gray", zorder=1)
+        ax.scatter(xs, ys, color=["tab:red" if i in front else "tab:blue" for i in range(len(rows))], zorder=2)
+        for row, x, y in zip(rows, xs, ys):
+            ax.annotate(row.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+    figure.suptitle("Accuracy against size and latency (red: Pareto front)")
+    figure.savefig(path, dpi=120)
+    return path

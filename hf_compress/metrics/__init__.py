@@ -17,7 +17,7 @@ def metric_path(name: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), name, f"{name}.py")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_metric(name: str):
     """`evaluate.load` of a packaged metric by its local path, so it works offline (HF_EVALUATE_OFFLINE=1)."""
     import evaluate  # imported here: it pulls in `datasets` and is only needed when a metric is computed

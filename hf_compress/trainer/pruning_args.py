@@ -8,12 +8,18 @@ from transformers import TrainingArguments
 
 from ..pruning.importance import METHODS
 from ..pruning.masks import SCOPES
+from ..pruning.structured import FFN_METHODS
 from .distillation_args import _require
 
 
 @dataclass
 class PruningTrainingArguments(TrainingArguments):
-    """TrainingArguments for gradient-based unstructured pruning on a cubic schedule."""
+    """TrainingArguments for gradient-based pruning on a cubic schedule: of weights, of whole FFN neurons, or both.
+
+    `target_sparsity` prunes single weights (zeros in place); `ffn_sparsity` removes whole FFN neurons, which the final
+    save slices away (a stock config with a smaller intermediate_size). Together, `target_sparsity` is the fraction of
+    zeros among the weights the FFN pruning leaves.
+    """
 
     pruning_method: str = field(
         default="movement",
@@ -35,6 +41,22 @@ class PruningTrainingArguments(TrainingArguments):
         default="global",
         metadata={"help": "'global': one threshold over all targets; 'per_layer': each tensor alike."},
     )
+    ffn_sparsity: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of FFN intermediate neurons to remove, in [0, 1); 0 turns it off. The same number goes "
+            "in every layer and the final save slices them away, so the saved model is a stock BERT/ALBERT config "
+            "with a smaller intermediate_size (smaller and faster without hf_compress). Combines with "
+            "target_sparsity, which then counts only the weights that remain."
+        },
+    )
+    ffn_pruning_method: str = field(
+        default="taylor",
+        metadata={
+            "help": "FFN neuron importance: 'taylor' (mean over steps of |∂L/∂g| for a gate g on the neuron, "
+            "Molchanov et al. 2019) or 'magnitude' (L2 norm of the neuron's weights)."
+        },
+    )
     prune_embeddings: bool = field(default=False, metadata={"help": "Also prune the word-embedding matrix."})
     prune_pooler: bool = field(default=False, metadata={"help": "Also prune the pooler's Linear."})
     prune_classifier: bool = field(default=False, metadata={"help": "Also prune the classifier's Linear."})
@@ -43,6 +65,9 @@ class PruningTrainingArguments(TrainingArguments):
         super().__post_init__()
         _require(self.pruning_method in METHODS, "pruning_method", self.pruning_method, ", ".join(METHODS))
         _require(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity, "a number in [0, 1)")
+        _require(0.0 <= self.ffn_sparsity < 1.0, "ffn_sparsity", self.ffn_sparsity, "a number in [0, 1)")
+        methods = ", ".join(FFN_METHODS)
+        _require(self.ffn_pruning_method in FFN_METHODS, "ffn_pruning_method", self.ffn_pruning_method, methods)
         _require(self.pruning_start >= 0, "pruning_start", self.pruning_start, "a fraction in [0, 1) or a step >= 1")
         _require(self.pruning_end >= 0, "pruning_end", self.pruning_end, "a fraction in [0, 1) or a step >= 1")
         same_unit = (self.pruning_start < 1) == (self.pruning_end < 1)

@@ -1,0 +1,288 @@
+"""Model cards that state what compression did and what it measured, and pushing a saved model to the Hub.
+
+Pushing: `push_compressed(output_dir, repo_id)` uploads the whole saved folder (weights, config, tokenizer, the card
+written by `write_model_card`, recipe.yaml and the reports) in one commit. The usual transformers calls work too:
+`model.push_to_hub(repo_id)` uploads the weights and config, keeping a README already in the repo (so run it after
+`push_compressed` to keep the card) or adding transformers' generic card to a new repo; `trainer.push_to_hub()`
+uploads `output_dir` with Trainer's own card, which replaces ours, so write the card afterwards and push again with
+`push_compressed`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+import yaml
+from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
+from transformers import AutoConfig, PretrainedConfig, TrainingArguments
+
+from . import __version__
+from .provenance import applied
+from .report import ReportRow, markdown_table
+
+CARD_NAME = "README.md"
+RECIPE_NAME = "recipe.yaml"
+# Trainer tags every card it writes with this; our trainers add "hf_compress" and their method through _tag_names.
+TRAINER_TAG = "generated_from_trainer"
+LIBRARY_TAG = "hf_compress"
+# What each step recorded in config.compression is called on the Hub (tags) and in the card's text.
+STEP_TAGS = {
+    "student": ["distillation"],
+    "distillation": ["distillation"],
+    "pruning": ["pruning"],
+    "albert": ["albert", "parameter-sharing"],
+    "quantization": ["quantization", "int8"],
+}
+STEP_NAMES = {
+    "student": "student initialised from teacher layers (DistilBERT-style)",
+    "distillation": "knowledge distillation",
+    "pruning": "unstructured pruning",
+    "albert": "ALBERT-style embedding factorisation and layer sharing",
+    "quantization": "int8 post-training quantization",
+}
+TRAINED_STEPS = ("distillation", "pruning")
+# Never in a pushed repo: Trainer checkpoints, the fine-tuned teacher run_recipe keeps beside the student, logs,
+# private files, and Trainer's pickled arguments.
+PUSH_IGNORE = ["checkpoint-*", "teacher/*", "runs/*", "_*", "training_args.bin"]
+
+
+def recipe_as_dict(*arguments) -> dict:
+    """The recipe that reproduces a run: every field of our dataclasses, and TrainingArguments fields not at default.
+
+    Tokens are left out, so the recipe can be published.
+    """
+    recipe = {}
+    base_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for args in arguments:
+        values = _plain(args)
+        try:
+            defaults = _plain(type(args)())
+        except (TypeError, ValueError):  # a class whose defaults do not validate: compare with declared defaults
+            defaults = {f.name: f.default for f in dataclasses.fields(args) if f.default is not dataclasses.MISSING}
+        for f in dataclasses.fields(args):
+            if not f.init or f.name.endswith("_token"):
+                continue
+            ours = f.name not in base_fields or not isinstance(args, TrainingArguments)
+            if ours or values[f.name] != defaults.get(f.name):
+                recipe[f.name] = values[f.name]
+    return recipe
+
+
+def _plain(args) -> dict:
+    """A dataclass as JSON-able values (TrainingArguments.to_dict turns enums into strings)."""
+    return args.to_dict() if isinstance(args, TrainingArguments) else json.loads(json.dumps(dataclasses.asdict(args)))
+
+
+def method_tags(config: PretrainedConfig) -> list[str]:
+    """Hub tags for the steps recorded in config.compression, e.g. ["distillation", "pruning"]."""
+    tags = []
+    for step in applied(config):
+        for tag in STEP_TAGS.get(step, []):
+            if tag not in tags:
+                tags.append(tag)
+    return tags
+
+
+def teacher_name(config: PretrainedConfig, recipe: dict | None = None) -> str | None:
+    """The model this one was compressed from: as the recipe named it, else as the provenance recorded it."""
+    if recipe and recipe.get("teacher_model_name_or_path"):
+        return str(recipe["teacher_model_name_or_path"])
+    steps = applied(config)
+    return steps.get("student", {}).get("teacher") or steps.get("albert", {}).get("source")
+
+
+def hub_model_id(name: str | None) -> str | None:
+    """`name` if it can only be a Hub model id (the card's base_model must be one), else None."""
+    if not name or os.path.exists(name) or "://" in name:
+        return None
+    return name if re.fullmatch(r"[\w.-]+/[\w.-]+", name) and ".." not in name else None
+
+
+def build_model_card(
+    rows: list[ReportRow] | None,
+    config: PretrainedConfig,
+    recipe: dict | None = None,
+    command: str | None = None,
+    model_name: str | None = None,
+    repo_id: str | None = None,
+    dataset: str | None = None,
+    split: str | None = None,
+    base_model: str | None = None,
+) -> ModelCard:
+    """A card stating teacher, methods and their arguments, measured size, sparsity, accuracy, latency and command.
+
+    `rows` come from `report.build_report`: the first is the reference (teacher), the last is this model.
+    """
+    rows = list(rows or [])
+    steps = applied(config)
+    model_name = model_name or (repo_id or config.name_or_path or "compressed-model").rstrip("/").split("/")[-1]
+    dataset = dataset or (recipe or {}).get("dataset_name")
+    split = split or (recipe or {}).get("eval_split")
+    teacher = teacher_name(config, recipe)
+    tags = ([TRAINER_TAG] if recipe or any(s in steps for s in TRAINED_STEPS) else []) + [LIBRARY_TAG]
+    tags += [t for t in method_tags(config) if t not in tags]
+    architectures = getattr(config, "architectures", None) or []
+    classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+
+    me = rows[-1] if rows else None
+    eval_results = None
+    if me is not None and me.accuracy is not None and dataset:
+        dataset_id = os.path.basename(str(dataset))
+        common = dict(task_type="text-classification", dataset_type=dataset_id, dataset_name=dataset_id)
+        common.update(task_name="Text Classification", dataset_split=split)
+        eval_results = [EvalResult(metric_type="accuracy", metric_value=me.accuracy, metric_name="Accuracy", **common)]
+        if len(rows) > 1 and me.agreement_with_reference is not None:
+            eval_results.append(
+                EvalResult(
+                    metric_type="agreement",
+                    metric_value=me.agreement_with_reference,
+                    metric_name="Agreement with teacher",
+                    **common,
+                )
+            )
+    data = ModelCardData(
+        library_name="transformers",
+        tags=tags,
+        base_model=base_model or hub_model_id(teacher),
+        pipeline_tag="text-classification" if classifier else None,
+        model_name=model_name,
+        eval_results=eval_results,
+    )
+    body = [f"# {model_name}", "", _summary(config, steps, teacher)]
+    if rows:
+        body += ["", "## Results", "", _results(rows, dataset, split)]
+    body += ["", "## Compression applied", "", _steps_table(steps)]
+    body += ["", "## How to use", "", _usage(config, repo_id or model_name, classifier)]
+    body += ["", "## Reproduce", "", _reproduce(recipe, command)]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+
+def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
+    methods = [STEP_NAMES.get(step, step) for step in steps if step != "hf_compress_version"]
+    source = f"`{teacher}`" if teacher else "its base model"
+    made = f"This model is a compressed version of {source}, made with hf_compress {steps.get('hf_compress_version')}"
+    text = made + (": " + "; ".join(methods) + "." if methods else ".")
+    if "quantization" in steps:
+        loading = "It stores int8 weights and loads with `from_pretrained` once `hf_compress` is imported."
+    else:
+        loading = f"It is a plain `{config.model_type}` checkpoint: `from_pretrained` loads it without hf_compress."
+    return f"{text} {loading}"
+
+
+def _ratio(reference: float, value: float, word: str) -> str:
+    return f"{reference / value:.2f}× {word}" if value else "—"
+
+
+def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> str:
+    """This model against the reference, with exact figures, then the full report of every model measured."""
+    me, ref = rows[-1], rows[0]
+    compare = len(rows) > 1
+    head = "| | teacher | this model | change |\n|---|---|---|---|" if compare else "| | this model |\n|---|---|"
+
+    def line(label: str, ref_value: str, value: str, change: str = "") -> str:
+        return f"| {label} | {ref_value} | {value} | {change} |" if compare else f"| {label} | {value} |"
+
+    lines = [head]
+    lines.append(
+        line("parameters", f"{ref.parameters:,}", f"{me.parameters:,}", _ratio(ref.parameters, me.parameters, "fewer"))
+    )
+    lines.append(
+        line(
+            "weights on disk (bytes)",
+            f"{ref.bytes_on_disk:,}",
+            f"{me.bytes_on_disk:,}",
+            _ratio(ref.bytes_on_disk, me.bytes_on_disk, "smaller"),
+        )
+    )
+    lines.append(line("sparsity of encoder Linear weights", f"{ref.sparsity:.2%}", f"{me.sparsity:.2%}"))
+    if me.accuracy is not None:
+        ref_accuracy = "—" if ref.accuracy is None else f"{ref.accuracy:.4f}"
+        relative = "" if me.accuracy_vs_reference is None else f"{me.accuracy_vs_reference:.2%} of teacher"
+        lines.append(line("accuracy", ref_accuracy, f"{me.accuracy:.4f}", relative))
+    if compare and me.agreement_with_reference is not None:
+        lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
+    for key, ms in me.latency_ms.items():
+        batch = key.replace("batch_", "")
+        speedup = f"{me.speedup[key]:.2f}× faster" if key in me.speedup else ""
+        reference_ms = f"{ref.latency_ms[key]:.2f}" if key in ref.latency_ms else "—"
+        lines.append(line(f"CPU latency, batch {batch} (ms)", reference_ms, f"{ms:.2f}", speedup))
+    where = f"the `{split}` split of `{dataset}`" if dataset else "the evaluation data"
+    note = (
+        f"Accuracy on {where}; latency is the median forward pass on CPU, measured interleaved with the other models. "
+        "Bytes count the safetensors weight files."
+    )
+    return "\n".join(lines) + f"\n\n{note}\n\nEvery model measured:\n\n" + markdown_table(rows)
+
+
+def _steps_table(steps: dict) -> str:
+    lines = ["| step | arguments |", "|---|---|"]
+    for step, details in steps.items():
+        if step == "hf_compress_version":
+            continue
+        if isinstance(details, dict):
+            arguments = ", ".join(f"{k}={json.dumps(v)}" for k, v in details.items())
+        else:
+            arguments = json.dumps(details)
+        lines.append(f"| {STEP_NAMES.get(step, step)} (`{step}`) | {arguments.replace('|', '/')} |")
+    if len(lines) == 2:
+        return "No compression step is recorded in `config.compression`."
+    return "\n".join(lines) + "\n\nThe same record is in `config.json` under `compression`."
+
+
+def _usage(config: PretrainedConfig, model_id: str, classifier: bool) -> str:
+    auto = "AutoModelForSequenceClassification" if classifier else "AutoModel"
+    imports = "import hf_compress  # registers the int8 loader\n" if "quantization" in applied(config) else ""
+    return (
+        f"```python\n{imports}from transformers import {auto}, AutoTokenizer\n\n"
+        f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")\n'
+        f'model = {auto}.from_pretrained("{model_id}")\n```'
+    )
+
+
+def _reproduce(recipe: dict | None, command: str | None) -> str:
+    parts = []
+    if command:
+        parts.append(f"```bash\npip install hf_compress=={__version__}\n{command}\n```")
+    if recipe:
+        text = yaml.safe_dump(recipe, sort_keys=False).strip()
+        parts.append(f"with this `{RECIPE_NAME}` (also in this repository):\n\n```yaml\n{text}\n```")
+    return "\n\n".join(parts) or "The command and recipe were not recorded."
+
+
+def write_model_card(
+    output_dir: str,
+    rows: list[ReportRow] | None,
+    config: PretrainedConfig | None = None,
+    recipe: dict | None = None,
+    command: str | None = None,
+    **card_kwargs,
+) -> ModelCard:
+    """Write the card as README.md (and the recipe as recipe.yaml) beside a saved model; return the card."""
+    config = config if config is not None else AutoConfig.from_pretrained(output_dir)
+    card_kwargs.setdefault("model_name", os.path.basename(os.path.normpath(output_dir)))
+    card = build_model_card(rows, config, recipe, command, **card_kwargs)
+    card.save(os.path.join(output_dir, CARD_NAME))
+    if recipe:
+        with open(os.path.join(output_dir, RECIPE_NAME), "w") as f:
+            yaml.safe_dump(recipe, f, sort_keys=False)
+    return card
+
+
+def push_compressed(
+    output_dir: str,
+    repo_id: str,
+    token: str | None = None,
+    private: bool | None = None,
+    commit_message: str = "Upload compressed model with hf_compress",
+) -> CommitInfo:
+    """Create the repo if needed and upload the saved folder in one commit (Hub errors are huggingface_hub's own)."""
+    if not os.path.isfile(os.path.join(output_dir, "config.json")):
+        raise ValueError(f"output_dir={output_dir!r} holds no saved model (no config.json); save_pretrained first")
+    api = HfApi(token=token)
+    url = api.create_repo(repo_id, private=private, exist_ok=True)
+    return api.upload_folder(
+        repo_id=url.repo_id, folder_path=output_dir, commit_message=commit_message, ignore_patterns=PUSH_IGNORE
+    )
