@@ -172,29 +172,32 @@ def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
     return f"{text} {loading}"
 
 
-def _ratio(reference: float, value: float, word: str) -> str:
-    return f"{reference / value:.2f}× {word}" if value else "—"
+def _ratio(reference: float, value: float, better: str, worse: str) -> str:
+    """`reference / value` in words: "2.00× fewer" when it is at least 1, "1.25× more" when it is below."""
+    if not reference or not value:
+        return "—"
+    return f"{reference / value:.2f}× {better}" if reference >= value else f"{value / reference:.2f}× {worse}"
 
 
 def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> str:
     """This model against the reference, with exact figures, then the full report of every model measured."""
     me, ref = rows[-1], rows[0]
     compare = len(rows) > 1
-    head = "| | teacher | this model | change |\n|---|---|---|---|" if compare else "| | this model |\n|---|---|"
+    head = f"| | {ref.name} (teacher) | {me.name} (this model) | change |\n|---|---|---|---|"
+    head = head if compare else f"| | {me.name} (this model) |\n|---|---|"
 
     def line(label: str, ref_value: str, value: str, change: str = "") -> str:
         return f"| {label} | {ref_value} | {value} | {change} |" if compare else f"| {label} | {value} |"
 
     lines = [head]
-    lines.append(
-        line("parameters", f"{ref.parameters:,}", f"{me.parameters:,}", _ratio(ref.parameters, me.parameters, "fewer"))
-    )
+    fewer = _ratio(ref.parameters, me.parameters, "fewer", "more")
+    lines.append(line("parameters", f"{ref.parameters:,}", f"{me.parameters:,}", fewer))
     lines.append(
         line(
             "weights on disk (bytes)",
             f"{ref.bytes_on_disk:,}",
             f"{me.bytes_on_disk:,}",
-            _ratio(ref.bytes_on_disk, me.bytes_on_disk, "smaller"),
+            _ratio(ref.bytes_on_disk, me.bytes_on_disk, "smaller", "larger"),
         )
     )
     lines.append(line("sparsity of encoder Linear weights", f"{ref.sparsity:.2%}", f"{me.sparsity:.2%}"))
@@ -206,14 +209,13 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
         lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
     for key, ms in me.latency_ms.items():
         batch = key.replace("batch_", "")
-        speedup = f"{me.speedup[key]:.2f}× faster" if key in me.speedup else ""
         reference_ms = f"{ref.latency_ms[key]:.2f}" if key in ref.latency_ms else "—"
+        speedup = _ratio(ref.latency_ms.get(key, 0), ms, "faster", "slower")
         lines.append(line(f"CPU latency, batch {batch} (ms)", reference_ms, f"{ms:.2f}", speedup))
     where = f"the `{split}` split of `{dataset}`" if dataset else "the evaluation data"
-    note = (
-        f"Accuracy on {where}; latency is the median forward pass on CPU, measured interleaved with the other models. "
-        "Bytes count the safetensors weight files."
-    )
+    note = "Latency is the median forward pass on CPU, measured interleaved with the other models. "
+    note += "Bytes count the safetensors weight files."
+    note = (f"Accuracy on {where}. " if me.accuracy is not None else "") + note
     return "\n".join(lines) + f"\n\n{note}\n\nEvery model measured:\n\n" + markdown_table(rows)
 
 

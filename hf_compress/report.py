@@ -203,6 +203,7 @@ def plot_report(rows: list[ReportRow], path: str, latency_key: str | None = None
         ax.set_xlabel(xlabel)
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
+        ax.margins(0.2)  # room for the names
     figure.suptitle("Accuracy against size and latency (red: Pareto front)")
     figure.savefig(path, dpi=120)
     return path

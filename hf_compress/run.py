@@ -118,6 +118,18 @@ def make_student(recipe: RecipeArguments, teacher):
     )
 
 
+def check_student_fits(recipe: RecipeArguments, teacher_config) -> None:
+    """Check the requested student depth or layer ids against the teacher before anything is loaded."""
+    depth = teacher_config.num_hidden_layers
+    if recipe.student_num_hidden_layers is not None and recipe.student_num_hidden_layers > depth:
+        raise ValueError(
+            f"student_num_hidden_layers={recipe.student_num_hidden_layers} is invalid; allowed: 1 to {depth} "
+            "(the teacher's depth)"
+        )
+    if recipe.student_layers is not None and any(not 0 <= i < depth for i in recipe.student_layers):
+        raise ValueError(f"student_layers={recipe.student_layers} is invalid; allowed: layer ids in [0, {depth - 1}]")
+
+
 def check_albert_fits(args: CompressionTrainingArguments, recipe: RecipeArguments, teacher_config) -> None:
     """Check embedding_size and num_hidden_groups against the student's shape before any training starts."""
     hidden = teacher_config.hidden_size
@@ -142,6 +154,7 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
     check_output_dir(args.output_dir, recipe.overwrite_output)
     teacher_path = resolve_model_path(args.teacher_model_name_or_path)
     teacher_config = AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad path
+    check_student_fits(recipe, teacher_config)
     if isinstance(args, CompressionTrainingArguments):
         check_albert_fits(args, recipe, teacher_config)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)

@@ -122,3 +122,16 @@ def test_bad_pruning_arguments_name_the_field(tmp_path, field, value):
 def test_pruning_end_before_start_is_refused(tmp_path):
     with pytest.raises(ValueError, match="pruning_end"):
         make_args(tmp_path, pruning_start=20, pruning_end=10)
+
+
+def test_report_scores_attention_heads_without_removing_them(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=6, pruning_end=4)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    report = json.loads((tmp_path / "final" / "pruning_report.json").read_text())
+    assert [len(row["importance"]) for row in report["heads"]] == [4, 4]
+    assert all(min(row["importance"]) > 0 for row in report["heads"])
+    expected = [(s / trainer.head_importance.steps).tolist() for s in trainer.head_importance.scores]
+    assert [row["importance"] for row in report["heads"]] == expected and trainer.head_importance.steps == 6
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    assert reloaded.config.num_attention_heads == 4 and reloaded.config.intermediate_size == 64

@@ -214,17 +214,15 @@ def test_sliced_model_quantizes_and_round_trips(tmp_path):
     quantization.quantize_(model)
     noise = (logits(model) - reference).pow(2).mean()
     assert 10 * torch.log10(reference.pow(2).mean() / noise) >= 20  # SQNR in dB, as the quantization tests ask
-    assert ffn_layers_int8_shape(model) == (32, 32)
+    for layer in model.bert.encoder.layer:
+        up, down = layer.intermediate.dense, layer.output.dense
+        assert isinstance(up, quantization.Int8Linear) and isinstance(down, quantization.Int8Linear)
+        assert up.int8_weight().shape == (32, 32) and down.int8_weight().shape == (32, 32)
     model.save_pretrained(tmp_path)
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert loaded.config.intermediate_size == 32
+    assert isinstance(loaded.bert.encoder.layer[0].output.dense, quantization.Int8Linear)
     assert torch.equal(logits(loaded), logits(model))
-
-
-def ffn_layers_int8_shape(model) -> tuple[int, int]:
-    down = model.bert.encoder.layer[0].output.dense
-    assert not isinstance(down, torch.nn.Linear)  # quantized
-    return tuple(down.weight.shape)
 
 
 # ---------------------------------------------------------------- training

@@ -13,6 +13,7 @@ and a layer shared ALBERT-style gets the sum over its uses from the shared weigh
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from .masks import _prune_lowest, update_masks  # one tie-breaking rule for both
 from .pruner import Pruner
 from .schedule import cubic_sparsity, resolve_step
 
+logger = logging.getLogger(__name__)
 FFN_METHODS = ("taylor", "magnitude")
 
 
@@ -177,10 +179,10 @@ def _calibration_scores(
             if seen == num_batches:
                 break
             inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            if "labels" not in inputs:
-                raise ValueError("dataloader batches need 'labels' so the model computes its own loss")
             with torch.enable_grad():
                 loss = model(**inputs).loss
+                if loss is None:
+                    raise ValueError("dataloader batches need labels, so that the model computes its own loss")
                 grads = torch.autograd.grad(loss, weights)
             for score, w, g in zip(scores, weights, grads):
                 score += gate_gradients(w, g).abs()
@@ -236,7 +238,10 @@ class FFNPruner:
         if method not in FFN_METHODS:
             raise ValueError(f"ffn_pruning_method={method!r} is invalid; allowed: {', '.join(FFN_METHODS)}")
         self.config = model.config
-        self.layers = ffn_layers(model)
+        try:
+            self.layers = ffn_layers(model)
+        except ValueError as error:
+            raise ValueError(f"ffn_sparsity={sparsity!r} cannot be applied: {error}") from error
         self.original_size = self.layers[0].size
         check_ffn_sparsity(sparsity, self.original_size)  # before any training
         self.sparsity_target, self.method = sparsity, method
@@ -375,7 +380,10 @@ class HeadImportance:
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        """Restore what `state_dict` saved."""
+        """Restore what `state_dict` saved; an older checkpoint without head scores restarts them (report-only)."""
+        if "heads.score_steps" not in state:
+            logger.warning("the checkpoint holds no head importance; head scores restart from zero")
+            return
         for i, (name, dense) in enumerate(self.modules):
             self.scores[i] = state[f"heads.score.{name}"].to(dense.weight.device)
         self.steps = int(state["heads.score_steps"])
@@ -430,9 +438,17 @@ class RemainingPruner(Pruner):
 
     def sparsity(self) -> float:
         """Fraction of the remaining target entries that are pruned."""
-        remaining = self.remaining()
-        total = sum(int(r.sum()) for r in remaining.values())
-        pruned = sum(int((~self.masks[n] & r).sum()) for n, r in remaining.items())
+        total = pruned = 0
+        for name, mask in self.masks.items():
+            if name in self.neuron_dim:
+                i, dim = self.neuron_dim[name]
+                alive = self.ffn.masks[i]
+                kept = alive[:, None] if dim == 0 else alive[None, :]
+                pruned += int((~mask & kept).sum())
+                total += int(alive.sum()) * mask.shape[1 - dim]
+            else:
+                pruned += int((~mask).sum())
+                total += mask.numel()
         return pruned / total if total else 0.0
 
     def sliced_(self, keep: list[torch.Tensor]) -> None:

@@ -1,0 +1,135 @@
+"""Bad input gets a clear error naming the field, the value and what is allowed, before any model or step."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from hf_compress import (
+    CompressionTrainer,
+    CompressionTrainingArguments,
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    PruningTrainingArguments,
+    create_student,
+    to_albert,
+)
+from hf_compress.cli import main
+from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_text_csv
+
+ARGUMENT_CASES = [
+    (DistillationTrainingArguments, {"temperature": 0.0}, "temperature=0.0", "> 0"),
+    (DistillationTrainingArguments, {"temperature": -2.0}, "temperature=-2.0", "> 0"),
+    (DistillationTrainingArguments, {"alpha": 1.2}, "alpha=1.2", "[0, 1]"),
+    (DistillationTrainingArguments, {"alpha": -0.5}, "alpha=-0.5", "[0, 1]"),
+    (DistillationTrainingArguments, {"hidden_loss_weight": -1.0}, "hidden_loss_weight=-1.0", ">= 0"),
+    (DistillationTrainingArguments, {"attention_loss_weight": -1.0}, "attention_loss_weight=-1.0", ">= 0"),
+    (DistillationTrainingArguments, {"attention_loss_type": "l1"}, "attention_loss_type='l1'", "'kl'"),
+    (DistillationTrainingArguments, {"layer_mapping": [-1]}, "layer_mapping=[-1]", "teacher layer ids"),
+    (DistillationTrainingArguments, {"teacher_model_init_kwargs": "{bad json"}, "teacher_model_init_kwargs", "JSON"),
+    (PruningTrainingArguments, {"target_sparsity": 1.0}, "target_sparsity=1.0", "[0, 1)"),
+    (PruningTrainingArguments, {"target_sparsity": -0.1}, "target_sparsity=-0.1", "[0, 1)"),
+    (PruningTrainingArguments, {"pruning_method": "random"}, "pruning_method='random'", "movement"),
+    (PruningTrainingArguments, {"pruning_start": 50, "pruning_end": 10}, "pruning_end=10", "after pruning_start"),
+    (PruningTrainingArguments, {"pruning_scope": "row"}, "pruning_scope='row'", "global"),
+    (PruningTrainingArguments, {"pruning_frequency": 0}, "pruning_frequency=0", ">= 1"),
+    (CompressionTrainingArguments, {"embedding_size": 0}, "embedding_size=0", "[1, hidden_size]"),
+    (CompressionTrainingArguments, {"num_hidden_groups": 0}, "num_hidden_groups=0", "divisor"),
+    (CompressionTrainingArguments, {"sharing_init": "median"}, "sharing_init='median'", "'mean'"),
+]
+
+
+@pytest.mark.parametrize("cls,kwargs,named,allowed", ARGUMENT_CASES, ids=lambda v: str(v)[:40])
+def test_arguments_classes(tmp_path, cls, kwargs, named, allowed):
+    with pytest.raises(ValueError) as err:
+        cls(output_dir=str(tmp_path), report_to="none", **kwargs)
+    assert named in str(err.value) and allowed in str(err.value)
+
+
+TRANSFORM_CASES = [
+    (lambda: to_albert(tiny_bert(), embedding_size=64), "embedding_size=64"),  # > hidden 32
+    (lambda: to_albert(tiny_bert(), embedding_size=-4), "embedding_size=-4"),
+    (lambda: to_albert(tiny_bert(), num_hidden_groups=0), "num_hidden_groups=0"),
+    (lambda: to_albert(tiny_bert(), num_hidden_groups=4), "num_hidden_groups=4"),  # > 2 layers
+    (lambda: create_student(tiny_bert(), num_hidden_layers=3), "num_hidden_layers=3"),
+]
+
+
+@pytest.mark.parametrize("build,named", TRANSFORM_CASES, ids=lambda v: str(v)[:30])
+def test_transforms(build, named):
+    with pytest.raises(ValueError, match=named.replace("[", r"\[")):
+        build()
+
+
+def test_to_albert_refuses_a_non_bert_architecture():
+    from transformers import GPT2Config, GPT2Model
+
+    with pytest.raises(ValueError, match="GPT2Model"):
+        to_albert(GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100)))
+
+
+@pytest.mark.parametrize(
+    "student_kwargs,message",
+    [
+        ({"vocab_size": 500}, "vocab_size: teacher 1000 vs student 500"),
+        ({"num_labels": 5}, "num_labels: teacher 3 vs student 5"),
+    ],
+)
+def test_teacher_and_student_must_match(tmp_path, student_kwargs, message):
+    args = CompressionTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    for trainer_class in (DistillationTrainer, CompressionTrainer):
+        with pytest.raises(ValueError, match=message):
+            trainer_class(model=tiny_bert(**student_kwargs), teacher_model=tiny_bert(), args=args)
+
+
+def _recipe(tmp_path, **values) -> str:
+    base = {
+        "teacher_model_name_or_path": tiny_checkpoint(tmp_path / "teacher"),
+        "dataset_name": tiny_text_csv(tmp_path / "data.csv"),
+        "eval_split": "train",
+        "student_num_hidden_layers": 1,
+        "report_to": "none",
+        "use_cpu": True,
+        "output_dir": str(tmp_path / "out"),
+    }
+    base.update(values)
+    path = tmp_path / "recipe.yaml"
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in base.items()))
+    return str(path)
+
+
+CLI_CASES = [
+    ({"temprature": 2.0}, "temprature"),  # unknown recipe key
+    ({"text_column": "sentence"}, "text_column='sentence'"),  # dataset with no such column
+    ({"max_length": 0}, "max_length=0"),
+    ({"eval_split": "dev"}, "eval_split='dev'"),
+    ({"student_num_hidden_layers": 5}, "num_hidden_layers=5"),
+]
+
+
+@pytest.mark.parametrize("values,named", CLI_CASES, ids=lambda v: str(v)[:30])
+def test_cli_one_line_and_exit_2(tmp_path, capsys, values, named):
+    assert main(["compress", _recipe(tmp_path, **values)]) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
+    assert len(ours) == 1 and named in ours[0] and "Traceback" not in err
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_cli_refuses_to_overwrite_a_different_model(tmp_path, capsys):
+    tiny_checkpoint(tmp_path / "out", seed=3)
+    assert main(["compress", _recipe(tmp_path)]) == 2
+    assert "overwrite_output" in capsys.readouterr().err
+
+
+def test_console_script_reports_bad_value_in_one_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_compress.cli", "distill", _recipe(tmp_path), "--alpha", "3"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "hf-compress distill: error: alpha=3.0 is invalid; allowed: a number in [0, 1]"
+    ]

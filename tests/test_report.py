@@ -1,0 +1,169 @@
+"""`hf-compress report`: its numbers against independent computations, the plot, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
+
+from hf_compress import create_student
+from hf_compress.report import pareto_front
+from hf_compress.report_command import main
+from tests.test_model_card import fit_head
+from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv
+
+N = 30  # --max-samples
+
+
+def hand_count(config) -> int:
+    """Parameters of BertForSequenceClassification from its config, by the shapes of its layers."""
+    V, P, T, H, I, L = (  # noqa: E741
+        config.vocab_size,
+        config.max_position_embeddings,
+        config.type_vocab_size,
+        config.hidden_size,
+        config.intermediate_size,
+        config.num_hidden_layers,
+    )
+    embeddings = (V + P + T) * H + 2 * H  # three tables and a LayerNorm
+    layer = 4 * (H * H + H) + 2 * H + (H * I + I) + (I * H + H) + 2 * H  # q k v o, LayerNorm, FFN in/out, LayerNorm
+    pooler, classifier = H * H + H, H * config.num_labels + config.num_labels
+    return embeddings + L * layer + pooler + classifier
+
+
+def zeros_in_encoder_linears(model_dir: str) -> float:
+    """Sparsity straight from the saved tensors: the 2-D weights under `encoder.` are the encoder's Linear layers."""
+    tensors = [t for k, t in load_file(os.path.join(model_dir, "model.safetensors")).items() if ".encoder." in k]
+    matrices = [t for t in tensors if t.ndim == 2]
+    return sum(int((t == 0).sum()) for t in matrices) / sum(t.numel() for t in matrices)
+
+
+@torch.no_grad()
+def predictions_one_by_one(model_dir: str, tokenizer, texts: list[str]) -> np.ndarray:
+    """Predicted classes from unpadded single-example forward passes (the report batches and pads)."""
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir).eval()
+    out = [model(**tokenizer(t, truncation=True, max_length=64, return_tensors="pt")).logits.argmax(-1) for t in texts]
+    return torch.cat(out).numpy()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A 4-layer teacher (with tokenizer) and a 2-layer student with a third of its FFN rows zeroed (no tokenizer)."""
+    tmp = tmp_path_factory.mktemp("report")
+    data = tiny_text_csv(tmp / "data.csv", n=48)
+    with open(data) as f:
+        rows = list(csv.DictReader(f))
+    texts, labels = [r["text"] for r in rows], [int(r["label"]) for r in rows]
+    teacher_dir = tiny_checkpoint(tmp / "teacher", num_hidden_layers=4)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher = fit_head(
+        AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval(), tokenizer, texts, labels
+    )
+    teacher.save_pretrained(teacher_dir)
+    student = create_student(teacher, num_hidden_layers=2)
+    with torch.no_grad():
+        for layer in student.bert.encoder.layer:
+            layer.intermediate.dense.weight[::3] = 0  # rows 0, 3, ..., 63: 22 of 64
+    student = fit_head(student.eval(), tokenizer, texts[:32], labels[:32])
+    student_dir = str(tmp / "student")
+    student.save_pretrained(student_dir)
+    return tmp, teacher_dir, student_dir, data, texts, labels, tokenizer
+
+
+def test_report_numbers_match_independent_computations(models, capsys):
+    tmp, teacher_dir, student_dir, data, texts, labels, tokenizer = models
+    out = tmp / "out"
+    argv = [student_dir, "--teacher", teacher_dir, "--dataset", data, "--split", "train", "--max-samples", str(N)]
+    assert main([*argv, "--output", str(out), "--repeats", "2", "--batch-sizes", "1", "4", "--plot"]) == 0
+    printed = capsys.readouterr().out
+    teacher, student = json.loads((out / "compression_report.json").read_text())
+    assert [teacher["name"], student["name"]] == ["teacher", "student"]  # teacher first: the reference
+
+    for row, model_dir, layers in ((teacher, teacher_dir, 4), (student, student_dir, 2)):
+        assert row["parameters"] == hand_count(tiny_bert_config(num_hidden_layers=layers))
+        assert row["bytes_on_disk"] == os.path.getsize(os.path.join(model_dir, "model.safetensors"))
+        assert row["sparsity"] == pytest.approx(zeros_in_encoder_linears(model_dir), abs=1e-12)
+    # Zeroed rows: 22 of 64 in each 64x32 FFN-in matrix; per layer 4 attention (32x32) + FFN in + FFN out (64x32 each).
+    assert student["sparsity"] == pytest.approx(22 * 32 / (4 * 32 * 32 + 2 * 64 * 32)) and teacher["sparsity"] == 0
+
+    truth = np.array(labels[:N])
+    teacher_pred = predictions_one_by_one(teacher_dir, tokenizer, texts[:N])
+    student_pred = predictions_one_by_one(student_dir, tokenizer, texts[:N])
+    assert teacher["accuracy"] == pytest.approx((teacher_pred == truth).mean())
+    assert student["accuracy"] == pytest.approx((student_pred == truth).mean())
+    assert student["agreement_with_reference"] == pytest.approx((student_pred == teacher_pred).mean())
+    assert student["accuracy_vs_reference"] == pytest.approx(student["accuracy"] / teacher["accuracy"])
+    assert 1 / 3 < teacher["accuracy"] < 1 and student["agreement_with_reference"] < 1  # informative, not constant
+    for row in (teacher, student):
+        assert set(row["latency_ms"]) == {"batch_1", "batch_4"} and all(v > 0 for v in row["latency_ms"].values())
+    assert student["speedup"]["batch_1"] == pytest.approx(
+        teacher["latency_ms"]["batch_1"] / student["latency_ms"]["batch_1"]
+    )
+
+    table = (out / "compression_report.md").read_text()
+    assert table.strip() in printed and f"| student | {student['accuracy']:.4f} |" in table
+    assert f"{N} examples of the 'train' split" in printed
+
+    png = (out / "compression_report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    image = imread(out / "compression_report.png")
+    assert image.shape[0] > 200 and image.shape[1] > 2 * image.shape[0]  # two panels side by side
+    assert image[..., :3].std() > 0.05  # something is drawn, not a blank canvas
+
+
+def test_report_without_data_measures_size_and_latency_only(models, tmp_path, capsys):
+    _, teacher_dir, student_dir, *_ = models
+    assert main([teacher_dir, student_dir, "--output", str(tmp_path), "--repeats", "1", "--batch-sizes", "1"]) == 0
+    rows = json.loads((tmp_path / "compression_report.json").read_text())
+    assert [r["accuracy"] for r in rows] == [None, None] and rows[1]["bytes_on_disk"] < rows[0]["bytes_on_disk"]
+    assert not (tmp_path / "compression_report.png").exists()
+
+
+def one_line_error(capsys) -> str:
+    """The error line; anything before it on stderr is progress bars (datasets), never a traceback."""
+    err = capsys.readouterr().err
+    assert err.endswith("\n") and "Traceback" not in err and err.count("hf-compress report: error: ") == 1
+    last = err.splitlines()[-1]
+    assert last.startswith("hf-compress report: error: ")
+    return last
+
+
+def test_bad_input_is_one_line_and_exit_code_2(models, tmp_path, capsys):
+    tmp, teacher_dir, student_dir, *_ = models
+    missing = str(tmp_path / "nowhere")
+    assert main([student_dir, "--teacher", missing, "--output", str(tmp_path)]) == 2
+    assert repr(missing) in one_line_error(capsys)
+
+    no_text = tmp_path / "sentences.csv"
+    no_text.write_text("sentence,label\nw1 w2,0\nw3,1\n")
+    assert main([student_dir, "--teacher", teacher_dir, "--dataset", str(no_text), "--split", "train"]) == 2
+    assert "text_column='text'" in one_line_error(capsys)
+
+    sentences = ["--dataset", str(no_text), "--text-column", "sentence", "--output", str(tmp_path)]
+    assert main([student_dir, "--teacher", teacher_dir, *sentences, "--split", "test"]) == 2
+    assert "--split 'test' is not a split" in one_line_error(capsys)
+
+    assert main([student_dir, *sentences, "--split", "train"]) == 2  # the student was saved without a tokenizer
+    assert "no tokenizer in any of" in one_line_error(capsys)
+
+    assert main([student_dir, "--plot", "--output", str(tmp_path)]) == 2
+    assert "--plot" in one_line_error(capsys)
+
+    BertModel(tiny_bert_config()).save_pretrained(tmp_path / "base")
+    assert main([str(tmp_path / "base"), "--teacher", teacher_dir, *sentences, "--split", "train"]) == 2
+    assert "BertModel" in one_line_error(capsys)
+    assert not (tmp_path / "compression_report.json").exists()  # nothing half-written
+
+
+def test_pareto_front_keeps_the_models_nothing_beats():
+    # (size, accuracy): b is beaten by a (smaller and more accurate); d is the largest but the most accurate.
+    points = [(1.0, 0.80), (2.0, 0.75), (0.5, 0.60), (4.0, 0.90), (1.0, 0.70)]
+    assert pareto_front(points) == [2, 0, 3]
