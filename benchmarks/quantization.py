@@ -182,8 +182,10 @@ def main():
         json.dump(result, f, indent=2)
 
     print(f"\n{result['machine']}, {result['date']}; {args.model}; quantize_ took {quantize_s:.2f} s\n")
-    print("| model | batch 1 ms | batch 32 ms | speed-up b1 / b32 | MB on disk | size vs fp32 | accuracy | "
-          "logits SQNR dB | argmax agreement |")
+    print(
+        "| model | batch 1 ms | batch 32 ms | speed-up b1 / b32 | MB on disk | size vs fp32 | accuracy | "
+        "logits SQNR dB | argmax agreement |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.4f}"

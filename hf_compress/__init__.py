@@ -7,6 +7,7 @@ from .data import load_text_classification, load_tweets, minilm_path, tokenize  
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
 from .pruning.schedule import cubic_sparsity  # noqa: E402
+from .pruning.structured import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
 from .student import create_student  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
@@ -22,6 +23,9 @@ __all__ = [
     "PruningTrainer",
     "PruningTrainingArguments",
     "cubic_sparsity",
+    "ffn_layers",
+    "prune_ffn_",
+    "slice_ffn_",
     "select_targets",
     "to_albert",
     "albert_num_parameters",

@@ -148,7 +148,7 @@ def build_model_card(
         tags=tags,
         base_model=base_model or hub_model_id(teacher),
         pipeline_tag="text-classification" if classifier else None,
-        model_name=model_name,
+        model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results,
     )
     body = [f"# {model_name}", "", _summary(config, steps, teacher)]
@@ -166,7 +166,9 @@ def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
     made = f"This model is a compressed version of {source}, made with hf_compress {steps.get('hf_compress_version')}"
     text = made + (": " + "; ".join(methods) + "." if methods else ".")
     if "quantization" in steps:
-        loading = "It stores int8 weights and loads with `from_pretrained` once `hf_compress` is imported."
+        loading = (
+            "It stores int8 weights and loads with `from_pretrained` once `hf_compress.quantization` is imported."
+        )
     else:
         loading = f"It is a plain `{config.model_type}` checkpoint: `from_pretrained` loads it without hf_compress."
     return f"{text} {loading}"
@@ -183,7 +185,8 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
     """This model against the reference, with exact figures, then the full report of every model measured."""
     me, ref = rows[-1], rows[0]
     compare = len(rows) > 1
-    head = f"| | {ref.name} (teacher) | {me.name} (this model) | change |\n|---|---|---|---|"
+    teacher_label = "teacher" if ref.name == "teacher" else f"{ref.name} (teacher)"
+    head = f"| | {teacher_label} | {me.name} (this model) | change |\n|---|---|---|---|"
     head = head if compare else f"| | {me.name} (this model) |\n|---|---|"
 
     def line(label: str, ref_value: str, value: str, change: str = "") -> str:
@@ -236,7 +239,10 @@ def _steps_table(steps: dict) -> str:
 
 def _usage(config: PretrainedConfig, model_id: str, classifier: bool) -> str:
     auto = "AutoModelForSequenceClassification" if classifier else "AutoModel"
-    imports = "import hf_compress  # registers the int8 loader\n" if "quantization" in applied(config) else ""
+    quantized = "quantization" in applied(config)
+    imports = (
+        "import hf_compress.quantization  # registers the int8 loader with from_pretrained\n" if quantized else ""
+    )
     return (
         f"```python\n{imports}from transformers import {auto}, AutoTokenizer\n\n"
         f'tokenizer = AutoTokenizer.from_pretrained("{model_id}")\n'

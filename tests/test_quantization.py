@@ -249,6 +249,28 @@ def test_fbgemm_kernel_matches_the_reference_path():
     assert sqnr_db(linear(x), module(x)) >= 25
 
 
+def test_activation_ranges_are_per_token():
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    module = Int8Linear.from_linear(linear)
+    x = torch.randn(8, 64)
+    x[0] *= 1000  # one outlier token: with one range per batch it would leave the others ~2 bits
+    reference = nn.functional.linear(x, module.dequantized_weight(), module.bias)
+    assert sqnr_db(reference[1:], module(x)[1:]) >= 30
+
+
+def test_reference_path_without_fbgemm_is_weight_only_int8(monkeypatch):
+    from hf_compress.quantization import fbgemm
+
+    torch.manual_seed(0)
+    linear = nn.Linear(64, 48)
+    module = Int8Linear.from_linear(linear)
+    monkeypatch.setattr(fbgemm, "available", lambda: False)
+    x = torch.randn(5, 64)
+    assert torch.allclose(module(x), nn.functional.linear(x, module.dequantized_weight(), linear.bias), atol=1e-6)
+    assert sqnr_db(linear(x), module(x)) >= 30
+
+
 def test_deepcopy_gives_an_independent_working_copy():
     model = quantize_(tiny_bert())
     clone = copy.deepcopy(model)

@@ -14,7 +14,7 @@ KINDS = ("linear", "embedding")
 
 @dataclass
 class Int8QuantizationConfig(QuantizationConfigMixin):
-    """Post-training int8: dynamic int8 for nn.Linear, weight-only int8 (one scale per row) for the word embeddings."""
+    """Post-training int8: dynamic int8 for nn.Linear, weight-only int8 (one scale per row) for word embeddings."""
 
     modules_to_not_convert: list[str] | None = field(
         default=None,

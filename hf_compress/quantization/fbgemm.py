@@ -1,19 +1,19 @@
 """The only place that touches torch's deprecated quantized-tensor API: fbgemm's dynamic int8 linear kernel.
 
-Why it is used: on the 2-core AVX2 machine this project benchmarks on, `quantized::linear_dynamic` (the kernel behind
-`torch.ao.quantization.quantize_dynamic`) is the fastest int8 matmul that torch ships for CPU. Measured on one MiniLM
-feed-forward Linear (384 -> 1536), time relative to fp32 `F.linear`, 48 / 1536 tokens:
+Why it is used: on the 2-core AVX2 (no VNNI) machine this project benchmarks on, `quantized::linear_dynamic` (the
+kernel behind `torch.ao.quantization.quantize_dynamic`) is the fastest int8 matmul that torch ships for CPU. Measured
+on one MiniLM feed-forward Linear (384 -> 1536), time relative to fp32 `F.linear`, for 48 / 1536 tokens:
 fbgemm 0.43 / 0.59, onednn::qlinear_pointwise with per-batch activation quantization 0.94 / 1.75,
-torch._int_mm 5.2 / 44, torch._weight_int8pack_mm 2.8 / 38.
+torch._int_mm 5.2 / 44, torch._weight_int8pack_mm (weight-only) 2.8 / 38.
 
 Why it is deprecated: torch 2.13 deprecates the qint8/quint8 dtypes and the functions that create them
 (https://github.com/pytorch/pytorch/issues/184982); `linear_prepack` only accepts a qint8 tensor.
 
-Removal plan: nothing outside this module depends on it. The on-disk format (int8 codes + fp32 scales) and the
-`Int8Linear` module are backend-independent; when torch removes these ops, `available()` returns False and
-`Int8Linear` falls back to its reference path (int8 weights dequantized on the fly: same weights, fp32 speed).
-Replace this module by the fastest plain-int8 CPU kernel available then (a torchao or oneDNN op taking torch.int8
-tensors), re-running `benchmarks/quantization.py` to confirm it beats fp32.
+Removal plan: nothing outside this module calls these ops. The on-disk format (int8 codes + fp32 scales) and
+`Int8Linear` are backend-independent; when torch removes the ops, `available()` returns False and `Int8Linear`
+falls back to its reference path (int8 weights dequantized on the fly: same weights, float speed). Then replace
+this module by the fastest CPU kernel that takes plain torch.int8 tensors (torchao or oneDNN), keeping `pack` and
+`linear`'s signatures, and re-run benchmarks/quantization.py to check it still beats fp32.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ SHARING_INITS = ("mean", "first")
 class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainingArguments):
     """Every DistillationTrainingArguments and PruningTrainingArguments field, plus the ALBERT-style transform.
 
-    Pruning is off unless target_sparsity > 0; the ALBERT conversion is off unless embedding_size or
-    num_hidden_groups is set. The student is converted before training and distilled from the unconverted teacher.
+    Pruning is off unless target_sparsity > 0 or ffn_sparsity > 0; the ALBERT conversion is off unless
+    embedding_size or num_hidden_groups is set. The student is converted before training and distilled from the
+    unconverted teacher.
     """
 
     target_sparsity: float = field(

@@ -14,7 +14,7 @@ from ..provenance import record
 from ..pruning.pruner import Pruner, format_layer_table, select_targets
 from ..pruning.structured import FFNPruner, HeadImportance, RemainingPruner
 from .pruning_args import PruningTrainingArguments
-from .saving import replace_pickled_args
+from .saving import AtomicSaveMixin, replace_pickled_args
 
 logger = logging.getLogger(__name__)
 PRUNING_STATE_FILE = "pruning_state.safetensors"
@@ -184,7 +184,7 @@ class PruningMixin:
         return details
 
 
-class PruningTrainer(PruningMixin, Trainer):
+class PruningTrainer(PruningMixin, AtomicSaveMixin, Trainer):
     """Trainer with movement, Taylor or magnitude pruning of weights and/or FFN neurons (Sanh et al. 2020; Molchanov
     et al. 2019; Zhu & Gupta 2017)."""
 
