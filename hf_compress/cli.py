@@ -35,12 +35,17 @@ def build_parser() -> argparse.ArgumentParser:
             description="Flags after the recipe override its keys, e.g. --num_train_epochs 2.",
         )
         p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
+    sub.add_parser("report", help="compare saved models: size, sparsity, latency, accuracy (hf-compress report -h)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-compress` console script; bad input ends in one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:  # its own parser: MODEL_DIR... and flags, no recipe
+        from .report_command import main as report_main
+
+        return report_main(argv[1:])
     parser = build_parser()
     known, overrides = parser.parse_known_args(argv)
     try:

@@ -25,7 +25,7 @@ from .report import ReportRow, markdown_table
 
 CARD_NAME = "README.md"
 RECIPE_NAME = "recipe.yaml"
-# Trainer tags every card it writes with this; our trainers add "hf_compress" and their method through _tag_names.
+# Trainer tags every card it writes with this, plus `model.model_tags` (where our trainers' _tag_names belong).
 TRAINER_TAG = "generated_from_trainer"
 LIBRARY_TAG = "hf_compress"
 # What each step recorded in config.compression is called on the Hub (tags) and in the card's text.

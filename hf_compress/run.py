@@ -6,7 +6,6 @@ import json
 import logging
 import os
 
-import numpy as np
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -17,6 +16,8 @@ from transformers import (
 )
 
 from .data import label_names, load_text_classification, tokenize
+from .hub import recipe_as_dict, write_model_card
+from .metrics import classification_metrics
 from .recipe import RecipeArguments, resolve_model_path
 from .report import build_report, write_report
 from .student import create_student
@@ -26,12 +27,6 @@ from .trainer.distillation_args import DistillationTrainingArguments
 from .trainer.distillation_trainer import DistillationTrainer
 
 logger = logging.getLogger(__name__)
-
-
-def compute_accuracy(eval_pred) -> dict[str, float]:
-    """Accuracy for Trainer's evaluation loop."""
-    logits, labels = eval_pred
-    return {"accuracy": float((np.asarray(logits).argmax(-1) == np.asarray(labels)).mean())}
 
 
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -170,11 +165,12 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
         eval_dataset=data.get("validation"),
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
-        compute_metrics=compute_accuracy,
+        compute_metrics=classification_metrics,
     )
     trainer.train()
     trainer.save_model(args.output_dir)
     result = {"output_dir": args.output_dir}
+    rows = None
     if recipe.report:
         teacher_dir = os.path.join(args.output_dir, "teacher") if recipe.finetune_teacher else teacher_path
         rows = build_report(
@@ -186,4 +182,8 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
         table = write_report(rows, args.output_dir)
         print(f"\nEvaluation on the {recipe.eval_split} split ({len(data[recipe.eval_split])} examples):\n{table}")
         result["report"] = json.loads(json.dumps([r.__dict__ for r in rows]))
+    command = "compress" if isinstance(args, CompressionTrainingArguments) else "distill"
+    write_model_card(
+        args.output_dir, rows, trainer.model.config, recipe_as_dict(recipe, args), f"hf-compress {command} recipe.yaml"
+    )
     return result

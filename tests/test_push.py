@@ -156,11 +156,6 @@ def test_every_artifact_kind_round_trips_with_its_card(local_hub, tmp_path):
         assert rows["int8"][-1].bytes_on_disk < rows["distilled"][-1].bytes_on_disk / 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="transformers ignores _tag_names: the trainers' __init__ must call self.model.add_model_tags(...)"
-    " (as TRL does); remove this marker once they do",
-)
 def test_trainer_cards_and_model_push_carry_the_trainers_tags(tmp_path):
     """Trainer.push_to_hub and model.push_to_hub tag the card with `model.model_tags`; our trainers must fill it."""
     args = PruningTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True, target_sparsity=0.5)

@@ -19,6 +19,7 @@ from transformers import (
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from ..losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
+from ..provenance import record
 from .distillation_args import DistillationTrainingArguments
 from .saving import AtomicSaveMixin, replace_pickled_args
 
@@ -121,6 +122,21 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
             self.add_callback(_SyncProjectionGrads(self.hidden_projection))
         self._logit_cache: dict[bytes, torch.Tensor] | None = {} if args.cache_teacher_logits else None
         self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself (TRL does this)
+        record(self.model.config, "distillation", self._distillation_provenance())
+
+    def _distillation_provenance(self) -> dict:
+        """The teacher and loss mixture, for config.json and the model card."""
+        a = self.args
+        return {
+            "teacher": self.teacher.config.name_or_path or None,
+            "temperature": a.temperature,
+            "alpha": a.alpha,
+            "hidden_loss_weight": a.hidden_loss_weight,
+            "attention_loss_weight": a.attention_loss_weight,
+            "layer_mapping": self.layer_mapping,
+            "cache_teacher_logits": a.cache_teacher_logits,
+        }
 
     @staticmethod
     def _resolve_layer_mapping(args, student, teacher) -> list[int] | None:

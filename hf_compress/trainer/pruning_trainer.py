@@ -195,3 +195,4 @@ class PruningTrainer(PruningMixin, AtomicSaveMixin, Trainer):
             raise ValueError(f"args must be a PruningTrainingArguments, got {type(args).__name__}")
         super().__init__(model=model, args=args, **kwargs)
         self._setup_pruning()
+        self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself
