@@ -1,4 +1,4 @@
-"""Post-training int8: fp32 vs hf_compress int8 vs ONNX Runtime int8 — latency, bytes on disk, accuracy.
+"""Post-training int8: fp32 vs hf_compress int8 vs ONNX Runtime int8: latency, bytes on disk, accuracy.
 
 Usage: python benchmarks/quantization.py [--model PATH] [--quick] [--no-onnx]
 --model defaults to the tweets teacher (benchmarks.common.TEACHER_DIR; this script never trains it). A model without a
@@ -27,7 +27,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
 from benchmarks.common import TEACHER_DIR, latencies_ms, machine, predict, tweets_tokenized  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
-from hf_compress.quantization import quantize_  # noqa: E402
+from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -123,9 +123,23 @@ def main():
     quantize_s = time.perf_counter() - start
     to_quantize.save_pretrained(int8_dir)
     model_int8 = AutoModelForSequenceClassification.from_pretrained(int8_dir)  # what a user loads
+    per_batch = Int8QuantizationConfig(activation_range="per_batch")
+    model_int8_batch = quantize_(AutoModelForSequenceClassification.from_pretrained(fp32_dir).eval(), per_batch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated: here only as the reference it was
+        model_ao = torch.ao.quantization.quantize_dynamic(
+            AutoModelForSequenceClassification.from_pretrained(fp32_dir).eval(), {torch.nn.Linear}, torch.qint8
+        )
 
-    models = {"fp32 (torch)": model_fp32, "int8 hf_compress": model_int8}
+    models = {
+        "fp32 (torch)": model_fp32,
+        "int8 hf_compress": model_int8,
+        "int8 hf_compress per_batch": model_int8_batch,
+        "int8 torch.ao quantize_dynamic": model_ao,
+    }
     sizes = {"fp32 (torch)": dir_bytes(fp32_dir), "int8 hf_compress": dir_bytes(int8_dir)}
+    sizes["int8 hf_compress per_batch"] = sizes["int8 hf_compress"]  # same tensors; only the run-time path differs
+    sizes["int8 torch.ao quantize_dynamic"] = None  # no safetensors format: it would need torch.save (pickle)
     if not args.no_onnx:
         fp32_onnx, int8_onnx = export_onnx(model_fp32, tokenizer, workdir)
         models["fp32 onnxruntime"] = OrtClassifier(fp32_onnx)
@@ -152,7 +166,7 @@ def main():
                 "speedup_batch1": round(latency[1]["fp32 (torch)"] / latency[1][name], 2),
                 "speedup_batch32": round(latency[32]["fp32 (torch)"] / latency[32][name], 2),
                 "bytes_on_disk": sizes[name],
-                "size_vs_fp32": round(sizes[name] / sizes["fp32 (torch)"], 3),
+                "size_vs_fp32": None if sizes[name] is None else round(sizes[name] / sizes["fp32 (torch)"], 3),
                 "accuracy": round(float((logits[name].argmax(-1) == labels).mean()), 4) if has_head else None,
                 "logits_sqnr_db_vs_fp32": round(sqnr_db(ref, logits[name]), 1),
                 "argmax_agreement_vs_fp32": round(float((logits[name].argmax(-1) == ref.argmax(-1)).mean()), 4),
@@ -189,10 +203,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
+        mb = "n/a" if r["bytes_on_disk"] is None else f"{r['bytes_on_disk'] / 1e6:.1f}"
+        ratio = "n/a" if r["size_vs_fp32"] is None else f"{r['size_vs_fp32']:.1%}"
         print(
             f"| {r['model']} | {r['latency_ms_batch1']:.2f} | {r['latency_ms_batch32']:.1f} | "
-            f"{r['speedup_batch1']:.2f}× / {r['speedup_batch32']:.2f}× | {r['bytes_on_disk'] / 1e6:.1f} | "
-            f"{r['size_vs_fp32']:.1%} | {acc} | {r['logits_sqnr_db_vs_fp32']} | {r['argmax_agreement_vs_fp32']:.4f} |"
+            f"{r['speedup_batch1']:.2f}× / {r['speedup_batch32']:.2f}× | {mb} | {ratio} | {acc} | "
+            f"{r['logits_sqnr_db_vs_fp32']} | {r['argmax_agreement_vs_fp32']:.4f} |"
         )
     print(f"\nwrote {args.output}")
 

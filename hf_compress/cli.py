@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .recipe import RecipeArguments, parse_recipe
@@ -24,6 +25,32 @@ def _run_recipe(command: str, recipe_path: str | None, overrides: list[str]) -> 
     getattr(run, job_name)(recipe, training_args)
 
 
+def _quantize_command(argv: list[str]) -> int:
+    """`hf-compress quantize MODEL_DIR OUTPUT_DIR [--keep MODULE ...]`: int8 quantization of a saved model."""
+    parser = argparse.ArgumentParser(prog="hf-compress quantize", description=_quantize_command.__doc__)
+    parser.add_argument("model_dir")
+    parser.add_argument("output_dir")
+    parser.add_argument("--keep", nargs="*", default=None, help="modules kept in full precision, e.g. classifier")
+    parser.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT_DIR")
+    opts = parser.parse_args(argv)
+    try:
+        if not os.path.isfile(os.path.join(opts.model_dir, "config.json")):
+            raise ValueError(f"MODEL_DIR={opts.model_dir!r} holds no saved model (no config.json)")
+        from .run import check_output_dir
+
+        check_output_dir(opts.output_dir, opts.overwrite)
+        from .quantization import Int8QuantizationConfig, quantize_pretrained
+        from .trainer.saving import staged_directory
+
+        with staged_directory(opts.output_dir) as staging:
+            quantize_pretrained(opts.model_dir, staging, Int8QuantizationConfig(modules_to_not_convert=opts.keep))
+    except ValueError as err:
+        print(f"hf-compress quantize: error: {err}", file=sys.stderr)
+        return 2
+    print(f"int8 model saved to {opts.output_dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; recipe commands pass unknown flags on as recipe overrides."""
     parser = argparse.ArgumentParser(prog="hf-compress", description=__doc__)
@@ -35,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
             description="Flags after the recipe override its keys, e.g. --num_train_epochs 2.",
         )
         p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
+    sub.add_parser("quantize", help="int8 post-training quantization of a saved model (hf-compress quantize -h)")
     sub.add_parser("report", help="compare saved models: size, sparsity, latency, accuracy (hf-compress report -h)")
     return parser
 
@@ -42,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-compress` console script; bad input ends in one line and exit code 2."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["quantize"]:
+        return _quantize_command(argv[1:])
     if argv[:1] == ["report"]:  # its own parser: MODEL_DIR... and flags, no recipe
         from .report_command import main as report_main
 

@@ -133,3 +133,30 @@ def test_console_script_reports_bad_value_in_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "hf-compress distill: error: alpha=3.0 is invalid; allowed: a number in [0, 1]"
     ]
+
+
+def test_quantizing_twice_is_refused(tmp_path, capsys):
+    from hf_compress.quantization import quantize_
+
+    model = quantize_(tiny_bert())
+    with pytest.raises(ValueError, match="already quantized"):
+        quantize_(model)
+    model.save_pretrained(tmp_path / "int8")
+    assert main(["quantize", str(tmp_path / "int8"), str(tmp_path / "again")]) == 2
+    assert "already quantized" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
+
+
+def test_quantize_command_on_a_missing_model(tmp_path, capsys):
+    assert main(["quantize", str(tmp_path / "nothing"), str(tmp_path / "out")]) == 2
+    assert "MODEL_DIR=" in capsys.readouterr().err
+
+
+def test_quantize_command_round_trip(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    source = tiny_checkpoint(tmp_path / "fp32")
+    assert main(["quantize", source, str(tmp_path / "int8"), "--keep", "classifier"]) == 0
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
+    assert reloaded.config.quantization_config.quant_method == "hf_compress_int8"
+    assert (tmp_path / "int8" / "tokenizer.json").exists()

@@ -82,3 +82,31 @@ def test_albert_arguments_are_validated(tmp_path):
         CompressionTrainingArguments(output_dir=str(tmp_path), num_hidden_groups=-2)
     with pytest.raises(ValueError, match="num_hidden_groups"):
         make_trainer(tmp_path, num_hidden_groups=3)  # a 2-layer student cannot form 3 groups
+
+
+def test_quantization_after_training_saves_int8_that_reloads(tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import AutoModelForSequenceClassification
+
+    trainer = make_trainer(tmp_path, quantization="dynamic-int8", quantization_modules_to_not_convert=["classifier"])
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    config = (tmp_path / "final" / "config.json").read_text()
+    assert "hf_compress_int8" in config
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    batch = {"input_ids": torch.tensor([[2, 10, 20, 30, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trainer.model.eval()(**batch).logits, atol=1e-5)
+    assert type(reloaded.classifier) is torch.nn.Linear
+    # The pruned zeros survive quantization: int8 zeros stay zeros.
+    assert float(trainer.model.config.compression["pruning"]["sparsity"]) == pytest.approx(0.5, abs=1e-3)
+    code = "from transformers import AutoModelForSequenceClassification as A; A.from_pretrained(r'%s')"
+    result = subprocess.run([sys.executable, "-c", code % (tmp_path / "final")], capture_output=True, text=True)
+    assert result.returncode != 0 and "hf_compress" in result.stderr
+
+
+def test_unknown_quantization_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="quantization='int4'"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), quantization="int4")

@@ -104,6 +104,7 @@ MODELS = {
         ({"modules_to_not_convert": "classifier"}, "modules_to_not_convert"),
         ({"modules_to_convert": ["bert.pooler.dense", ""]}, "modules_to_convert"),
         ({"quantize_embeddings": "yes"}, "quantize_embeddings"),
+        ({"activation_range": "per_channel"}, "activation_range"),
         ({"quantized_modules": {"classifier": "conv"}}, "quantized_modules"),
         ({"format_version": 2}, "format_version"),
     ],
@@ -249,14 +250,27 @@ def test_fbgemm_kernel_matches_the_reference_path():
     assert sqnr_db(linear(x), module(x)) >= 25
 
 
-def test_activation_ranges_are_per_token():
+def test_activation_ranges_are_per_token_unless_per_batch_is_asked():
     torch.manual_seed(0)
     linear = nn.Linear(64, 48)
-    module = Int8Linear.from_linear(linear)
     x = torch.randn(8, 64)
-    x[0] *= 1000  # one outlier token: with one range per batch it would leave the others ~2 bits
-    reference = nn.functional.linear(x, module.dequantized_weight(), module.bias)
-    assert sqnr_db(reference[1:], module(x)[1:]) >= 30
+    x[0] *= 1000  # one outlier token: with one range per batch it leaves the others ~1 bit
+    per_token, per_batch = Int8Linear.from_linear(linear), Int8Linear.from_linear(linear, per_token=False)
+    reference = nn.functional.linear(x, per_token.dequantized_weight(), linear.bias)
+    assert sqnr_db(reference[1:], per_token(x)[1:]) >= 30
+    assert sqnr_db(reference[1:], per_batch(x)[1:]) < 10
+    assert sqnr_db(reference[0], per_batch(x)[0]) >= 30
+
+
+def test_per_batch_activation_range_round_trips(tmp_path):
+    model = tiny_bert()
+    reference = logits(model)
+    quantize_(model, Int8QuantizationConfig(activation_range="per_batch"))
+    assert sqnr_db(reference, logits(model)) >= 20
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert loaded.bert.pooler.dense.per_token is False
+    assert torch.equal(logits(loaded), logits(model))
 
 
 def test_reference_path_without_fbgemm_is_weight_only_int8(monkeypatch):

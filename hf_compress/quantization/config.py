@@ -10,6 +10,7 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 QUANT_METHOD = "hf_compress_int8"
 FORMAT_VERSION = 1
 KINDS = ("linear", "embedding")
+ACTIVATION_RANGES = ("per_token", "per_batch")
 
 
 @dataclass
@@ -33,6 +34,13 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
     quantize_embeddings: bool = field(
         default=True,
         metadata={"help": "With the default selection, also store the input word embeddings as int8 (per row)."},
+    )
+    activation_range: str = field(
+        default="per_token",
+        metadata={
+            "help": "Run-time int8 range of Linear inputs: 'per_token' (one per row; ~5 dB more SQNR on MiniLM) or "
+            "'per_batch' (one per call, as quantize_dynamic; fewer elementwise passes, faster)."
+        },
     )
     quantized_modules: dict[str, str] = field(
         default_factory=dict,
@@ -59,6 +67,8 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
                 setattr(self, name, list(value))
         if not isinstance(self.quantize_embeddings, bool):
             raise ValueError(f"quantize_embeddings={self.quantize_embeddings!r} must be True or False")
+        if self.activation_range not in ACTIVATION_RANGES:
+            raise ValueError(f"activation_range={self.activation_range!r} must be one of {ACTIVATION_RANGES}")
         bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in KINDS}
         if bad:
             raise ValueError(f"quantized_modules={bad!r}: each value must be one of {KINDS}")

@@ -11,7 +11,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 
 from .config import FORMAT_VERSION, QUANT_METHOD, Int8QuantizationConfig
 from .modules import Int8Embedding, Int8Linear
-from .quantize import _quantize, check_not_quantized
+from .quantize import apply_quantization, check_not_quantized
 
 
 class Int8HfQuantizer(HfQuantizer):
@@ -28,12 +28,15 @@ class Int8HfQuantizer(HfQuantizer):
             raise ValueError(
                 f"quantization_config of {QUANT_METHOD!r} lists no quantized_modules: corrupt config.json"
             )
+        per_token = self.quantization_config.activation_range == "per_token"
         for saved_name, kind in modules.items():
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)
             device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
             if kind == "linear":
-                new = Int8Linear(module.in_features, module.out_features, module.bias is not None, device=device)
+                new = Int8Linear(
+                    module.in_features, module.out_features, module.bias is not None, per_token, device=device
+                )
             else:
                 new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device=device)
             model.set_submodule(name, new)
@@ -43,7 +46,7 @@ class Int8HfQuantizer(HfQuantizer):
         if not self.pre_quantized:
             # from_pretrained has just set our own quantization_config on the config: only the modules tell.
             check_not_quantized(model, check_config=False)
-            _quantize(model, self.quantization_config, filter_fn=None)
+            apply_quantization(model, self.quantization_config, filter_fn=None)
             self.quantization_config = model.config.quantization_config
         return model
 

@@ -32,12 +32,15 @@ def quantize_rows(weight: torch.Tensor, qmax: int = EMBEDDING_QMAX) -> tuple[tor
 
 
 class Int8Linear(nn.Module):
-    """nn.Linear with int8 weights (per output channel) and activations quantized per batch at run time."""
+    """nn.Linear with int8 weights (per output channel) and activations quantized at run time, per token or batch."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None):
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, per_token: bool = True, device=None, dtype=None
+    ):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
+        self.per_token = per_token  # activation ranges: one per token (accurate) or one per call (faster)
         codes = torch.zeros(out_features * in_features, dtype=torch.int8, device=device)
         self.weight = nn.Parameter(codes, requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
@@ -46,9 +49,9 @@ class Int8Linear(nn.Module):
         self._packed_key = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear) -> Int8Linear:
+    def from_linear(cls, linear: nn.Linear, per_token: bool = True) -> Int8Linear:
         """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float."""
-        module = cls(linear.in_features, linear.out_features, bias=linear.bias is not None, device="cpu")
+        module = cls(linear.in_features, linear.out_features, linear.bias is not None, per_token, device="cpu")
         codes, scale = quantize_rows(linear.weight, LINEAR_QMAX)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
@@ -76,7 +79,7 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.is_cpu and x.dtype == torch.float32 and fbgemm.available():
             packed, row_sums = self._packed_weight()
-            return fbgemm.linear(x, packed, row_sums, self.bias)
+            return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
         # Reference path (other devices or dtypes, or a torch without fbgemm): same int8 weights, float matmul.
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
@@ -88,7 +91,10 @@ class Int8Linear(nn.Module):
         return state
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+            f"per_token={self.per_token}"
+        )
 
 
 class Int8Embedding(nn.Module):

@@ -40,7 +40,7 @@ def quantize_(
         raise ValueError(
             f"config.quantized_modules={config.quantized_modules!r} is written by quantize_; pass a config without it"
         )
-    return _quantize(model, config, filter_fn)
+    return apply_quantization(model, config, filter_fn)
 
 
 def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
@@ -111,15 +111,18 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
     return selected
 
 
-def _quantize(model: PreTrainedModel, config: Int8QuantizationConfig, filter_fn: FilterFn | None) -> PreTrainedModel:
+def apply_quantization(
+    model: PreTrainedModel, config: Int8QuantizationConfig, filter_fn: FilterFn | None
+) -> PreTrainedModel:
     """Replace the selected modules, then record the result in the model's config (quantizers call this too)."""
     start = time.perf_counter()
     selected = select_modules(model, config, filter_fn)
     if not selected:
         raise ValueError("no module selected for quantization: check modules_to_convert / modules_to_not_convert")
+    per_token = config.activation_range == "per_token"
     for name, kind in selected.items():
         module = model.get_submodule(name)
-        new = Int8Linear.from_linear(module) if kind == "linear" else Int8Embedding.from_embedding(module)
+        new = Int8Linear.from_linear(module, per_token) if kind == "linear" else Int8Embedding.from_embedding(module)
         model.set_submodule(name, new)
     config = dataclasses.replace(config, quantized_modules=selected)
     attach(model, config)

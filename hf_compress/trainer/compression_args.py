@@ -8,6 +8,7 @@ from .distillation_args import DistillationTrainingArguments, _require
 from .pruning_args import PruningTrainingArguments
 
 SHARING_INITS = ("mean", "first")
+QUANTIZATIONS = ("none", "dynamic-int8")
 
 
 @dataclass
@@ -38,8 +39,20 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         },
     )
 
+    quantization: str = field(
+        default="none",
+        metadata={
+            "help": "Post-training quantization applied after training, before the final save and push: 'none' or "
+            "'dynamic-int8' (int8 Linear weights per channel, activations per token at run time; int8 embeddings)."
+        },
+    )
+    quantization_modules_to_not_convert: list[str] | None = field(
+        default=None, metadata={"help": "Modules kept in full precision when quantizing, e.g. ['classifier']."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
+        _require(self.quantization in QUANTIZATIONS, "quantization", self.quantization, ", ".join(QUANTIZATIONS))
         if self.embedding_size is not None:
             _require(self.embedding_size > 0, "embedding_size", self.embedding_size, "an integer in [1, hidden_size]")
         if self.num_hidden_groups is not None:

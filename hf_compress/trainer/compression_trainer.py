@@ -21,3 +21,13 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             model = to_albert(model, args.embedding_size, args.num_hidden_groups, args.sharing_init)
         super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
         self._setup_pruning()
+
+    def _prepare_final_model(self) -> None:
+        """Quantize after pruning has been baked and sliced (PruningMixin._save runs first), before writing."""
+        super()._prepare_final_model()
+        if self.args.quantization == "none" or getattr(self.model.config, "quantization_config", None) is not None:
+            return
+        from ..quantization import Int8QuantizationConfig, quantize_
+
+        config = Int8QuantizationConfig(modules_to_not_convert=self.args.quantization_modules_to_not_convert)
+        quantize_(self.model, config)

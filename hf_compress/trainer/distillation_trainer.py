@@ -307,8 +307,13 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
         """The folder Trainer just wrote the current checkpoint into."""
         return os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
 
+    def _prepare_final_model(self) -> None:
+        """Hook run just before a final (non-checkpoint) save writes the model; subclasses transform it here."""
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         """Trainer's save, with the training arguments as JSON instead of a pickle."""
+        if PREFIX_CHECKPOINT_DIR not in os.path.basename(os.path.normpath(output_dir or self.args.output_dir)):
+            self._prepare_final_model()
         super()._save(output_dir, state_dict)
         if self.args.should_save:
             replace_pickled_args(output_dir or self.args.output_dir, self.args)
