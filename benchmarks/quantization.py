@@ -47,6 +47,12 @@ def sqnr_db(ref: np.ndarray, approx: np.ndarray) -> float:
     return float("inf") if noise == 0 else 10 * float(np.log10((ref**2).sum() / noise))
 
 
+def rounded_sqnr(ref: np.ndarray, approx: np.ndarray) -> float | None:
+    """sqnr_db rounded to 0.1 dB; None (JSON null) for identical outputs, since JSON has no Infinity."""
+    value = sqnr_db(ref, approx)
+    return None if value == float("inf") else round(value, 1)
+
+
 class OrtClassifier:
     """An onnxruntime session called like a transformers classifier: model(**batch).logits."""
 
@@ -168,7 +174,7 @@ def main():
                 "bytes_on_disk": sizes[name],
                 "size_vs_fp32": None if sizes[name] is None else round(sizes[name] / sizes["fp32 (torch)"], 3),
                 "accuracy": round(float((logits[name].argmax(-1) == labels).mean()), 4) if has_head else None,
-                "logits_sqnr_db_vs_fp32": round(sqnr_db(ref, logits[name]), 1),
+                "logits_sqnr_db_vs_fp32": rounded_sqnr(ref, logits[name]),
                 "argmax_agreement_vs_fp32": round(float((logits[name].argmax(-1) == ref.argmax(-1)).mean()), 4),
             }
         )
@@ -205,10 +211,11 @@ def main():
         acc = "n/a" if r["accuracy"] is None else f"{r['accuracy']:.4f}"
         mb = "n/a" if r["bytes_on_disk"] is None else f"{r['bytes_on_disk'] / 1e6:.1f}"
         ratio = "n/a" if r["size_vs_fp32"] is None else f"{r['size_vs_fp32']:.1%}"
+        sqnr = "—" if r["logits_sqnr_db_vs_fp32"] is None else r["logits_sqnr_db_vs_fp32"]
         print(
             f"| {r['model']} | {r['latency_ms_batch1']:.2f} | {r['latency_ms_batch32']:.1f} | "
             f"{r['speedup_batch1']:.2f}× / {r['speedup_batch32']:.2f}× | {mb} | {ratio} | {acc} | "
-            f"{r['logits_sqnr_db_vs_fp32']} | {r['argmax_agreement_vs_fp32']:.4f} |"
+            f"{sqnr} | {r['argmax_agreement_vs_fp32']:.4f} |"
         )
     print(f"\nwrote {args.output}")
 

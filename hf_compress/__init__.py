@@ -8,6 +8,7 @@ from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa:
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
 from .pruning.schedule import cubic_sparsity  # noqa: E402
 from .pruning.structured import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
+from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
 from .student import create_student  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
@@ -17,6 +18,9 @@ from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
 
 __all__ = [
+    "Int8QuantizationConfig",
+    "quantize_",
+    "quantize_pretrained",
     "CompressionTrainer",
     "CompressionTrainingArguments",
     "Pruner",
