@@ -83,7 +83,7 @@ def accuracy_part(seeds: list[int], quick: bool) -> dict:
     test = data["test"].select(range(500)) if quick else data["test"]
     labels = torch.tensor(test["label"])
     teacher_acc = float((torch.tensor(predict(teacher, test, tokenizer)).argmax(-1) == labels).float().mean())
-    n = 256 if quick else 8000
+    n = 256 if quick else 4000
     n_small = 128 if quick else 1000
     arms = [
         {"name": "3-layer alone", "kind": "alone", "layers": 3, "n_train": n, "epochs": 1},
