@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding  # noqa: E402
 
-from benchmarks.common import machine, teacher_path, tweets_tokenized  # noqa: E402
+from benchmarks.common import machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import CompressionTrainer, CompressionTrainingArguments  # noqa: E402
 from hf_compress.report import bytes_on_disk, count_parameters, predict  # noqa: E402
 
@@ -34,17 +34,7 @@ def run_arm(arm: str, sharing_init: str, teacher, data, tokenizer, n_train: int,
     train = data["train"].shuffle(seed=1000).select(range(n_train))
     with tempfile.TemporaryDirectory() as workdir:
         args = CompressionTrainingArguments(
-            output_dir=workdir,
-            num_train_epochs=epochs,
-            per_device_train_batch_size=32,
-            learning_rate=1e-4,
-            warmup_steps=0.06,
-            weight_decay=0.01,
-            logging_steps=50,
-            save_strategy="no",
-            report_to="none",
-            disable_tqdm=True,
-            seed=0,
+            **training_args(workdir, 0, epochs),
             temperature=2.0,
             alpha=0.9,
             hidden_loss_weight=1.0,

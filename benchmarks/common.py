@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
@@ -18,6 +17,7 @@ from transformers import (
 )
 
 from hf_compress.data import TWEETS_LABELS, load_tweets, minilm_path, tokenize
+from hf_compress.report import predict
 
 CACHE = os.environ.get("HF_COMPRESS_CACHE", os.path.expanduser("~/.cache/hf_compress"))
 TEACHER_DIR = os.path.join(CACHE, "tweets-teacher-minilm")
@@ -73,47 +73,28 @@ def teacher_path() -> str:
     return TEACHER_DIR
 
 
-@torch.inference_mode()
-def predict(model, dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
-    """Logits of `model` on a tokenised dataset, in order."""
-    model.eval()
-    collator = DataCollatorWithPadding(tokenizer)
-    out = []
-    for start in range(0, len(dataset), batch_size):
-        rows = dataset[start : start + batch_size]
-        features = [
-            {k: rows[k][i] for k in ("input_ids", "attention_mask", "token_type_ids") if k in rows}
-            for i in range(len(rows["input_ids"]))
-        ]
-        batch = collator(features)
-        out.append(model(**batch).logits.float().numpy())
-    return np.concatenate(out)
-
-
 def accuracy(model, dataset, tokenizer) -> float:
     """Accuracy on a tokenised labelled dataset."""
     logits = predict(model, dataset, tokenizer)
     return float((logits.argmax(-1) == np.asarray(dataset["label"])).mean())
 
 
-@torch.inference_mode()
-def latencies_ms(models: dict, tokenizer, batch_size: int, seq_len: int = 48, repeats: int = 20) -> dict[str, float]:
-    """Median forward latency of each model, measured interleaved so that all share the machine's state."""
-    text = "the self driving car stopped at the light and everyone " * 8
-    enc = tokenizer(
-        [text] * batch_size, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt"
+def training_args(output_dir: str, seed: int, epochs: float, **extra) -> dict:
+    """Training arguments every benchmark arm shares, so that arms differ only in what they compare."""
+    return dict(
+        output_dir=output_dir,
+        num_train_epochs=epochs,
+        per_device_train_batch_size=32,
+        learning_rate=1e-4,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        logging_steps=50,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=seed,
+        **extra,
     )
-    times = {name: [] for name in models}
-    for model in models.values():
-        model.eval()
-        for _ in range(3):
-            model(**enc)
-    for _ in range(repeats):
-        for name, model in models.items():
-            start = time.perf_counter()
-            model(**enc)
-            times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 if __name__ == "__main__":

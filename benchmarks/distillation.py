@@ -25,29 +25,11 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from benchmarks.common import machine, teacher_path, tweets_tokenized  # noqa: E402
+from benchmarks.common import machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student  # noqa: E402
 from hf_compress.report import predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
-
-def common_args(output_dir: str, seed: int, epochs: float, **extra) -> dict:
-    """Training arguments shared by every arm, so that only the loss differs."""
-    return dict(
-        output_dir=output_dir,
-        num_train_epochs=epochs,
-        per_device_train_batch_size=32,
-        learning_rate=1e-4,
-        warmup_steps=0.06,
-        weight_decay=0.01,
-        logging_steps=50,
-        save_strategy="no",
-        report_to="none",
-        disable_tqdm=True,
-        seed=seed,
-        **extra,
-    )
 
 
 def train_student(arm: dict, teacher, data, tokenizer, seed: int, workdir: str):
@@ -59,11 +41,11 @@ def train_student(arm: dict, teacher, data, tokenizer, seed: int, workdir: str):
         train = train.remove_columns("label")
     collator = DataCollatorWithPadding(tokenizer)
     if arm["kind"] == "alone":
-        args = TrainingArguments(**common_args(workdir, seed, arm["epochs"]))
+        args = TrainingArguments(**training_args(workdir, seed, arm["epochs"]))
         trainer = Trainer(model=student, args=args, train_dataset=train, data_collator=collator)
     else:
         args = DistillationTrainingArguments(
-            **common_args(workdir, seed, arm["epochs"]),
+            **training_args(workdir, seed, arm["epochs"]),
             temperature=arm.get("temperature", 2.0),
             alpha=arm.get("alpha", 0.5),
             cache_teacher_logits=True,
@@ -142,11 +124,11 @@ def timing_part(quick: bool) -> dict:
             student = create_student(teacher, num_hidden_layers=3)
             timer = StepTimer()
             if name == "plain Trainer":
-                args = TrainingArguments(**common_args(workdir, 0, 1))
+                args = TrainingArguments(**training_args(workdir, 0, 1))
                 trainer = Trainer(model=student, args=args, train_dataset=train, data_collator=collator)
             else:
                 cached = "cached" in name
-                args = DistillationTrainingArguments(**common_args(workdir, 0, 2 if cached else 1))
+                args = DistillationTrainingArguments(**training_args(workdir, 0, 2 if cached else 1))
                 args.cache_teacher_logits = cached
                 trainer = DistillationTrainer(
                     model=student, teacher_model=teacher, args=args, train_dataset=train, data_collator=collator

@@ -25,9 +25,10 @@ import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
 from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
-from benchmarks.common import TEACHER_DIR, latencies_ms, machine, predict, tweets_tokenized  # noqa: E402
+from benchmarks.common import TEACHER_DIR, machine, tweets_tokenized  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
 from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
+from hf_compress.report import latency_ms, predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -154,7 +155,7 @@ def main():
         sizes["int8 onnxruntime"] = dir_bytes(os.path.dirname(int8_onnx))
 
     repeats = 5 if args.quick else 30
-    latency = {bs: latencies_ms(models, tokenizer, batch_size=bs, repeats=repeats) for bs in (1, 32)}
+    latency = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats) for bs in (1, 32)}
 
     data, _ = tweets_tokenized(tokenizer)
     test = data["test"].select(range(500)) if args.quick else data["test"]

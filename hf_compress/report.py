@@ -55,7 +55,8 @@ def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 128) -> np.n
     model.eval()
     collator = DataCollatorWithPadding(tokenizer)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names]
-    device = next(model.parameters()).device
+    parameters = getattr(model, "parameters", None)  # benchmarks also pass non-torch runtimes (ONNX Runtime)
+    device = next(parameters()).device if parameters else torch.device("cpu")
     out = []
     for start in range(0, len(dataset), batch_size):
         rows = dataset[start : start + batch_size]
