@@ -143,13 +143,42 @@ def timing_part(quick: bool) -> dict:
     return {"median_step_seconds": medians, "ratio_to_plain": {k: v / base for k, v in medians.items()}}
 
 
+def summarize(paths: list[str]) -> str:
+    """One Markdown table over the per-seed JSON files of separate runs (seeds split across processes)."""
+    runs = [json.load(open(p)) for p in paths]
+    arms: dict[str, list[float]] = {}
+    teacher = None
+    for run in runs:
+        if "accuracy" not in run:
+            continue
+        teacher = run["accuracy"]["teacher_accuracy"]
+        for arm in run["accuracy"]["arms"]:
+            arms.setdefault(arm["name"], []).extend(arm["accuracies"])
+    lines = [
+        f"Teacher (fine-tuned MiniLM-L6, 6 layers): test accuracy {teacher:.4f}",
+        "",
+        "| student | seeds | accuracy mean ± sd | min–max | vs teacher |",
+        "|---|---|---|---|---|",
+    ]
+    for name, accs in arms.items():
+        sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+        mean = statistics.mean(accs)
+        spread = f"{min(accs):.4f}–{max(accs):.4f}"
+        lines.append(f"| {name} | {len(accs)} | {mean:.4f} ± {sd:.4f} | {spread} | {mean / teacher:.1%} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny subsets: checks the script, not the numbers")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--part", choices=["accuracy", "timing", "all"], default="all")
+    parser.add_argument("--summarize", nargs="+", help="print one table from these result files and exit")
     parser.add_argument("--out", default=None, help="JSON file (default benchmarks/results/distillation[-part].json)")
     opts = parser.parse_args()
+    if opts.summarize:
+        print(summarize(opts.summarize))
+        return
     result = {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
