@@ -53,7 +53,7 @@ def load_model(model_dir: str, classifier: bool) -> PreTrainedModel:
             "sequence-classification model (omit --dataset to measure size and latency only)"
         )
     model_class = getattr(transformers, architecture, None) or AutoModelForSequenceClassification
-    return model_class.from_pretrained(model_dir).eval()
+    return model_class.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle a .bin
 
 
 def find_tokenizer(model_dirs: list[str]):

@@ -157,7 +157,7 @@ def quantize_pretrained(
     architectures = getattr(model_config, "architectures", None) or []
     model_class = getattr(transformers, architectures[0], None) if architectures else None
     model_class = model_class or AutoModelForSequenceClassification
-    model = model_class.from_pretrained(model_dir).eval()
+    model = model_class.from_pretrained(model_dir, use_safetensors=True).eval()  # never unpickle a .bin
     quantize_(model, config, filter_fn)
     model.save_pretrained(output_dir)
     if any(os.path.exists(os.path.join(model_dir, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
