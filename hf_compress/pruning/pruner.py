@@ -7,7 +7,7 @@ from torch import nn
 
 from .importance import Importance
 from .masks import mask_sparsity, update_masks
-from .schedule import cubic_sparsity, resolve_step
+from .schedule import cubic_sparsity, resolve_step, update_due
 
 
 def select_targets(
@@ -80,9 +80,7 @@ class Pruner:
 
     def on_step_end(self, step: int) -> bool:
         """Update masks when the schedule says so; True when they changed."""
-        if step < self.start_step or step > self.end_step:
-            return False
-        if step != self.end_step and (step - self.start_step) % self.frequency != 0:
+        if not update_due(step, self.start_step, self.end_step, self.frequency):
             return False
         self.current_target = self.target_at(step)
         if self.current_target <= self.sparsity() + 1e-12:

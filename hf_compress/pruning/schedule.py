@@ -16,3 +16,10 @@ def cubic_sparsity(step: int, start: int, end: int, target: float, initial: floa
         return target
     progress = (step - start) / (end - start)
     return target + (initial - target) * (1.0 - progress) ** 3
+
+
+def update_due(step: int, start: int, end: int, frequency: int) -> bool:
+    """Whether masks are updated after `step`: every `frequency` steps from start, and always at end."""
+    if step < start or step > end:
+        return False
+    return step == end or (step - start) % frequency == 0

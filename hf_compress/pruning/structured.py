@@ -25,7 +25,7 @@ from transformers import PreTrainedModel
 from ..provenance import record
 from .masks import _prune_lowest, update_masks  # one tie-breaking rule for both kinds of masks
 from .pruner import Pruner
-from .schedule import cubic_sparsity, resolve_step
+from .schedule import cubic_sparsity, resolve_step, update_due
 
 logger = logging.getLogger(__name__)
 FFN_METHODS = ("taylor", "magnitude")
@@ -295,9 +295,7 @@ class FFNPruner:
 
     def on_step_end(self, step: int) -> bool:
         """Mask more neurons when the schedule says so, the same number in every layer; True when masks changed."""
-        if step < self.start_step or step > self.end_step:
-            return False
-        if step != self.end_step and (step - self.start_step) % self.frequency != 0:
+        if not update_due(step, self.start_step, self.end_step, self.frequency):
             return False
         self.current_target = cubic_sparsity(step, self.start_step, self.end_step, self.sparsity_target)
         n_prune = neurons_to_remove(self.current_target, self.original_size) - self.removed()
@@ -415,9 +413,7 @@ class RemainingPruner(Pruner):
 
     def on_step_end(self, step: int) -> bool:
         """Pruner.on_step_end with the target reached among the remaining entries only (call after the FFN pruner)."""
-        if step < self.start_step or step > self.end_step:
-            return False
-        if step != self.end_step and (step - self.start_step) % self.frequency != 0:
+        if not update_due(step, self.start_step, self.end_step, self.frequency):
             return False
         self.current_target = self.target_at(step)
         if self.current_target <= self.sparsity() + 1e-12:
