@@ -91,7 +91,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         teacher.save_pretrained(tmp)
         teacher_bytes = bytes_on_disk(tmp)
-    rows = []
+    result = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(sys.argv),
+        "quick": opts.quick,
+        "n_train": n_train,
+        "epochs": opts.epochs,
+        "teacher": {"accuracy": teacher_acc, "parameters": count_parameters(teacher), "bytes_on_disk": teacher_bytes},
+        "rows": [],
+    }
+    rows = result["rows"]
+    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
     for arm in opts.arms:
         for init in opts.sharing_inits:
             if init != "mean" and arm.endswith(f"x{teacher.config.num_hidden_layers}"):
@@ -99,18 +110,8 @@ def main() -> None:
             row = run_arm(arm, init, teacher, data, tokenizer, n_train, opts.epochs, test)
             rows.append(row)
             print(json.dumps(row), flush=True)
-    result = {
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "quick": opts.quick,
-        "n_train": n_train,
-        "epochs": opts.epochs,
-        "teacher": {"accuracy": teacher_acc, "parameters": count_parameters(teacher), "bytes_on_disk": teacher_bytes},
-        "rows": rows,
-    }
-    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
-    with open(opts.out, "w") as f:
-        json.dump(result, f, indent=2)
+            with open(opts.out, "w") as f:  # after every arm, so a long run that stops keeps what it measured
+                json.dump(result, f, indent=2)
     print("| E × G | init | params | vs teacher | MB | accuracy (before → after) | vs teacher |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:

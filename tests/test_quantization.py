@@ -426,6 +426,8 @@ def test_loading_without_hf_compress_fails_loudly(tmp_path):
     assert "LOADED" not in result.stdout and "hf_compress imported: False" in result.stdout
     assert QUANT_METHOD in result.stderr  # transformers' "Unknown quantization type, got hf_compress_int8"
     assert "size mismatch" in result.stderr
+    # The load report that transformers' error points to names the fix.
+    assert "requires_hf_compress:pip_install_hf-compress_then_import_hf_compress" in result.stderr
 
 
 # ---------------------------------------------------------------- MiniLM

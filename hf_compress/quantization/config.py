@@ -9,6 +9,9 @@ from transformers.utils.quantization_config import QuantizationConfigMixin
 
 QUANT_METHOD = "hf_compress_int8"
 FORMAT_VERSION = 1
+# A one-byte tensor saved beside the int8 weights. Without hf_compress, transformers ignores our quantization_config,
+# fails on the int8 shapes and points to its load report; this key is the report row that says what to do.
+LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress_then_import_hf_compress"
 KINDS = ("linear", "embedding")
 ACTIVATION_RANGES = ("per_token", "per_batch")
 

@@ -6,10 +6,13 @@ Importing this module registers the quantizer and its config with transformers u
 
 from __future__ import annotations
 
+import re
+
+import torch
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
-from .config import FORMAT_VERSION, QUANT_METHOD, Int8QuantizationConfig
+from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8QuantizationConfig
 from .modules import Int8Embedding, Int8Linear
 from .quantize import apply_quantization, check_not_quantized
 
@@ -21,6 +24,8 @@ class Int8HfQuantizer(HfQuantizer):
     quantization_config: Int8QuantizationConfig
 
     def _process_model_before_weight_loading(self, model, **kwargs):
+        ignored = set(model._keys_to_ignore_on_load_unexpected or ())
+        model._keys_to_ignore_on_load_unexpected = ignored | {re.escape(LOAD_NOTICE_KEY)}
         if not self.pre_quantized:
             return model  # quantized after loading, from the float weights
         modules = self.quantization_config.quantized_modules
@@ -51,8 +56,10 @@ class Int8HfQuantizer(HfQuantizer):
         return model
 
     def get_state_dict_and_metadata(self, model):
-        """The module's own state dict is the on-disk format; tag the safetensors header with it."""
-        return None, {"quant_method": QUANT_METHOD, "format_version": str(FORMAT_VERSION)}
+        """The module's own state dict is the on-disk format, plus the notice key; the safetensors header names it."""
+        state_dict = dict(model.state_dict())
+        state_dict[LOAD_NOTICE_KEY] = torch.zeros(1, dtype=torch.int8)
+        return state_dict, {"quant_method": QUANT_METHOD, "format_version": str(FORMAT_VERSION)}
 
     def is_serializable(self):
         return True

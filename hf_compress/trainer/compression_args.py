@@ -43,7 +43,7 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         default="none",
         metadata={
             "help": "Post-training quantization applied after training, before the final save and push: 'none' or "
-            "'dynamic-int8' (int8 Linear weights per channel, activations per token at run time; int8 embeddings)."
+            "'dynamic-int8' (int8 Linear weights per channel, activations quantized at run time; int8 embeddings)."
         },
     )
     quantization_modules_to_not_convert: list[str] | None = field(

@@ -1,0 +1,215 @@
+"""Unstructured pruning on tweets: sparsity × importance (magnitude, movement, Taylor), each distilled from the teacher.
+
+Usage: python benchmarks/pruning.py [--quick] [--sparsities 0.5 0.7 0.8 0.9] [--methods magnitude movement taylor]
+       [--n-train 4000] [--epochs 1] [--part accuracy|timing|all]
+The student starts as a copy of the fine-tuned MiniLM teacher (6 layers) and is pruned while distilled from it
+(Sanh et al. 2020's setting). Every arm sees the same examples in the same order, so the teacher's logits are computed
+once and shared through the DistillationTrainer's logit cache (the values are identical to running the teacher).
+The timing part measures PruningTrainer's step time against plain Trainer's in the same run.
+Writes benchmarks/results/pruning.json (after every arm) and prints Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from benchmarks.common import accuracy, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
+from hf_compress import (  # noqa: E402
+    CompressionTrainer,
+    CompressionTrainingArguments,
+    PruningTrainer,
+    PruningTrainingArguments,
+)
+from hf_compress.report import bytes_on_disk, latency_ms, linear_sparsity  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def compressed_bytes(model_dir: str) -> int:
+    """Size of the safetensors file after zlib (level 1): what zeros would save under a generic compressor."""
+    with open(os.path.join(model_dir, "model.safetensors"), "rb") as f:
+        return len(zlib.compress(f.read(), 1))
+
+
+def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache: dict) -> tuple[dict, object]:
+    """Prune a copy of the teacher to `sparsity` with `method` while distilling; measure the saved model."""
+    student = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    train = data["train"].shuffle(seed=1000).select(range(opts.n_train))
+    with tempfile.TemporaryDirectory() as workdir:
+        args = CompressionTrainingArguments(
+            **training_args(workdir, 0, opts.epochs),
+            temperature=2.0,
+            alpha=0.9,
+            cache_teacher_logits=True,
+            pruning_method=method,
+            target_sparsity=sparsity,
+            pruning_scope="global",
+            pruning_start=0.1,
+            pruning_end=0.7,
+            pruning_frequency=5,
+        )
+        trainer = CompressionTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        trainer._logit_cache = cache  # shared across arms: same examples, same teacher, same logits
+        start = time.time()
+        trainer.train()
+        seconds = time.time() - start
+        final = os.path.join(workdir, "final")
+        trainer.save_model(final)
+        size, packed = bytes_on_disk(final), compressed_bytes(final)
+        model = AutoModelForSequenceClassification.from_pretrained(final)  # the stock checkpoint, zeros baked in
+    row = {
+        "method": method,
+        "target_sparsity": sparsity,
+        "encoder_linear_sparsity": linear_sparsity(model.bert.encoder),
+        "accuracy": accuracy(model, data["test"] if not opts.quick else data["test"].select(range(300)), tokenizer),
+        "bytes_on_disk": size,
+        "zlib_bytes": packed,
+        "train_seconds": seconds,
+    }
+    return row, model
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def timing_part(data, tokenizer, quick: bool) -> dict:
+    """Median step time: plain Trainer vs PruningTrainer (each method), same model, data and batch, rounds interleaved."""
+    steps = 6 if quick else 30
+    train = data["train"].shuffle(seed=0).select(range(32 * steps))
+    collator = DataCollatorWithPadding(tokenizer)
+    arms = ["plain Trainer", "PruningTrainer movement", "PruningTrainer taylor", "PruningTrainer magnitude"]
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
+    for _ in range(2):  # two interleaved rounds, so a slow spell of the machine hits every arm
+        for arm in arms:
+            with tempfile.TemporaryDirectory() as workdir:
+                model = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+                timer = StepTimer()
+                common = training_args(workdir, 0, 1)
+                if arm == "plain Trainer":
+                    trainer = Trainer(
+                        model=model, args=TrainingArguments(**common), train_dataset=train, data_collator=collator
+                    )
+                else:
+                    args = PruningTrainingArguments(
+                        **common, pruning_method=arm.split()[-1], target_sparsity=0.9, pruning_frequency=5
+                    )
+                    trainer = PruningTrainer(model=model, args=args, train_dataset=train, data_collator=collator)
+                trainer.add_callback(timer)
+                trainer.train()
+                times[arm].extend(timer.times[2:])  # the first steps allocate
+    medians = {arm: statistics.median(t) for arm, t in times.items()}
+    base = medians["plain Trainer"]
+    return {
+        "steps_per_arm": steps,
+        "median_step_seconds": medians,
+        "ratio_to_plain": {arm: m / base for arm, m in medians.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="tiny subsets: checks the script, not the numbers")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
+    parser.add_argument("--methods", nargs="+", default=["magnitude", "movement", "taylor"])
+    parser.add_argument("--n-train", type=int, default=4000)
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--part", choices=["accuracy", "timing", "all"], default="all")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
+    opts = parser.parse_args()
+    if opts.quick:
+        opts.n_train = 96
+    data, tokenizer = tweets_tokenized()
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    test = data["test"].select(range(300)) if opts.quick else data["test"]
+    with tempfile.TemporaryDirectory() as tmp:
+        teacher.save_pretrained(tmp)
+        teacher_size, teacher_packed = bytes_on_disk(tmp), compressed_bytes(tmp)
+    result = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(sys.argv),
+        "threads": torch.get_num_threads(),
+        "quick": opts.quick,
+        "n_train": opts.n_train,
+        "epochs": opts.epochs,
+        "teacher": {
+            "accuracy": accuracy(teacher, test, tokenizer),
+            "bytes_on_disk": teacher_size,
+            "zlib_bytes": teacher_packed,
+        },
+        "rows": [],
+    }
+    os.makedirs(os.path.dirname(opts.out), exist_ok=True)
+
+    def save() -> None:
+        with open(opts.out, "w") as f:
+            json.dump(result, f, indent=2)
+
+    if opts.part in ("timing", "all"):
+        result["timing"] = timing_part(data, tokenizer, opts.quick)
+        print(json.dumps(result["timing"]), flush=True)
+        save()
+    if opts.part in ("accuracy", "all"):
+        cache: dict = {}
+        sparsest = None
+        for sparsity in opts.sparsities:
+            for method in opts.methods:
+                row, model = run_arm(method, sparsity, teacher, data, tokenizer, opts, cache)
+                result["rows"].append(row)
+                print(json.dumps(row), flush=True)
+                save()
+                if sparsity == max(opts.sparsities):
+                    sparsest = model
+        # Zeros in a dense tensor do not make dense kernels faster: measure it rather than assert it.
+        for batch in (1, 32):
+            lat = latency_ms({"dense teacher": teacher, "sparsest pruned": sparsest}, tokenizer, batch, repeats=20)
+            result[f"latency_ms_batch{batch}"] = lat
+        save()
+        teacher_acc = result["teacher"]["accuracy"]
+        print("| sparsity | method | encoder sparsity | accuracy | vs teacher | MB | zlib MB |")
+        print("|---|---|---|---|---|---|---|")
+        for r in result["rows"]:
+            print(
+                f"| {r['target_sparsity']:.0%} | {r['method']} | {r['encoder_linear_sparsity']:.1%} | "
+                f"{r['accuracy']:.4f} | {r['accuracy'] / teacher_acc:.1%} | {r['bytes_on_disk'] / 1e6:.1f} | "
+                f"{r['zlib_bytes'] / 1e6:.1f} |"
+            )
+    print(f"wrote {opts.out}")
+
+
+if __name__ == "__main__":
+    main()
