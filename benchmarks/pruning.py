@@ -1,4 +1,4 @@
-"""Unstructured pruning on tweets: sparsity × importance (magnitude, movement, Taylor), each distilled from the teacher.
+"""Unstructured pruning on tweets: sparsity × importance (magnitude, movement, Taylor), each with distillation.
 
 Usage: python benchmarks/pruning.py [--quick] [--sparsities 0.5 0.7 0.8 0.9] [--methods magnitude movement taylor]
        [--n-train 4000] [--epochs 1] [--part accuracy|timing|all]
@@ -107,7 +107,7 @@ class StepTimer(TrainerCallback):
 
 
 def timing_part(data, tokenizer, quick: bool) -> dict:
-    """Median step time: plain Trainer vs PruningTrainer (each method), same model, data and batch, rounds interleaved."""
+    """Median step time of plain Trainer vs PruningTrainer (each method): same model, data and batch, interleaved."""
     steps = 6 if quick else 30
     train = data["train"].shuffle(seed=0).select(range(32 * steps))
     collator = DataCollatorWithPadding(tokenizer)
