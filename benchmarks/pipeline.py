@@ -1,0 +1,162 @@
+"""The headline pipeline on tweets, stage by stage: 3-layer student → distilled → + ALBERT-style E=128 → + FFN pruning
+→ + int8, beside the fp32 teacher, the int8 teacher and a 3-layer student fine-tuned alone.
+
+Usage: python benchmarks/pipeline.py [--quick] [--part train|report|all]
+Every distilled stage is `run_recipe` on recipes/tweets-full.yaml with the later stages switched off, on the teacher
+cached by benchmarks/common.py; the last stage is `quantize_pretrained` (what `quantization: dynamic-int8` runs at the
+end of the recipe, and what `hf-compress quantize` runs). The train part saves every model under
+$HF_COMPRESS_CACHE/pipeline/ and the stage timings to benchmarks/results/pipeline-stages.json; the report part loads
+them all, evaluates them on the same test split and times them side by side (ratios to the fp32 teacher), then writes
+benchmarks/results/pipeline.{json,md} and benchmarks/pipeline.png. --quick: 256 training tweets, 300 test tweets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    Trainer,
+    TrainingArguments,
+)
+
+from benchmarks.common import CACHE, machine, teacher_path, training_args  # noqa: E402
+from hf_compress import CompressionTrainingArguments, create_student, quantize_pretrained  # noqa: E402
+from hf_compress.recipe import RecipeArguments, parse_recipe  # noqa: E402
+from hf_compress.report import build_report, markdown_table, plot_report  # noqa: E402
+from hf_compress.run import prepare_data, run_recipe, subset  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "tweets-full.yaml")
+RESULTS = os.path.join(HERE, "results")
+# Each distilled stage switches off what comes after it in the recipe.
+STAGES = {
+    "3-layer distilled": dict(embedding_size=None, ffn_sparsity=0.0, quantization="none"),
+    "+ ALBERT-style E=128": dict(ffn_sparsity=0.0, quantization="none"),
+    "+ FFN pruned 50%": dict(quantization="none"),
+}
+
+
+def recipe_args(output_dir: str, quick: bool) -> tuple[RecipeArguments, CompressionTrainingArguments]:
+    """The recipe on the cached teacher, writing to `output_dir`."""
+    argv = ["--teacher_model_name_or_path", teacher_path(), "--finetune_teacher", "false", "--report", "false"]
+    argv += ["--output_dir", output_dir, "--overwrite_output", "true"]
+    if quick:
+        argv += ["--max_train_samples", "256", "--max_eval_samples", "300"]
+    return parse_recipe(RECIPE, argv, RecipeArguments, CompressionTrainingArguments)
+
+
+def train_alone(models: str, quick: bool) -> str:
+    """The 3-layer student fine-tuned on the labels alone, same data, schedule and optimiser as the recipe."""
+    recipe, args = recipe_args(os.path.join(models, "3-layer alone"), quick)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path())
+    data, _ = prepare_data(recipe, tokenizer, args.seed)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    student = create_student(teacher, num_hidden_layers=recipe.student_num_hidden_layers)
+    plain = TrainingArguments(**training_args(args.output_dir, args.seed, args.num_train_epochs))
+    trainer = Trainer(
+        model=student,
+        args=plain,
+        train_dataset=subset(data["train"], recipe.max_train_samples, args.seed),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    return args.output_dir
+
+
+def train_part(models: str, quick: bool) -> dict:
+    """Train and save every stage; return wall seconds per stage."""
+    seconds = {}
+    start = time.time()
+    quantize_pretrained(teacher_path(), os.path.join(models, "teacher int8"))
+    seconds["teacher int8 (quantize)"] = time.time() - start
+    start = time.time()
+    train_alone(models, quick)
+    seconds["3-layer alone (train)"] = time.time() - start
+    previous = None
+    for name, switch_off in STAGES.items():
+        recipe, args = recipe_args(os.path.join(models, name), quick)
+        for key, value in switch_off.items():
+            setattr(args, key, value)  # valid values of validated fields: no __post_init__ needed
+        start = time.time()
+        run_recipe(recipe, args)
+        seconds[f"{name} (train)"] = time.time() - start
+        previous = args.output_dir
+        print(json.dumps(seconds), flush=True)
+    start = time.time()
+    quantize_pretrained(previous, os.path.join(models, "+ int8"))
+    seconds["+ int8 (quantize)"] = time.time() - start
+    return seconds
+
+
+def report_part(models: str, quick: bool, repeats: int) -> list:
+    """Evaluate and time every saved model side by side; the fp32 teacher is the reference row."""
+    recipe, args = recipe_args(os.path.join(models, "unused"), quick)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path())
+    data, _ = prepare_data(recipe, tokenizer, args.seed)
+    names = ["teacher int8", "3-layer alone", *STAGES, "+ int8"]
+    loaded = {"teacher (fp32)": (AutoModelForSequenceClassification.from_pretrained(teacher_path()), teacher_path())}
+    for name in names:
+        path = os.path.join(models, name)
+        loaded[name] = (AutoModelForSequenceClassification.from_pretrained(path).eval(), path)
+    return build_report(loaded, tokenizer, data[recipe.eval_split], repeats=repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="256 training and 300 test tweets: minutes, not an hour")
+    parser.add_argument("--part", choices=["train", "report", "all"], default="all")
+    parser.add_argument("--repeats", type=int, default=20)
+    opts = parser.parse_args()
+    suffix = "-quick" if opts.quick else ""
+    models = os.path.join(CACHE, f"pipeline{suffix}")
+    os.makedirs(RESULTS, exist_ok=True)
+    stages_file = os.path.join(RESULTS, f"pipeline-stages{suffix}.json")
+    if opts.part in ("train", "all"):
+        shutil.rmtree(models, ignore_errors=True)
+        start = time.time()
+        seconds = train_part(models, opts.quick)
+        stages = {
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python " + " ".join(sys.argv),
+            "threads": torch.get_num_threads(),
+            "stage_seconds": seconds,
+            "total_seconds": time.time() - start,
+        }
+        with open(stages_file, "w") as f:
+            json.dump(stages, f, indent=2)
+    if opts.part in ("report", "all"):
+        start = time.time()
+        rows = report_part(models, opts.quick, 3 if opts.quick else opts.repeats)
+        result = {
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d"),
+            "command": "python " + " ".join(sys.argv),
+            "threads": torch.get_num_threads(),
+            "report_seconds": time.time() - start,
+            "rows": [row.__dict__ for row in rows],
+        }
+        with open(os.path.join(RESULTS, f"pipeline{suffix}.json"), "w") as f:
+            json.dump(result, f, indent=2)
+        table = markdown_table(rows)
+        with open(os.path.join(RESULTS, f"pipeline{suffix}.md"), "w") as f:
+            f.write(table + "\n")
+        plot_report(rows, os.path.join(HERE, f"pipeline{suffix}.png"), latency_key="batch_32")
+        print(table)
+
+
+if __name__ == "__main__":
+    main()
