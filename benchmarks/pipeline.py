@@ -1,13 +1,14 @@
 """The headline pipeline on tweets, stage by stage: 3-layer student → distilled → + ALBERT-style E=128 → + FFN pruning
-→ + int8, beside the fp32 teacher, the int8 teacher and a 3-layer student fine-tuned alone.
+→ + vocabulary pruning → + int8, beside the fp32 teacher, the int8 teacher and a 3-layer student fine-tuned alone.
 
 Usage: python benchmarks/pipeline.py [--quick] [--part train|report|all]
 Every distilled stage is `run_recipe` on recipes/tweets-full.yaml with the later stages switched off, on the teacher
-cached by benchmarks/common.py; the last stage is `quantize_pretrained` (what `quantization: dynamic-int8` runs at the
-end of the recipe, and what `hf-compress quantize` runs). The train part saves every model under
-$HF_COMPRESS_CACHE/pipeline/ and the stage timings to benchmarks/results/pipeline-stages.json; the report part loads
-them all, evaluates them on the same test split and times them side by side (ratios to the fp32 teacher), then writes
-benchmarks/results/pipeline.{json,md} and benchmarks/pipeline.png. --quick: 256 training tweets, 300 test tweets.
+cached by benchmarks/common.py; the last two stages are `prune_vocabulary_` and `quantize_pretrained` on the saved
+model (what `prune_vocabulary: true` and `quantization: dynamic-int8` run at the end of the recipe).
+The train part saves every model under $HF_COMPRESS_CACHE/pipeline/ and the stage timings to
+benchmarks/results/pipeline-stages.json; the report part loads them all, evaluates them on the same test split and
+times them side by side (ratios to the fp32 teacher), then writes benchmarks/results/pipeline.{json,md} and
+benchmarks/pipeline.png. --quick: 256 training tweets, 300 test tweets.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from transformers import (  # noqa: E402
 )
 
 from benchmarks.common import CACHE, machine, teacher_path, training_args  # noqa: E402
-from hf_compress import CompressionTrainingArguments, create_student, quantize_pretrained  # noqa: E402
+from hf_compress import (  # noqa: E402
+    CompressionTrainingArguments,
+    create_student,
+    prune_vocabulary_,
+    quantize_pretrained,
+)
 from hf_compress.recipe import RecipeArguments, parse_recipe  # noqa: E402
 from hf_compress.report import build_report, markdown_table, plot_report  # noqa: E402
 from hf_compress.run import prepare_data, run_recipe, subset  # noqa: E402
@@ -90,15 +96,31 @@ def train_part(models: str, quick: bool) -> dict:
         recipe, args = recipe_args(os.path.join(models, name), quick)
         for key, value in switch_off.items():
             setattr(args, key, value)  # valid values of validated fields: no __post_init__ needed
+        recipe.prune_vocabulary = False  # its own stage below
         start = time.time()
         run_recipe(recipe, args)
         seconds[f"{name} (train)"] = time.time() - start
         previous = args.output_dir
         print(json.dumps(seconds), flush=True)
     start = time.time()
+    previous = prune_vocabulary_stage(previous, os.path.join(models, "+ vocabulary pruned"), quick)
+    seconds["+ vocabulary pruned (prune)"] = time.time() - start
+    start = time.time()
     quantize_pretrained(previous, os.path.join(models, "+ int8"))
     seconds["+ int8 (quantize)"] = time.time() - start
     return seconds
+
+
+def prune_vocabulary_stage(model_dir: str, output_dir: str, quick: bool) -> str:
+    """The recipe's `prune_vocabulary: true` step on a saved stage: keep the tokens the train split uses."""
+    recipe, args = recipe_args(output_dir, quick)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    data, _ = prepare_data(recipe, tokenizer, args.seed)
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    new_tokenizer = prune_vocabulary_(model, tokenizer, data["train"]["input_ids"])
+    model.save_pretrained(output_dir)
+    new_tokenizer.save_pretrained(output_dir)
+    return output_dir
 
 
 def report_part(models: str, quick: bool, repeats: int) -> list:
@@ -106,12 +128,16 @@ def report_part(models: str, quick: bool, repeats: int) -> list:
     recipe, args = recipe_args(os.path.join(models, "unused"), quick)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path())
     data, _ = prepare_data(recipe, tokenizer, args.seed)
-    names = ["teacher int8", "3-layer alone", *STAGES, "+ int8"]
+    names = ["teacher int8", "3-layer alone", *STAGES, "+ vocabulary pruned", "+ int8"]
     loaded = {"teacher (fp32)": (AutoModelForSequenceClassification.from_pretrained(teacher_path()), teacher_path())}
+    own_inputs = {}
     for name in names:
         path = os.path.join(models, name)
         loaded[name] = (AutoModelForSequenceClassification.from_pretrained(path).eval(), path)
-    return build_report(loaded, tokenizer, data[recipe.eval_split], repeats=repeats)
+        if loaded[name][0].config.vocab_size != len(tokenizer):  # its own, pruned vocabulary: its own tokenisation
+            own = AutoTokenizer.from_pretrained(path)
+            own_inputs[name] = (own, prepare_data(recipe, own, args.seed)[0][recipe.eval_split])
+    return build_report(loaded, tokenizer, data[recipe.eval_split], repeats=repeats, own_inputs=own_inputs)
 
 
 def main() -> None:

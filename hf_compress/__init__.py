@@ -16,6 +16,7 @@ from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E4
 from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
 from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
+from .vocabulary import prune_vocabulary_  # noqa: E402
 
 __all__ = [
     "Int8QuantizationConfig",
@@ -29,6 +30,7 @@ __all__ = [
     "cubic_sparsity",
     "ffn_layers",
     "prune_ffn_",
+    "prune_vocabulary_",
     "slice_ffn_",
     "select_targets",
     "to_albert",

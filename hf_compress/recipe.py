@@ -57,6 +57,14 @@ class RecipeArguments:
         default=False,
         metadata={"help": "Allow the final save to replace a different model already in output_dir."},
     )
+    prune_vocabulary: bool = field(
+        default=False,
+        metadata={
+            "help": "After training, keep only the word embeddings of tokens the training split uses (plus special "
+            "tokens and single characters) and save a matching stock tokenizer: a smaller model, same outputs on "
+            "text made of kept tokens, other words split into kept pieces. Applied before int8."
+        },
+    )
     report: bool = field(default=True, metadata={"help": "Evaluate teacher and student and print the comparison."})
     report_latency_repeats: int = field(default=10, metadata={"help": "Timed forward passes per model and batch."})
 

@@ -67,19 +67,31 @@ def predict(model: nn.Module, dataset, tokenizer, batch_size: int = 128) -> np.n
 
 @torch.inference_mode()
 def latency_ms(
-    models: dict[str, nn.Module], tokenizer, batch_size: int, seq_len: int = 48, repeats: int = 10
+    models: dict[str, nn.Module],
+    tokenizer,
+    batch_size: int,
+    seq_len: int = 48,
+    repeats: int = 10,
+    tokenizers: dict | None = None,
 ) -> dict[str, float]:
-    """Median forward latency per model, measured interleaved so every model sees the same machine state."""
+    """Median forward latency per model, measured interleaved so every model sees the same machine state.
+
+    `tokenizers` maps a model name to its own tokenizer (e.g. after prune_vocabulary_); the others use `tokenizer`.
+    """
     text = "the self driving car stopped at the light and everyone clapped " * 8
-    enc = tokenizer(
-        [text] * batch_size, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt"
-    )
+    inputs = {}
+    for name in models:
+        tok = (tokenizers or {}).get(name, tokenizer)
+        inputs[name] = tok(
+            [text] * batch_size, truncation=True, max_length=seq_len, padding="max_length", return_tensors="pt"
+        )
     times: dict[str, list[float]] = {name: [] for name in models}
-    for model in models.values():
+    for name, model in models.items():
         model.eval()
-        model(**enc)  # warm-up: first call allocates and packs
+        model(**inputs[name])  # warm-up: first call allocates and packs
     for _ in range(repeats):
         for name, model in models.items():
+            enc = inputs[name]
             start = time.perf_counter()
             model(**enc)
             times[name].append((time.perf_counter() - start) * 1000)
@@ -107,8 +119,14 @@ def build_report(
     dataset=None,
     batch_sizes: tuple[int, ...] = (1, 32),
     repeats: int = 10,
+    own_inputs: dict[str, tuple] | None = None,
 ) -> list[ReportRow]:
-    """Compare models (name → (model, saved dir)); the first one is the reference for ratios."""
+    """Compare models (name → (model, saved dir)); the first one is the reference for ratios.
+
+    `own_inputs` maps a model name to (its tokenizer, the same examples tokenised by it), for a model whose
+    vocabulary differs from `tokenizer`'s (prune_vocabulary_); the examples must be in the same order.
+    """
+    own_inputs = own_inputs or {}
     names = list(models)
     predictions = {}
     rows = []
@@ -120,11 +138,17 @@ def build_report(
             sparsity=linear_sparsity(model, "encoder"),
         )
         if dataset is not None:
-            predictions[name] = predict(model, dataset, tokenizer).argmax(-1)
+            tok, data = own_inputs.get(name, (tokenizer, dataset))
+            if len(data) != len(dataset):
+                raise ValueError(f"own_inputs[{name!r}] has {len(data)} examples; the dataset has {len(dataset)}")
+            predictions[name] = predict(model, data, tok).argmax(-1)
             row.accuracy = float((predictions[name] == np.asarray(dataset["label"])).mean())
         rows.append(row)
+    tokenizers = {name: tok for name, (tok, _) in own_inputs.items()}
     for batch_size in batch_sizes:
-        medians = latency_ms({n: m for n, (m, _) in models.items()}, tokenizer, batch_size, repeats=repeats)
+        medians = latency_ms(
+            {n: m for n, (m, _) in models.items()}, tokenizer, batch_size, repeats=repeats, tokenizers=tokenizers
+        )
         for row in rows:
             row.latency_ms[f"batch_{batch_size}"] = medians[row.name]
             row.speedup[f"batch_{batch_size}"] = medians[names[0]] / medians[row.name]

@@ -25,6 +25,7 @@ from .trainer.compression_args import CompressionTrainingArguments
 from .trainer.compression_trainer import CompressionTrainer
 from .trainer.distillation_args import DistillationTrainingArguments
 from .trainer.distillation_trainer import DistillationTrainer
+from .vocabulary import prune_vocabulary_
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +169,13 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
         compute_metrics=classification_metrics,
     )
     trainer.train()
+    own_inputs = None
+    if recipe.prune_vocabulary:
+        student_tokenizer = prune_vocabulary_(trainer.model, tokenizer, data["train"]["input_ids"])
+        trainer.processing_class = student_tokenizer  # saved beside the model by save_model
+        if recipe.report:
+            eval_data, _ = prepare_data(recipe, student_tokenizer, args.seed)
+            own_inputs = {"student": (student_tokenizer, eval_data[recipe.eval_split])}
     trainer.save_model(args.output_dir)
     result = {"output_dir": args.output_dir}
     rows = None
@@ -178,6 +186,7 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
             tokenizer,
             data[recipe.eval_split],
             repeats=recipe.report_latency_repeats,
+            own_inputs=own_inputs,
         )
         table = write_report(rows, args.output_dir)
         print(f"\nEvaluation on the {recipe.eval_split} split ({len(data[recipe.eval_split])} examples):\n{table}")

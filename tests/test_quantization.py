@@ -5,9 +5,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -31,7 +28,7 @@ from hf_compress.quantization import (
     quantize_pretrained,
 )
 from hf_compress.quantization.modules import quantize_rows
-from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
+from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -367,14 +364,6 @@ def test_quantize_pretrained_writes_a_loadable_int8_checkpoint(tmp_path):
     loaded = AutoModelForSequenceClassification.from_pretrained(out)
     assert isinstance(loaded.bert.pooler.dense, Int8Linear)
     assert sqnr_db(logits(model), logits(loaded)) >= 20
-
-
-def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter (no state shared with this test process)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_fresh_process_that_imports_hf_compress_loads_identical_logits(tmp_path):

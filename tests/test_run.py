@@ -91,3 +91,21 @@ def test_albert_shape_is_checked_before_the_teacher_is_trained(tmp_path, capsys,
     assert main(["compress", recipe]) == 2
     assert f"{flag}={value}" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out" / "teacher")
+
+
+def test_compress_command_prunes_the_vocabulary_then_quantizes(tmp_path):
+    recipe = write_recipe(tmp_path, prune_vocabulary=True, quantization="dynamic-int8")
+    assert main(["compress", recipe]) == 0
+    import hf_compress  # noqa: F401  (registers the int8 loader)
+    from transformers import AutoTokenizer
+
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
+    used = {w for line in (tmp_path / "data.csv").read_text().splitlines()[1:] for w in line.split(",")[0].split()}
+    assert student.config.vocab_size == len(tokenizer) < 1000
+    assert student.config.vocab_size <= 5 + len(used)  # only words of the training split (a subset of the file)
+    assert student.config.compression["vocabulary"]["vocab_size"]["before"] == 1000
+    assert type(student.bert.embeddings.word_embeddings).__name__ == "Int8Embedding"
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert report[1]["bytes_on_disk"] < report[0]["bytes_on_disk"]
+    assert 0.0 <= report[1]["accuracy"] <= 1.0

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import torch
 from datasets import Dataset
 from transformers import BertConfig, BertForSequenceClassification
@@ -55,8 +60,6 @@ def tiny_dataset(n: int = 32, seq_len: int = 10, seed: int = 0, num_labels: int 
 
 def tiny_tokenizer(directory):
     """A BertTokenizerFast over a vocabulary of VOCAB words "w0".."w994", built offline in `directory`."""
-    import os
-
     from transformers import BertTokenizerFast
 
     os.makedirs(directory, exist_ok=True)
@@ -90,3 +93,11 @@ def tiny_text_csv(path, n: int = 48, seed: int = 0) -> str:
             words = [rng.randrange(VOCAB - 5) for _ in range(rng.randint(3, 9))]
             writer.writerow([" ".join(f"w{w}" for w in words), words[0] % 3])
     return str(path)
+
+
+def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
+    """Run code in a fresh interpreter (no state shared with this test process, no PYTHONPATH to the repo)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
