@@ -29,10 +29,11 @@ def quantize_(
 ) -> PreTrainedModel:
     """Quantize `model` in place to int8 and return it; `filter_fn(module, name)` returning False keeps a module float.
 
-    Every nn.Linear gets int8 weights (one scale per output channel) and int8 activations quantized at run time with
-    one range per token, with int32 accumulation (https://arxiv.org/abs/1712.05877); the input word embeddings get
-    int8 weights with one scale per row. Nothing is calibrated. `model.save_pretrained` then writes the int8 tensors
-    to safetensors, and `from_pretrained` reads them back once hf_compress is imported.
+    Every nn.Linear gets int8 weights (one scale per output channel) and int8 activations quantized at run time (one
+    range per batch by default, per token with activation_range="per_token"), with int32 accumulation
+    (https://arxiv.org/abs/1712.05877); the input word embeddings get int8 weights with one scale per row. Nothing
+    is calibrated. `model.save_pretrained` then writes the int8 tensors to safetensors, and `from_pretrained` reads
+    them back once hf_compress is imported.
     """
     config = config or Int8QuantizationConfig()
     check_not_quantized(model)
