@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import tempfile
 import time
 
 import numpy as np
@@ -13,6 +14,7 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
 )
 
@@ -95,6 +97,57 @@ def training_args(output_dir: str, seed: int, epochs: float, **extra) -> dict:
         seed=seed,
         **extra,
     )
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step."""
+
+    def __init__(self):
+        self.times: list[float] = []
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def compress_teacher_copy(
+    teacher, data, tokenizer, output_dir: str, n_train: int, epochs: float, cache: dict, **fields
+):
+    """Compress a copy of the teacher while distilling from it (T=2, α=0.9), save it to `output_dir`; return seconds.
+
+    `fields` are CompressionTrainingArguments fields (pruning, FFN pruning, ...). Arms that train on the same
+    examples in the same order share `cache`, the teacher's logits (the values are those the teacher computes).
+    """
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments
+
+    student = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    train = data["train"].shuffle(seed=1000).select(range(n_train))
+    with tempfile.TemporaryDirectory() as workdir:
+        args = CompressionTrainingArguments(
+            **training_args(workdir, 0, epochs),
+            temperature=2.0,
+            alpha=0.9,
+            cache_teacher_logits=True,
+            pruning_start=0.1,
+            pruning_end=0.7,
+            pruning_frequency=5,
+            **fields,
+        )
+        trainer = CompressionTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        trainer._logit_cache = cache
+        start = time.time()
+        trainer.train()
+        seconds = time.time() - start
+        trainer.save_model(output_dir)
+    return seconds
 
 
 if __name__ == "__main__":

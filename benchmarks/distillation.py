@@ -21,11 +21,10 @@ from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
-from benchmarks.common import machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
+from benchmarks.common import StepTimer, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student  # noqa: E402
 from hf_compress.report import predict  # noqa: E402
 
@@ -95,19 +94,6 @@ def accuracy_part(seeds: list[int], quick: bool) -> dict:
             print(f"{arm['name']} seed {seed}: accuracy {accs[-1]:.4f} ({seconds:.0f} s)", flush=True)
         results["arms"].append({**arm, "accuracies": accs, "train_seconds": secs})
     return results
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def timing_part(quick: bool) -> dict:

@@ -27,17 +27,19 @@ from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
-from benchmarks.common import accuracy, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
-from hf_compress import (  # noqa: E402
-    CompressionTrainer,
-    CompressionTrainingArguments,
-    PruningTrainer,
-    PruningTrainingArguments,
+from benchmarks.common import (  # noqa: E402
+    StepTimer,
+    accuracy,
+    compress_teacher_copy,
+    machine,
+    teacher_path,
+    training_args,
+    tweets_tokenized,
 )
+from hf_compress import PruningTrainer, PruningTrainingArguments  # noqa: E402
 from hf_compress.report import bytes_on_disk, latency_ms, linear_sparsity  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -51,34 +53,10 @@ def compressed_bytes(model_dir: str) -> int:
 
 def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache: dict) -> tuple[dict, object]:
     """Prune a copy of the teacher to `sparsity` with `method` while distilling; measure the saved model."""
-    student = AutoModelForSequenceClassification.from_pretrained(teacher_path())
-    train = data["train"].shuffle(seed=1000).select(range(opts.n_train))
     with tempfile.TemporaryDirectory() as workdir:
-        args = CompressionTrainingArguments(
-            **training_args(workdir, 0, opts.epochs),
-            temperature=2.0,
-            alpha=0.9,
-            cache_teacher_logits=True,
-            pruning_method=method,
-            target_sparsity=sparsity,
-            pruning_scope="global",
-            pruning_start=0.1,
-            pruning_end=0.7,
-            pruning_frequency=5,
-        )
-        trainer = CompressionTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=args,
-            train_dataset=train,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
-        trainer._logit_cache = cache  # shared across arms: same examples, same teacher, same logits
-        start = time.time()
-        trainer.train()
-        seconds = time.time() - start
         final = os.path.join(workdir, "final")
-        trainer.save_model(final)
+        fields = dict(pruning_method=method, target_sparsity=sparsity, pruning_scope="global")
+        seconds = compress_teacher_copy(teacher, data, tokenizer, final, opts.n_train, opts.epochs, cache, **fields)
         size, packed = bytes_on_disk(final), compressed_bytes(final)
         model = AutoModelForSequenceClassification.from_pretrained(final)  # the stock checkpoint, zeros baked in
     row = {
@@ -91,19 +69,6 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
         "train_seconds": seconds,
     }
     return row, model
-
-
-class StepTimer(TrainerCallback):
-    """Wall time of every optimizer step."""
-
-    def __init__(self):
-        self.times: list[float] = []
-
-    def on_step_begin(self, args, state, control, **kwargs):
-        self._start = time.perf_counter()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.times.append(time.perf_counter() - self._start)
 
 
 def timing_part(data, tokenizer, quick: bool) -> dict:

@@ -27,8 +27,15 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding  # noqa: E402
 
-from benchmarks.common import CACHE, accuracy, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
-from hf_compress import CompressionTrainer, CompressionTrainingArguments, prune_ffn_, quantize_  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    CACHE,
+    accuracy,
+    compress_teacher_copy,
+    machine,
+    teacher_path,
+    tweets_tokenized,
+)
+from hf_compress import prune_ffn_, quantize_  # noqa: E402
 from hf_compress.report import bytes_on_disk, count_parameters, latency_ms  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -42,33 +49,9 @@ def arm_name(method: str, sparsity: float, one_shot: bool = False) -> str:
 
 def train_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache: dict) -> dict:
     """Distil a copy of the teacher while masking `sparsity` of its FFN neurons; save the sliced model."""
-    student = AutoModelForSequenceClassification.from_pretrained(teacher_path())
-    train = data["train"].shuffle(seed=1000).select(range(opts.n_train))
     out = os.path.join(MODELS, arm_name(method, sparsity))
-    with tempfile.TemporaryDirectory() as workdir:
-        args = CompressionTrainingArguments(
-            **training_args(workdir, 0, opts.epochs),
-            temperature=2.0,
-            alpha=0.9,
-            cache_teacher_logits=True,
-            ffn_sparsity=sparsity,
-            ffn_pruning_method=method,
-            pruning_start=0.1,
-            pruning_end=0.7,
-            pruning_frequency=5,
-        )
-        trainer = CompressionTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=args,
-            train_dataset=train,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
-        trainer._logit_cache = cache  # shared across arms: same examples, same teacher, same logits
-        start = time.time()
-        trainer.train()
-        seconds = time.time() - start
-        trainer.save_model(out)
+    fields = dict(ffn_sparsity=sparsity, ffn_pruning_method=method)
+    seconds = compress_teacher_copy(teacher, data, tokenizer, out, opts.n_train, opts.epochs, cache, **fields)
     return measure(out, method, sparsity, data, tokenizer, opts, {"train_seconds": seconds, "one_shot": False})
 
 
