@@ -75,6 +75,16 @@ def teacher_path() -> str:
     return TEACHER_DIR
 
 
+def pretrained_student(teacher):
+    """The pretrained MiniLM (not fine-tuned on tweets) with a fresh classifier labelled like the teacher."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        minilm_path(),
+        num_labels=teacher.config.num_labels,
+        id2label=teacher.config.id2label,
+        label2id=teacher.config.label2id,
+    )
+
+
 def accuracy(model, dataset, tokenizer) -> float:
     """Accuracy on a tokenised labelled dataset."""
     logits = predict(model, dataset, tokenizer)
@@ -113,16 +123,17 @@ class StepTimer(TrainerCallback):
 
 
 def compress_teacher_copy(
-    teacher, data, tokenizer, output_dir: str, n_train: int, epochs: float, cache: dict, **fields
+    teacher, data, tokenizer, output_dir: str, n_train: int, epochs: float, cache: dict, student=None, **fields
 ):
     """Compress a copy of the teacher while distilling from it (T=2, α=0.9), save it to `output_dir`; return seconds.
 
     `fields` are CompressionTrainingArguments fields (pruning, FFN pruning, ...). Arms that train on the same
     examples in the same order share `cache`, the teacher's logits (the values are those the teacher computes).
+    `student` replaces the copy of the teacher (e.g. the pretrained, not fine-tuned, checkpoint).
     """
     from hf_compress import CompressionTrainer, CompressionTrainingArguments
 
-    student = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    student = student or AutoModelForSequenceClassification.from_pretrained(teacher_path())
     train = data["train"].shuffle(seed=1000).select(range(n_train))
     with tempfile.TemporaryDirectory() as workdir:
         args = CompressionTrainingArguments(

@@ -2,9 +2,10 @@
 
 Usage: python benchmarks/pruning.py [--quick] [--sparsities 0.5 0.7 0.8 0.9] [--methods magnitude movement taylor]
        [--n-train 4000] [--epochs 1] [--part accuracy|timing|all]
-The student starts as a copy of the fine-tuned MiniLM teacher (6 layers) and is pruned while distilled from it
-(Sanh et al. 2020's setting). Every arm sees the same examples in the same order, so the teacher's logits are computed
-once and shared through the DistillationTrainer's logit cache (the values are identical to running the teacher).
+The student starts as a copy of the fine-tuned MiniLM teacher (6 layers), or with --student pretrained as the
+pretrained MiniLM that is fine-tuned while pruned (Sanh et al. 2020's setting), and is distilled from the teacher.
+Every arm sees the same examples in the same order, so the teacher's logits are computed once and shared through
+the DistillationTrainer's logit cache (the values are identical to running the teacher).
 The timing part measures PruningTrainer's step time against plain Trainer's in the same run.
 Writes benchmarks/results/pruning.json (after every arm) and prints Markdown tables.
 """
@@ -35,6 +36,7 @@ from benchmarks.common import (  # noqa: E402
     accuracy,
     compress_teacher_copy,
     machine,
+    pretrained_student,
     teacher_path,
     training_args,
     tweets_tokenized,
@@ -56,10 +58,13 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
     with tempfile.TemporaryDirectory() as workdir:
         final = os.path.join(workdir, "final")
         fields = dict(pruning_method=method, target_sparsity=sparsity, pruning_scope="global")
+        if opts.student == "pretrained":
+            fields["student"] = pretrained_student(teacher)
         seconds = compress_teacher_copy(teacher, data, tokenizer, final, opts.n_train, opts.epochs, cache, **fields)
         size, packed = bytes_on_disk(final), compressed_bytes(final)
         model = AutoModelForSequenceClassification.from_pretrained(final)  # the stock checkpoint, zeros baked in
     row = {
+        "student": opts.student,
         "method": method,
         "target_sparsity": sparsity,
         "encoder_linear_sparsity": linear_sparsity(model.bert.encoder),
@@ -113,6 +118,12 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--part", choices=["accuracy", "timing", "all"], default="all")
+    parser.add_argument(
+        "--student",
+        choices=["teacher-copy", "pretrained"],
+        default="teacher-copy",
+        help="start from a copy of the fine-tuned teacher, or from the pretrained MiniLM (Sanh et al.'s setting)",
+    )
     parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
     opts = parser.parse_args()
     if opts.quick:
