@@ -2,8 +2,9 @@ import json
 import os
 
 import pytest
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+import hf_compress  # noqa: F401  (registers the int8 loader)
 from hf_compress.cli import main
 from tests.testing_utils import tiny_checkpoint, tiny_text_csv
 
@@ -96,9 +97,6 @@ def test_albert_shape_is_checked_before_the_teacher_is_trained(tmp_path, capsys,
 def test_compress_command_prunes_the_vocabulary_then_quantizes(tmp_path):
     recipe = write_recipe(tmp_path, prune_vocabulary=True, quantization="dynamic-int8")
     assert main(["compress", recipe]) == 0
-    import hf_compress  # noqa: F401  (registers the int8 loader)
-    from transformers import AutoTokenizer
-
     student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "out")
     used = {w for line in (tmp_path / "data.csv").read_text().splitlines()[1:] for w in line.split(",")[0].split()}
