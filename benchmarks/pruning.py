@@ -76,9 +76,9 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
     return row, model
 
 
-def timing_part(data, tokenizer, quick: bool) -> dict:
+def timing_part(data, tokenizer, quick: bool, steps: int = 30) -> dict:
     """Median step time of plain Trainer vs PruningTrainer (each method): same model, data and batch, interleaved."""
-    steps = 6 if quick else 30
+    steps = 6 if quick else steps
     train = data["train"].shuffle(seed=0).select(range(32 * steps))
     collator = DataCollatorWithPadding(tokenizer)
     arms = ["plain Trainer", "PruningTrainer movement", "PruningTrainer taylor", "PruningTrainer magnitude"]
@@ -124,6 +124,7 @@ def main() -> None:
         default="teacher-copy",
         help="start from a copy of the fine-tuned teacher, or from the pretrained MiniLM (Sanh et al.'s setting)",
     )
+    parser.add_argument("--timing-steps", type=int, default=30, help="optimizer steps per arm and round (timing)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
     opts = parser.parse_args()
     if opts.quick:
@@ -156,7 +157,7 @@ def main() -> None:
             json.dump(result, f, indent=2)
 
     if opts.part in ("timing", "all"):
-        result["timing"] = timing_part(data, tokenizer, opts.quick)
+        result["timing"] = timing_part(data, tokenizer, opts.quick, opts.timing_steps)
         print(json.dumps(result["timing"]), flush=True)
         save()
     if opts.part in ("accuracy", "all"):
