@@ -38,8 +38,18 @@ class RecipeArguments:
         default=None, metadata={"help": "Use only the first N training examples (after the seeded shuffle)."}
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most N examples."})
+    student_model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "Start the student from this checkpoint (Hub id, dir or pkg://) instead of the teacher, e.g. the "
+            "pretrained model for movement pruning while fine-tuning; it gets a fresh head labelled like the teacher."
+        },
+    )
     student_num_hidden_layers: int | None = field(
-        default=None, metadata={"help": "Student depth; layers are taken from the teacher, evenly spaced."}
+        default=None,
+        metadata={
+            "help": "Student depth; layers are taken evenly spaced from the teacher (or the student checkpoint)."
+        },
     )
     student_layers: list[int] | None = field(
         default=None, metadata={"help": "Explicit teacher layer ids (0-based) that initialise the student."}

@@ -104,11 +104,22 @@ def load_or_finetune_teacher(recipe: RecipeArguments, args: DistillationTraining
 
 
 def make_student(recipe: RecipeArguments, teacher):
-    """The student: teacher layers chosen by the recipe (DistilBERT-style initialisation)."""
+    """The student: layers chosen by the recipe from the teacher (DistilBERT-style) or from a student checkpoint."""
+    source = teacher
+    if recipe.student_model_name_or_path is not None:
+        source = AutoModelForSequenceClassification.from_pretrained(
+            resolve_model_path(recipe.student_model_name_or_path),
+            num_labels=teacher.config.num_labels,
+            id2label=teacher.config.id2label,
+            label2id=teacher.config.label2id,
+            use_safetensors=True,
+        )
+        if recipe.student_layers is None and recipe.student_num_hidden_layers is None:
+            return source
     if recipe.student_layers is not None:
-        return create_student(teacher, layers=recipe.student_layers)
+        return create_student(source, layers=recipe.student_layers)
     if recipe.student_num_hidden_layers is not None:
-        return create_student(teacher, num_hidden_layers=recipe.student_num_hidden_layers)
+        return create_student(source, num_hidden_layers=recipe.student_num_hidden_layers)
     raise ValueError(
         "student_num_hidden_layers=None and student_layers=None: the recipe must say how deep the student is"
     )
@@ -120,7 +131,7 @@ def check_student_fits(recipe: RecipeArguments, teacher_config) -> None:
     if recipe.student_num_hidden_layers is not None and recipe.student_num_hidden_layers > depth:
         raise ValueError(
             f"student_num_hidden_layers={recipe.student_num_hidden_layers} is invalid; allowed: 1 to {depth} "
-            "(the teacher's depth)"
+            "(the depth of the teacher, or of student_model_name_or_path)"
         )
     if recipe.student_layers is not None and any(not 0 <= i < depth for i in recipe.student_layers):
         raise ValueError(f"student_layers={recipe.student_layers} is invalid; allowed: layer ids in [0, {depth - 1}]")
@@ -150,9 +161,12 @@ def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> 
     check_output_dir(args.output_dir, recipe.overwrite_output)
     teacher_path = resolve_model_path(args.teacher_model_name_or_path)
     teacher_config = AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad path
-    check_student_fits(recipe, teacher_config)
+    student_config = teacher_config
+    if recipe.student_model_name_or_path is not None:
+        student_config = AutoConfig.from_pretrained(resolve_model_path(recipe.student_model_name_or_path))
+    check_student_fits(recipe, student_config)
     if isinstance(args, CompressionTrainingArguments):
-        check_albert_fits(args, recipe, teacher_config)
+        check_albert_fits(args, recipe, student_config)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path)
     data, names = prepare_data(recipe, tokenizer, args.seed)
     teacher = load_or_finetune_teacher(recipe, args, data, tokenizer, names)

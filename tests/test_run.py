@@ -107,3 +107,29 @@ def test_compress_command_prunes_the_vocabulary_then_quantizes(tmp_path):
     report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
     assert report[1]["bytes_on_disk"] < report[0]["bytes_on_disk"]
     assert 0.0 <= report[1]["accuracy"] <= 1.0
+
+
+def test_student_can_start_from_another_checkpoint(tmp_path):
+    other = tiny_checkpoint(tmp_path / "pretrained", seed=5, num_hidden_layers=3)
+    recipe = write_recipe(
+        tmp_path, student_model_name_or_path=other, student_num_hidden_layers=3, num_train_epochs=0.01
+    )
+    assert main(["distill", recipe]) == 0
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    source = AutoModelForSequenceClassification.from_pretrained(other)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out" / "teacher")
+    assert student.config.num_hidden_layers == 3
+    assert student.config.id2label == teacher.config.id2label
+    # One training step moves the weights a little: the student is near its checkpoint, far from the teacher.
+    w = student.bert.encoder.layer[2].output.dense.weight
+    near = (w - source.bert.encoder.layer[2].output.dense.weight).abs().max()
+    far = (w - teacher.bert.encoder.layer[3].output.dense.weight).abs().max()
+    assert near < 0.01 < far
+
+
+def test_student_checkpoint_depth_is_checked_before_training(tmp_path, capsys):
+    other = tiny_checkpoint(tmp_path / "pretrained", seed=5, num_hidden_layers=2)
+    recipe = write_recipe(tmp_path, student_model_name_or_path=other, student_num_hidden_layers=3)
+    assert main(["distill", recipe]) == 2
+    assert "student_num_hidden_layers=3" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "teacher")
