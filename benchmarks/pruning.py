@@ -110,6 +110,34 @@ def timing_part(data, tokenizer, quick: bool, steps: int = 30) -> dict:
     }
 
 
+def overhead_part(repeats: int = 10) -> dict:
+    """Time the pruner's own work on MiniLM's encoder Linears: per step, and per mask update (global top-k)."""
+    from hf_compress.pruning.pruner import Pruner, select_targets
+
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    targets = select_targets(model)
+    for weight in targets.values():
+        weight.grad = torch.randn_like(weight) * 1e-3
+    result = {"target_weights": sum(w.numel() for w in targets.values())}
+    for method in ("movement", "taylor", "magnitude"):
+        pruner = Pruner(targets, method, 0.9, 0, 100, 1, "global")
+        pruner.set_horizon(100)
+        per_step, update = [], []
+        for step in range(1, repeats + 1):
+            start = time.perf_counter()
+            pruner.before_optimizer_step()
+            pruner.apply_masks()
+            per_step.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            pruner.on_step_end(step)
+            update.append(time.perf_counter() - start)
+        result[method] = {
+            "per_step_seconds": statistics.median(per_step),
+            "mask_update_seconds": statistics.median(update),
+        }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="tiny subsets: checks the script, not the numbers")
@@ -117,7 +145,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["magnitude", "movement", "taylor"])
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=1.0)
-    parser.add_argument("--part", choices=["accuracy", "timing", "all"], default="all")
+    parser.add_argument("--part", choices=["accuracy", "timing", "overhead", "all"], default="all")
     parser.add_argument(
         "--student",
         choices=["teacher-copy", "pretrained"],
@@ -129,6 +157,13 @@ def main() -> None:
     opts = parser.parse_args()
     if opts.quick:
         opts.n_train = 96
+    if opts.part == "overhead":  # no data, no evaluation: the pruner's own arithmetic
+        overhead = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv)}
+        overhead.update(threads=torch.get_num_threads(), overhead=overhead_part())
+        with open(opts.out, "w") as f:
+            json.dump(overhead, f, indent=2)
+        print(json.dumps(overhead["overhead"]))
+        return
     data, tokenizer = tweets_tokenized()
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path())
     test = data["test"].select(range(300)) if opts.quick else data["test"]

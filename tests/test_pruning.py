@@ -100,3 +100,18 @@ def test_pruner_state_round_trip():
         assert torch.equal(pruner.masks[name], other.masks[name])
         assert torch.equal(pruner.importance.scores[name], other.importance.scores[name])
     assert other.current_target == pruner.current_target
+
+
+def test_prune_lowest_equals_the_first_entries_of_a_stable_sort():
+    from hf_compress.pruning.masks import _prune_lowest
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        n = int(torch.randint(1, 200, (1,), generator=g))
+        scores = torch.randint(0, 5, (n,), generator=g).float() if trial % 2 else torch.randn(n, generator=g)
+        alive = torch.rand(n, generator=g) > 0.3
+        n_prune = int(torch.randint(0, int(alive.sum()) + 1, (1,), generator=g))
+        want = alive.clone()
+        masked = torch.where(alive, scores, torch.full_like(scores, float("inf")))
+        want[torch.sort(masked, stable=True).indices[:n_prune]] = False
+        assert torch.equal(_prune_lowest(scores, alive, n_prune), want), trial

@@ -13,9 +13,14 @@ def _prune_lowest(scores: torch.Tensor, alive: torch.Tensor, n_prune: int) -> to
     if n_prune <= 0:
         return keep
     masked = torch.where(alive, scores, torch.full_like(scores, float("inf")))
-    # A stable sort makes ties (e.g. all-zero movement scores) break the same way on every run and rank.
-    order = torch.sort(masked, stable=True).indices[:n_prune]
-    keep[order] = False
+    # The first n_prune entries of a stable sort, without sorting millions of scores: everything below the n-th
+    # smallest value, then ties at that value by position, so ties (e.g. all-zero movement scores) break the same
+    # way on every run and rank.
+    threshold = torch.kthvalue(masked, n_prune).values
+    below = masked < threshold
+    keep[below] = False
+    ties = torch.nonzero(masked == threshold).flatten()[: n_prune - int(below.sum())]
+    keep[ties] = False
     return keep
 
 
