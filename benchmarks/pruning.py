@@ -57,7 +57,7 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
     """Prune a copy of the teacher to `sparsity` with `method` while distilling; measure the saved model."""
     with tempfile.TemporaryDirectory() as workdir:
         final = os.path.join(workdir, "final")
-        fields = dict(pruning_method=method, target_sparsity=sparsity, pruning_scope="global")
+        fields = dict(pruning_method=method, target_sparsity=sparsity, pruning_scope=opts.scope)
         if opts.student == "pretrained":
             fields["student"] = pretrained_student(teacher)
         seconds = compress_teacher_copy(teacher, data, tokenizer, final, opts.n_train, opts.epochs, cache, **fields)
@@ -65,6 +65,7 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
         model = AutoModelForSequenceClassification.from_pretrained(final)  # the stock checkpoint, zeros baked in
     row = {
         "student": opts.student,
+        "scope": opts.scope,
         "method": method,
         "target_sparsity": sparsity,
         "encoder_linear_sparsity": linear_sparsity(model.bert.encoder),
@@ -152,6 +153,7 @@ def main() -> None:
         default="teacher-copy",
         help="start from a copy of the fine-tuned teacher, or from the pretrained MiniLM (Sanh et al.'s setting)",
     )
+    parser.add_argument("--scope", choices=["global", "per_layer"], default="global", help="pruning_scope of every arm")
     parser.add_argument("--timing-steps", type=int, default=30, help="optimizer steps per arm and round (timing)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
     opts = parser.parse_args()
