@@ -153,7 +153,9 @@ def main() -> None:
         default="teacher-copy",
         help="start from a copy of the fine-tuned teacher, or from the pretrained MiniLM (Sanh et al.'s setting)",
     )
-    parser.add_argument("--scope", choices=["global", "per_layer"], default="global", help="pruning_scope of every arm")
+    parser.add_argument(
+        "--scope", choices=["global", "per_layer"], default="global", help="pruning_scope of every arm"
+    )
     parser.add_argument("--timing-steps", type=int, default=30, help="optimizer steps per arm and round (timing)")
     parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
     opts = parser.parse_args()
