@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding  # noqa: E402
 
-from benchmarks.common import machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
+from benchmarks.common import run_info, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import CompressionTrainer, CompressionTrainingArguments  # noqa: E402
 from hf_compress.report import bytes_on_disk, count_parameters, predict  # noqa: E402
 
@@ -92,9 +92,7 @@ def main() -> None:
         teacher.save_pretrained(tmp)
         teacher_bytes = bytes_on_disk(tmp)
     result = {
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python " + " ".join(sys.argv),
+        **run_info(),
         "quick": opts.quick,
         "n_train": n_train,
         "epochs": opts.epochs,

@@ -31,6 +31,18 @@ def machine() -> str:
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def run_info() -> dict:
+    """Machine, date, command line and thread count: the header of every benchmark's JSON."""
+    import sys
+
+    return {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python " + " ".join(sys.argv),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def tweets_tokenized(tokenizer=None):
     """Tokenised tweets with the MiniLM tokenizer."""
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(minilm_path())

@@ -22,7 +22,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import torch  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -31,7 +30,7 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from benchmarks.common import CACHE, machine, teacher_path, training_args  # noqa: E402
+from benchmarks.common import CACHE, run_info, teacher_path, training_args  # noqa: E402
 from hf_compress import (  # noqa: E402
     CompressionTrainingArguments,
     create_student,
@@ -155,10 +154,7 @@ def main() -> None:
         start = time.time()
         seconds = train_part(models, opts.quick)
         stages = {
-            "machine": machine(),
-            "date": time.strftime("%Y-%m-%d"),
-            "command": "python " + " ".join(sys.argv),
-            "threads": torch.get_num_threads(),
+            **run_info(),
             "stage_seconds": seconds,
             "total_seconds": time.time() - start,
         }
@@ -168,10 +164,7 @@ def main() -> None:
         start = time.time()
         rows = report_part(models, opts.quick, 3 if opts.quick else opts.repeats)
         result = {
-            "machine": machine(),
-            "date": time.strftime("%Y-%m-%d"),
-            "command": "python " + " ".join(sys.argv),
-            "threads": torch.get_num_threads(),
+            **run_info(),
             "report_seconds": time.time() - start,
             "rows": [row.__dict__ for row in rows],
         }

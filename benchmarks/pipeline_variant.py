@@ -17,7 +17,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import CACHE, machine  # noqa: E402
+from benchmarks.common import CACHE, run_info  # noqa: E402
 from benchmarks.pipeline import recipe_args  # noqa: E402
 from hf_compress.run import run_recipe  # noqa: E402
 
@@ -38,12 +38,7 @@ def main() -> None:
         args.embedding_size = None
     start = time.time()
     result = run_recipe(recipe, args)
-    result.update(
-        machine=machine(),
-        date=time.strftime("%Y-%m-%d"),
-        command="python " + " ".join(sys.argv),
-        seconds=time.time() - start,
-    )
+    result.update(run_info(), seconds=time.time() - start)
     with open(os.path.join(RESULTS, f"{name}{'-quick' if opts.quick else ''}.json"), "w") as f:
         json.dump(result, f, indent=2)
 

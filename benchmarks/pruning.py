@@ -35,8 +35,8 @@ from benchmarks.common import (  # noqa: E402
     StepTimer,
     accuracy,
     compress_teacher_copy,
-    machine,
     pretrained_student,
+    run_info,
     teacher_path,
     training_args,
     tweets_tokenized,
@@ -162,8 +162,7 @@ def main() -> None:
     if opts.quick:
         opts.n_train = 96
     if opts.part == "overhead":  # no data, no evaluation: the pruner's own arithmetic
-        overhead = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "command": "python " + " ".join(sys.argv)}
-        overhead.update(threads=torch.get_num_threads(), overhead=overhead_part())
+        overhead = {**run_info(), "overhead": overhead_part()}
         with open(opts.out, "w") as f:
             json.dump(overhead, f, indent=2)
         print(json.dumps(overhead["overhead"]))
@@ -175,10 +174,7 @@ def main() -> None:
         teacher.save_pretrained(tmp)
         teacher_size, teacher_packed = bytes_on_disk(tmp), compressed_bytes(tmp)
     result = {
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d"),
-        "command": "python " + " ".join(sys.argv),
-        "threads": torch.get_num_threads(),
+        **run_info(),
         "quick": opts.quick,
         "n_train": opts.n_train,
         "epochs": opts.epochs,

@@ -31,7 +31,7 @@ from benchmarks.common import (  # noqa: E402
     CACHE,
     accuracy,
     compress_teacher_copy,
-    machine,
+    run_info,
     teacher_path,
     tweets_tokenized,
 )
@@ -129,10 +129,7 @@ def main() -> None:
             teacher.save_pretrained(tmp)
             teacher_bytes = bytes_on_disk(tmp)
         result = {
-            "machine": machine(),
-            "date": time.strftime("%Y-%m-%d"),
-            "command": "python " + " ".join(sys.argv),
-            "threads": torch.get_num_threads(),
+            **run_info(),
             "quick": opts.quick,
             "n_train": opts.n_train,
             "epochs": opts.epochs,
