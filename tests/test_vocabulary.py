@@ -52,6 +52,9 @@ def test_single_characters_are_kept_so_unseen_words_are_spelled_not_unknown():
     new_tokenizer = prune_vocabulary_(model, tokenizer, [tokenizer("good morning")["input_ids"]])
     ids = new_tokenizer("good morning zebra")["input_ids"]
     assert new_tokenizer.unk_token_id not in ids
+    # [CLS]/[SEP] move from ids 101/102 to small ids: the template that inserts them must follow.
+    tokens = new_tokenizer.convert_ids_to_tokens(ids)
+    assert (tokens[0], tokens[-1]) == ("[CLS]", "[SEP]") and new_tokenizer.cls_token_id < 101
     assert new_tokenizer.decode(ids, skip_special_tokens=True) == "good morning zebra"
 
 
