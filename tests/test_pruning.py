@@ -65,6 +65,40 @@ def test_masks_are_monotone():
     assert new.tolist() == [False, False, True, True]
 
 
+def two_updates(method: str, weight: nn.Parameter) -> tuple[Pruner, list, list]:
+    """Two mask updates on 4 weights (25% then 50% pruned); the second step's gradient asks for w0 back."""
+    pruner = Pruner({"w": weight}, method, 0.5, start=0, end=2, frequency=1, scope="global")
+    pruner.set_horizon(10)
+    weight.grad = torch.tensor([1.0, -1.0, -1.0, -1.0])  # movement: −W·g = [−2, 0.1, 1, 1]
+    pruner.before_optimizer_step()
+    pruner.on_step_end(1)
+    first = pruner.masks["w"].tolist()
+    weight.grad = torch.tensor([-10.0, 1.0, 0.0, 0.0])
+    pruner.before_optimizer_step()
+    pruner.on_step_end(2)
+    return pruner, first, pruner.masks["w"].tolist()
+
+
+def test_movement_revives_a_pruned_weight_with_the_value_it_had():
+    weight = nn.Parameter(torch.tensor([2.0, 0.1, 1.0, 1.0]))
+    pruner, first, second = two_updates("movement", weight)
+    assert first == [False, True, True, True]  # the large weight moving to zero goes first
+    # Straight-through scoring: the pruned w0 is scored with its old value 2.0, −2·(−10) = +20 lifts it back.
+    assert pruner.importance.scores["w"].tolist() == pytest.approx([18.0, 0.0, 1.0, 1.0])
+    assert second == [True, False, False, True]  # ties (w2, w3) break by position
+    assert weight.tolist() == pytest.approx([2.0, 0.0, 0.0, 1.0])  # w0 back with its value
+    assert pruner.shadow["w"].tolist() == pytest.approx([0.0, 0.1, 1.0, 0.0])  # what w1, w2 would return with
+
+
+@pytest.mark.parametrize("method", ["taylor", "magnitude"])
+def test_taylor_and_magnitude_masks_never_revive(method):
+    weight = nn.Parameter(torch.tensor([2.0, 0.1, 1.0, 1.0]))
+    pruner, first, second = two_updates(method, weight)
+    assert first == [True, False, True, True]  # both rank w1 lowest
+    assert second[1] is False and sum(second) == 2
+    assert pruner.shadow == {}
+
+
 def test_default_targets_are_encoder_linears_only():
     model = tiny_bert()
     targets = select_targets(model)
@@ -99,6 +133,8 @@ def test_pruner_state_round_trip():
     for name in pruner.masks:
         assert torch.equal(pruner.masks[name], other.masks[name])
         assert torch.equal(pruner.importance.scores[name], other.importance.scores[name])
+        assert torch.equal(pruner.shadow[name], other.shadow[name])
+        assert pruner.shadow[name].abs().sum() > 0  # movement keeps the values of what it pruned
     assert other.current_target == pruner.current_target
 
 
@@ -115,3 +151,37 @@ def test_prune_lowest_equals_the_first_entries_of_a_stable_sort():
         masked = torch.where(alive, scores, torch.full_like(scores, float("inf")))
         want[torch.sort(masked, stable=True).indices[:n_prune]] = False
         assert torch.equal(_prune_lowest(scores, alive, n_prune), want), trial
+
+
+def prune_while_training(method: str, steps: int = 150) -> tuple[float, torch.Tensor]:
+    """Least squares where the small weights carry the target and the large ones must shrink to zero; prune half.
+
+    Runs the Pruner in Trainer's order (score, optimizer step, re-mask, mask update) and returns the final loss and
+    which weights were kept.
+    """
+    torch.manual_seed(0)
+    x = torch.randn(256, 20)
+    truth = torch.cat([torch.ones(10), torch.zeros(10)])  # weights 0..9 matter, 10..19 do not
+    y = x @ truth
+    weight = nn.Parameter(torch.cat([torch.full((10,), 0.05), torch.ones(10)]))
+    optimizer = torch.optim.SGD([weight], lr=0.01)
+    pruner = Pruner({"encoder.weight": weight}, method, 0.5, start=0, end=10, frequency=2, scope="global")
+    pruner.set_horizon(steps)
+    for step in range(1, steps + 1):
+        optimizer.zero_grad()
+        ((x @ weight - y) ** 2).mean().backward()
+        pruner.before_optimizer_step()
+        optimizer.step()
+        pruner.apply_masks()
+        pruner.on_step_end(step)
+    with torch.no_grad():
+        return float(((x @ weight - y) ** 2).mean()), pruner.masks["encoder.weight"]
+
+
+def test_movement_beats_magnitude_when_small_weights_carry_the_task():
+    movement_loss, movement_kept = prune_while_training("movement")
+    magnitude_loss, magnitude_kept = prune_while_training("magnitude")
+    # Movement keeps the small weights that grow away from zero; magnitude keeps the large ones that were shrinking.
+    assert movement_kept.tolist() == [True] * 10 + [False] * 10
+    assert magnitude_kept.tolist() == [False] * 10 + [True] * 10
+    assert movement_loss < 0.1 and magnitude_loss > 5.0  # magnitude lost all 10 unit weights of the target

@@ -275,9 +275,13 @@ def test_report_holds_per_head_importance(tmp_path):
     assert all(dense.weight.shape == (32, 32) for _, dense in attention_outputs(trainer.model))
 
 
-def test_unstructured_sparsity_counts_only_what_ffn_pruning_leaves(tmp_path):
-    trainer = make_trainer(tmp_path, max_steps=12, target_sparsity=0.5, pruning_method="taylor")
+@pytest.mark.parametrize("method", ["taylor", "movement"])
+def test_unstructured_sparsity_counts_only_what_ffn_pruning_leaves(tmp_path, method):
+    trainer = make_trainer(tmp_path, max_steps=12, target_sparsity=0.5, pruning_method=method)
     trainer.train()
+    for layer, mask in zip(trainer.ffn_pruner.layers, trainer.ffn_pruner.masks):
+        # Unstructured masks (movement's revivals included) never bring back a removed neuron.
+        assert torch.all(layer.up.weight[~mask] == 0) and torch.all(layer.down.weight[:, ~mask] == 0)
     last = trainer.state.log_history[-2]  # the last training log before the summary
     assert last["ffn_neurons"] == 32 and last["sparsity"] == pytest.approx(0.5, abs=1e-3)
     trainer.save_model(str(tmp_path / "final"))

@@ -19,14 +19,19 @@ class Importance:
         self.steps = 0
 
     @torch.no_grad()
-    def accumulate(self) -> None:
-        """Add this step's evidence from weights and their (synchronised) gradients."""
+    def accumulate(self, values: dict[str, torch.Tensor] | None = None) -> None:
+        """Add this step's evidence from weights and their (synchronised) gradients.
+
+        `values` replaces the weights in the product where given: movement scores a pruned weight by the value it
+        had, as Sanh et al.'s straight-through estimator does, so that its score can still rise.
+        """
         if self.method == "magnitude":
             return
+        values = values or {}
         for name, weight in self.weights.items():
             if weight.grad is None:
                 continue
-            product = weight.detach().float() * weight.grad.detach().float()
+            product = values.get(name, weight).detach().float() * weight.grad.detach().float()
             if self.method == "movement":
                 # Sanh, Wolf & Rush 2020 (arXiv:2005.07683): S = −Σ_t W·∂L/∂W, large when W moves away from 0.
                 self.scores[name] -= product

@@ -35,7 +35,14 @@ def select_targets(
 
 
 class Pruner:
-    """Accumulates importance, updates monotone masks on the cubic schedule, and keeps pruned weights at zero."""
+    """Accumulates importance, updates masks on the cubic schedule, and keeps pruned weights at zero.
+
+    Magnitude and Taylor masks are monotone (Zhu & Gupta 2017): a pruned weight stays pruned. Movement masks are
+    recomputed over all weights at every update, as Sanh et al.'s top-k masks are: a pruned weight keeps the value
+    it had (`shadow`, not in the model), its score keeps accumulating from that value, and it returns with that
+    value when its score climbs back into the top. Without this, the first masks, ranked on a few noisy steps,
+    remove large weights for good (benchmarks/movement_diagnostic.py).
+    """
 
     def __init__(
         self,
@@ -50,6 +57,8 @@ class Pruner:
         self.targets = targets
         self.importance = Importance(method, targets)
         self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in targets.items()}
+        self.revivable = method == "movement"
+        self.shadow = {n: torch.zeros_like(w) for n, w in targets.items()} if self.revivable else {}
         self.target_sparsity = target_sparsity
         self.start, self.end, self.frequency, self.scope = start, end, frequency, scope
         self.start_step, self.end_step = 0, 0
@@ -67,10 +76,35 @@ class Pruner:
     @torch.no_grad()
     def before_optimizer_step(self) -> None:
         """Score from this step's gradients, then zero the gradients of pruned weights."""
-        self.importance.accumulate()
+        self.importance.accumulate(self._scored_values())
         for name, weight in self.targets.items():
             if weight.grad is not None:
                 weight.grad.mul_(self.masks[name])
+
+    def _scored_values(self) -> dict[str, torch.Tensor] | None:
+        """For movement, each weight's value with pruned entries read from the shadow; None otherwise."""
+        if not self.revivable:
+            return None
+        return {n: torch.where(self.masks[n], w, self.shadow[n]) for n, w in self.targets.items()}
+
+    def _ranked_against(self) -> dict[str, torch.Tensor]:
+        """The masks a new ranking builds on: the current ones (monotone), or all-alive for movement."""
+        if not self.revivable:
+            return self.masks
+        return {n: torch.ones_like(m) for n, m in self.masks.items()}
+
+    @torch.no_grad()
+    def _set_masks(self, new: dict[str, torch.Tensor]) -> None:
+        """Adopt new masks: remember the values of newly pruned weights, restore those of revived ones, zero."""
+        if self.revivable:
+            for name, weight in self.targets.items():
+                old, now = self.masks[name], new[name]
+                revived, pruned = now & ~old, old & ~now
+                self.shadow[name][pruned] = weight[pruned]
+                weight[revived] = self.shadow[name][revived]
+                self.shadow[name][revived] = 0
+        self.masks = new
+        self.apply_masks()
 
     @torch.no_grad()
     def apply_masks(self) -> None:
@@ -85,8 +119,9 @@ class Pruner:
         self.current_target = self.target_at(step)
         if self.current_target <= self.sparsity() + 1e-12:
             return False
-        self.masks = update_masks(self.importance.current(), self.masks, self.current_target, self.scope)
-        self.apply_masks()
+        self._set_masks(
+            update_masks(self.importance.current(), self._ranked_against(), self.current_target, self.scope)
+        )
         return True
 
     def sparsity(self) -> float:
@@ -106,6 +141,7 @@ class Pruner:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Masks, importance scores and schedule position: everything resume needs."""
         state = {f"mask.{n}": m.to(torch.uint8) for n, m in self.masks.items()}
+        state.update({f"shadow.{n}": s for n, s in self.shadow.items()})
         state.update(self.importance.state_dict())
         state["current_target"] = torch.tensor(self.current_target, dtype=torch.float64)
         return {k: v.contiguous().cpu() for k, v in state.items()}
@@ -114,6 +150,8 @@ class Pruner:
         """Restore what `state_dict` saved (on the weights' devices)."""
         for name, weight in self.targets.items():
             self.masks[name] = state[f"mask.{name}"].to(device=weight.device, dtype=torch.bool)
+            if self.revivable:
+                self.shadow[name] = state[f"shadow.{name}"].to(device=weight.device, dtype=weight.dtype)
         self.importance.load_state_dict(state)
         self.current_target = float(state["current_target"])
 

@@ -418,18 +418,19 @@ class RemainingPruner(Pruner):
         self.current_target = self.target_at(step)
         if self.current_target <= self.sparsity() + 1e-12:
             return False
-        remaining, scores = self.remaining(), self.importance.current()
+        remaining, scores, base = self.remaining(), self.importance.current(), self._ranked_against()
         new = update_masks(
             {n: scores[n][r] for n, r in remaining.items()},
-            {n: self.masks[n][r] for n, r in remaining.items()},
+            {n: base[n][r] for n, r in remaining.items()},
             self.current_target,
             self.scope,
         )
+        masks = {}
         for name, r in remaining.items():
-            mask = self.masks[name].clone()
+            mask = self.masks[name].clone()  # outside the remaining entries (removed neurons) nothing changes
             mask[r] = new[name]
-            self.masks[name] = mask
-        self.apply_masks()
+            masks[name] = mask
+        self._set_masks(masks)
         return True
 
     def sparsity(self) -> float:
@@ -456,4 +457,6 @@ class RemainingPruner(Pruner):
             self.targets[name] = layer.up.weight if dim == 0 else layer.down.weight
             self.importance.weights[name] = self.targets[name]
             self.masks[name] = self.masks[name].index_select(dim, keep[i])
+            if name in self.shadow:
+                self.shadow[name] = self.shadow[name].index_select(dim, keep[i])
             self.importance.scores[name] = self.importance.scores[name].index_select(dim, keep[i])

@@ -1,0 +1,192 @@
+"""Why does movement pruning collapse in the pruning benchmark? Two measurements on the tweets teacher.
+
+Usage: python benchmarks/movement_diagnostic.py --part oneshot|trajectory [--method movement] [--sparsity 0.5]
+  oneshot:    gradients of K training batches on a copy of the teacher (no weight update); prune once with each
+              importance (and at random) and evaluate at once. Also the mean |W| of what each importance removes.
+  trajectory: the benchmark's arm (CompressionTrainer, 125 steps by default) with test accuracy after every mask
+              update; --student pretrained, --epochs and --pruning-start try Sanh et al.'s regime (scores
+              accumulated over a warm-up before the first mask).
+Writes benchmarks/results/movement-diagnostic-<part>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import torch  # noqa: E402
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    DataCollatorWithPadding,
+    TrainerCallback,
+)
+
+from benchmarks.common import (  # noqa: E402
+    accuracy,
+    pretrained_student,
+    run_info,
+    teacher_path,
+    training_args,
+    tweets_tokenized,
+)
+from hf_compress.pruning.importance import Importance  # noqa: E402
+from hf_compress.pruning.masks import update_masks  # noqa: E402
+from hf_compress.pruning.pruner import select_targets  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def gradient_scores(model, data, tokenizer, batches: int) -> dict[str, dict[str, torch.Tensor]]:
+    """Accumulate each importance over `batches` training batches of cross-entropy gradients, weights fixed."""
+    targets = select_targets(model)
+    importances = {m: Importance(m, targets) for m in ("movement", "taylor", "magnitude")}
+    collator = DataCollatorWithPadding(tokenizer)
+    train = data["train"].shuffle(seed=1000)
+    model.train()
+    for b in range(batches):
+        rows = train.select(range(32 * b, 32 * (b + 1)))
+        batch = collator([rows[i] for i in range(32)])  # renames label to labels
+        model.zero_grad()
+        model(**batch).loss.backward()
+        for importance in importances.values():
+            importance.accumulate()
+    model.zero_grad()
+    model.eval()
+    scores = {m: imp.current() for m, imp in importances.items()}
+    generator = torch.Generator().manual_seed(0)
+    scores["random"] = {n: torch.rand(w.shape, generator=generator) for n, w in targets.items()}
+    return scores
+
+
+def oneshot(opts) -> dict:
+    """Prune a copy of the teacher once from K batches of scores; accuracy and |W| of what was removed."""
+    data, tokenizer = tweets_tokenized()
+    test = data["test"].select(range(opts.n_test))
+    rows = []
+    for batches in opts.batches:
+        model = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+        scores = gradient_scores(model, data, tokenizer, batches)
+        targets = select_targets(model)
+        original = {n: w.detach().clone() for n, w in targets.items()}
+        mean_abs = torch.cat([w.abs().flatten() for w in original.values()]).mean().item()
+        for sparsity in opts.sparsities:
+            for method, score in scores.items():
+                masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in targets.items()}
+                masks = update_masks(score, masks, sparsity, "global")
+                removed = torch.cat([original[n][~m].abs() for n, m in masks.items()])
+                with torch.no_grad():
+                    for n, w in targets.items():
+                        w.copy_(original[n] * masks[n])
+                row = {
+                    "batches": batches,
+                    "sparsity": sparsity,
+                    "method": method,
+                    "accuracy": accuracy(model, test, tokenizer),
+                    "removed_mean_abs_over_mean_abs": removed.mean().item() / mean_abs,
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        del model
+    return {"n_test": opts.n_test, "rows": rows}
+
+
+class _EvalOnMaskUpdate(TrainerCallback):
+    """Test accuracy whenever the pruner's sparsity has changed since the last look."""
+
+    def __init__(self, trainer, test, tokenizer):
+        self.trainer, self.test, self.tokenizer = trainer, test, tokenizer
+        self.last, self.rows = -1.0, []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        sparsity = self.trainer.pruner.sparsity()
+        if sparsity != self.last or state.global_step == state.max_steps:
+            self.last = sparsity
+            model = self.trainer.model
+            row = {
+                "step": state.global_step,
+                "sparsity": sparsity,
+                "accuracy": accuracy(model, self.test, self.tokenizer),
+            }
+            model.train()
+            self.rows.append(row)
+            print(json.dumps(row), flush=True)
+
+
+def trajectory(opts) -> dict:
+    """The pruning benchmark's arm with test accuracy after every mask update."""
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments
+
+    data, tokenizer = tweets_tokenized()
+    test = data["test"].select(range(opts.n_test))
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    student = (
+        pretrained_student(teacher)
+        if opts.student == "pretrained"
+        else AutoModelForSequenceClassification.from_pretrained(teacher_path())
+    )
+    train = data["train"].shuffle(seed=1000).select(range(opts.n_train))
+    with tempfile.TemporaryDirectory() as workdir:
+        args = CompressionTrainingArguments(
+            **training_args(workdir, 0, opts.epochs),
+            temperature=2.0,
+            alpha=0.9,
+            pruning_start=opts.pruning_start,
+            pruning_end=opts.pruning_end,
+            pruning_frequency=opts.frequency,
+            pruning_method=opts.method,
+            target_sparsity=opts.sparsity,
+        )
+        trainer = CompressionTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        probe = _EvalOnMaskUpdate(trainer, test, tokenizer)
+        trainer.add_callback(probe)
+        trainer.train()
+    return {
+        "method": opts.method,
+        "student": opts.student,
+        "sparsity": opts.sparsity,
+        "pruning_start": opts.pruning_start,
+        "pruning_end": opts.pruning_end,
+        "pruning_frequency": opts.frequency,
+        "epochs": opts.epochs,
+        "n_train": opts.n_train,
+        "n_test": opts.n_test,
+        "rows": probe.rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=["oneshot", "trajectory"], required=True)
+    parser.add_argument("--batches", type=int, nargs="+", default=[17, 125], help="oneshot: gradient batches")
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.1, 0.5], help="oneshot")
+    parser.add_argument("--method", default="movement", help="trajectory: pruning_method")
+    parser.add_argument("--sparsity", type=float, default=0.5, help="trajectory: target_sparsity")
+    parser.add_argument("--pruning-start", type=float, default=0.1, help="trajectory: pruning_start")
+    parser.add_argument("--pruning-end", type=float, default=0.7, help="trajectory: pruning_end")
+    parser.add_argument("--frequency", type=int, default=5, help="trajectory: pruning_frequency")
+    parser.add_argument("--epochs", type=float, default=1.0, help="trajectory: epochs over --n-train tweets")
+    parser.add_argument("--student", choices=["teacher-copy", "pretrained"], default="teacher-copy")
+    parser.add_argument("--n-train", type=int, default=4000)
+    parser.add_argument("--n-test", type=int, default=1000)
+    parser.add_argument("--out")
+    opts = parser.parse_args()
+    result = {**run_info(), **(oneshot(opts) if opts.part == "oneshot" else trajectory(opts))}
+    out = opts.out or os.path.join(RESULTS, f"movement-diagnostic-{opts.part}.json")
+    with open(out, "w") as f:
+        json.dump(result, f, indent=2)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
