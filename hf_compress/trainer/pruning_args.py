@@ -24,7 +24,8 @@ class PruningTrainingArguments(TrainingArguments):
     pruning_method: str = field(
         default="taylor",
         metadata={
-            "help": "Importance: 'taylor' (mean |W·∂L/∂W|, the best in our benchmark), 'movement' (−Σ W·∂L/∂W) or "
+            "help": "Importance: 'taylor' (mean |W·∂L/∂W|, the best in our benchmark), 'movement' (−Σ W·∂L/∂W; "
+            "re-ranked over all weights at each update, so pruned weights can return; needs a long schedule) or "
             "'magnitude' (|W|)."
         },
     )
