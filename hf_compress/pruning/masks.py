@@ -1,4 +1,4 @@
-"""Binary masks from scores, kept monotone (once pruned, a weight stays pruned)."""
+"""Binary masks from scores: entries already pruned in the masks passed in stay pruned (movement passes all-alive)."""
 
 from __future__ import annotations
 
