@@ -40,8 +40,8 @@ class Pruner:
     Magnitude and Taylor masks are monotone (Zhu & Gupta 2017): a pruned weight stays pruned. Movement masks are
     recomputed over all weights at every update, as Sanh et al.'s top-k masks are: a pruned weight keeps the value
     it had (`shadow`, not in the model), its score keeps accumulating from that value, and it returns with that
-    value when its score climbs back into the top. Without this, the first masks, ranked on a few noisy steps,
-    remove large weights for good (benchmarks/movement_diagnostic.py).
+    value when its score climbs back into the top. That is the published method; on short schedules it still
+    removes important weights (benchmarks/RESULTS.md, movement diagnosis).
     """
 
     def __init__(
