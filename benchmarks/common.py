@@ -135,13 +135,23 @@ class StepTimer(TrainerCallback):
 
 
 def compress_teacher_copy(
-    teacher, data, tokenizer, output_dir: str, n_train: int, epochs: float, cache: dict, student=None, **fields
+    teacher,
+    data,
+    tokenizer,
+    output_dir: str,
+    n_train: int,
+    epochs: float,
+    cache: dict,
+    student=None,
+    seed: int = 0,
+    **fields,
 ):
     """Compress a copy of the teacher while distilling from it (T=2, α=0.9), save it to `output_dir`; return seconds.
 
     `fields` are CompressionTrainingArguments fields (pruning, FFN pruning, ...). Arms that train on the same
     examples in the same order share `cache`, the teacher's logits (the values are those the teacher computes).
-    `student` replaces the copy of the teacher (e.g. the pretrained, not fine-tuned, checkpoint).
+    `student` replaces the copy of the teacher (e.g. the pretrained, not fine-tuned, checkpoint). `seed` sets the
+    order of the (fixed) training examples and the dropout.
     """
     from hf_compress import CompressionTrainer, CompressionTrainingArguments
 
@@ -149,7 +159,7 @@ def compress_teacher_copy(
     train = data["train"].shuffle(seed=1000).select(range(n_train))
     with tempfile.TemporaryDirectory() as workdir:
         args = CompressionTrainingArguments(
-            **training_args(workdir, 0, epochs),
+            **training_args(workdir, seed, epochs),
             temperature=2.0,
             alpha=0.9,
             cache_teacher_logits=True,

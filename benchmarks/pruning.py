@@ -60,12 +60,15 @@ def run_arm(method: str, sparsity: float, teacher, data, tokenizer, opts, cache:
         fields = dict(pruning_method=method, target_sparsity=sparsity, pruning_scope=opts.scope)
         if opts.student == "pretrained":
             fields["student"] = pretrained_student(teacher)
-        seconds = compress_teacher_copy(teacher, data, tokenizer, final, opts.n_train, opts.epochs, cache, **fields)
+        seconds = compress_teacher_copy(
+            teacher, data, tokenizer, final, opts.n_train, opts.epochs, cache, seed=opts.seed, **fields
+        )
         size, packed = bytes_on_disk(final), compressed_bytes(final)
         model = AutoModelForSequenceClassification.from_pretrained(final)  # the stock checkpoint, zeros baked in
     row = {
         "student": opts.student,
         "scope": opts.scope,
+        "seed": opts.seed,
         "method": method,
         "target_sparsity": sparsity,
         "encoder_linear_sparsity": linear_sparsity(model.bert.encoder),
@@ -162,6 +165,7 @@ def main() -> None:
     parser.add_argument(
         "--scope", choices=["global", "per_layer"], default="global", help="pruning_scope of every arm"
     )
+    parser.add_argument("--seed", type=int, default=0, help="training seed of every arm (example order, dropout)")
     parser.add_argument("--timing-steps", type=int, default=30, help="optimizer steps per arm and round (timing)")
     parser.add_argument("--timing-frequency", type=int, default=10, help="pruning_frequency of the timed arms")
     parser.add_argument("--out", default=os.path.join(RESULTS, "pruning.json"))
