@@ -144,6 +144,7 @@ def compress_teacher_copy(
     cache: dict,
     student=None,
     seed: int = 0,
+    callbacks: list | None = None,
     **fields,
 ):
     """Compress a copy of the teacher while distilling from it (T=2, α=0.9), save it to `output_dir`; return seconds.
@@ -151,7 +152,8 @@ def compress_teacher_copy(
     `fields` are CompressionTrainingArguments fields (pruning, FFN pruning, ...). Arms that train on the same
     examples in the same order share `cache`, the teacher's logits (the values are those the teacher computes).
     `student` replaces the copy of the teacher (e.g. the pretrained, not fine-tuned, checkpoint). `seed` sets the
-    order of the (fixed) training examples and the dropout.
+    order of the (fixed) training examples and the dropout. `fields` may also replace the pruning schedule (10% to 70%
+    of training, masks every 5 steps); `callbacks` run after the trainer's own.
     """
     from hf_compress import CompressionTrainer, CompressionTrainingArguments
 
@@ -163,10 +165,7 @@ def compress_teacher_copy(
             temperature=2.0,
             alpha=0.9,
             cache_teacher_logits=True,
-            pruning_start=0.1,
-            pruning_end=0.7,
-            pruning_frequency=5,
-            **fields,
+            **{"pruning_start": 0.1, "pruning_end": 0.7, "pruning_frequency": 5, **fields},
         )
         trainer = CompressionTrainer(
             model=student,
@@ -175,6 +174,8 @@ def compress_teacher_copy(
             train_dataset=train,
             data_collator=DataCollatorWithPadding(tokenizer),
         )
+        for callback in callbacks or []:  # after the pruning callback, so they see this step's masks
+            trainer.add_callback(callback)
         trainer._logit_cache = cache
         start = time.time()
         trainer.train()

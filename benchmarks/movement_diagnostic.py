@@ -20,23 +20,20 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from transformers import (  # noqa: E402
-    AutoModelForSequenceClassification,
-    DataCollatorWithPadding,
-    TrainerCallback,
-)
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
     accuracy,
+    compress_teacher_copy,
     pretrained_student,
     run_info,
     teacher_path,
-    training_args,
     tweets_tokenized,
 )
 from hf_compress.pruning.importance import Importance  # noqa: E402
 from hf_compress.pruning.masks import update_masks  # noqa: E402
 from hf_compress.pruning.pruner import select_targets  # noqa: E402
+from hf_compress.report import linear_sparsity  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -96,17 +93,16 @@ def oneshot(opts) -> dict:
 
 
 class _EvalOnMaskUpdate(TrainerCallback):
-    """Test accuracy whenever the pruner's sparsity has changed since the last look."""
+    """Test accuracy whenever the encoder's sparsity has changed since the last look, and at the end."""
 
-    def __init__(self, trainer, test, tokenizer):
-        self.trainer, self.test, self.tokenizer = trainer, test, tokenizer
+    def __init__(self, test, tokenizer):
+        self.test, self.tokenizer = test, tokenizer
         self.last, self.rows = -1.0, []
 
-    def on_step_end(self, args, state, control, **kwargs):
-        sparsity = self.trainer.pruner.sparsity()
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        sparsity = linear_sparsity(model, ".encoder.")
         if sparsity != self.last or state.global_step == state.max_steps:
             self.last = sparsity
-            model = self.trainer.model
             row = {
                 "step": state.global_step,
                 "sparsity": sparsity,
@@ -119,38 +115,26 @@ class _EvalOnMaskUpdate(TrainerCallback):
 
 def trajectory(opts) -> dict:
     """The pruning benchmark's arm with test accuracy after every mask update."""
-    from hf_compress import CompressionTrainer, CompressionTrainingArguments
-
     data, tokenizer = tweets_tokenized()
-    test = data["test"].select(range(opts.n_test))
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_path())
-    student = (
-        pretrained_student(teacher)
-        if opts.student == "pretrained"
-        else AutoModelForSequenceClassification.from_pretrained(teacher_path())
-    )
-    train = data["train"].shuffle(seed=1000).select(range(opts.n_train))
-    with tempfile.TemporaryDirectory() as workdir:
-        args = CompressionTrainingArguments(
-            **training_args(workdir, 0, opts.epochs),
-            temperature=2.0,
-            alpha=0.9,
+    probe = _EvalOnMaskUpdate(data["test"].select(range(opts.n_test)), tokenizer)
+    with tempfile.TemporaryDirectory() as final:
+        compress_teacher_copy(
+            teacher,
+            data,
+            tokenizer,
+            final,
+            opts.n_train,
+            opts.epochs,
+            cache={},
+            student=pretrained_student(teacher) if opts.student == "pretrained" else None,
+            callbacks=[probe],
+            pruning_method=opts.method,
+            target_sparsity=opts.sparsity,
             pruning_start=opts.pruning_start,
             pruning_end=opts.pruning_end,
             pruning_frequency=opts.frequency,
-            pruning_method=opts.method,
-            target_sparsity=opts.sparsity,
         )
-        trainer = CompressionTrainer(
-            model=student,
-            teacher_model=teacher,
-            args=args,
-            train_dataset=train,
-            data_collator=DataCollatorWithPadding(tokenizer),
-        )
-        probe = _EvalOnMaskUpdate(trainer, test, tokenizer)
-        trainer.add_callback(probe)
-        trainer.train()
     return {
         "method": opts.method,
         "student": opts.student,
