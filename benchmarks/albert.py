@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from benchmarks.common import run_info, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import CompressionTrainer, CompressionTrainingArguments  # noqa: E402
-from hf_compress.report import bytes_on_disk, count_parameters, predict  # noqa: E402
+from hf_compress.evaluation.measure import bytes_on_disk, count_parameters, predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_ARMS = [f"{e}x{g}" for e in (384, 128, 64) for g in (6, 3, 1)]

@@ -19,7 +19,7 @@ from transformers import (
 )
 
 from hf_compress.data import TWEETS_LABELS, load_tweets, minilm_path, tokenize
-from hf_compress.report import predict
+from hf_compress.evaluation.measure import predict
 
 CACHE = os.environ.get("HF_COMPRESS_CACHE", os.path.expanduser("~/.cache/hf_compress"))
 TEACHER_DIR = os.path.join(CACHE, "tweets-teacher-minilm")

@@ -26,7 +26,7 @@ from transformers import (  # noqa: E402
 
 from benchmarks.common import StepTimer, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student  # noqa: E402
-from hf_compress.report import predict  # noqa: E402
+from hf_compress.evaluation.measure import predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

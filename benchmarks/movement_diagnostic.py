@@ -30,10 +30,10 @@ from benchmarks.common import (  # noqa: E402
     teacher_path,
     tweets_tokenized,
 )
+from hf_compress.evaluation.measure import linear_sparsity  # noqa: E402
 from hf_compress.pruning.importance import Importance  # noqa: E402
 from hf_compress.pruning.masks import update_masks  # noqa: E402
 from hf_compress.pruning.pruner import select_targets  # noqa: E402
-from hf_compress.report import linear_sparsity  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -37,9 +37,9 @@ from hf_compress import (  # noqa: E402
     prune_vocabulary_,
     quantize_pretrained,
 )
-from hf_compress.recipe import RecipeArguments, parse_recipe  # noqa: E402
-from hf_compress.report import build_report, markdown_table, plot_report  # noqa: E402
-from hf_compress.run import prepare_data, run_recipe, subset  # noqa: E402
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
+from hf_compress.cli.train import prepare_data, run_recipe, subset  # noqa: E402
+from hf_compress.evaluation.measure import build_report, markdown_table, plot_report  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "tweets-full.yaml")

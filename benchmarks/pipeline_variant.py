@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import CACHE, run_info  # noqa: E402
 from benchmarks.pipeline import recipe_args  # noqa: E402
-from hf_compress.run import run_recipe  # noqa: E402
+from hf_compress.cli.train import run_recipe  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

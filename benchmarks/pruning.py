@@ -42,7 +42,7 @@ from benchmarks.common import (  # noqa: E402
     tweets_tokenized,
 )
 from hf_compress import PruningTrainer, PruningTrainingArguments  # noqa: E402
-from hf_compress.report import bytes_on_disk, latency_ms, linear_sparsity  # noqa: E402
+from hf_compress.evaluation.measure import bytes_on_disk, latency_ms, linear_sparsity  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

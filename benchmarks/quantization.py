@@ -27,8 +27,8 @@ from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
 from benchmarks.common import TEACHER_DIR, machine, tweets_tokenized  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
+from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
 from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
-from hf_compress.report import latency_ms, predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -36,7 +36,7 @@ from benchmarks.common import (  # noqa: E402
     tweets_tokenized,
 )
 from hf_compress import prune_ffn_, quantize_  # noqa: E402
-from hf_compress.report import bytes_on_disk, count_parameters, latency_ms  # noqa: E402
+from hf_compress.evaluation.measure import bytes_on_disk, count_parameters, latency_ms  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(CACHE, "structured-pruning")

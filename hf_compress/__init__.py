@@ -2,21 +2,21 @@
 
 __version__ = "0.1.0"
 
-from .albert import albert_num_parameters, to_albert  # noqa: E402
 from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
 from .pruning.schedule import cubic_sparsity  # noqa: E402
 from .pruning.structured import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
 from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
-from .student import create_student  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
 from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
 from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
-from .vocabulary import prune_vocabulary_  # noqa: E402
+from .transforms.albert import albert_num_parameters, to_albert  # noqa: E402
+from .transforms.student import create_student  # noqa: E402
+from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
 __all__ = [
     "Int8QuantizationConfig",

@@ -20,8 +20,8 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from transformers import AutoConfig, PretrainedConfig, TrainingArguments
 
 from . import __version__
+from .evaluation.measure import ReportRow, markdown_table
 from .provenance import applied
-from .report import ReportRow, markdown_table
 
 CARD_NAME = "README.md"
 RECIPE_NAME = "recipe.yaml"

@@ -25,7 +25,7 @@ from transformers import (
     GPT2Model,
 )
 
-from hf_compress.albert import albert_num_parameters, to_albert
+from hf_compress.transforms.albert import albert_num_parameters, to_albert
 from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
 
 

@@ -16,8 +16,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import PruningTrainer, PruningTrainingArguments, create_student, to_albert
 from hf_compress.data import load_text_classification, tokenize
+from hf_compress.evaluation.measure import build_report, write_report
 from hf_compress.hub import push_compressed, write_model_card
-from hf_compress.report import build_report, write_report
 from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_dataset, tiny_text_csv
 
 try:  # built in parallel: its round trip is tested once the package exists and quantizes

@@ -4,7 +4,7 @@ import os
 import pytest
 
 from hf_compress.cli import RECIPE_COMMANDS, main
-from hf_compress.recipe import RecipeArguments, parse_recipe, resolve_model_path
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe, resolve_model_path
 from hf_compress.trainer.distillation_args import DistillationTrainingArguments
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
@@ -51,8 +51,8 @@ def test_unknown_recipe_key_is_refused(tmp_path):
 
 
 def test_package_scheme_resolves_to_installed_files():
-    path = resolve_model_path("pkg://hf_compress/recipe.py")
-    assert os.path.isfile(path) and path.endswith(os.path.join("hf_compress", "recipe.py"))
+    path = resolve_model_path("pkg://hf_compress/data.py")
+    assert os.path.isfile(path) and path.endswith(os.path.join("hf_compress", "data.py"))
     assert resolve_model_path("user/model") == "user/model"
 
 

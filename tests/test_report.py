@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertModel
 
 from hf_compress import create_student
-from hf_compress.report import pareto_front
-from hf_compress.report_command import main
+from hf_compress.cli.report import main
+from hf_compress.evaluation.measure import pareto_front
 from tests.test_model_card import fit_head
 from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv
 

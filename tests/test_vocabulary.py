@@ -3,7 +3,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
 from hf_compress import prune_vocabulary_, quantize_, to_albert
-from hf_compress.vocabulary import tokens_to_keep
+from hf_compress.transforms.vocabulary import tokens_to_keep
 from tests.testing_utils import VOCAB, run_python, tiny_bert, tiny_tokenizer
 
 SEEN = ["w1 w2 w3 w400", "w7 w2 w900 w901 w5"]

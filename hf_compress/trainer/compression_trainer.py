@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..albert import to_albert
+from ..transforms.albert import to_albert
 from .compression_args import CompressionTrainingArguments
 from .distillation_trainer import DistillationTrainer
 from .pruning_trainer import PruningMixin

@@ -9,8 +9,8 @@ import sys
 import transformers
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
-from .data import load_text_classification, tokenize
-from .report import ReportRow, build_report, plot_report, write_report
+from ..data import load_text_classification, tokenize
+from ..evaluation.measure import ReportRow, build_report, plot_report, write_report
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 STEM = "compression_report"
@@ -44,7 +44,7 @@ def load_model(model_dir: str, classifier: bool) -> PreTrainedModel:
     """The saved model with the class its config names (a sequence classifier when accuracy is wanted)."""
     config = AutoConfig.from_pretrained(model_dir)
     if getattr(config, "quantization_config", None) is not None:
-        from . import quantization  # noqa: F401  registers the int8 loader with from_pretrained
+        from .. import quantization  # noqa: F401  registers the int8 loader with from_pretrained
 
     architecture = (getattr(config, "architectures", None) or [""])[0]
     if classifier and not architecture.endswith("ForSequenceClassification"):

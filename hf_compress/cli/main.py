@@ -6,9 +6,9 @@ import argparse
 import os
 import sys
 
+from ..trainer.compression_args import CompressionTrainingArguments
+from ..trainer.distillation_args import DistillationTrainingArguments
 from .recipe import RecipeArguments, parse_recipe
-from .trainer.compression_args import CompressionTrainingArguments
-from .trainer.distillation_args import DistillationTrainingArguments
 
 RECIPE_COMMANDS = {
     "distill": (DistillationTrainingArguments, "run_recipe"),
@@ -20,7 +20,7 @@ def _run_recipe(command: str, recipe_path: str | None, overrides: list[str]) -> 
     """Parse the recipe plus overrides, then run the command's job."""
     args_class, job_name = RECIPE_COMMANDS[command]
     recipe, training_args = parse_recipe(recipe_path, overrides, RecipeArguments, args_class)
-    from . import run
+    from . import train as run
 
     getattr(run, job_name)(recipe, training_args)
 
@@ -36,11 +36,11 @@ def _quantize_command(argv: list[str]) -> int:
     try:
         if not os.path.isfile(os.path.join(opts.model_dir, "config.json")):
             raise ValueError(f"MODEL_DIR={opts.model_dir!r} holds no saved model (no config.json)")
-        from .run import check_output_dir
+        from .train import check_output_dir
 
         check_output_dir(opts.output_dir, opts.overwrite)
-        from .quantization import Int8QuantizationConfig, quantize_pretrained
-        from .trainer.saving import staged_directory
+        from ..quantization import Int8QuantizationConfig, quantize_pretrained
+        from ..trainer.saving import staged_directory
 
         with staged_directory(opts.output_dir) as staging:
             quantize_pretrained(opts.model_dir, staging, Int8QuantizationConfig(modules_to_not_convert=opts.keep))
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["quantize"]:
         return _quantize_command(argv[1:])
     if argv[:1] == ["report"]:  # its own parser: MODEL_DIR... and flags, no recipe
-        from .report_command import main as report_main
+        from .report import main as report_main
 
         return report_main(argv[1:])
     parser = build_parser()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedModel
 
-from .provenance import record
+from ..provenance import record
 
 
 def tokens_to_keep(tokenizer, token_ids: Iterable[Sequence[int]]) -> list[int]:

@@ -26,7 +26,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from .provenance import KEY, record
+from ..provenance import KEY, record
 
 # Exact classes only: a subclass may change forward() in ways the conversion cannot see. Heads keep their
 # parameter names (classifier, qa_outputs) and ALBERT builds the same pooler-or-not as BERT for each task.

@@ -7,7 +7,7 @@ import copy
 from torch import nn
 from transformers import PreTrainedModel
 
-from .provenance import record
+from ..provenance import record
 
 
 def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:

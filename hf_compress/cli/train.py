@@ -15,17 +15,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from .data import label_names, load_text_classification, tokenize
-from .hub import recipe_as_dict, write_model_card
-from .metrics import classification_metrics
+from ..data import label_names, load_text_classification, tokenize
+from ..evaluation.measure import build_report, write_report
+from ..hub import recipe_as_dict, write_model_card
+from ..metrics import classification_metrics
+from ..trainer.compression_args import CompressionTrainingArguments
+from ..trainer.compression_trainer import CompressionTrainer
+from ..trainer.distillation_args import DistillationTrainingArguments
+from ..trainer.distillation_trainer import DistillationTrainer
+from ..transforms.student import create_student
+from ..transforms.vocabulary import prune_vocabulary_
 from .recipe import RecipeArguments, resolve_model_path
-from .report import build_report, write_report
-from .student import create_student
-from .trainer.compression_args import CompressionTrainingArguments
-from .trainer.compression_trainer import CompressionTrainer
-from .trainer.distillation_args import DistillationTrainingArguments
-from .trainer.distillation_trainer import DistillationTrainer
-from .vocabulary import prune_vocabulary_
 
 logger = logging.getLogger(__name__)
 

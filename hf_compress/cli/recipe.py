@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import yaml
 from transformers import HfArgumentParser
 
-from .data import packaged_file
+from ..data import packaged_file
 
 PACKAGE_SCHEME = "pkg://"
 
