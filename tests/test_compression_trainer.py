@@ -2,20 +2,12 @@ import pytest
 import torch
 
 from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
-from tests.testing_utils import tiny_bert, tiny_dataset
+from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
 
 def make_trainer(tmp_path, **overrides):
     kwargs = dict(
-        output_dir=str(tmp_path),
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
         logging_steps=2,
-        seed=0,
         max_steps=10,
         temperature=2.0,
         alpha=0.7,
@@ -29,7 +21,7 @@ def make_trainer(tmp_path, **overrides):
     return CompressionTrainer(
         model=create_student(teacher, num_hidden_layers=2),
         teacher_model=teacher,
-        args=CompressionTrainingArguments(**kwargs),
+        args=training_args(CompressionTrainingArguments, tmp_path, **kwargs),
         train_dataset=tiny_dataset(64),
     )
 

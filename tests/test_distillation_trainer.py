@@ -4,27 +4,15 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
-from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset
+from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset, training_args
 
 
 def make_args(tmp_path, **overrides) -> DistillationTrainingArguments:
-    kwargs = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        num_train_epochs=1,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-    )
-    kwargs.update(overrides)
-    return DistillationTrainingArguments(**kwargs)
+    return training_args(DistillationTrainingArguments, tmp_path / "out", **{"num_train_epochs": 1, **overrides})
 
 
 def make_trainer(tmp_path, student=None, teacher=None, dataset=None, **overrides) -> DistillationTrainer:
@@ -101,17 +89,17 @@ def test_intermediate_terms_vanish_for_identical_models(tmp_path):
         tmp_path, student=copy.deepcopy(teacher), teacher=teacher, hidden_loss_weight=1.0, attention_loss_weight=1.0
     )
     trainer.compute_loss(trainer.model.eval(), tiny_batch())
-    metrics = trainer._metrics["eval"]
-    assert metrics["hidden_loss"][0] == pytest.approx(0.0, abs=1e-7)
-    assert metrics["attention_loss"][0] == pytest.approx(0.0, abs=1e-7)
-    assert metrics["kd_loss"][0] == pytest.approx(0.0, abs=1e-7)
+    metrics = trainer._terms.eval_means()
+    assert metrics["hidden_loss"] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["attention_loss"] == pytest.approx(0.0, abs=1e-7)
+    assert metrics["kd_loss"] == pytest.approx(0.0, abs=1e-7)
 
 
 def test_intermediate_terms_positive_for_different_models(tmp_path):
     trainer = make_trainer(tmp_path, hidden_loss_weight=1.0, attention_loss_weight=1.0, attention_loss_type="mse")
     trainer.compute_loss(trainer.model.eval(), tiny_batch())
-    assert trainer._metrics["eval"]["hidden_loss"][0] > 1e-4
-    assert trainer._metrics["eval"]["attention_loss"][0] > 1e-6
+    assert trainer._terms.eval_means()["hidden_loss"] > 1e-4
+    assert trainer._terms.eval_means()["attention_loss"] > 1e-6
 
 
 def test_cached_logits_give_the_same_loss_and_skip_the_teacher(tmp_path):
@@ -165,7 +153,7 @@ def test_projection_learns_when_widths_differ(tmp_path):
     trainer.train()
     assert trainer.hidden_projection[0].weight.shape == (32, 16)
     assert not torch.equal(before, trainer.hidden_projection[0].weight)
-    assert trainer.layer_mapping == [2, 4]
+    assert trainer.layer_mapping == [1, 3]  # 0-based teacher layer ids (1-based [2, 4] before 0.2)
 
 
 def test_teacher_never_saved_and_student_reloads_stock(tmp_path):
@@ -186,7 +174,11 @@ def test_checkpoint_keeps_projection_for_resume(tmp_path):
         tmp_path, student=student, hidden_loss_weight=1.0, max_steps=2, save_strategy="steps", save_steps=2
     )
     trainer.train()
-    assert os.path.exists(tmp_path / "out" / "checkpoint-2" / "distillation_projection.safetensors")
+    # The projection trains as a submodule of the student, so it is in the checkpoint's weights (not the final model).
+    saved = load_file(str(tmp_path / "out" / "checkpoint-2" / "model.safetensors"))
+    assert torch.equal(saved["hf_compress_hidden_projection.0.weight"], trainer.hidden_projection[0].weight)
+    final = trainer.model.state_dict()
+    assert not any(k.startswith("hf_compress_hidden_projection") for k in final)
 
 
 def test_incompatible_vocabularies_are_refused(tmp_path):

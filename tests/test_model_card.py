@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import create_student
-from hf_compress.cli.recipe import RecipeArguments, parse_recipe
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe, recipe_as_dict
 from hf_compress.data import load_text_classification, tokenize
-from hf_compress.evaluation.measure import build_report
-from hf_compress.hub import build_model_card, method_tags, recipe_as_dict, write_model_card
+from hf_compress.evaluation.table import build_report
+from hf_compress.hub import build_model_card, method_tags, write_model_card
 from hf_compress.provenance import record
 from hf_compress.trainer.compression_args import CompressionTrainingArguments
 from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from hf_compress.pruning.importance import Importance
 from hf_compress.pruning.masks import mask_sparsity, update_masks
 from hf_compress.pruning.pruner import Pruner, select_targets
-from hf_compress.pruning.schedule import cubic_sparsity, resolve_step
+from hf_compress.pruning.schedule import SparsitySchedule, cubic_sparsity, resolve_step
+from hf_compress.pruning.scores import Importance
 from tests.testing_utils import tiny_bert
 
 
@@ -67,8 +67,10 @@ def test_masks_are_monotone():
 
 def two_updates(method: str, weight: nn.Parameter) -> tuple[Pruner, list, list]:
     """Two mask updates on 4 weights (25% then 50% pruned); the second step's gradient asks for w0 back."""
-    pruner = Pruner({"w": weight}, method, 0.5, start=0, end=2, frequency=1, scope="global")
-    pruner.set_horizon(10)
+    pruner = Pruner(
+        {"w": weight}, method=method, target_sparsity=0.5, schedule=SparsitySchedule(0, 2, 1), scope="global"
+    )
+    pruner.schedule.resolve(10)
     weight.grad = torch.tensor([1.0, -1.0, -1.0, -1.0])  # movement: −W·g = [−2, 0.1, 1, 1]
     pruner.before_optimizer_step()
     pruner.on_step_end(1)
@@ -110,8 +112,14 @@ def test_default_targets_are_encoder_linears_only():
 
 def test_pruner_reaches_target_and_keeps_zeros():
     model = tiny_bert()
-    pruner = Pruner(select_targets(model), "magnitude", 0.6, start=0, end=4, frequency=1, scope="global")
-    pruner.set_horizon(10)
+    pruner = Pruner(
+        select_targets(model),
+        method="magnitude",
+        target_sparsity=0.6,
+        schedule=SparsitySchedule(0, 4, 1),
+        scope="global",
+    )
+    pruner.schedule.resolve(10)
     for step in range(1, 5):
         pruner.on_step_end(step)
     assert pruner.sparsity() == pytest.approx(0.6, abs=1e-4)
@@ -122,13 +130,25 @@ def test_pruner_reaches_target_and_keeps_zeros():
 
 def test_pruner_state_round_trip():
     model = tiny_bert()
-    pruner = Pruner(select_targets(model), "movement", 0.5, start=0, end=2, frequency=1, scope="per_layer")
-    pruner.set_horizon(4)
+    pruner = Pruner(
+        select_targets(model),
+        method="movement",
+        target_sparsity=0.5,
+        schedule=SparsitySchedule(0, 2, 1),
+        scope="per_layer",
+    )
+    pruner.schedule.resolve(4)
     for w in pruner.targets.values():
         w.grad = torch.randn_like(w)
     pruner.before_optimizer_step()
     pruner.on_step_end(1)
-    other = Pruner(select_targets(tiny_bert()), "movement", 0.5, start=0, end=2, frequency=1, scope="per_layer")
+    other = Pruner(
+        select_targets(tiny_bert()),
+        method="movement",
+        target_sparsity=0.5,
+        schedule=SparsitySchedule(0, 2, 1),
+        scope="per_layer",
+    )
     other.load_state_dict(pruner.state_dict())
     for name in pruner.masks:
         assert torch.equal(pruner.masks[name], other.masks[name])
@@ -139,7 +159,7 @@ def test_pruner_state_round_trip():
 
 
 def test_prune_lowest_equals_the_first_entries_of_a_stable_sort():
-    from hf_compress.pruning.masks import _prune_lowest
+    from hf_compress.pruning.masks import prune_lowest as _prune_lowest
 
     g = torch.Generator().manual_seed(0)
     for trial in range(200):
@@ -165,8 +185,14 @@ def prune_while_training(method: str, steps: int = 150) -> tuple[float, torch.Te
     y = x @ truth
     weight = nn.Parameter(torch.cat([torch.full((10,), 0.05), torch.ones(10)]))
     optimizer = torch.optim.SGD([weight], lr=0.01)
-    pruner = Pruner({"encoder.weight": weight}, method, 0.5, start=0, end=10, frequency=2, scope="global")
-    pruner.set_horizon(steps)
+    pruner = Pruner(
+        {"encoder.weight": weight},
+        method=method,
+        target_sparsity=0.5,
+        schedule=SparsitySchedule(0, 10, 2),
+        scope="global",
+    )
+    pruner.schedule.resolve(steps)
     for step in range(1, steps + 1):
         optimizer.zero_grad()
         ((x @ weight - y) ** 2).mean().backward()

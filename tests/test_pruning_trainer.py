@@ -6,28 +6,14 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_compress import PruningTrainer, PruningTrainingArguments
-from tests.testing_utils import tiny_bert, tiny_dataset
+from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
 
 def make_args(output_dir, **overrides) -> PruningTrainingArguments:
-    kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=8,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
-        logging_steps=1,
-        seed=0,
-        pruning_method="movement",
-        target_sparsity=0.8,
-        pruning_start=2,
-        pruning_end=10,
-        pruning_frequency=2,
+    defaults = dict(
+        pruning_method="movement", target_sparsity=0.8, pruning_start=2, pruning_end=10, pruning_frequency=2
     )
-    kwargs.update(overrides)
-    return PruningTrainingArguments(**kwargs)
+    return training_args(PruningTrainingArguments, output_dir, **{**defaults, **overrides})
 
 
 def make_trainer(output_dir, dataset_size=64, **overrides) -> PruningTrainer:

@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import PruningTrainer, PruningTrainingArguments, create_student, to_albert
 from hf_compress.data import load_text_classification, tokenize
-from hf_compress.evaluation.measure import build_report, write_report
+from hf_compress.evaluation.table import build_report, write_report
 from hf_compress.hub import push_compressed, write_model_card
 from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_dataset, tiny_text_csv
 

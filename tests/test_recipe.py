@@ -1,7 +1,9 @@
 import glob
 import os
+import re
 
 import pytest
+import yaml
 
 from hf_compress.cli import RECIPE_COMMANDS, main
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe, resolve_model_path
@@ -31,7 +33,8 @@ def test_every_recipe_parses(path, tmp_path):
     recipe, args = parse_recipe(path, ["--output_dir", str(tmp_path)], RecipeArguments, args_class)
     assert isinstance(args, args_class)
     assert args.output_dir == str(tmp_path)
-    assert resolve_model_path(args.teacher_model_name_or_path)
+    model = recipe.model_name_or_path if command == "prune" else args.teacher_model_name_or_path
+    assert os.path.isdir(resolve_model_path(model))
 
 
 def test_flags_override_the_recipe(tmp_path):
@@ -62,3 +65,53 @@ def test_cli_bad_value_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and "alpha=2.0" in err and "[0, 1]" in err
+
+
+@pytest.mark.parametrize("command", ["distill", "prune", "compress"])
+def test_recipe_command_help_lists_every_field_with_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps help text
+    assert "--max_train_samples" in out and "Use only the first N training examples" in out
+    assert "--output_dir" in out and "--learning_rate" in out
+    if command != "prune":
+        assert "--temperature" in out and "Softmax temperature T > 0 of the soft targets" in out
+    else:
+        assert "--target_sparsity" in out and "--temperature" not in out
+
+
+@pytest.mark.parametrize(
+    "key,value,named",
+    [
+        ("max_length", 64.5, "max_length=64.5"),
+        ("student_layers", 3, "student_layers=3"),
+        ("finetune_teacher", 2, "finetune_teacher=2"),
+        ("overwrite_output", [1], "overwrite_output=[1]"),
+        ("eval_strategy", False, "eval_strategy=False"),
+        ("temperature", "hot", "temperature='hot'"),
+    ],
+)
+def test_recipe_values_of_the_wrong_type_are_refused_with_the_key(tmp_path, key, value, named):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({key: value, "output_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match=re.escape(named)):
+        parse_recipe(str(path), [], RecipeArguments, DistillationTrainingArguments)
+
+
+def test_recipe_values_are_converted_to_the_declared_type(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "max_length: 32.0\ntemperature: 3\nstudent_layers: [0, 2]\noutput_dir: x\nfinetune_teacher: 'true'\n"
+    )
+    recipe, args = parse_recipe(str(path), [], RecipeArguments, DistillationTrainingArguments)
+    assert recipe.max_length == 32 and isinstance(recipe.max_length, int)
+    assert args.temperature == 3.0 and isinstance(args.temperature, float)
+    assert recipe.student_layers == [0, 2] and recipe.finetune_teacher is True
+
+
+def test_flags_of_the_wrong_type_are_one_line_errors(tmp_path, capsys):
+    quickstart = os.path.join(ROOT, "recipes", "quickstart.yaml")
+    assert main(["distill", quickstart, "--max_length", "abc", "--output_dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--max_length" in err[0] and "abc" in err[0]

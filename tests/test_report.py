@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Bert
 
 from hf_compress import create_student
 from hf_compress.cli.report import main
-from hf_compress.evaluation.measure import pareto_front
+from hf_compress.evaluation.table import pareto_front
 from tests.test_model_card import fit_head
 from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv
 

@@ -2,21 +2,13 @@ import pytest
 import torch
 
 from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
-from tests.testing_utils import tiny_bert, tiny_dataset
+from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
 
 def make_trainer(output_dir, **overrides) -> CompressionTrainer:
     kwargs = dict(
-        output_dir=str(output_dir),
-        per_device_train_batch_size=8,
         max_steps=12,
-        learning_rate=1e-3,
-        report_to="none",
-        use_cpu=True,
-        disable_tqdm=True,
-        save_strategy="no",
         logging_steps=2,
-        seed=0,
         alpha=0.7,
         hidden_loss_weight=1.0,
         target_sparsity=0.7,
@@ -31,7 +23,7 @@ def make_trainer(output_dir, **overrides) -> CompressionTrainer:
     return CompressionTrainer(
         model=student,
         teacher_model=teacher,
-        args=CompressionTrainingArguments(**kwargs),
+        args=training_args(CompressionTrainingArguments, output_dir, **kwargs),
         train_dataset=tiny_dataset(48),
     )
 

@@ -133,3 +133,38 @@ def test_student_checkpoint_depth_is_checked_before_training(tmp_path, capsys):
     assert main(["distill", recipe]) == 2
     assert "student_num_hidden_layers=3" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out" / "teacher")
+
+
+def test_prune_command_end_to_end_on_a_tiny_model(tmp_path, capsys):
+    model = tiny_checkpoint(tmp_path / "model", num_hidden_layers=2)
+    values = {
+        "model_name_or_path": model,
+        "finetune_teacher": True,
+        "dataset_name": tiny_text_csv(tmp_path / "data.csv"),
+        "eval_split": "train",
+        "target_sparsity": 0.5,
+        "ffn_sparsity": 0.5,
+        "pruning_start": 0,
+        "pruning_end": 2,
+        "pruning_frequency": 1,
+        "num_train_epochs": 1,
+        "per_device_train_batch_size": 8,
+        "report_to": "none",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "save_strategy": "no",
+        "report_latency_repeats": 2,
+        "output_dir": str(tmp_path / "out"),
+    }
+    path = tmp_path / "prune.yaml"
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in values.items()) + "\n")
+    assert main(["prune", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "| original |" in out and "| pruned |" in out and "Saved to" in out
+    pruned = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert pruned.config.intermediate_size == 32
+    assert pruned.config.compression["pruning"]["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert [r["name"] for r in report] == ["original", "pruned"]
+    assert 0.0 <= report[1]["accuracy"] <= 1.0
+    assert (tmp_path / "out" / "pruning_report.json").exists() and (tmp_path / "out" / "teacher").is_dir()

@@ -10,15 +10,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_compress import CompressionTrainer, CompressionTrainingArguments, PruningTrainer, create_student, to_albert
-from hf_compress.pruning.structured import (
-    FFNPruner,
-    HeadImportance,
-    attention_outputs,
-    ffn_layers,
-    gate_gradients,
-    prune_ffn_,
-    slice_ffn_,
-)
+from hf_compress.pruning.ffn_pruner import FFNPruner
+from hf_compress.pruning.heads import HeadImportance, attention_outputs
+from hf_compress.pruning.schedule import SparsitySchedule
+from hf_compress.pruning.scores import gate_gradients
+from hf_compress.transforms.ffn import ffn_layers, prune_ffn_, slice_ffn_
 from tests.test_pruning_trainer import make_args
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset
 
@@ -59,7 +55,10 @@ def encoder_zero_fraction(model) -> float:
 @pytest.mark.parametrize("name", list(MODELS))
 def test_gate_gradient_is_the_column_sum_of_weight_times_gradient(name):
     model = MODELS[name]()
-    ffn, heads = FFNPruner(model, 0.5, "taylor", 0, 10, 1), HeadImportance(model)
+    ffn, heads = (
+        FFNPruner(model, sparsity=0.5, method="taylor", schedule=SparsitySchedule(0, 10, 1)),
+        HeadImportance(model),
+    )
     num_heads = model.config.num_attention_heads
     head_size = model.config.hidden_size // num_heads
     # Explicit gates, all ones, on each neuron's activation and each head's context; a shared module gets one gate

@@ -37,6 +37,26 @@ def tiny_bert(seed: int = 0, **overrides) -> BertForSequenceClassification:
     return BertForSequenceClassification(tiny_bert_config(**overrides)).eval()
 
 
+def training_args(cls, output_dir, **overrides):
+    """Arguments of class `cls` (any TrainingArguments subclass) for a fast, quiet, CPU-only tiny run.
+
+    The one factory the trainer tests share; each test passes only what it is about.
+    """
+    kwargs = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=8,
+        learning_rate=1e-3,
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+        logging_steps=1,
+        seed=0,
+    )
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
 def tiny_batch(batch_size: int = 4, seq_len: int = 12, seed: int = 0, num_labels: int = 3) -> dict:
     """A padded batch of random token ids with labels."""
     g = torch.Generator().manual_seed(seed)

@@ -1,88 +1,82 @@
-"""`hf-compress <command>`: run a recipe (distill) or a transform on a saved model, from the shell."""
+"""`hf-compress <command>`: one parser for every command; each command's body lives in its own module.
+
+distill | prune | compress  run a YAML recipe (`train.py`): RecipeArguments + the command's arguments class
+quantize                    int8 post-training quantization of a saved model (`quantize.py`)
+report                      size, sparsity, latency and task metric of saved models side by side (`report.py`)
+
+Bad input ends in one line on stderr and exit code 2, before any model is loaded.
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from ..trainer.compression_args import CompressionTrainingArguments
 from ..trainer.distillation_args import DistillationTrainingArguments
-from .recipe import RecipeArguments, parse_recipe
+from ..trainer.pruning_args import PruningTrainingArguments
+from . import quantize, report
+from .recipe import RecipeArguments, RecipeParser
 
 RECIPE_COMMANDS = {
-    "distill": (DistillationTrainingArguments, "run_recipe"),
-    "compress": (CompressionTrainingArguments, "run_recipe"),
+    "distill": (DistillationTrainingArguments, "distil a student from a teacher (DistillationTrainer)"),
+    "prune": (PruningTrainingArguments, "prune a model while fine-tuning it (PruningTrainer)"),
+    "compress": (CompressionTrainingArguments, "distil, prune, ALBERT-convert and quantize (CompressionTrainer)"),
+}
+TOOL_COMMANDS = {
+    "quantize": (quantize, "int8 post-training quantization of a saved model"),
+    "report": (report, "compare saved models: size, sparsity, latency, task metric"),
 }
 
 
-def _run_recipe(command: str, recipe_path: str | None, overrides: list[str]) -> None:
-    """Parse the recipe plus overrides, then run the command's job."""
-    args_class, job_name = RECIPE_COMMANDS[command]
-    recipe, training_args = parse_recipe(recipe_path, overrides, RecipeArguments, args_class)
-    from . import train as run
+class _Parser(RecipeParser):
+    """The subparser class: recipe commands get their dataclasses' fields, tools their own arguments."""
 
-    getattr(run, job_name)(recipe, training_args)
-
-
-def _quantize_command(argv: list[str]) -> int:
-    """`hf-compress quantize MODEL_DIR OUTPUT_DIR [--keep MODULE ...]`: int8 quantization of a saved model."""
-    parser = argparse.ArgumentParser(prog="hf-compress quantize", description=_quantize_command.__doc__)
-    parser.add_argument("model_dir")
-    parser.add_argument("output_dir")
-    parser.add_argument("--keep", nargs="*", default=None, help="modules kept in full precision, e.g. classifier")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT_DIR")
-    opts = parser.parse_args(argv)
-    try:
-        if not os.path.isfile(os.path.join(opts.model_dir, "config.json")):
-            raise ValueError(f"MODEL_DIR={opts.model_dir!r} holds no saved model (no config.json)")
-        from .train import check_output_dir
-
-        check_output_dir(opts.output_dir, opts.overwrite)
-        from ..quantization import Int8QuantizationConfig, quantize_pretrained
-        from ..trainer.saving import staged_directory
-
-        with staged_directory(opts.output_dir) as staging:
-            quantize_pretrained(opts.model_dir, staging, Int8QuantizationConfig(modules_to_not_convert=opts.keep))
-    except ValueError as err:
-        print(f"hf-compress quantize: error: {err}", file=sys.stderr)
-        return 2
-    print(f"int8 model saved to {opts.output_dir}")
-    return 0
+    def __init__(self, dataclass_types=(), **kwargs):
+        super().__init__(dataclass_types, **kwargs)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser; recipe commands pass unknown flags on as recipe overrides."""
-    parser = argparse.ArgumentParser(prog="hf-compress", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    for command, (args_class, _) in RECIPE_COMMANDS.items():
+    """The one parser; `hf-compress <recipe command> --help` lists every recipe field with its help text."""
+    parser = argparse.ArgumentParser(prog="hf-compress", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for command, (args_class, text) in RECIPE_COMMANDS.items():
         p = sub.add_parser(
             command,
-            help=f"train with a YAML recipe of RecipeArguments + {args_class.__name__} fields",
-            description="Flags after the recipe override its keys, e.g. --num_train_epochs 2.",
+            dataclass_types=(RecipeArguments, args_class),
+            help=text,
+            description=f"{text}. Recipe keys are the fields below; flags after the recipe override them.",
         )
-        p.add_argument("recipe", help="path to a YAML recipe (see recipes/)")
-    sub.add_parser("quantize", help="int8 post-training quantization of a saved model (hf-compress quantize -h)")
-    sub.add_parser("report", help="compare saved models: size, sparsity, latency, accuracy (hf-compress report -h)")
+        p.add_argument("recipe", nargs="?", help="path to a YAML recipe (see recipes/)")
+    for command, (module, text) in TOOL_COMMANDS.items():
+        module.add_arguments(sub.add_parser(command, help=text, description=module.__doc__.splitlines()[0]))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `hf-compress` console script; bad input ends in one line and exit code 2."""
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["quantize"]:
-        return _quantize_command(argv[1:])
-    if argv[:1] == ["report"]:  # its own parser: MODEL_DIR... and flags, no recipe
-        from .report import main as report_main
-
-        return report_main(argv[1:])
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    known, overrides = parser.parse_known_args(argv)
+    command = argv[0] if argv and argv[0] in parser._subparsers._group_actions[0].choices else None
     try:
-        if known.command in RECIPE_COMMANDS:
-            _run_recipe(known.command, known.recipe, overrides)
-    except ValueError as err:
-        print(f"hf-compress {known.command}: error: {err}", file=sys.stderr)
+        if command is None:
+            parser.parse_args(argv)  # usage, --help, or argparse's own error for an unknown command
+            return 2
+        subparser = parser._subparsers._group_actions[0].choices[command]
+        if command in RECIPE_COMMANDS:
+            from .recipe import parse_recipe
+            from .train import run_recipe
+
+            path = next((a for a in argv[1:2] if not a.startswith("-")), None)
+            classes = (RecipeArguments, RECIPE_COMMANDS[command][0])
+            rest = argv[2:] if path is not None else argv[1:]
+            recipe, training_args = parse_recipe(path, rest, *classes, parser=subparser)
+            run_recipe(recipe, training_args, command)
+        else:
+            TOOL_COMMANDS[command][0].run(subparser.parse_args(argv[1:]))
+    except (ValueError, OSError) as err:  # OSError: from_pretrained's and the file system's own messages
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"hf-compress {command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

@@ -1,43 +1,85 @@
-"""Recipes: the flat fields of RecipeArguments and one TrainingArguments subclass, written as YAML."""
+"""Recipes: the flat fields of RecipeArguments and one TrainingArguments subclass, written as YAML.
+
+Parsing: every YAML value is converted to its field's declared type (or refused with the key named) before the
+dataclasses see it, because argparse only converts what comes from the command line; flags after the recipe override
+it and go through HfArgumentParser's own conversion. Dumping: `recipe_as_dict` writes the recipe that reproduces a
+run.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import os
+import types
+import typing
 from dataclasses import dataclass, field
+from typing import Any
 
 import yaml
-from transformers import HfArgumentParser
+from transformers import HfArgumentParser, TrainingArguments
 
-from ..data import packaged_file
+from ..checks import check_choice, check_positive_int, check_student_depth, invalid, require
+from ..loading import resolve_model_path  # noqa: F401  (re-exported: recipes name models with pkg://)
 
-PACKAGE_SCHEME = "pkg://"
-
-
-def resolve_model_path(name_or_path: str | None) -> str | None:
-    """`pkg://<package>/<dir>` names a checkpoint an installed package ships; anything else goes to from_pretrained."""
-    if name_or_path is None or not name_or_path.startswith(PACKAGE_SCHEME):
-        return name_or_path
-    package, _, inner = name_or_path[len(PACKAGE_SCHEME) :].partition("/")
-    return packaged_file(package, *inner.split("/"))
+TASKS = ("text-classification", "token-classification", "question-answering")
 
 
 @dataclass
 class RecipeArguments:
     """What to compress and on which data: the recipe fields that are not training arguments."""
 
+    task: str = field(
+        default="text-classification",
+        metadata={"help": f"The task head and data shape: one of {', '.join(TASKS)}."},
+    )
     dataset_name: str = field(
         default="tweets",
-        metadata={"help": "'tweets' (the packaged example task), a Hub dataset id, or a local CSV/JSON file."},
+        metadata={
+            "help": "'tweets' (the packaged example task), a Hub dataset id, or a local file: CSV/JSON(L) for text "
+            "classification, a CoNLL column file or folder for token classification, SQuAD JSON for QA."
+        },
     )
-    text_column: str = field(default="text", metadata={"help": "Column holding the input text."})
-    label_column: str = field(default="label", metadata={"help": "Column holding the integer class label."})
+    text_column: str = field(default="text", metadata={"help": "Column holding the input text (text classification)."})
+    label_column: str = field(
+        default="label",
+        metadata={"help": "Column holding the label: class ids or names (text), a tag list (tokens: ner_tags)."},
+    )
     eval_split: str = field(default="test", metadata={"help": "Split the final report evaluates on."})
-    max_length: int = field(default=64, metadata={"help": "Tokens kept per example (> 0)."})
+    validation_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "When the dataset has only a train split: the fraction (< 1) or number (>= 1) of its examples "
+            "held out as a seeded validation split."
+        },
+    )
+    test_size: float = field(
+        default=0.1,
+        metadata={
+            "help": "When the dataset has no test split: the fraction or number held out as a seeded test split."
+        },
+    )
+    split_seed: int = field(
+        default=42, metadata={"help": "Seed of the held-out splits made from a train-only dataset."}
+    )
+    max_length: int = field(default=64, metadata={"help": "Tokens kept per example (> 0); QA: per window."})
+    doc_stride: int = field(
+        default=32, metadata={"help": "QA: tokens shared by consecutive windows of a long context."}
+    )
+    max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer span, in tokens."})
+    n_best_size: int = field(default=20, metadata={"help": "QA: start and end candidates considered per window."})
     max_train_samples: int | None = field(
         default=None, metadata={"help": "Use only the first N training examples (after the seeded shuffle)."}
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most N examples."})
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={
+            "help": "prune only: the model to prune while it is fine-tuned on the task (Hub id, dir or pkg://; a base "
+            "checkpoint gets a new head). distill and compress name teacher_model_name_or_path instead."
+        },
+    )
     student_model_name_or_path: str | None = field(
         default=None,
         metadata={
@@ -52,7 +94,8 @@ class RecipeArguments:
         },
     )
     student_layers: list[int] | None = field(
-        default=None, metadata={"help": "Explicit teacher layer ids (0-based) that initialise the student."}
+        default=None,
+        metadata={"help": "Teacher layer ids (0-based, as model.encoder.layer[i]) copied into the student, in order."},
     )
     finetune_teacher: bool = field(
         default=False,
@@ -70,33 +113,44 @@ class RecipeArguments:
     prune_vocabulary: bool = field(
         default=False,
         metadata={
-            "help": "After training, keep only the word embeddings of tokens the training split uses (plus special "
-            "tokens and single characters) and save a matching stock tokenizer: a smaller model, same outputs on "
-            "text made of kept tokens, other words split into kept pieces. Applied before int8."
+            "help": "After training, keep only the word embeddings of tokens the training split uses (plus what keeps "
+            "every text spellable) and save a matching stock tokenizer: a smaller model, same outputs on text made "
+            "of kept tokens, other words split into kept pieces."
         },
     )
     report: bool = field(default=True, metadata={"help": "Evaluate teacher and student and print the comparison."})
     report_latency_repeats: int = field(default=10, metadata={"help": "Timed forward passes per model and batch."})
 
     def __post_init__(self):
-        if self.max_length <= 0:
-            raise ValueError(f"max_length={self.max_length} is invalid; allowed: an integer > 0")
-        for name in (
-            "max_train_samples",
-            "max_eval_samples",
-            "teacher_max_train_samples",
-            "student_num_hidden_layers",
-        ):
+        check_choice("task", self.task, TASKS)
+        check_positive_int("max_length", self.max_length)
+        for name in ("doc_stride", "max_answer_length", "n_best_size", "report_latency_repeats"):
+            check_positive_int(name, getattr(self, name))
+        if self.task == "question-answering":
+            stride_ok = self.doc_stride < self.max_length
+            require(stride_ok, "doc_stride", self.doc_stride, f"below max_length={self.max_length}")
+        for name in ("max_train_samples", "max_eval_samples", "teacher_max_train_samples"):
+            check_positive_int(name, getattr(self, name), optional=True)
+        for name in ("validation_size", "test_size"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name}={value} is invalid; allowed: an integer > 0 or null")
-        if self.student_num_hidden_layers is not None and self.student_layers is not None:
-            raise ValueError(
-                f"student_num_hidden_layers={self.student_num_hidden_layers} and student_layers="
-                f"{self.student_layers} are both set; allowed: at most one of them"
+            require(
+                value > 0 and (value < 1 or float(value).is_integer()),
+                name,
+                value,
+                "a fraction in (0, 1) or a count >= 1",
             )
-        if self.teacher_num_train_epochs <= 0:
-            raise ValueError(f"teacher_num_train_epochs={self.teacher_num_train_epochs} is invalid; allowed: > 0")
+        check_student_depth(self.student_num_hidden_layers, self.student_layers, prefix="student_")
+        require(self.teacher_num_train_epochs > 0, "teacher_num_train_epochs", self.teacher_num_train_epochs, "> 0")
+
+
+# ---- parsing ----
+
+
+class RecipeParser(HfArgumentParser):
+    """HfArgumentParser whose errors are ValueErrors (one line, exit code 2 in the CLI) instead of usage + exit."""
+
+    def error(self, message: str):
+        raise ValueError(message)
 
 
 def recipe_fields(*classes) -> set[str]:
@@ -107,26 +161,150 @@ def recipe_fields(*classes) -> set[str]:
 def load_recipe(path: str) -> dict:
     """The recipe file as a flat dict (a clear error for anything that is not a mapping)."""
     if not os.path.isfile(path):
-        raise ValueError(f"recipe={path!r} is not a file")
+        raise invalid("recipe", path, "a YAML file that exists")
     with open(path) as f:
-        data = yaml.safe_load(f) or {}
+        try:
+            data = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise invalid("recipe", path, f"valid YAML ({str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
-        raise ValueError(f"recipe={path!r} must be a YAML mapping of field: value, got {type(data).__name__}")
+        raise invalid("recipe", path, f"a YAML mapping of field: value, not a {type(data).__name__}")
     return data
 
 
-def parse_recipe(path: str | None, argv: list[str], *classes):
-    """Parse the recipe's keys, then command-line flags on top of them, into the given dataclasses."""
-    values = load_recipe(path) if path else {}
+def _type_name(annotation) -> str:
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def coerce(key: str, annotation, value: Any) -> Any:
+    """`value` converted to the declared `annotation`, or a ValueError naming the key and the type it needs.
+
+    Integral floats become ints; numbers become strings for str fields; YAML's unquoted `no`/`off` (booleans) are
+    refused for str fields, where they mean a strategy name (`eval_strategy: "no"`).
+    """
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any or annotation is None:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for branch in (a for a in args if a is not type(None)):
+            try:
+                return coerce(key, branch, value)
+            except ValueError as err:
+                errors.append(err)
+        raise invalid(key, value, " or ".join(_type_name(a) for a in args).replace("NoneType", "null"))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise invalid(key, value, f"a list of {_type_name(args[0]) if args else 'values'} (YAML [a, b])")
+        return [coerce(key, args[0], v) for v in value] if args else list(value)
+    if annotation is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise invalid(key, value, "a mapping")
+        return value
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise invalid(key, value, "true or false")
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise invalid(key, value, "an integer")
+        try:
+            number = float(value)
+        except ValueError:
+            raise invalid(key, value, "an integer") from None
+        if not number.is_integer():
+            raise invalid(key, value, "an integer")
+        return int(number)
+    if annotation is float:
+        if isinstance(value, bool):
+            raise invalid(key, value, "a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise invalid(key, value, "a number") from None
+    if annotation is str:
+        if isinstance(value, bool):
+            raise invalid(key, value, 'a string (quote YAML words like "no", "off", "yes")')
+        if isinstance(value, (int, float)):
+            return str(value)
+        if not isinstance(value, str):
+            raise invalid(key, value, "a string")
+        return value
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        allowed = [m.value for m in annotation]
+        if value not in allowed:
+            raise invalid(key, value, ", ".join(repr(a) for a in allowed))
+        return value
+    if origin is typing.Literal:
+        check_choice(key, value, args)
+        return value
+    return value
+
+
+def coerce_recipe(values: dict, *classes) -> dict:
+    """Every recipe value converted to its field's declared type; unknown keys refused with the classes named."""
     known = recipe_fields(*classes)
     unknown = sorted(set(values) - known)
     if unknown:
         names = ", ".join(c.__name__ for c in classes)
         raise ValueError(f"recipe key(s) {unknown} are not fields of {names}; check the spelling")
-    parser = HfArgumentParser(classes)
+    hints = {}
+    for cls in classes:
+        hints.update(typing.get_type_hints(cls))
+    return {key: coerce(key, hints.get(key, Any), value) for key, value in values.items()}
+
+
+def build_recipe_parser(classes: tuple, prog: str, description: str | None = None) -> RecipeParser:
+    """A parser listing every field of `classes` with its help text, plus the positional recipe path."""
+    parser = RecipeParser(classes, prog=prog, description=description)
+    parser.add_argument("recipe", nargs="?", help="path to a YAML recipe (see recipes/); flags override its keys")
+    return parser
+
+
+def parse_recipe(path: str | None, argv: list[str], *classes, parser: RecipeParser | None = None):
+    """Parse the recipe's keys, then command-line flags on top of them, into the given dataclasses."""
+    values = coerce_recipe(load_recipe(path) if path else {}, *classes)
+    parser = parser or build_recipe_parser(classes, prog="hf-compress")
     parser.set_defaults(**values)
     # Required arguments would still be demanded on the command line: the recipe provides them.
     for action in parser._actions:
         if action.dest in values:
             action.required = False
-    return parser.parse_args_into_dataclasses(args=argv)
+    parsed = parser.parse_args_into_dataclasses(args=argv)
+    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+
+
+# ---- dumping ----
+
+
+def _plain(args) -> dict:
+    """A dataclass as JSON-able values (TrainingArguments.to_dict turns enums into strings)."""
+    return args.to_dict() if isinstance(args, TrainingArguments) else json.loads(json.dumps(dataclasses.asdict(args)))
+
+
+def recipe_as_dict(*arguments) -> dict:
+    """The recipe that reproduces a run: every field of our dataclasses, and TrainingArguments fields not at default.
+
+    Tokens are left out, so the recipe can be published.
+    """
+    recipe = {}
+    base_fields = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for args in arguments:
+        values = _plain(args)
+        try:
+            defaults = _plain(type(args)())
+        except (TypeError, ValueError):  # a class whose defaults do not validate: compare with declared defaults
+            defaults = {f.name: f.default for f in dataclasses.fields(args) if f.default is not dataclasses.MISSING}
+        for f in dataclasses.fields(args):
+            if not f.init or f.name.endswith("_token") or f.name in getattr(args, "renamed_fields", ()):
+                continue
+            ours = f.name not in base_fields or not isinstance(args, TrainingArguments)
+            if ours or values[f.name] != defaults.get(f.name):
+                recipe[f.name] = values[f.name]
+    return recipe

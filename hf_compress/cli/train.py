@@ -1,58 +1,41 @@
-"""The jobs behind `hf-compress distill`: data, teacher, student, training, final save and report."""
+"""The job behind `hf-compress distill | prune | compress`: check everything, then data → teacher → student → trainer
+→ finalize → vocabulary → save → report → model card. Every check that can fail runs before any model is trained."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+from dataclasses import dataclass, field
 
-from transformers import (
-    AutoConfig,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-    DataCollatorWithPadding,
-    Trainer,
-    TrainingArguments,
-)
+from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
 
-from ..data import label_names, load_text_classification, tokenize
-from ..evaluation.measure import build_report, write_report
-from ..hub import recipe_as_dict, write_model_card
-from ..metrics import classification_metrics
+from ..checks import check_embedding_size, check_num_hidden_groups, check_student_depth, invalid
+from ..data import ensure_splits
+from ..hub import write_model_card
+from ..loading import check_path_or_id, is_saved_model, resolve_model_path
+from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
-from ..trainer.compression_trainer import CompressionTrainer
 from ..trainer.distillation_args import DistillationTrainingArguments
-from ..trainer.distillation_trainer import DistillationTrainer
-from ..transforms.student import create_student
-from ..transforms.vocabulary import prune_vocabulary_
-from .recipe import RecipeArguments, resolve_model_path
+from ..trainer.pruning_args import PruningTrainingArguments
+from ..trainer.saving import replace_pickled_args
+from .recipe import RecipeArguments, recipe_as_dict
 
 logger = logging.getLogger(__name__)
 
 
+def announce(message: str) -> None:
+    """One line per stage on stdout, so a long run says what it is doing."""
+    print(f"[hf-compress] {message}", flush=True)
+
+
 def check_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse to save over a different model the user already has, unless asked to (nothing is lost by default)."""
-    if os.path.exists(os.path.join(output_dir, "config.json")) and not overwrite:
-        raise ValueError(
-            f"output_dir={output_dir!r} already holds a model; allowed: an empty or new directory, or "
-            "overwrite_output=true to replace it"
+    if is_saved_model(output_dir) and not overwrite:
+        raise invalid(
+            "output_dir", output_dir, "an empty or new directory, or overwrite_output=true to replace the model in it"
         )
-
-
-def prepare_data(recipe: RecipeArguments, tokenizer, seed: int):
-    """Load, subsample and tokenise the dataset named by the recipe."""
-    raw = load_text_classification(recipe.dataset_name, recipe.text_column, recipe.label_column)
-    if recipe.label_column != "label":
-        raw = raw.rename_column(recipe.label_column, "label")
-    if recipe.eval_split not in raw:
-        raise ValueError(f"eval_split={recipe.eval_split!r} is not a split of the dataset; allowed: {list(raw)}")
-    names = label_names(raw)
-    data = tokenize(raw, tokenizer, recipe.text_column, recipe.max_length)
-    if recipe.max_eval_samples:
-        for split in data:
-            if split != "train":
-                data[split] = data[split].select(range(min(recipe.max_eval_samples, len(data[split]))))
-    return data, names
 
 
 def subset(dataset, n: int | None, seed: int):
@@ -62,18 +45,99 @@ def subset(dataset, n: int | None, seed: int):
     return dataset.shuffle(seed=seed).select(range(n))
 
 
-def load_or_finetune_teacher(recipe: RecipeArguments, args: DistillationTrainingArguments, data, tokenizer, names):
-    """The teacher: loaded as is, or first fine-tuned on the task with a plain Trainer."""
-    path = resolve_model_path(args.teacher_model_name_or_path)
-    # safetensors only: a pickled .bin can run code on load; opt in with {"use_safetensors": false}.
-    kwargs = {"use_safetensors": True, **(args.teacher_model_init_kwargs or {})}
+def planned_max_steps(args: TrainingArguments, num_examples: int) -> int:
+    """The optimizer steps Trainer will run on `num_examples` (its own arithmetic, one process)."""
+    if args.max_steps > 0:
+        return args.max_steps
+    batch = args.per_device_train_batch_size * max(1, args.n_gpu)
+    batches = num_examples // batch if args.dataloader_drop_last else math.ceil(num_examples / batch)
+    per_epoch = max(
+        batches // args.gradient_accumulation_steps + int(batches % args.gradient_accumulation_steps > 0), 1
+    )
+    return math.ceil(args.num_train_epochs * per_epoch)
+
+
+@dataclass
+class Plan:
+    """What the checks established: paths, configs, data, labels."""
+
+    command: str
+    task: object
+    teacher_path: str | None
+    teacher_config: object | None
+    student_config: object | None
+    tokenizer: object
+    raw: object
+    labels: list[str] | None
+    num_labels: int | None
+    made_splits: dict = field(default_factory=dict)
+
+
+def _has_task_head(config, task) -> bool:
+    return any(a.endswith(task.auto_class.__name__.removeprefix("AutoModel")) for a in config.architectures or [])
+
+
+def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) -> Plan:
+    """Every check that does not need a trained model: fields, paths, shapes, data, labels, the pruning schedule."""
+    task = get_task(recipe.task)
+    check_output_dir(args.output_dir, recipe.overwrite_output)
+    distils = isinstance(args, DistillationTrainingArguments)
+    source_field = "teacher_model_name_or_path" if distils else "model_name_or_path"
+    source = args.teacher_model_name_or_path if distils else recipe.model_name_or_path
+    if distils and recipe.model_name_or_path is not None:
+        raise invalid(
+            "model_name_or_path",
+            recipe.model_name_or_path,
+            f"null for `{command}`: name the teacher with teacher_model_name_or_path and an optional student "
+            "checkpoint with student_model_name_or_path",
+        )
+    if source is None:
+        raise invalid(source_field, None, "a Hub id, a local model directory or pkg://<package>/<dir>")
+    teacher_path = check_path_or_id(source_field, source)
+    student_path = check_path_or_id("student_model_name_or_path", recipe.student_model_name_or_path)
+    if recipe.dataset_name != "tweets":
+        check_path_or_id("dataset_name", recipe.dataset_name, kind="dataset")
+
+    teacher_config = AutoConfig.from_pretrained(teacher_path)
+    student_config = AutoConfig.from_pretrained(student_path) if student_path else teacher_config
+    prefix = "student_"
+    check_student_depth(
+        recipe.student_num_hidden_layers, recipe.student_layers, student_config.num_hidden_layers, prefix=prefix
+    )
+    if isinstance(args, CompressionTrainingArguments):
+        check_embedding_size(args.embedding_size, student_config.hidden_size)
+        depth = (
+            recipe.student_num_hidden_layers or len(recipe.student_layers or []) or student_config.num_hidden_layers
+        )
+        check_num_hidden_groups(args.num_hidden_groups, depth)
+
+    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
+    raw, labels = task.load(recipe)
+    raw, made = ensure_splits(raw, recipe.validation_size, recipe.test_size, recipe.split_seed)
+    if recipe.eval_split not in raw:
+        raise invalid("eval_split", recipe.eval_split, f"a split of the dataset: {sorted(raw)}")
+    num_labels = task.num_labels(raw, labels)
     if not recipe.finetune_teacher:
-        return AutoModelForSequenceClassification.from_pretrained(path, **kwargs)
-    num_labels = len(names) if names else len(set(data["train"]["label"]))
-    label_kwargs = {"num_labels": num_labels}
-    if names:
-        label_kwargs.update(id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
-    teacher = AutoModelForSequenceClassification.from_pretrained(path, **label_kwargs, **kwargs)
+        if not _has_task_head(teacher_config, task):
+            raise invalid(
+                source_field,
+                source,
+                f"a model fine-tuned for {task.name} (this one is {teacher_config.architectures or 'headless'}); "
+                "or set finetune_teacher: true to fine-tune it on the task first",
+            )
+        task.check_model_labels(teacher_config, labels, num_labels, source_field)
+    if isinstance(args, PruningTrainingArguments) and args.prunes:
+        n_train = len(subset(raw["train"], recipe.max_train_samples, args.seed))
+        args.pruning_schedule().resolve(planned_max_steps(args, n_train))
+    return Plan(command, task, teacher_path, teacher_config, student_config, tokenizer, raw, labels, num_labels, made)
+
+
+def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Plan, data):
+    """The teacher fine-tuned on the task with a plain Trainer, saved pickle-free in output_dir/teacher."""
+    task = plan.task
+    kwargs = {"use_safetensors": True, **(getattr(args, "teacher_model_init_kwargs", None) or {})}
+    label_kwargs = task.label_kwargs(plan.labels, plan.num_labels)
+    teacher = task.auto_class.from_pretrained(plan.teacher_path, **label_kwargs, **kwargs)
     teacher_dir = os.path.join(args.output_dir, "teacher")
     teacher_args = TrainingArguments(
         output_dir=teacher_dir,
@@ -90,28 +154,38 @@ def load_or_finetune_teacher(recipe: RecipeArguments, args: DistillationTraining
         use_cpu=args.use_cpu,
         disable_tqdm=args.disable_tqdm,
     )
-    logger.info("Fine-tuning the teacher on the task first")
+    train = subset(data["train"], recipe.teacher_max_train_samples, args.seed)
+    announce(f"Stage 1: fine-tuning the teacher on {len(train)} examples")
     trainer = Trainer(
         model=teacher,
         args=teacher_args,
-        train_dataset=subset(data["train"], recipe.teacher_max_train_samples, args.seed),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
+        train_dataset=train,
+        data_collator=task.collator(plan.tokenizer),
+        processing_class=plan.tokenizer,
     )
     trainer.train()
     trainer.save_model(teacher_dir)
-    return teacher
+    replace_pickled_args(teacher_dir, teacher_args)  # everything the product saves is pickle-free
+    return teacher.eval()
 
 
-def make_student(recipe: RecipeArguments, teacher):
+def load_teacher_model(recipe: RecipeArguments, args: TrainingArguments, plan: Plan, data):
+    """The teacher as given (a fine-tuned task model) or fine-tuned first."""
+    if recipe.finetune_teacher:
+        return finetune_teacher(recipe, args, plan, data)
+    kwargs = {"use_safetensors": True, **(getattr(args, "teacher_model_init_kwargs", None) or {})}
+    return plan.task.auto_class.from_pretrained(plan.teacher_path, **kwargs).eval()
+
+
+def make_student(recipe: RecipeArguments, teacher, task):
     """The student: layers chosen by the recipe from the teacher (DistilBERT-style) or from a student checkpoint."""
+    from ..transforms.student import create_student
+
     source = teacher
     if recipe.student_model_name_or_path is not None:
-        source = AutoModelForSequenceClassification.from_pretrained(
+        source = task.auto_class.from_pretrained(
             resolve_model_path(recipe.student_model_name_or_path),
-            num_labels=teacher.config.num_labels,
-            id2label=teacher.config.id2label,
-            label2id=teacher.config.label2id,
+            **task.label_kwargs_from(teacher.config),
             use_safetensors=True,
         )
         if recipe.student_layers is None and recipe.student_num_hidden_layers is None:
@@ -120,93 +194,81 @@ def make_student(recipe: RecipeArguments, teacher):
         return create_student(source, layers=recipe.student_layers)
     if recipe.student_num_hidden_layers is not None:
         return create_student(source, num_hidden_layers=recipe.student_num_hidden_layers)
-    raise ValueError(
-        "student_num_hidden_layers=None and student_layers=None: the recipe must say how deep the student is"
-    )
+    import copy
+
+    return copy.deepcopy(source)  # prune: the model itself (a copy, so the reference row stays the original)
 
 
-def check_student_fits(recipe: RecipeArguments, teacher_config) -> None:
-    """Check the requested student depth or layer ids against the teacher before anything is loaded."""
-    depth = teacher_config.num_hidden_layers
-    if recipe.student_num_hidden_layers is not None and recipe.student_num_hidden_layers > depth:
-        raise ValueError(
-            f"student_num_hidden_layers={recipe.student_num_hidden_layers} is invalid; allowed: 1 to {depth} "
-            "(the depth of the teacher, or of student_model_name_or_path)"
-        )
-    if recipe.student_layers is not None and any(not 0 <= i < depth for i in recipe.student_layers):
-        raise ValueError(f"student_layers={recipe.student_layers} is invalid; allowed: layer ids in [0, {depth - 1}]")
+def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | None = None) -> dict:
+    """Check, train, finalize, save and report one recipe; return where the model went and the report rows."""
+    from ..trainer.compression_trainer import CompressionTrainer
+    from ..trainer.distillation_trainer import DistillationTrainer
+    from ..trainer.pruning_trainer import PruningTrainer
+    from .report import report_models
 
-
-def check_albert_fits(args: CompressionTrainingArguments, recipe: RecipeArguments, teacher_config) -> None:
-    """Check embedding_size and num_hidden_groups against the student's shape before any training starts."""
-    hidden = teacher_config.hidden_size
-    if args.embedding_size is not None and not 1 <= args.embedding_size <= hidden:
-        raise ValueError(f"embedding_size={args.embedding_size} is invalid; allowed: an integer in [1, {hidden}]")
-    if args.num_hidden_groups is not None:
-        depth = (
-            recipe.student_num_hidden_layers or len(recipe.student_layers or []) or teacher_config.num_hidden_layers
-        )
-        if depth % args.num_hidden_groups:
-            divisors = [g for g in range(1, depth + 1) if depth % g == 0]
-            raise ValueError(
-                f"num_hidden_groups={args.num_hidden_groups} is invalid; allowed: a divisor of the student's "
-                f"{depth} layers, one of {divisors}"
-            )
-
-
-def run_recipe(recipe: RecipeArguments, args: DistillationTrainingArguments) -> dict:
-    """Fine-tune the teacher if asked, distil (and prune) a student, save it, and report both on the eval split."""
-    if args.teacher_model_name_or_path is None:
-        raise ValueError("teacher_model_name_or_path=None: the recipe must name a teacher (Hub id, dir or pkg://)")
-    check_output_dir(args.output_dir, recipe.overwrite_output)
-    teacher_path = resolve_model_path(args.teacher_model_name_or_path)
-    teacher_config = AutoConfig.from_pretrained(teacher_path)  # fails fast, before any data work, on a bad path
-    student_config = teacher_config
-    if recipe.student_model_name_or_path is not None:
-        student_config = AutoConfig.from_pretrained(resolve_model_path(recipe.student_model_name_or_path))
-    check_student_fits(recipe, student_config)
-    if isinstance(args, CompressionTrainingArguments):
-        check_albert_fits(args, recipe, student_config)
-    tokenizer = AutoTokenizer.from_pretrained(teacher_path)
-    data, names = prepare_data(recipe, tokenizer, args.seed)
-    teacher = load_or_finetune_teacher(recipe, args, data, tokenizer, names)
-    student = make_student(recipe, teacher)
-    trainer_class = CompressionTrainer if isinstance(args, CompressionTrainingArguments) else DistillationTrainer
-    trainer = trainer_class(
+    command = command or _command_for(args)
+    plan = preflight(recipe, args, command)
+    task = plan.task
+    data = task.prepare_splits(plan.raw, plan.tokenizer, recipe)
+    teacher = load_teacher_model(recipe, args, plan, data)
+    student = make_student(recipe, teacher, task)
+    trainer_class = {"distill": DistillationTrainer, "compress": CompressionTrainer, "prune": PruningTrainer}[command]
+    common = dict(
         model=student,
-        teacher_model=teacher,
         args=args,
         train_dataset=subset(data["train"], recipe.max_train_samples, args.seed),
         eval_dataset=data.get("validation"),
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-        compute_metrics=classification_metrics,
+        data_collator=task.collator(plan.tokenizer),
+        processing_class=plan.tokenizer,
+        compute_metrics=task.trainer_metrics(plan.raw.get("validation"), plan.tokenizer, recipe),
     )
-    trainer.train()
-    own_inputs = None
+    trainer = trainer_class(**common, teacher_model=teacher) if command != "prune" else trainer_class(**common)
+    announce(f"Stage 2: {command} ({len(common['train_dataset'])} examples, {args.num_train_epochs} epochs)")
+    trainer.train()  # finalizes: masks baked, pruned FFN neurons sliced, quantized if asked, provenance recorded
+    announce("Stage 3: finalized (masks baked, FFN sliced, quantized where asked)")
+    student_tokenizer = plan.tokenizer
     if recipe.prune_vocabulary:
-        student_tokenizer = prune_vocabulary_(trainer.model, tokenizer, data["train"]["input_ids"])
+        from ..transforms.vocabulary import prune_vocabulary_
+
+        student_tokenizer = prune_vocabulary_(trainer.model, plan.tokenizer, common["train_dataset"]["input_ids"])
         trainer.processing_class = student_tokenizer  # saved beside the model by save_model
-        if recipe.report:
-            eval_data, _ = prepare_data(recipe, student_tokenizer, args.seed)
-            own_inputs = {"student": (student_tokenizer, eval_data[recipe.eval_split])}
     trainer.save_model(args.output_dir)
     result = {"output_dir": args.output_dir}
     rows = None
     if recipe.report:
-        teacher_dir = os.path.join(args.output_dir, "teacher") if recipe.finetune_teacher else teacher_path
-        rows = build_report(
-            {"teacher": (teacher, teacher_dir), "student": (trainer.model, args.output_dir)},
-            tokenizer,
-            data[recipe.eval_split],
-            repeats=recipe.report_latency_repeats,
-            own_inputs=own_inputs,
-        )
-        table = write_report(rows, args.output_dir)
-        print(f"\nEvaluation on the {recipe.eval_split} split ({len(data[recipe.eval_split])} examples):\n{table}")
+        rows = report_models(recipe, plan, teacher, trainer.model, student_tokenizer, args.output_dir)
         result["report"] = json.loads(json.dumps([r.__dict__ for r in rows]))
-    command = "compress" if isinstance(args, CompressionTrainingArguments) else "distill"
     write_model_card(
-        args.output_dir, rows, trainer.model.config, recipe_as_dict(recipe, args), f"hf-compress {command} recipe.yaml"
+        args.output_dir,
+        rows,
+        trainer.model.config,
+        recipe_as_dict(recipe, args),
+        f"hf-compress {command} recipe.yaml",
+        dataset=recipe.dataset_name,
+        split=recipe.eval_split,
+        task=task,
+        made_splits=plan.made_splits,
+        teacher=_teacher_for_card(recipe, args, command),
     )
+    auto = task.auto_class.__name__
+    announce(f"Saved to {args.output_dir}")
+    imports = "import hf_compress; " if getattr(trainer.model.config, "quantization_config", None) else ""
+    announce(f"Load it with: {imports}from transformers import {auto}; {auto}.from_pretrained({args.output_dir!r})")
     return result
+
+
+def _teacher_for_card(recipe: RecipeArguments, args: TrainingArguments, command: str) -> str | None:
+    """The teacher actually used, as the card states it: output-relative when fine-tuned here, else as named."""
+    if command == "prune":
+        return recipe.model_name_or_path
+    if recipe.finetune_teacher:
+        return "teacher/ (fine-tuned here from " + str(args.teacher_model_name_or_path) + ")"
+    return args.teacher_model_name_or_path
+
+
+def _command_for(args: TrainingArguments) -> str:
+    if isinstance(args, CompressionTrainingArguments):
+        return "compress"
+    if isinstance(args, DistillationTrainingArguments):
+        return "distill"
+    return "prune"

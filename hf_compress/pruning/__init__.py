@@ -1,1 +1,1 @@
-"""Gradient-based unstructured pruning: importance scores, the cubic schedule, masks."""
+"""Pruning while training: one schedule, one score accumulator, masks, and the weight, FFN and head pruners."""

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import torch
 
+from ..checks import check_choice
+
 SCOPES = ("global", "per_layer")
 
 
-def _prune_lowest(scores: torch.Tensor, alive: torch.Tensor, n_prune: int) -> torch.Tensor:
-    """Mask that additionally removes the n_prune lowest-scored alive entries (flattened views)."""
+def prune_lowest(scores: torch.Tensor, alive: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """Mask that additionally removes the n_prune lowest-scored alive entries (1-D views); ties break by position."""
     keep = alive.clone()
     if n_prune <= 0:
         return keep
@@ -29,20 +31,19 @@ def update_masks(
     scores: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], sparsity: float, scope: str
 ) -> dict[str, torch.Tensor]:
     """New masks reaching `sparsity` (fraction of zeros) over the targets, globally or within each tensor."""
-    if scope not in SCOPES:
-        raise ValueError(f"pruning_scope={scope!r} is invalid; allowed: {', '.join(SCOPES)}")
+    check_choice("pruning_scope", scope, SCOPES)
     if scope == "per_layer":
         new = {}
         for name, score in scores.items():
             alive = masks[name].flatten()
             n_prune = int(sparsity * alive.numel()) - int((~alive).sum())
-            new[name] = _prune_lowest(score.flatten(), alive, n_prune).view_as(masks[name])
+            new[name] = prune_lowest(score.flatten(), alive, n_prune).view_as(masks[name])
         return new
     names = list(scores)
     flat_scores = torch.cat([scores[n].flatten() for n in names])
     alive = torch.cat([masks[n].flatten() for n in names])
     n_prune = int(sparsity * alive.numel()) - int((~alive).sum())
-    keep = _prune_lowest(flat_scores, alive, n_prune)
+    keep = prune_lowest(flat_scores, alive, n_prune)
     new, offset = {}, 0
     for name in names:
         size = masks[name].numel()

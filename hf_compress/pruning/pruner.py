@@ -1,40 +1,84 @@
-"""The pruning state of one training run: which weights, their importance, masks and the schedule."""
+"""Unstructured pruning state of one run: which weights, their importance, the masks, and the schedule."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .importance import Importance
+from ..families import base_model, encoder_linears, head_names
 from .masks import mask_sparsity, update_masks
-from .schedule import cubic_sparsity, resolve_step, update_due
+from .schedule import SparsitySchedule
+from .scores import Importance
 
 
 def select_targets(
     model: nn.Module, embeddings: bool = False, pooler: bool = False, classifier: bool = False
 ) -> dict[str, nn.Parameter]:
-    """Weights to prune: every encoder Linear, plus the word embeddings, pooler and classifier when opted in."""
-    targets = {}
-    for name, module in model.named_modules():  # shared (ALBERT) modules are yielded once
-        is_linear = isinstance(module, nn.Linear)
-        if "embedding" in name:
-            keep = embeddings and (is_linear or name.endswith("word_embeddings"))
-        elif ".encoder." in f".{name}.":
-            keep = is_linear
-        elif "pooler" in name:
-            keep = pooler and is_linear
-        elif "classifier" in name:
-            keep = classifier and is_linear
-        else:
-            keep = False
-        if keep:
-            targets[f"{name}.weight"] = module.weight
+    """Weights to prune, by parameter name: every encoder Linear, plus embeddings, pooler and head when opted in.
+
+    Embeddings are the input word-embedding table and the Linears of the base model outside its layers (ALBERT's
+    and ELECTRA's E→H projection); the pooler is any Linear named `pooler`; the classifier is every other Linear of
+    the task head. Raises ValueError for a family `hf_compress.families` does not describe.
+    """
+    targets = {f"{name}.weight": module.weight for name, module in encoder_linears(model).items()}
     if not targets:
         raise ValueError(f"{type(model).__name__} has no encoder Linear layers to prune")
+    base = base_model(model)
+    prefix = f"{model.base_model_prefix}." if base is not model else ""
+    word_embeddings = model.get_input_embeddings()
+    heads = set(head_names(model))
+    for name, module in model.named_modules():  # shared (ALBERT) modules are yielded once
+        key = f"{name}.weight"
+        if key in targets or not isinstance(getattr(module, "weight", None), nn.Parameter):
+            continue
+        if name.startswith("hf_compress_"):  # training-only modules our trainers attach (hidden projection)
+            continue
+        if module is word_embeddings:
+            keep = embeddings
+        elif not isinstance(module, nn.Linear):
+            keep = False
+        elif "pooler" in name.split("."):
+            keep = pooler
+        elif name.split(".")[0] in heads:
+            keep = classifier
+        else:  # a Linear of the base model outside its layers: an embedding projection
+            keep = embeddings and name.startswith(prefix)
+        if keep:
+            targets[key] = module.weight
     return targets
 
 
-class Pruner:
+class ScheduledPruner:
+    """What every pruner shares: a final sparsity reached on the run's schedule, masks kept after each step.
+
+    Subclasses implement `_prune_to(sparsity)`; the target in effect is checkpointed under the pruner's prefix.
+    """
+
+    prefix = ""
+
+    def __init__(self, *, target_sparsity: float, schedule: SparsitySchedule):
+        self.target_sparsity = target_sparsity
+        self.schedule = schedule
+        self.current_target = 0.0
+
+    def on_step_end(self, step: int) -> bool:
+        """Prune further when the schedule says so; True when the masks changed."""
+        if not self.schedule.due(step):
+            return False
+        self.current_target = self.schedule.sparsity_at(step, self.target_sparsity)
+        return self._prune_to(self.current_target)
+
+    def _prune_to(self, sparsity: float) -> bool:
+        raise NotImplementedError
+
+    def _schedule_state(self) -> dict[str, torch.Tensor]:
+        return {f"{self.prefix}current_target": torch.tensor(self.current_target, dtype=torch.float64)}
+
+    def _load_schedule_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.current_target = float(state[f"{self.prefix}current_target"])
+
+
+class Pruner(ScheduledPruner):
     """Accumulates importance, updates masks on the cubic schedule, and keeps pruned weights at zero.
 
     Magnitude and Taylor masks are monotone (Zhu & Gupta 2017): a pruned weight stays pruned. Movement masks are
@@ -47,31 +91,19 @@ class Pruner:
     def __init__(
         self,
         targets: dict[str, nn.Parameter],
+        *,
         method: str,
         target_sparsity: float,
-        start: float,
-        end: float,
-        frequency: int,
-        scope: str,
+        schedule: SparsitySchedule,
+        scope: str = "global",
     ):
+        super().__init__(target_sparsity=target_sparsity, schedule=schedule)
         self.targets = targets
         self.importance = Importance(method, targets)
         self.masks = {n: torch.ones_like(w, dtype=torch.bool) for n, w in targets.items()}
         self.revivable = method == "movement"
         self.shadow = {n: torch.zeros_like(w) for n, w in targets.items()} if self.revivable else {}
-        self.target_sparsity = target_sparsity
-        self.start, self.end, self.frequency, self.scope = start, end, frequency, scope
-        self.start_step, self.end_step = 0, 0
-        self.current_target = 0.0
-
-    def set_horizon(self, max_steps: int) -> None:
-        """Turn fractional schedule points into steps once Trainer knows how long training is."""
-        self.start_step = resolve_step(self.start, max_steps)
-        self.end_step = max(resolve_step(self.end, max_steps), self.start_step)
-
-    def target_at(self, step: int) -> float:
-        """The scheduled sparsity after `step` optimizer steps."""
-        return cubic_sparsity(step, self.start_step, self.end_step, self.target_sparsity)
+        self.scope = scope
 
     @torch.no_grad()
     def before_optimizer_step(self) -> None:
@@ -112,16 +144,10 @@ class Pruner:
         for name, weight in self.targets.items():
             weight.mul_(self.masks[name])
 
-    def on_step_end(self, step: int) -> bool:
-        """Update masks when the schedule says so; True when they changed."""
-        if not update_due(step, self.start_step, self.end_step, self.frequency):
+    def _prune_to(self, sparsity: float) -> bool:
+        if sparsity <= self.sparsity() + 1e-12:
             return False
-        self.current_target = self.target_at(step)
-        if self.current_target <= self.sparsity() + 1e-12:
-            return False
-        self._set_masks(
-            update_masks(self.importance.current(), self._ranked_against(), self.current_target, self.scope)
-        )
+        self._set_masks(update_masks(self.importance.current(), self._ranked_against(), sparsity, self.scope))
         return True
 
     def sparsity(self) -> float:
@@ -139,11 +165,11 @@ class Pruner:
         return rows
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Masks, importance scores and schedule position: everything resume needs."""
+        """Masks, held values, importance scores and schedule position: everything resume needs."""
         state = {f"mask.{n}": m.to(torch.uint8) for n, m in self.masks.items()}
         state.update({f"shadow.{n}": s for n, s in self.shadow.items()})
         state.update(self.importance.state_dict())
-        state["current_target"] = torch.tensor(self.current_target, dtype=torch.float64)
+        state.update(self._schedule_state())
         return {k: v.contiguous().cpu() for k, v in state.items()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -153,7 +179,70 @@ class Pruner:
             if self.revivable:
                 self.shadow[name] = state[f"shadow.{name}"].to(device=weight.device, dtype=weight.dtype)
         self.importance.load_state_dict(state)
-        self.current_target = float(state["current_target"])
+        self._load_schedule_state(state)
+
+
+class RemainingPruner(Pruner):
+    """Unstructured pruning of what the FFN masks leave: target_sparsity counts only the weights slicing keeps."""
+
+    def __init__(self, targets: dict[str, nn.Parameter], *, ffn, **kwargs):
+        super().__init__(targets, **kwargs)
+        self.ffn = ffn
+        # target name -> (FFN layer index, the weight dimension that indexes neurons)
+        self.neuron_dim = {}
+        for i, layer in enumerate(ffn.layers):
+            self.neuron_dim[f"{layer.module_name('ffn_up')}.weight"] = (i, 0)
+            self.neuron_dim[f"{layer.module_name('ffn_down')}.weight"] = (i, 1)
+
+    def _alive_entries(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Which entries of target `name` the FFN masks keep (all of them for non-FFN weights)."""
+        if name not in self.neuron_dim:
+            return torch.ones_like(like, dtype=torch.bool)
+        i, dim = self.neuron_dim[name]
+        mask = self.ffn.masks[i]
+        return (mask[:, None] if dim == 0 else mask[None, :]).expand_as(like)
+
+    def _prune_to(self, sparsity: float) -> bool:
+        """Pruner's update with the sparsity reached among the remaining entries only (run after the FFN pruner)."""
+        if sparsity <= self.sparsity() + 1e-12:
+            return False
+        remaining = {n: self._alive_entries(n, w) for n, w in self.targets.items()}
+        scores, base = self.importance.current(), self._ranked_against()
+        new = update_masks(
+            {n: scores[n][r] for n, r in remaining.items()},
+            {n: base[n][r] for n, r in remaining.items()},
+            sparsity,
+            self.scope,
+        )
+        masks = {}
+        for name, r in remaining.items():
+            mask = self.masks[name].clone()  # outside the remaining entries (removed neurons) nothing changes
+            mask[r] = new[name]
+            masks[name] = mask
+        self._set_masks(masks)
+        return True
+
+    def sparsity(self) -> float:
+        """Fraction of the remaining target entries that are pruned."""
+        pruned = total = 0
+        for name, mask in self.masks.items():
+            alive = self._alive_entries(name, mask)
+            pruned += int((~mask & alive).sum())
+            total += int(alive.sum())
+        return pruned / total if total else 0.0
+
+    def sliced_(self, keep: list[torch.Tensor]) -> None:
+        """Follow `FFNPruner.slice_`: point at the new FFN weights and slice their masks, values and scores alike."""
+        for name, (i, dim) in self.neuron_dim.items():
+            if name not in self.targets:
+                continue
+            layer = self.ffn.layers[i]
+            self.targets[name] = layer.linear("ffn_up" if dim == 0 else "ffn_down").weight
+            self.importance.weights[name] = self.targets[name]
+            self.masks[name] = self.masks[name].index_select(dim, keep[i])
+            if name in self.shadow:
+                self.shadow[name] = self.shadow[name].index_select(dim, keep[i])
+            self.importance.index_select_(name, dim, keep[i])
 
 
 def format_layer_table(rows: list[dict]) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .distillation_args import DistillationTrainingArguments, _require
+from ..checks import check_choice, check_embedding_size, check_num_hidden_groups, check_sharing_init, invalid
+from .distillation_args import DistillationTrainingArguments
 from .pruning_args import PruningTrainingArguments
 
-SHARING_INITS = ("mean", "first")
 QUANTIZATIONS = ("none", "dynamic-int8")
 
 
@@ -53,21 +53,20 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
 
     def __post_init__(self):
         super().__post_init__()
-        _require(self.quantization in QUANTIZATIONS, "quantization", self.quantization, ", ".join(QUANTIZATIONS))
-        if self.embedding_size is not None:
-            _require(self.embedding_size > 0, "embedding_size", self.embedding_size, "an integer in [1, hidden_size]")
-        if self.num_hidden_groups is not None:
-            _require(
-                self.num_hidden_groups > 0, "num_hidden_groups", self.num_hidden_groups, "a divisor of the layer count"
-            )
+        check_choice("quantization", self.quantization, QUANTIZATIONS)
+        check_embedding_size(self.embedding_size)
+        check_num_hidden_groups(self.num_hidden_groups)
         if isinstance(self.sharing_init, str) and self.sharing_init.isdigit():
-            self.sharing_init = int(self.sharing_init)
-        _require(
-            self.sharing_init in SHARING_INITS or isinstance(self.sharing_init, int),
-            "sharing_init",
-            self.sharing_init,
-            "'mean', 'first' or a layer index within a group",
-        )
+            self.sharing_init = int(self.sharing_init)  # a layer index within a group, from YAML or the CLI
+        check_sharing_init(self.sharing_init)
+        checkpointing = self.activation_checkpointing or self.gradient_checkpointing
+        if self.albert_conversion and checkpointing:
+            raise invalid(
+                "gradient_checkpointing" if self.gradient_checkpointing else "activation_checkpointing",
+                True,
+                f"False with the ALBERT-style conversion (embedding_size={self.embedding_size}, num_hidden_groups="
+                f"{self.num_hidden_groups}): transformers' ALBERT does not support activation checkpointing",
+            )
 
     @property
     def albert_conversion(self) -> bool:

@@ -9,7 +9,8 @@ from .pruning_trainer import PruningMixin
 
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
-    """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop; an ALBERT-style student if asked."""
+    """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop; an ALBERT-style student if asked;
+    int8 at finalization if asked."""
 
     _tag_names = ["hf_compress", "distillation", "pruning"]
 
@@ -22,9 +23,9 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
         super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
         self._setup_pruning()
 
-    def _prepare_final_model(self) -> None:
-        """Quantize after pruning has been baked and sliced (PruningMixin._save runs first), before writing."""
-        super()._prepare_final_model()
+    def _finalize_model(self) -> None:
+        """Quantize after pruning has been baked and sliced (the rest of finalization runs first)."""
+        super()._finalize_model()
         if self.args.quantization == "none" or getattr(self.model.config, "quantization_config", None) is not None:
             return
         from ..quantization import Int8QuantizationConfig, quantize_

@@ -8,18 +8,35 @@ from typing import Any
 
 from transformers import TrainingArguments
 
+from ..checks import check_choice, check_layer_ids, invalid, require
+
 ATTENTION_LOSS_TYPES = ("kl", "mse")
 
 
-def _require(condition: bool, field_name: str, value: Any, allowed: str) -> None:
-    """Raise the ValueError every arguments class uses: the field, the value, and what is allowed."""
-    if not condition:
-        raise ValueError(f"{field_name}={value!r} is invalid; allowed: {allowed}")
+def default_teacher_layer_mapping(num_student_layers: int, num_teacher_layers: int) -> list[int]:
+    """Uniform map (TinyBERT): student layer i ↔ teacher layer round((i+1)·L_t/L_s) − 1, 0-based; last ↔ last."""
+    return [round((i + 1) * num_teacher_layers / num_student_layers) - 1 for i in range(num_student_layers)]
+
+
+def refuse_old_layer_mapping(value: Any) -> None:
+    """`layer_mapping` was 1-based (0 = embeddings); it is now `teacher_layer_mapping`, 0-based like student_layers."""
+    if value is None:
+        return
+    ok = isinstance(value, (list, tuple)) and all(isinstance(i, int) and i >= 1 for i in value)
+    rewritten = f"teacher_layer_mapping={[i - 1 for i in value]}" if ok else "teacher_layer_mapping"
+    raise invalid(
+        "layer_mapping",
+        value,
+        f"null; it was renamed: write {rewritten} (0-based teacher layer ids, as student_layers and "
+        "model.encoder.layer[i]; matching the embeddings, old id 0, is no longer offered)",
+    )
 
 
 @dataclass
 class DistillationTrainingArguments(TrainingArguments):
     """TrainingArguments for knowledge distillation (Hinton et al. 2015; TinyBERT-style intermediate terms)."""
+
+    renamed_fields = ("layer_mapping",)  # kept only to refuse the old spelling; recipes never write them
 
     teacher_model_name_or_path: str | None = field(
         default=None,
@@ -52,12 +69,17 @@ class DistillationTrainingArguments(TrainingArguments):
         default="kl",
         metadata={"help": "Attention term: 'kl' (MiniLM) or 'mse' (TinyBERT) on attention maps."},
     )
-    layer_mapping: list[int] | None = field(
+    teacher_layer_mapping: list[int] | None = field(
         default=None,
         metadata={
-            "help": "Teacher layer (1-based; 0 = embeddings) matched by each student layer 1..L_s, e.g. [2, 4, 6]. "
-            "Default: uniform spacing, student layer i ↔ teacher layer round(i·L_t/L_s)."
+            "help": "For the hidden-state and attention terms: the teacher layer (0-based, as student_layers) whose "
+            "output each student layer is trained to match, one per student layer, e.g. [1, 3, 5] for 3 of 6. "
+            "Default: uniform, student layer i ↔ teacher layer round((i+1)·L_t/L_s) − 1 (last ↔ last, TinyBERT)."
         },
+    )
+    layer_mapping: list[int] | None = field(
+        default=None,
+        metadata={"help": "Renamed to teacher_layer_mapping (0-based layer ids); refused with the new spelling."},
     )
     cache_teacher_logits: bool = field(
         default=False,
@@ -69,41 +91,45 @@ class DistillationTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        refuse_old_layer_mapping(self.layer_mapping)
         if isinstance(self.teacher_model_init_kwargs, str):
             try:
                 self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
             except json.JSONDecodeError as err:
-                raise ValueError(
-                    f"teacher_model_init_kwargs={self.teacher_model_init_kwargs!r} is invalid; allowed: a dict "
-                    f"or a JSON object string ({err})"
+                raise invalid(
+                    "teacher_model_init_kwargs",
+                    self.teacher_model_init_kwargs,
+                    f"a dict or a JSON object string ({err})",
                 ) from None
-        _require(
+        require(
             self.teacher_model_init_kwargs is None or isinstance(self.teacher_model_init_kwargs, dict),
             "teacher_model_init_kwargs",
             self.teacher_model_init_kwargs,
             "a dict or a JSON object string",
         )
-        _require(self.temperature > 0, "temperature", self.temperature, "a number > 0")
-        _require(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "a number in [0, 1]")
-        _require(self.hidden_loss_weight >= 0, "hidden_loss_weight", self.hidden_loss_weight, "a number >= 0")
-        _require(self.attention_loss_weight >= 0, "attention_loss_weight", self.attention_loss_weight, "a number >= 0")
-        _require(
-            self.attention_loss_type in ATTENTION_LOSS_TYPES,
-            "attention_loss_type",
-            self.attention_loss_type,
-            " or ".join(repr(t) for t in ATTENTION_LOSS_TYPES),
+        require(
+            self.label_smoothing_factor == 0,
+            "label_smoothing_factor",
+            self.label_smoothing_factor,
+            "0 with distillation (the distillation loss replaces Trainer's, which smoothing acts on; the teacher's "
+            "soft targets are the smoothing)",
         )
-        if self.layer_mapping is not None:
-            _require(
-                len(self.layer_mapping) > 0 and all(isinstance(i, int) and i >= 0 for i in self.layer_mapping),
-                "layer_mapping",
-                self.layer_mapping,
-                "a non-empty list of teacher layer ids >= 0, one per student layer",
-            )
-        _require(
+        require(self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        require(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "a number in [0, 1]")
+        require(self.hidden_loss_weight >= 0, "hidden_loss_weight", self.hidden_loss_weight, "a number >= 0")
+        require(self.attention_loss_weight >= 0, "attention_loss_weight", self.attention_loss_weight, "a number >= 0")
+        check_choice("attention_loss_type", self.attention_loss_type, ATTENTION_LOSS_TYPES)
+        if self.teacher_layer_mapping is not None:
+            check_layer_ids("teacher_layer_mapping", self.teacher_layer_mapping)
+        require(
             not (self.cache_teacher_logits and (self.hidden_loss_weight > 0 or self.attention_loss_weight > 0)),
             "cache_teacher_logits",
             self.cache_teacher_logits,
             "False when hidden_loss_weight or attention_loss_weight > 0 (those terms need a teacher forward "
             "on every step, so caching logits saves nothing)",
         )
+
+    @property
+    def intermediate_terms(self) -> bool:
+        """Whether a hidden-state or attention term is used (they need a layer map and the teacher every step)."""
+        return self.hidden_loss_weight > 0 or self.attention_loss_weight > 0

@@ -3,52 +3,48 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
-from transformers import (
-    AutoModel,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PreTrainedModel,
-    Trainer,
-    TrainerCallback,
-)
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import AutoModel, PreTrainedModel, Trainer
 
-from ..losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
+from ..losses import attention_loss, hidden_state_loss
 from ..provenance import record
-from .distillation_args import DistillationTrainingArguments
-from .saving import AtomicSaveMixin, replace_pickled_args
+from .distillation_args import DistillationTrainingArguments, default_teacher_layer_mapping
+from .distillation_loss import (
+    LossTermLog,
+    count_items,
+    head_kind,
+    head_logits,
+    logit_terms,
+    pop_labels,
+)
+from .logit_cache import TeacherLogitCache
+from .saving import FinalizeMixin
 
-PROJECTION_FILE = "distillation_projection.safetensors"
-
-
-def auto_class_for(model: PreTrainedModel):
-    """The Auto class that loads a teacher for the same task as `model`."""
-    name = type(model).__name__
-    if name.endswith("ForSequenceClassification"):
-        return AutoModelForSequenceClassification
-    if name.endswith("ForTokenClassification"):
-        return AutoModelForTokenClassification
-    return AutoModel
-
-
-def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict | None = None) -> PreTrainedModel:
-    """Load a teacher with the real `from_pretrained` (Hub id or local directory) for the student's task."""
-    # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
-    return auto_class_for(student).from_pretrained(name_or_path, **{"use_safetensors": True, **(init_kwargs or {})})
+# The hidden-state projection is trained with the student but is not part of it. It is attached to the student as
+# this submodule while training, so that Trainer's optimizer, zero_grad, gradient clipping, DDP gradient sync,
+# checkpoints, resume and best-model loading all treat it exactly like the student's own parameters; finalize()
+# detaches it, so the saved student is a stock checkpoint.
+PROJECTION_MODULE = "hf_compress_hidden_projection"
+OLD_PROJECTION_FILE = "distillation_projection.safetensors"  # checkpoints written before 0.2 kept it beside the model
 
 
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
     """Raise a ValueError that says what differs when teacher and student cannot be distilled into one another."""
+    from ..loading import auto_class_for
+
     t, s = teacher.config, student.config
     problems = []
+    if head_kind(teacher) != head_kind(student) or auto_class_for(teacher) is not auto_class_for(student):
+        problems.append(f"task head: teacher {type(teacher).__name__} vs student {type(student).__name__}")
     if getattr(t, "vocab_size", None) != getattr(s, "vocab_size", None):
-        problems.append(f"vocab_size: teacher {t.vocab_size} vs student {s.vocab_size} (they need one tokenizer)")
-    if auto_class_for(student) is not AutoModel and t.num_labels != s.num_labels:
+        problems.append(
+            f"vocab_size: teacher {t.vocab_size} vs student {s.vocab_size} (teacher {t.name_or_path or t.model_type}, "
+            f"student {s.name_or_path or s.model_type}): they need one tokenizer"
+        )
+    if auto_class_for(student) is not AutoModel and head_kind(student) != "span" and t.num_labels != s.num_labels:
         problems.append(f"num_labels: teacher {t.num_labels} vs student {s.num_labels}")
     teacher_labels = getattr(t, "id2label", None)
     student_labels = getattr(s, "id2label", None)
@@ -64,26 +60,14 @@ def _is_named(config) -> bool:
     return any(not str(v).startswith("LABEL_") for v in config.id2label.values())
 
 
-def default_layer_mapping(num_student_layers: int, num_teacher_layers: int) -> list[int]:
-    """Uniform map (TinyBERT): student layer i (1-based) ↔ teacher layer round(i·L_t/L_s); last ↔ last."""
-    return [round((i + 1) * num_teacher_layers / num_student_layers) for i in range(num_student_layers)]
+class DistillationTrainer(FinalizeMixin, Trainer):
+    """Trainer for knowledge distillation into a smaller student (Hinton et al. 2015, arXiv:1503.02531).
 
-
-class _SyncProjectionGrads(TrainerCallback):
-    """Average the projection's gradients over DDP ranks: it lives outside the DDP-wrapped student."""
-
-    def __init__(self, projection: nn.Module):
-        self.projection = projection
-
-    def on_pre_optimizer_step(self, args, state, control, **kwargs):
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            for p in self.projection.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.AVG)
-
-
-class DistillationTrainer(AtomicSaveMixin, Trainer):
-    """Trainer for knowledge distillation into a smaller student (Hinton et al. 2015, arXiv:1503.02531)."""
+    Loss: alpha·T²·KL(teacher ‖ student) + (1 − alpha)·CE + hidden_loss_weight·Σ MSE(W·h_s, h_t) +
+    attention_loss_weight·Σ div(A_t, A_s) over the mapped layers, each term a sum over items (examples, labelled
+    tokens) divided by Trainer's `num_items_in_batch`. Sequence classification, token classification and extractive
+    QA heads (see `distillation_loss`).
+    """
 
     _tag_names = ["hf_compress", "distillation"]
 
@@ -105,6 +89,8 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
         if teacher_model is None:
             raise ValueError("teacher_model=None and teacher_model_name_or_path=None: give the trainer a teacher")
         if isinstance(teacher_model, str):
+            from ..loading import load_teacher
+
             teacher_model = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
         check_compatible(teacher_model, model)
         self.layer_mapping = self._resolve_layer_mapping(args, model, teacher_model)
@@ -117,13 +103,22 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
         # Our loss is normalised by num_items_in_batch, so Trainer must count items and not divide again.
         self.model_accepts_loss_kwargs = True
         self.teacher = teacher_model.to(self.args.device).eval().requires_grad_(False)
-        self.hidden_projection = self._build_projection(model, teacher_model)
-        if self.hidden_projection is not None:
-            self.add_callback(_SyncProjectionGrads(self.hidden_projection))
-        self._logit_cache: dict[bytes, torch.Tensor] | None = {} if args.cache_teacher_logits else None
-        self._metrics: dict[str, dict[str, list[float]]] = {"train": defaultdict(list), "eval": defaultdict(list)}
+        self.head_kind = head_kind(self.model)
+        projection = self._build_projection(model, teacher_model)
+        if projection is not None:
+            self.model.add_module(PROJECTION_MODULE, projection.to(self.args.device))
+        self._logit_cache = TeacherLogitCache() if args.cache_teacher_logits else None
+        self._terms = LossTermLog()
+        self._steps_since_log = 0
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself (TRL does this)
-        record(self.model.config, "distillation", self._distillation_provenance())
+
+    @property
+    def hidden_projection(self) -> nn.ModuleList | None:
+        """The learned student→teacher width maps of the hidden-state term (None when unused).
+
+        While training they are a submodule of the student; after finalize() they are kept here only.
+        """
+        return getattr(self.model, PROJECTION_MODULE, None) or getattr(self, "_detached_projection", None)
 
     def _distillation_provenance(self) -> dict:
         """The teacher and loss mixture, for config.json and the model card."""
@@ -134,22 +129,24 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
             "alpha": a.alpha,
             "hidden_loss_weight": a.hidden_loss_weight,
             "attention_loss_weight": a.attention_loss_weight,
-            "layer_mapping": self.layer_mapping,
+            "teacher_layer_mapping": self.layer_mapping,
             "cache_teacher_logits": a.cache_teacher_logits,
         }
 
     @staticmethod
     def _resolve_layer_mapping(args, student, teacher) -> list[int] | None:
-        """The validated student→teacher layer map, or None when no intermediate term is used."""
-        if args.hidden_loss_weight == 0 and args.attention_loss_weight == 0:
+        """The validated student→teacher layer map (0-based), or None when no intermediate term is used."""
+        from ..checks import invalid
+
+        if not args.intermediate_terms:
             return None
         n_s, n_t = student.config.num_hidden_layers, teacher.config.num_hidden_layers
-        mapping = args.layer_mapping or default_layer_mapping(n_s, n_t)
-        lowest = 1 if args.attention_loss_weight > 0 else 0
-        if len(mapping) != n_s or any(not lowest <= i <= n_t for i in mapping):
-            raise ValueError(
-                f"layer_mapping={mapping} is invalid; allowed: {n_s} entries (one per student layer), each a teacher "
-                f"layer in [{lowest}, {n_t}]" + (" (attention maps exist from layer 1)" if lowest else "")
+        mapping = args.teacher_layer_mapping or default_teacher_layer_mapping(n_s, n_t)
+        if len(mapping) != n_s or any(not 0 <= i < n_t for i in mapping):
+            raise invalid(
+                "teacher_layer_mapping",
+                mapping,
+                f"{n_s} entries (one per student layer), each a 0-based teacher layer id in [0, {n_t - 1}]",
             )
         return list(mapping)
 
@@ -160,55 +157,43 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
         h_s, h_t = student.config.hidden_size, teacher.config.hidden_size
         if h_s == h_t:
             return None
-        projection = nn.ModuleList(nn.Linear(h_s, h_t) for _ in self.layer_mapping)
-        return projection.to(self.args.device)
-
-    def create_optimizer(self, model=None):
-        """Trainer's optimizer, plus the hidden-state projection as its own parameter group."""
-        optimizer = super().create_optimizer(model)
-        if self.hidden_projection is not None and not getattr(self, "_projection_in_optimizer", False):
-            optimizer.add_param_group({"params": list(self.hidden_projection.parameters()), "weight_decay": 0.0})
-            self._projection_in_optimizer = True
-        return optimizer
+        return nn.ModuleList(nn.Linear(h_s, h_t) for _ in self.layer_mapping)
 
     # ---- loss ----
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """alpha·T²·KL(teacher‖student) + (1−alpha)·CE + hidden and attention terms, each logged on its own."""
         inputs = dict(inputs)
-        labels = inputs.pop("labels", None)
+        labels = pop_labels(inputs)
         args = self.args
-        want_hidden = args.hidden_loss_weight > 0
-        want_attn = args.attention_loss_weight > 0
         extra = {}
-        if want_hidden:
+        if args.hidden_loss_weight > 0:
             extra["output_hidden_states"] = True
-        if want_attn:
+        if args.attention_loss_weight > 0:
             extra["output_attentions"] = True
         outputs = model(**inputs, **extra)
-        student_logits = outputs.logits
+        student_logits = head_logits(outputs)
 
+        teacher_out = None
         if self._logit_cache is not None and model.training:
-            teacher_logits, teacher_out = self._cached_teacher_logits(inputs), None
+            teacher_logits, hit_rate = self._logit_cache.logits(self.teacher, inputs)
+            self._terms.rates["teacher_cache_hit_rate"].append(hit_rate)
         else:
             with torch.no_grad():
                 teacher_out = self.teacher(**inputs, **extra)
-            teacher_logits = teacher_out.logits
+            teacher_logits = head_logits(teacher_out)
 
-        rows = self._loss_rows(student_logits, labels, inputs.get("attention_mask"))
-        s_rows, t_rows = student_logits[rows], teacher_logits[rows]
-        n_local = s_rows.shape[0]
-        divisor = num_items_in_batch if num_items_in_batch is not None else max(n_local, 1)
-
-        terms: dict[str, torch.Tensor] = {}
-        if args.alpha > 0:
-            terms["kd_loss"] = kd_loss(s_rows, t_rows, args.temperature)
-        if args.alpha < 1 and labels is not None:
-            terms["ce_loss"] = ce_loss(s_rows, labels[rows] if labels.dim() > 1 else labels)
-        if want_hidden:
-            terms["hidden_loss"] = self._hidden_term(outputs.hidden_states, teacher_out.hidden_states, inputs)
-        if want_attn:
-            terms["attention_loss"] = self._attention_term(outputs.attentions, teacher_out.attentions, inputs)
+        mask = inputs.get("attention_mask")
+        terms, n_local = logit_terms(
+            self.head_kind, student_logits, teacher_logits, labels, mask, args.temperature, args.alpha > 0,
+            args.alpha < 1,
+        )  # fmt: skip
+        if args.hidden_loss_weight > 0:
+            terms["hidden_loss"] = self._hidden_term(outputs.hidden_states, teacher_out.hidden_states, mask)
+        if args.attention_loss_weight > 0:
+            terms["attention_loss"] = self._attention_term(outputs.attentions, teacher_out.attentions, mask)
+        if not terms:
+            raise ValueError("batch has no labels and alpha < 1: set alpha=1.0 to distil from unlabelled data")
 
         weights = {
             "kd_loss": args.alpha,
@@ -216,117 +201,89 @@ class DistillationTrainer(AtomicSaveMixin, Trainer):
             "hidden_loss": args.hidden_loss_weight,
             "attention_loss": args.attention_loss_weight,
         }
-        loss = sum(weights[k] * v for k, v in terms.items()) / divisor
-        if not terms:  # alpha < 1 but no labels: nothing to learn from, say so rather than train on zero
-            raise ValueError("batch has no labels and alpha < 1: set alpha=1.0 to distil from unlabelled data")
-
-        mode = "train" if model.training else "eval"
-        for name, value in terms.items():
-            self._metrics[mode][name].append(value.detach().item() / max(n_local, 1))
-
+        divisor = num_items_in_batch if num_items_in_batch is not None else max(n_local, 1)
+        scale = 1
         if args.average_tokens_across_devices and num_items_in_batch is not None:
             # DDP averages gradients over ranks, but we already divided by the global item count.
-            loss = loss * self.accelerator.num_processes
+            scale = self.accelerator.num_processes
+        loss = sum(weights[k] * v for k, v in terms.items()) / divisor * scale
+        if model.training:
+            for name, value in terms.items():
+                self._terms.add_train(name, float(value.detach() / divisor * scale))
+        else:
+            self._terms.add_eval(terms, n_local)
         if return_outputs:
-            return loss, {"logits": student_logits}
+            return loss, {**student_logits}
         return loss
 
-    @staticmethod
-    def _loss_rows(logits: torch.Tensor, labels: torch.Tensor | None, attention_mask: torch.Tensor | None):
-        """Which logit rows carry a loss: every example for sequence tasks, labelled/real tokens for token tasks."""
-        if logits.dim() == 2:
-            return slice(None)
-        if labels is not None:
-            return labels != -100
-        return attention_mask.bool() if attention_mask is not None else torch.ones(logits.shape[:2], dtype=torch.bool)
-
-    def _hidden_term(self, student_hidden, teacher_hidden, inputs) -> torch.Tensor:
+    def _hidden_term(self, student_hidden, teacher_hidden, mask) -> torch.Tensor:
         """Σ over mapped layers of the per-example hidden-state MSE (hidden_states[0] is the embeddings)."""
-        mask = inputs.get("attention_mask")
+        projection = self.hidden_projection
         total = 0.0
         for i, t_layer in enumerate(self.layer_mapping):
             h_s = student_hidden[i + 1]
-            if self.hidden_projection is not None:
-                h_s = self.hidden_projection[i](h_s)
-            total = total + hidden_state_loss(h_s, teacher_hidden[t_layer], mask)
+            if projection is not None:
+                h_s = projection[i](h_s)
+            total = total + hidden_state_loss(h_s, teacher_hidden[t_layer + 1], mask)
         return total
 
-    def _attention_term(self, student_attn, teacher_attn, inputs) -> torch.Tensor:
+    def _attention_term(self, student_attn, teacher_attn, mask) -> torch.Tensor:
         """Σ over mapped layers of the per-example attention divergence."""
-        mask = inputs.get("attention_mask")
         total = 0.0
         for i, t_layer in enumerate(self.layer_mapping):
-            total = total + attention_loss(
-                student_attn[i], teacher_attn[t_layer - 1], mask, self.args.attention_loss_type
-            )
+            total = total + attention_loss(student_attn[i], teacher_attn[t_layer], mask, self.args.attention_loss_type)
         return total
 
-    # ---- teacher-logit cache ----
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device):
+        """Trainer counts labelled items; a batch without `labels` (QA positions, unlabelled data) is counted here."""
+        counted = super()._get_num_items_in_batch(batch_samples, device)
+        if counted is not None or not batch_samples or "input_ids" not in batch_samples[0]:
+            return counted
+        total = torch.tensor(sum(count_items(b, self.head_kind) for b in batch_samples), device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            total = self.accelerator.gather(total).sum()
+        return total
 
-    @staticmethod
-    def _example_keys(inputs) -> list[bytes]:
-        """A content key per example: its real tokens (and segment ids), independent of padding and batch order."""
-        ids = inputs["input_ids"].cpu()
-        mask = inputs.get("attention_mask")
-        mask = mask.cpu().bool() if mask is not None else torch.ones_like(ids, dtype=torch.bool)
-        segments = inputs.get("token_type_ids")
-        keys = []
-        for i in range(ids.shape[0]):
-            key = ids[i][mask[i]].numpy().tobytes()
-            if segments is not None:
-                key += b"|" + segments[i].cpu()[mask[i]].numpy().tobytes()
-            keys.append(key)
-        return keys
+    # ---- logging, evaluation, finalization, checkpoints ----
 
-    def _cached_teacher_logits(self, inputs) -> torch.Tensor:
-        """Teacher logits from the cache, running the teacher only on examples it has not seen yet."""
-        keys = self._example_keys(inputs)
-        missing = [i for i, k in enumerate(keys) if k not in self._logit_cache]
-        self._metrics["train"]["teacher_cache_hit_rate"].append(1.0 - len(missing) / len(keys))
-        if missing:
-            index = torch.tensor(missing, device=inputs["input_ids"].device)
-            sub = {k: v.index_select(0, index) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-            with torch.no_grad():
-                logits = self.teacher(**sub).logits.detach().cpu()
-            for row, i in enumerate(missing):
-                self._logit_cache[keys[i]] = logits[row]
-        return torch.stack([self._logit_cache[k] for k in keys]).to(inputs["input_ids"].device)
-
-    # ---- logging and checkpoints ----
+    def _maybe_log_save_evaluate(self, *args, **kwargs):
+        # Trainer divides its logged `loss` by the steps since its last log; the terms use the same count.
+        self._steps_since_log = self.state.global_step - self._globalstep_last_logged
+        return super()._maybe_log_save_evaluate(*args, **kwargs)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add the mean of each loss term since the last log (prefixed eval_ during evaluation)."""
-        mode = "eval" if any(k.startswith("eval_") for k in logs) else "train"
-        averaged = {k: sum(v) / len(v) for k, v in self._metrics[mode].items() if v}
-        if mode == "eval":
-            averaged = {f"eval_{k}": v for k, v in averaged.items()}
-        super().log({**logs, **averaged}, start_time)
-        self._metrics[mode].clear()
+        """Add each loss term since the last log: per optimizer step, so the terms recombine to `loss`."""
+        if "loss" in logs and not any(k.startswith("eval_") for k in logs):
+            reduce = lambda t: self.accelerator.reduce(t, "mean")  # noqa: E731  as Trainer averages `loss`
+            logs = {**logs, **self._terms.pop_train(self._steps_since_log, reduce)}
+        super().log(logs, start_time)
 
-    def _checkpoint_dir(self, trial=None) -> str:
-        """The folder Trainer just wrote the current checkpoint into."""
-        return os.path.join(self._get_output_dir(trial=trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+    def evaluation_loop(
+        self, dataloader, description, prediction_loss_only=None, ignore_keys=None, metric_key_prefix="eval"
+    ):
+        """Trainer's loop, plus each loss term per item; `<prefix>_loss` becomes their item-weighted total too."""
+        self._terms.pop_eval(lambda t: t)  # drop anything a direct compute_loss call left behind
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only, ignore_keys, metric_key_prefix)
+        prefix = metric_key_prefix
+        terms = self._terms.pop_eval(lambda t: self.accelerator.reduce(t, "sum"))
+        if terms:
+            weights = {"kd_loss": self.args.alpha, "ce_loss": 1 - self.args.alpha}
+            weights.update(hidden_loss=self.args.hidden_loss_weight, attention_loss=self.args.attention_loss_weight)
+            output.metrics[f"{prefix}_loss"] = sum(weights[k] * v for k, v in terms.items())
+            output.metrics.update({f"{prefix}_{k}": v for k, v in terms.items()})
+        return output
 
-    def _prepare_final_model(self) -> None:
-        """Hook run just before a final (non-checkpoint) save writes the model; subclasses transform it here."""
-
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
-        """Trainer's save, with the training arguments as JSON instead of a pickle."""
-        if PREFIX_CHECKPOINT_DIR not in os.path.basename(os.path.normpath(output_dir or self.args.output_dir)):
-            self._prepare_final_model()
-        super()._save(output_dir, state_dict)
-        if self.args.should_save:
-            replace_pickled_args(output_dir or self.args.output_dir, self.args)
-
-    def _save_checkpoint(self, model, trial):
-        """Trainer's checkpoint, plus the hidden-state projection (trainer state, never part of the student)."""
-        super()._save_checkpoint(model, trial)
-        if self.hidden_projection is not None and self.args.should_save:
-            save_file(self.hidden_projection.state_dict(), os.path.join(self._checkpoint_dir(trial), PROJECTION_FILE))
+    def _finalize_model(self) -> None:
+        """Detach the training-only projection and record the distillation in config.compression."""
+        super()._finalize_model()
+        if getattr(self.model, PROJECTION_MODULE, None) is not None:
+            self._detached_projection = getattr(self.model, PROJECTION_MODULE)
+            delattr(self.model, PROJECTION_MODULE)
+        record(self.model.config, "distillation", self._distillation_provenance())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        """Trainer's resume, plus the hidden-state projection when the checkpoint has one."""
+        """Trainer's resume (which restores the projection with the model); older checkpoints kept it in a file."""
         super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, PROJECTION_FILE)
-        if self.hidden_projection is not None and os.path.exists(path):
-            self.hidden_projection.load_state_dict(load_file(path, device=str(self.args.device)))
+        old = os.path.join(resume_from_checkpoint, OLD_PROJECTION_FILE)
+        if self.hidden_projection is not None and os.path.exists(old):
+            self.hidden_projection.load_state_dict(load_file(old, device=str(self.args.device)))

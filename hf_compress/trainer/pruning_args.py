@@ -6,10 +6,11 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from ..pruning.importance import METHODS
+from ..checks import check_choice, check_fraction, invalid
 from ..pruning.masks import SCOPES
-from ..pruning.structured import FFN_METHODS
-from .distillation_args import _require
+from ..pruning.schedule import SparsitySchedule
+from ..pruning.scores import METHODS
+from ..transforms.ffn import FFN_METHODS
 
 
 @dataclass
@@ -67,19 +68,26 @@ class PruningTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        _require(self.pruning_method in METHODS, "pruning_method", self.pruning_method, ", ".join(METHODS))
-        _require(0.0 <= self.target_sparsity < 1.0, "target_sparsity", self.target_sparsity, "a number in [0, 1)")
-        _require(0.0 <= self.ffn_sparsity < 1.0, "ffn_sparsity", self.ffn_sparsity, "a number in [0, 1)")
-        methods = ", ".join(FFN_METHODS)
-        _require(self.ffn_pruning_method in FFN_METHODS, "ffn_pruning_method", self.ffn_pruning_method, methods)
-        _require(self.pruning_start >= 0, "pruning_start", self.pruning_start, "a fraction in [0, 1) or a step >= 1")
-        _require(self.pruning_end >= 0, "pruning_end", self.pruning_end, "a fraction in [0, 1) or a step >= 1")
-        same_unit = (self.pruning_start < 1) == (self.pruning_end < 1)
-        _require(
-            not same_unit or self.pruning_end >= self.pruning_start,
-            "pruning_end",
-            self.pruning_end,
-            f"a point at or after pruning_start={self.pruning_start}",
-        )
-        _require(self.pruning_frequency >= 1, "pruning_frequency", self.pruning_frequency, "an integer >= 1")
-        _require(self.pruning_scope in SCOPES, "pruning_scope", self.pruning_scope, ", ".join(SCOPES))
+        check_choice("pruning_method", self.pruning_method, METHODS)
+        check_fraction("target_sparsity", self.target_sparsity)
+        check_fraction("ffn_sparsity", self.ffn_sparsity)
+        check_choice("ffn_pruning_method", self.ffn_pruning_method, FFN_METHODS)
+        check_choice("pruning_scope", self.pruning_scope, SCOPES)
+        self.pruning_schedule()  # validates pruning_start, pruning_end and pruning_frequency
+        if self.prunes and (self.fsdp or self.deepspeed):
+            field = "fsdp" if self.fsdp else "deepspeed"
+            raise invalid(
+                field,
+                getattr(self, field),
+                "empty when pruning (masks are kept on whole tensors, which sharding splits across ranks); "
+                "use DDP (torchrun / accelerate launch without FSDP or DeepSpeed)",
+            )
+
+    @property
+    def prunes(self) -> bool:
+        """Whether weights or FFN neurons are pruned in this run."""
+        return self.target_sparsity > 0 or self.ffn_sparsity > 0
+
+    def pruning_schedule(self) -> SparsitySchedule:
+        """The schedule every pruner of the run shares (its steps are fixed when training starts)."""
+        return SparsitySchedule(self.pruning_start, self.pruning_end, self.pruning_frequency)

@@ -1,4 +1,8 @@
-"""Saving helpers shared by the trainers: no pickles in what we write, and final saves that are atomic."""
+"""How our trainers save: resumable checkpoints; a final model finalized once, written atomically, pickle-free.
+
+Whether a save is a checkpoint or the final model is decided by the call path, never by a folder's name: Trainer
+writes checkpoints through `_save_checkpoint`, and everything else (`save_model`, `push_to_hub`) is a final save.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import os
 import shutil
 import tempfile
 
+from transformers import PreTrainedModel
 from transformers.trainer import TRAINING_ARGS_NAME
 
 TRAINING_ARGS_JSON = "training_args.json"
@@ -21,18 +26,27 @@ def replace_pickled_args(output_dir: str, args) -> None:
         f.write(args.to_json_string())
 
 
+def _umask_mode(mode: int = 0o777) -> int:
+    """`mode` as the user's umask would leave it for a newly created directory."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return mode & ~umask
+
+
 @contextlib.contextmanager
 def staged_directory(target: str):
     """Yield a staging folder beside `target`; on success it replaces `target` in one rename, on failure it vanishes.
 
     An interrupted save therefore never leaves `target` half-written or holding a mix of two models: until the
     final rename the previous contents are untouched. Sub-folders already in `target` (checkpoints, the fine-tuned
-    teacher) are carried over; stale model files are not.
+    teacher) are carried over; stale model files are not. The folder gets the permissions the user's umask gives
+    (mkdtemp's 0700 would hide the model from other users and serving containers).
     """
     target = os.path.abspath(target)
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+    os.chmod(staging, _umask_mode())
     try:
         yield staging
     except BaseException:
@@ -52,12 +66,69 @@ def staged_directory(target: str):
     shutil.rmtree(old, ignore_errors=True)
 
 
-class AtomicSaveMixin:
-    """Final saves (not checkpoints, which go to fresh folders) are staged and swapped in atomically."""
+class FinalizeMixin:
+    """finalize() once, at the end of train() or at the first final save; checkpoints untouched; atomic final saves.
+
+    Each mixin of a trainer adds its part of finalization in `_finalize_model` (calling super() first, so steps run
+    and are recorded in the order they were applied) and its final files in `_write_final_files`.
+    """
+
+    _finalized = False
+    _saving_checkpoint = False
+
+    def finalize(self) -> PreTrainedModel:
+        """Bake masks, slice pruned FFN neurons, drop training-only modules, quantize and record provenance, once.
+
+        Idempotent: later calls return the same model. Afterwards `trainer.model` is exactly the model a final save
+        writes, `evaluate()`/`predict()` measure it, and `train()` is refused.
+        """
+        if not self._finalized:
+            self._finalize_model()
+            self._finalized = True
+        return self.model
+
+    def _finalize_model(self) -> None:
+        """The base of the cooperative chain: nothing to do."""
+
+    def _write_final_files(self, output_dir: str) -> None:
+        """The base of the cooperative chain: nothing beside the model."""
+
+    def train(self, *args, **kwargs):
+        """Trainer.train, then finalize(). A finalized trainer refuses to train again."""
+        if self._finalized:
+            raise RuntimeError(
+                "train() after finalize() is refused: the model was finalized (masks baked, pruned FFN neurons "
+                "sliced, training-only modules removed, quantized if asked), so the optimizer no longer matches it. "
+                "To train further, load the saved model into a new trainer."
+            )
+        output = super().train(*args, **kwargs)
+        self.finalize()
+        return output
+
+    def _save_checkpoint(self, model, trial):
+        """Trainer's checkpoint, marked as one so that `_save` does not finalize or write final files."""
+        self._saving_checkpoint = True
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._saving_checkpoint = False
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """A final save finalizes first and is staged and swapped in atomically; checkpoints are Trainer's own."""
         output_dir = output_dir or self.args.output_dir
-        if _internal_call or not self.args.should_save:
+        if self._saving_checkpoint:
+            return super().save_model(output_dir, _internal_call)
+        self.finalize()
+        if not self.args.should_save:
             return super().save_model(output_dir, _internal_call)
         with staged_directory(output_dir) as staging:
             super().save_model(staging, _internal_call)
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        """Trainer's save with the training arguments as JSON instead of a pickle, plus final files where final."""
+        output_dir = output_dir or self.args.output_dir
+        super()._save(output_dir, state_dict)
+        if self.args.should_save:
+            replace_pickled_args(output_dir, self.args)
+            if not self._saving_checkpoint:
+                self._write_final_files(output_dir)

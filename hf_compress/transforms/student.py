@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import copy
 
-from torch import nn
+import torch
 from transformers import PreTrainedModel
 
+from ..checks import check_student_depth
+from ..families import base_prefix, family_of, layer_list
 from ..provenance import record
 
 
-def encoder_layers(model: PreTrainedModel) -> nn.ModuleList:
-    """The ModuleList of transformer layers of a BERT-style model (BertModel or a task model around one)."""
-    base = getattr(model, model.base_model_prefix, model)
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not isinstance(layers, nn.ModuleList):
-        raise ValueError(
-            f"{type(model).__name__} has no `encoder.layer` ModuleList; create_student supports BERT-style models "
-            "(BERT, RoBERTa, ELECTRA, MiniLM, ...)"
-        )
-    return layers
-
-
 def uniform_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
-    """Evenly spaced teacher layer ids from the bottom (6→3 gives [0, 2, 4], every other layer as in DistilBERT)."""
+    """Evenly spaced 0-based teacher layer ids from the bottom (6→3 gives [0, 2, 4], every other layer, DistilBERT)."""
     return [i * num_teacher_layers // num_student_layers for i in range(num_student_layers)]
 
 
@@ -32,29 +22,42 @@ def create_student(
 ) -> PreTrainedModel:
     """A stock model of the teacher's class with the teacher's embeddings, head and the chosen layers, copied.
 
-    Sanh et al. 2019 (DistilBERT, arXiv:1910.01108) initialise the student from every other teacher layer.
+    `layers` are 0-based teacher layer ids (module indices, as `model.encoder.layer[i]`); `num_hidden_layers` takes
+    evenly spaced ones from the bottom. Sanh et al. 2019 (DistilBERT, arXiv:1910.01108) initialise the student from
+    every other teacher layer. Works for every family in `hf_compress.families` except ALBERT (whose layers are
+    shared), and under `torch.no_grad()` / `torch.inference_mode()` (the student's tensors are always fresh, normal
+    tensors, so it can be trained afterwards).
+
+    Raises:
+        ValueError: neither or both of num_hidden_layers / layers, ids outside the teacher, an unsupported family.
     """
-    teacher_layers = encoder_layers(teacher)
+    teacher_layers = layer_list(teacher)
     n_teacher = len(teacher_layers)
-    if (num_hidden_layers is None) == (layers is None):
-        raise ValueError("create_student: give exactly one of num_hidden_layers or layers")
-    if layers is None:
-        if not 1 <= num_hidden_layers <= n_teacher:
-            raise ValueError(f"num_hidden_layers={num_hidden_layers} must be in [1, {n_teacher}] (teacher depth)")
-        layers = uniform_layers(n_teacher, num_hidden_layers)
-    layers = list(layers)
-    if not layers or any(not 0 <= i < n_teacher for i in layers):
-        raise ValueError(f"layers={layers} must be a non-empty list of teacher layer ids in [0, {n_teacher - 1}]")
+    if num_hidden_layers is None and layers is None:
+        raise ValueError(
+            "num_hidden_layers=None is invalid; allowed: an integer in [1, teacher depth], or give layers"
+        )
+    check_student_depth(num_hidden_layers, layers, n_teacher)
+    layers = list(layers) if layers is not None else uniform_layers(n_teacher, num_hidden_layers)
 
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
-    student = type(teacher)(config)
-    # Everything but the encoder layers (embeddings, pooler, classifier) has the same shape: copy it wholesale.
-    kept = {k: v for k, v in teacher.state_dict().items() if ".encoder.layer." not in f".{k}"}
-    missing, unexpected = student.load_state_dict(kept, strict=False)
-    assert not unexpected, unexpected
-    student_layers = encoder_layers(student)
-    for student_id, teacher_id in enumerate(layers):
-        student_layers[student_id].load_state_dict(teacher_layers[teacher_id].state_dict())
+    # Built outside inference mode (a student built inside it could never be trained) and without its random init
+    # mattering: every tensor is overwritten from the teacher below.
+    with torch.inference_mode(False):
+        student = type(teacher)(config)
+        layer_prefix = f"{base_prefix(teacher)}{family_of(teacher).layers}."
+        state = {}
+        for name, tensor in teacher.state_dict().items():
+            if name.startswith(layer_prefix):
+                teacher_id, _, rest = name[len(layer_prefix) :].partition(".")
+                for student_id in [s for s, t in enumerate(layers) if t == int(teacher_id)]:
+                    state[f"{layer_prefix}{student_id}.{rest}"] = tensor.clone()
+            else:  # embeddings, pooler, head: same shapes in teacher and student
+                state[name] = tensor.clone()
+        missing, unexpected = student.load_state_dict(state, strict=False)
+    if unexpected or missing:
+        raise ValueError(f"create_student could not map every tensor: missing {missing}, unexpected {unexpected}")
+    student.train(teacher.training)
     record(student.config, "student", {"teacher": teacher.config.name_or_path or None, "layers": layers})
     return student.to(next(teacher.parameters()).device)

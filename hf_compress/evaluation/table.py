@@ -1,0 +1,172 @@
+"""The comparison table: one row per model (size, sparsity, task metric, agreement, latency), Markdown/JSON, a plot."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+from tqdm.auto import tqdm
+
+from .measure import latency_ms, linear_sparsity, saved_bytes
+
+
+@dataclass
+class ReportRow:
+    """One model's line in the comparison table.
+
+    `metrics` holds every task metric (text: accuracy, macro_f1; tokens: entity precision/recall/F1; QA: exact match,
+    F1); `score` is the task's primary one (accuracy, entity F1, SQuAD F1) and `score_vs_reference` its ratio to the
+    first row's. `accuracy` / `accuracy_vs_reference` repeat them for text classification.
+    """
+
+    name: str
+    parameters: int
+    bytes_on_disk: int
+    accuracy: float | None = None
+    accuracy_vs_reference: float | None = None
+    agreement_with_reference: float | None = None
+    sparsity: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    speedup: dict[str, float] = field(default_factory=dict)
+    metric: str | None = None
+    score: float | None = None
+    score_vs_reference: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def build_report(
+    models: dict[str, tuple[nn.Module, str | None]],
+    tokenizer,
+    dataset=None,
+    batch_sizes: tuple[int, ...] = (1, 32),
+    repeats: int = 10,
+    own_inputs: dict[str, tuple] | None = None,
+    task=None,
+) -> list[ReportRow]:
+    """Compare models (name → (model, saved dir)); the first one is the reference for ratios.
+
+    `dataset` is the evaluation data as `task.prepare` returns it (default task: text classification, a tokenised
+    split with `label`). `own_inputs` maps a model name to (its tokenizer, the same examples prepared with it), for a
+    model whose vocabulary differs from `tokenizer`'s (prune_vocabulary_); the examples must be in the same order.
+    Latency is the median forward time, measured interleaved over all models (see `latency_ms`).
+    """
+    from ..tasks import get_task
+
+    task = task or get_task("text-classification")
+    own_inputs = own_inputs or {}
+    names = list(models)
+    predictions = {}
+    rows = []
+    for name, (model, model_dir) in tqdm(models.items(), desc="Evaluating", disable=dataset is None):
+        row = ReportRow(
+            name=name,
+            parameters=model.num_parameters(),
+            bytes_on_disk=saved_bytes(model, model_dir),
+            sparsity=linear_sparsity(model),
+        )
+        if dataset is not None:
+            tok, data = own_inputs.get(name, (tokenizer, dataset))
+            if task.num_examples(data) != task.num_examples(dataset):
+                raise ValueError(
+                    f"own_inputs[{name!r}] has {task.num_examples(data)} examples; the dataset has "
+                    f"{task.num_examples(dataset)}"
+                )
+            predictions[name] = task.predict(model, data, tok)
+            row.metrics = task.score(predictions[name], data)
+            row.metric, row.score = task.primary_metric, row.metrics[task.primary_metric]
+            row.accuracy = row.metrics.get("accuracy")
+        rows.append(row)
+    tokenizers = {name: tok for name, (tok, _) in own_inputs.items()}
+    for batch_size in tqdm(batch_sizes, desc="Timing (batch sizes)"):
+        medians = latency_ms(
+            {n: m for n, (m, _) in models.items()}, tokenizer, batch_size, repeats=repeats, tokenizers=tokenizers
+        )
+        for row in rows:
+            row.latency_ms[f"batch_{batch_size}"] = medians[row.name]
+            row.speedup[f"batch_{batch_size}"] = medians[names[0]] / medians[row.name]
+    reference = rows[0]
+    for row in rows:
+        if row.score is not None and reference.score:
+            row.score_vs_reference = row.score / reference.score
+            if row.accuracy is not None:
+                row.accuracy_vs_reference = row.score_vs_reference
+            row.agreement_with_reference = task.agreement(predictions[row.name], predictions[reference.name])
+    return rows
+
+
+def markdown_table(rows: list[ReportRow]) -> str:
+    """The report as a Markdown table; ratios are relative to the first row."""
+    batch_keys = list(rows[0].latency_ms) if rows else []
+    metric = next((r.metric for r in rows if r.metric), "accuracy")
+    header = ["model", metric, "vs ref", "params", "MB on disk", "size ratio", "sparsity"]
+    header += [f"speed-up {k.replace('_', ' ')}" for k in batch_keys]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [
+            row.name,
+            "—" if row.score is None else f"{row.score:.4f}",
+            "—" if row.score_vs_reference is None else f"{row.score_vs_reference:.1%}",
+            f"{row.parameters / 1e6:.2f}M",
+            f"{row.bytes_on_disk / 1e6:.1f}",
+            f"{rows[0].bytes_on_disk / max(row.bytes_on_disk, 1):.2f}×",
+            f"{row.sparsity:.0%}",
+        ]
+        cells += [f"{row.speedup[k]:.2f}×" for k in batch_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(rows: list[ReportRow], output_dir: str, stem: str = "compression_report") -> str:
+    """Write the report as JSON and Markdown into `output_dir` and return the Markdown."""
+    os.makedirs(output_dir, exist_ok=True)
+    table = markdown_table(rows)
+    with open(os.path.join(output_dir, f"{stem}.json"), "w") as f:
+        json.dump([asdict(r) for r in rows], f, indent=2)
+    with open(os.path.join(output_dir, f"{stem}.md"), "w") as f:
+        f.write(table + "\n")
+    return table
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (smaller or equal x with higher y), ordered by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_report(rows: list[ReportRow], path: str, latency_key: str | None = None) -> str:
+    """Save the Pareto view as a PNG: the task metric vs MB on disk and vs CPU latency, frontier joined."""
+    try:
+        from matplotlib.figure import Figure  # a bare Figure renders with Agg, leaving pyplot's global state alone
+    except ImportError as err:
+        raise ValueError("plotting needs matplotlib; install it with: pip install matplotlib") from err
+    if any(row.score is None for row in rows):
+        raise ValueError("plotting needs the task metric of every model; give an evaluation dataset")
+    metric = rows[0].metric or "accuracy"
+    latency_key = latency_key or next(iter(rows[0].latency_ms), None)
+    panels = [("weights on disk (MB)", [row.bytes_on_disk / 1e6 for row in rows])]
+    if latency_key is not None:
+        label = f"CPU latency, {latency_key.replace('_', ' ')} (ms)"
+        panels.append((label, [row.latency_ms[latency_key] for row in rows]))
+    figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
+    for k, (xlabel, xs) in enumerate(panels):
+        ax = figure.add_subplot(1, len(panels), k + 1)
+        ys = [row.score for row in rows]
+        front = pareto_front(list(zip(xs, ys)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "--", color="tab:gray", zorder=1)
+        ax.scatter(xs, ys, color=["tab:red" if i in front else "tab:blue" for i in range(len(rows))], zorder=2)
+        for row, x, y in zip(rows, xs, ys):
+            ax.annotate(row.name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.margins(0.2)  # room for the names
+    figure.suptitle(f"{metric} against size and latency (red: Pareto front)")
+    figure.savefig(path, dpi=120)
+    return path

