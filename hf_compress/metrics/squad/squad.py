@@ -118,5 +118,5 @@ class Squad(evaluate.Metric):
             f1 += max(f1_score(prediction, gold) for gold in golds)
         total = len(references)
         if unanswered:
-            logger.warning("%d of %d questions have no prediction; each scores 0 (as in SQuAD v1.1)", unanswered, total)
+            logger.warning("%d of %d questions have no prediction; each scores 0 (SQuAD v1.1)", unanswered, total)
         return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
