@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
+from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
 from .pruning.schedule import cubic_sparsity  # noqa: E402
@@ -42,6 +42,8 @@ __all__ = [
     "create_student",
     "hidden_state_loss",
     "kd_loss",
+    "load_conll",
+    "load_squad",
     "load_text_classification",
     "load_tweets",
     "minilm_path",
