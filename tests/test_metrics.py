@@ -183,7 +183,9 @@ SQUAD_CASES = [
     # "big red fox" vs "a big red dog barks" -> "big red dog barks": 2 shared tokens (big, red),
     # P = 2/3, R = 2/4, F1 = 2·(2/3)·(1/2) / (2/3 + 1/2) = (2/3) / (7/6) = 4/7.
     ("big red fox", ["a big red dog barks", "fox news"], 0.0, 4 / 7),  # vs "fox news": P 1/3, R 1/2, F1 2/5 < 4/7
-    ("cat cat", ["the cat"], 0.0, 2 / 3),  # a multiset: one "cat" shared, P = 1/2, R = 1, F1 = 2/3
+    # Tokens are a multiset: "cat cat" vs "cat and cat" share 2 tokens (a set would share 1),
+    # P = 2/2, R = 2/3, F1 = 2·1·(2/3) / (1 + 2/3) = 4/5.
+    ("cat cat", ["a cat and a cat"], 0.0, 4 / 5),
     ("London", ["Paris"], 0.0, 0.0),  # nothing shared
 ]
 
@@ -206,13 +208,13 @@ def test_squad_scores_each_case_worked_by_hand_in_percent(prediction, golds, exa
 
 def test_squad_averages_over_questions_and_an_unanswered_question_scores_zero():
     predictions, references = squad_inputs(SQUAD_CASES)
-    # EM: 4 of 7 -> 400/7 %. F1: (1 + 1 + 1 + 1 + 4/7 + 2/3 + 0) / 7 = (4 + 26/21) / 7 = 110/147 -> 11000/147 %.
+    # EM: 4 of 7 -> 400/7 %. F1: (1 + 1 + 1 + 1 + 4/7 + 4/5 + 0) / 7 = (4 + 48/35) / 7 = 188/245 -> 18800/245 %.
     result = load_metric("squad").compute(predictions=predictions, references=references)
-    assert result == {"exact_match": pytest.approx(400 / 7), "f1": pytest.approx(11000 / 147)}
+    assert result == {"exact_match": pytest.approx(400 / 7), "f1": pytest.approx(18800 / 245)}
     # Question q0 answered under another id: q0 scores 0 (the official script's rule), so EM 3/7 and F1 drops by 1/7.
     predictions[0] = {"id": "elsewhere", "prediction_text": "The Eiffel Tower"}
     result = load_metric("squad").compute(predictions=predictions, references=references)
-    assert result == {"exact_match": pytest.approx(300 / 7), "f1": pytest.approx(11000 / 147 - 100 / 7)}
+    assert result == {"exact_match": pytest.approx(300 / 7), "f1": pytest.approx(18800 / 245 - 100 / 7)}
 
 
 def test_squad_rejects_duplicate_ids_and_questions_without_answers():
