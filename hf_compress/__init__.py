@@ -2,7 +2,7 @@
 
 __version__ = "0.2.0"
 
-from .data import load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
+from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .families import FAMILIES, family_of  # noqa: E402
 from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .pruning.ffn_pruner import FFNPruner  # noqa: E402
@@ -44,6 +44,8 @@ __all__ = [
     "ffn_layers",
     "hidden_state_loss",
     "kd_loss",
+    "load_conll",
+    "load_squad",
     "load_text_classification",
     "load_tweets",
     "minilm_path",

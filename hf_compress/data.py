@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value, load_dataset
 
+from .checks import invalid, require
 from .loading import packaged_file
 
 TWEETS_LABELS = ["negative", "neutral", "positive"]
@@ -74,8 +77,6 @@ def ensure_splits(
     A dataset that already has a split keeps it. Returns the splits and a record for the model card, e.g.
     {"test": {"from": "train", "size": 0.1, "seed": 42}}.
     """
-    from .checks import invalid
-
     if "train" not in dataset:
         raise invalid("dataset splits", sorted(dataset), "a train split (other splits are made from it if missing)")
     made = {}
@@ -110,3 +111,193 @@ def label_names(dataset: DatasetDict | Dataset, label_column: str = "label") -> 
     ds = next(iter(dataset.values())) if isinstance(dataset, DatasetDict) else dataset
     feature = ds.features.get(label_column)
     return list(feature.names) if isinstance(feature, ClassLabel) else None
+
+
+# Local files for token classification (CoNLL-2003 columns) and extractive QA (SQuAD v1.1 JSON).
+# Imports of this section stay here so that it can be merged independently of the top of the file.
+
+
+# The Hub's `conll2003` label order: a tag set within it keeps these ids, so models trained on either data agree.
+CONLL2003_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
+CONLL_SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
+SQUAD_SPLIT_FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
+SQUAD_FEATURES = Features(
+    {
+        "id": Value("string"),
+        "title": Value("string"),
+        "context": Value("string"),
+        "question": Value("string"),
+        "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")}),
+    }
+)
+# A tag is O or a prefix (IOB1/IOB2, IOBES, BILOU) and an entity type: "B-PER", "I-MISC", "S-LOC".
+_CONLL_TAG = re.compile(r"O|[BIESLU]-\S+")
+_CONLL_SEPARATOR = re.compile(r"[ \t]+")  # ASCII only: str.split() would also cut a token at a no-break space
+
+
+def conll_label_names(tags: set[str]) -> list[str]:
+    """Label order for a tag set: CoNLL-2003's (as on the Hub) when it fits, else "O" first and the rest sorted."""
+    if tags <= set(CONLL2003_LABELS):
+        return list(CONLL2003_LABELS)
+    return ["O", *sorted(tags - {"O"})]
+
+
+def read_conll(path: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Tokens (first column) and NER tags (last column) of each sentence of a CoNLL column file.
+
+    Sentences are separated by one or more blank lines; `-DOCSTART-` lines are skipped; Windows line endings and a
+    UTF-8 byte-order mark are accepted. Every token line must have the same number of columns (at least 2) and a
+    tag as in `_CONLL_TAG`.
+    Raises ValueError naming `path:line` for a line that does not parse, and `path` for a file without sentences.
+    """
+    sentences, tags, tokens, labels, width = [], [], [], [], None
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8-sig").strip(" \t\r\n")  # -sig: a BOM that Windows editors write
+            except UnicodeDecodeError:
+                raise invalid(where, raw[:80], "UTF-8 text") from None
+            columns = _CONLL_SEPARATOR.split(line) if line else []
+            if columns and columns[0] == "-DOCSTART-":
+                columns = []  # a document boundary also ends a sentence
+            if not columns:
+                if tokens:
+                    sentences.append(tokens)
+                    tags.append(labels)
+                tokens, labels = [], []
+                continue
+            require(len(columns) >= 2, where, line, "at least 2 whitespace-separated columns (token ... NER tag)")
+            width = width or len(columns)
+            require(len(columns) == width, where, line, f"{width} columns, as on the first token line")
+            require(_CONLL_TAG.fullmatch(columns[-1]) is not None, where, line, "a last column 'O' or like 'B-PER'")
+            tokens.append(columns[0])
+            labels.append(columns[-1])
+    if tokens:  # the last sentence when the file does not end with a blank line
+        sentences.append(tokens)
+        tags.append(labels)
+    require(bool(sentences), "path", path, "a CoNLL column file holding at least one sentence")
+    return sentences, tags
+
+
+def load_conll(path: str | os.PathLike) -> DatasetDict:
+    """A CoNLL-2003-style NER file, or a directory of them, as a DatasetDict with `id`, `tokens`, `ner_tags`.
+
+    `path` is one column file ("token POS chunk NER" per line, blank lines between sentences; the NER tag is the last
+    column), which becomes the `train` split, or a directory holding any of train.txt, valid.txt (the `validation`
+    split) and test.txt. `ner_tags` is a `Sequence(ClassLabel)` shared by all splits, in the Hub `conll2003` order
+    when the tags allow (`CONLL2003_LABELS`), else "O" then the other tags sorted. `id` counts sentences from "0" in
+    each split, as on the Hub. Tags are kept as written (CoNLL-2003's own files are IOB2, as on the Hub).
+    Format: Tjong Kim Sang & De Meulder (2003), https://aclanthology.org/W03-0419.
+    Raises ValueError for a path that is neither a file nor such a directory, and for a line that does not parse.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        files = {
+            s: os.path.join(path, f) for s, f in CONLL_SPLIT_FILES.items() if os.path.isfile(os.path.join(path, f))
+        }
+    else:
+        files = {"train": path} if os.path.isfile(path) else {}
+    allowed = "a CoNLL column file or a directory holding train.txt, valid.txt and/or test.txt"
+    require(bool(files), "path", path, allowed)
+    parsed = {split: read_conll(file) for split, file in files.items()}
+    names = conll_label_names({tag for _, tags in parsed.values() for sentence in tags for tag in sentence})
+    ids = {name: i for i, name in enumerate(names)}
+    features = Features(
+        {"id": Value("string"), "tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))}
+    )
+    return DatasetDict(
+        {
+            split: Dataset.from_dict(
+                {
+                    "id": [str(i) for i in range(len(sentences))],
+                    "tokens": sentences,
+                    "ner_tags": [[ids[tag] for tag in sentence] for sentence in tags],
+                },
+                features=features,
+            )
+            for split, (sentences, tags) in parsed.items()
+        }
+    )
+
+
+def _field(record: object, key: str, kind: type, where: str, allowed: str):
+    """`record[key]` when `record` is an object holding a `kind` there, else the project's ValueError."""
+    value = record.get(key) if isinstance(record, dict) else None
+    require(isinstance(value, kind) and not isinstance(value, bool), f"{where}.{key}", value, allowed)
+    return value
+
+
+def _squad_answers(qa: dict, context: str, at: str) -> dict[str, list]:
+    """The answers of one question as {"text": [...], "answer_start": [...]}, each checked against its context."""
+    unanswerable = "a non-empty list (SQuAD v1.1 has no unanswerable questions)"
+    answers = _field(qa, "answers", list, at, unanswerable)
+    require(bool(answers), f"{at}.answers", answers, unanswerable)
+    texts, starts = [], []
+    for n, answer in enumerate(answers):
+        text = _field(answer, "text", str, f"{at}.answers[{n}]", "a string")
+        start = _field(answer, "answer_start", int, f"{at}.answers[{n}]", "a character offset (int)")
+        if start < 0 or context[start : start + len(text)] != text:
+            found = context.find(text)  # where the text is, to tell an off-by-n offset from a wrong answer
+            hint = f"{text!r} is at {found}" if found >= 0 else f"{text!r} is not in the context"
+            raise invalid(f"{at}.answers[{n}].answer_start", start, f"the offset of the answer text; {hint}")
+        texts.append(text)
+        starts.append(start)
+    return {"text": texts, "answer_start": starts}
+
+
+def read_squad(path: str) -> dict[str, list]:
+    """The questions of a SQuAD v1.1 JSON file as columns `id`, `title`, `context`, `question`, `answers`.
+
+    Every question needs an `id` used once in the file, a `question` and at least one answer whose `answer_start` (a
+    character offset into the paragraph's `context`) points at its `text`. A missing `title` reads as "".
+    Raises ValueError naming the file and the JSON location (`data[i].paragraphs[j].qas[k]...`) of what is wrong.
+    """
+    with open(path, encoding="utf-8") as f:
+        try:
+            raw = json.load(f)
+        except json.JSONDecodeError as e:
+            raise invalid(f"{path}:{e.lineno}:{e.colno}", e.msg, "SQuAD v1.1 JSON") from None
+        except UnicodeDecodeError:
+            raise invalid("path", path, "a UTF-8 SQuAD v1.1 JSON file") from None
+    columns = {"id": [], "title": [], "context": [], "question": [], "answers": []}
+    seen = set()
+    for i, article in enumerate(_field(raw, "data", list, path, "a list of articles (SQuAD v1.1 JSON)")):
+        where = f"{path} data[{i}]"
+        title = article.get("title", "") if isinstance(article, dict) else None
+        require(isinstance(title, str), f"{where}.title", title, "a string")
+        for j, paragraph in enumerate(_field(article, "paragraphs", list, where, "a list of paragraphs")):
+            context = _field(paragraph, "context", str, f"{where}.paragraphs[{j}]", "a string")
+            for k, qa in enumerate(_field(paragraph, "qas", list, f"{where}.paragraphs[{j}]", "a list of questions")):
+                at = f"{where}.paragraphs[{j}].qas[{k}]"
+                question_id = _field(qa, "id", str, at, "a string")
+                # Predictions are matched to questions by id (metrics/squad), so an id must name one question.
+                require(question_id not in seen, f"{at}.id", question_id, "an id used once in the file")
+                seen.add(question_id)
+                columns["id"].append(question_id)
+                columns["question"].append(_field(qa, "question", str, at, "a string"))
+                columns["answers"].append(_squad_answers(qa, context, at))
+                columns["title"].append(title)
+                columns["context"].append(context)
+    return columns
+
+
+def load_squad(path: str | os.PathLike) -> Dataset | DatasetDict:
+    """SQuAD v1.1 JSON as the Hub `squad` schema: `id`, `title`, `context`, `question`, `answers` {text, answer_start}.
+
+    `path` is one file (a Dataset, one row per question) or a directory holding train-v1.1.json and/or dev-v1.1.json
+    (a DatasetDict with `train` / `validation`). Answers keep the file's order and duplicates (the dev set lists up to
+    three gold answers per question, often equal). Format: Rajpurkar et al. (2016), https://arxiv.org/abs/1606.05250.
+    Raises ValueError for a path that is neither, a file that does not parse or lacks a field, a duplicate question
+    id, and an answer whose `answer_start` does not point at its text in the context.
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        return Dataset.from_dict(read_squad(path), features=SQUAD_FEATURES)
+    files = {s: os.path.join(path, f) for s, f in SQUAD_SPLIT_FILES.items() if os.path.isfile(os.path.join(path, f))}
+    require(
+        bool(files), "path", path, "a SQuAD v1.1 JSON file or a directory holding train-v1.1.json and/or dev-v1.1.json"
+    )
+    return DatasetDict(
+        {split: Dataset.from_dict(read_squad(f), features=SQUAD_FEATURES) for split, f in files.items()}
+    )

@@ -1,4 +1,8 @@
-"""Classification metrics as `evaluate` modules shipped in the package, loaded by path (no Hub download)."""
+"""Task metrics as `evaluate` modules shipped in the package, loaded by path (no Hub download).
+
+Classification: accuracy, macro_f1, agreement (student vs teacher). Token classification (NER): seqeval (entity-level
+P/R/F1 by the `seqeval` package). Extractive QA: squad (SQuAD v1.1 exact match and F1, in percent).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import os
 
 import numpy as np
 
-METRICS = ("accuracy", "macro_f1", "agreement")
+METRICS = ("accuracy", "macro_f1", "agreement", "seqeval", "squad")
 
 
 def metric_path(name: str) -> str:

@@ -1,0 +1,122 @@
+"""SQuAD v1.1 exact match and F1 as an `evaluate` module: the official v1.1 evaluation script's rules."""
+
+import logging
+import re
+import string
+from collections import Counter
+
+import datasets
+import evaluate
+
+_DESCRIPTION = (
+    "Extractive question answering scored as the official SQuAD v1.1 evaluation script does (evaluate-v1.1.py). "
+    "Answers are normalised (lower-cased, punctuation removed, the articles a/an/the removed, whitespace collapsed); "
+    "exact match is 1 when the normalised prediction equals a normalised gold answer; F1 is the harmonic mean of the "
+    "precision and recall of the bag of normalised tokens shared with a gold answer (0 when nothing is shared). Each "
+    "question takes the best score over its gold answers; the result is the mean over the references, in percent "
+    "(0-100) as the official script reports, and a reference without a prediction scores 0."
+)
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (list of dict): {"id": str, "prediction_text": str} per answered question.
+    references (list of dict): {"id": str, "answers": {"text": [str, ...], "answer_start": [int, ...]}} per
+        question, as in the Hub's `squad` dataset; `answer_start` is not used for scoring.
+Returns:
+    exact_match (float): in percent, 0 to 100.
+    f1 (float): in percent, 0 to 100.
+Example:
+    >>> squad = evaluate.load("hf_compress/metrics/squad")
+    >>> squad.compute(
+    ...     predictions=[{"id": "q1", "prediction_text": "the Eiffel Tower"}],
+    ...     references=[{"id": "q1", "answers": {"text": ["Eiffel Tower"], "answer_start": [4]}}],
+    ... )
+    {'exact_match': 100.0, 'f1': 100.0}
+"""
+_CITATION = """\
+@inproceedings{rajpurkar-etal-2016-squad,
+  title={{SQ}u{AD}: 100,000+ Questions for Machine Comprehension of Text},
+  author={Rajpurkar, Pranav and Zhang, Jian and Lopyrev, Konstantin and Liang, Percy},
+  booktitle={Proceedings of EMNLP 2016},
+  year={2016},
+  url={https://aclanthology.org/D16-1264},
+}
+"""
+logger = logging.getLogger(__name__)
+_PUNCTUATION = frozenset(string.punctuation)
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop ASCII punctuation, drop the articles a/an/the, collapse whitespace (SQuAD v1.1's order)."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def exact_match_score(prediction: str, gold: str) -> float:
+    """1.0 when the normalised strings are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def f1_score(prediction: str, gold: str) -> float:
+    """Token-overlap F1 in [0, 1] of the normalised answers (a multiset intersection, as in the official script)."""
+    prediction_tokens = normalize_answer(prediction).split()
+    gold_tokens = normalize_answer(gold).split()
+    shared = sum((Counter(prediction_tokens) & Counter(gold_tokens)).values())
+    if shared == 0:  # v1.1 scores 0 here even when both are empty (v2.0 changed that); we keep v1.1's numbers
+        return 0.0
+    precision, recall = shared / len(prediction_tokens), shared / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def _invalid(field: str, value, allowed: str) -> ValueError:
+    # hf_compress.checks.invalid's format, written out: this script is copied and imported on its own by `evaluate`.
+    return ValueError(f"{field}={value!r} is invalid; allowed: {allowed}")
+
+
+class Squad(evaluate.Metric):
+    """SQuAD v1.1 exact match and F1, in percent."""
+
+    def _info(self) -> evaluate.MetricInfo:
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features(
+                {
+                    "predictions": {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")},
+                    "references": {
+                        "id": datasets.Value("string"),
+                        "answers": datasets.Sequence(
+                            {"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}
+                        ),
+                    },
+                }
+            ),
+            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
+        )
+
+    def _compute(self, predictions, references) -> dict:
+        by_id = {}
+        for i, prediction in enumerate(predictions):
+            if prediction["id"] in by_id:  # two answers to one question: which one counts would be arbitrary
+                raise _invalid(f"predictions[{i}].id", prediction["id"], "each question id at most once")
+            by_id[prediction["id"]] = prediction["prediction_text"]
+        exact_match = f1 = 0.0
+        seen, unanswered = set(), 0
+        for i, reference in enumerate(references):
+            golds = reference["answers"]["text"]
+            if reference["id"] in seen:
+                raise _invalid(f"references[{i}].id", reference["id"], "each question id once")
+            if not golds:
+                raise _invalid(f"references[{i}].answers.text", golds, "at least one gold answer (SQuAD v1.1)")
+            seen.add(reference["id"])
+            if reference["id"] not in by_id:  # the official script scores an unanswered question 0
+                unanswered += 1
+                continue
+            prediction = by_id[reference["id"]]
+            exact_match += max(exact_match_score(prediction, gold) for gold in golds)
+            f1 += max(f1_score(prediction, gold) for gold in golds)
+        total = len(references)
+        if unanswered:
+            logger.warning("%d of %d questions have no prediction; each scores 0 (SQuAD v1.1)", unanswered, total)
+        return {"exact_match": 100.0 * exact_match / total, "f1": 100.0 * f1 / total}
