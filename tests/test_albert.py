@@ -19,14 +19,41 @@ from transformers import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    DebertaV2Model,
     DistilBertConfig,
+    DistilBertForMultipleChoice,
+    DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraForMultipleChoice,
+    ElectraForQuestionAnswering,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
     GPT2Config,
     GPT2Model,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+    XLMRobertaConfig,
+    XLMRobertaForMultipleChoice,
+    XLMRobertaForQuestionAnswering,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaForTokenClassification,
+    XLMRobertaModel,
 )
 
+from hf_compress.transforms import albert as albert_module
 from hf_compress.transforms.albert import albert_num_parameters, to_albert
-from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
+from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config, tiny_tokenizer
 
 
 def inputs(batch_size: int = 4, seq_len: int = 12) -> dict:
@@ -339,3 +366,196 @@ def test_minilm_identity_conversion_is_exact():
     errors = [to_albert(bert, embedding_size=E).config.compression["albert"]["embedding_reconstruction_error"]
               for E in (64, 128, 256)]  # fmt: skip
     assert errors[0] > errors[1] > errors[2] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Families: RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT (and BERT again, for the same matrix and the tokenizer reload).
+
+FAMILY = dict(
+    vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
+)  # fmt: skip
+# RoBERTa numbers positions from pad_token_id + 1, so 66 positions with pad 1 leave ALBERT 64.
+ROBERTA = dict(FAMILY, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+DISTILBERT = dict(
+    vocab_size=VOCAB, dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0,
+    attention_dropout=0.0, num_labels=2,
+)  # fmt: skip
+VARIANTS = {
+    "bert": lambda: tiny_bert_config(num_hidden_layers=3, num_labels=2),
+    "roberta": lambda: RobertaConfig(**ROBERTA),
+    "xlm-roberta": lambda: XLMRobertaConfig(**ROBERTA),
+    "electra": lambda: ElectraConfig(**FAMILY, embedding_size=16, max_position_embeddings=64),  # E < H: projection
+    "electra-e=h": lambda: ElectraConfig(**FAMILY, embedding_size=32, max_position_embeddings=64),  # no projection
+    "distilbert": lambda: DistilBertConfig(**DISTILBERT),
+    "distilbert-sinusoidal": lambda: DistilBertConfig(**DISTILBERT, sinusoidal_pos_embds=True),
+}
+FAMILY_CASES = [
+    ("bert", BertModel),
+    ("bert", BertForTokenClassification),
+    ("roberta", RobertaModel),
+    ("roberta", RobertaForSequenceClassification),
+    ("roberta", RobertaForTokenClassification),
+    ("roberta", RobertaForQuestionAnswering),
+    ("roberta", RobertaForMultipleChoice),
+    ("xlm-roberta", XLMRobertaModel),
+    ("xlm-roberta", XLMRobertaForSequenceClassification),
+    ("xlm-roberta", XLMRobertaForTokenClassification),
+    ("xlm-roberta", XLMRobertaForQuestionAnswering),
+    ("xlm-roberta", XLMRobertaForMultipleChoice),
+    ("electra", ElectraModel),
+    ("electra", ElectraForTokenClassification),
+    ("electra", ElectraForQuestionAnswering),
+    ("electra-e=h", ElectraModel),
+    ("electra-e=h", ElectraForTokenClassification),
+    ("distilbert", DistilBertModel),
+    ("distilbert", DistilBertForTokenClassification),
+    ("distilbert", DistilBertForQuestionAnswering),
+    ("distilbert-sinusoidal", DistilBertForTokenClassification),
+]
+CASE_IDS = [f"{variant}-{cls.__name__}" for variant, cls in FAMILY_CASES]
+OUTPUTS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def family_model(variant: str, model_class: type, seed: int = 0):
+    """A tiny random model of the family, every parameter perturbed: no LayerNorm or bias is trivially 1 or 0."""
+    torch.manual_seed(seed)
+    model = model_class(VARIANTS[variant]()).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model
+
+
+def right_padded_batch(model, seq_len: int = 12) -> dict:
+    """Random ids padded on the right with the model's pad id (as its tokenizers pad), rows of different lengths."""
+    batch = tiny_batch(seq_len=seq_len)
+    batch.pop("labels")
+    batch["attention_mask"][1, seq_len - 2 :] = 0
+    batch["input_ids"][batch["attention_mask"] == 0] = model.config.pad_token_id
+    if type(model).__name__.endswith("MultipleChoice"):
+        batch = {k: v.unsqueeze(0) for k, v in batch.items()}  # (batch=1, choices=4, seq)
+    return batch
+
+
+def output_diffs(expected, got, attention_mask: torch.Tensor) -> dict[str, float]:
+    """Max abs difference per output; per-token outputs only over real tokens (padding is masked out of attention)."""
+    diffs = {}
+    for name in OUTPUTS:
+        a, b = getattr(expected, name, None), getattr(got, name, None)
+        if a is None:
+            continue
+        if a.shape[: attention_mask.dim()] == attention_mask.shape:
+            a, b = a[attention_mask.bool()], b[attention_mask.bool()]
+        assert a.abs().max() > 1e-3, name  # a non-trivial output
+        diffs[name] = max_diff(a, b)
+    return diffs
+
+
+@pytest.mark.parametrize("variant, model_class", FAMILY_CASES, ids=CASE_IDS)
+def test_family_identity_conversion_is_exact(variant, model_class):
+    model = family_model(variant, model_class)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    albert = to_albert(model)
+    name = model_class.__name__
+    assert type(albert).__name__ == ("Albert" + name[name.index("For") :] if "For" in name else "AlbertModel")
+    assert albert.config.model_type == "albert"
+    offset = model.config.pad_token_id + 1 if variant in ("roberta", "xlm-roberta") else 0
+    assert albert.config.max_position_embeddings == model.config.max_position_embeddings - offset
+    assert albert.config.embedding_size == getattr(model.config, "embedding_size", 32)
+    assert albert.config.num_hidden_groups == 3
+    batch = right_padded_batch(model)
+    with torch.no_grad():
+        diffs = output_diffs(model(**batch), albert(**batch), batch["attention_mask"])
+    assert diffs and max(diffs.values()) <= 1e-5, diffs
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the source is untouched
+
+
+def low_rank_shared(variant: str, model_class: type, rank: int):
+    """A family model that factorisation and sharing can reproduce exactly: the centred tables ALBERT will index lie in
+    one rank-`rank` subspace of the family's own embedding space, and every layer is a copy of the first.
+
+    RoBERTa's position rows below pad_token_id + 1, which no real token uses, are left full-rank: a basis fitted on
+    them too would no longer hold the rows that matter.
+    """
+    model = family_model(variant, model_class)
+    base = model.base_model
+    emb = base.embeddings
+    D = emb.word_embeddings.embedding_dim
+    offset = model.config.pad_token_id + 1 if variant in ("roberta", "xlm-roberta") else 0
+    torch.manual_seed(1)
+    basis = torch.randn(rank, D)
+
+    def low_rank(n: int, scale: float = 1.0) -> torch.Tensor:
+        # Per-row constant offsets (the all-ones direction) are removed by LayerNorm, so they may be anything.
+        return scale * torch.randn(n, rank) @ basis + torch.randn(n, 1)
+
+    with torch.no_grad():
+        emb.word_embeddings.weight.copy_(low_rank(VOCAB))
+        positions = emb.position_embeddings.weight
+        positions[offset:] = low_rank(len(positions) - offset)
+        if hasattr(emb, "token_type_embeddings"):
+            emb.token_type_embeddings.weight.copy_(low_rank(emb.token_type_embeddings.num_embeddings, 0.3))
+        layers = base.transformer.layer if variant.startswith("distilbert") else base.encoder.layer
+        for layer in layers[1:]:
+            layer.load_state_dict(layers[0].state_dict())
+    return model
+
+
+FACTORISED_CASES = [
+    ("bert", BertForSequenceClassification),
+    ("roberta", RobertaForSequenceClassification),
+    ("xlm-roberta", XLMRobertaForTokenClassification),
+    ("electra", ElectraForQuestionAnswering),  # refactorised inside ELECTRA's 16-wide space, then its projection
+    ("electra-e=h", ElectraForTokenClassification),
+    ("distilbert", DistilBertForQuestionAnswering),
+    ("distilbert-sinusoidal", DistilBertModel),
+]
+
+
+@pytest.mark.parametrize(
+    "variant, model_class", FACTORISED_CASES, ids=[f"{v}-{c.__name__}" for v, c in FACTORISED_CASES]
+)
+def test_family_factorisation_and_sharing_are_exact_where_the_model_allows(variant, model_class):
+    rank = 7
+    model = low_rank_shared(variant, model_class, rank)
+    batch = right_padded_batch(model)
+    exact = to_albert(model, embedding_size=rank + 1, num_hidden_groups=1, sharing_init="mean")
+    short = to_albert(model, embedding_size=rank, num_hidden_groups=1)
+    with torch.no_grad():
+        expected = model(**batch)
+        exact_diffs = output_diffs(expected, exact(**batch), batch["attention_mask"])
+        short_diffs = output_diffs(expected, short(**batch), batch["attention_mask"])
+    assert max(exact_diffs.values()) <= 1e-5, exact_diffs
+    assert max(short_diffs.values()) > 1e-3, short_diffs  # one dimension fewer is not enough: the test can fail
+    recorded = exact.config.compression["albert"]
+    assert recorded["embedding_size"] == rank + 1 and recorded["num_hidden_groups"] == 1
+    assert recorded["embedding_reconstruction_error"] < 1e-6 and recorded["position_reconstruction_error"] < 1e-6
+    # One shared layer, counted once: the closed form plus the head.
+    base = exact.base_model
+    assert len(base.encoder.albert_layer_groups) == 1
+    head = (
+        0
+        if exact is base
+        else sum(p.numel() for name, p in exact.named_parameters() if not name.startswith("albert."))
+    )
+    pooling = base.pooler is not None
+    assert sum(p.numel() for p in exact.parameters()) == albert_num_parameters(exact.config, pooling) + head
+
+
+def test_electra_embedding_size_keeps_or_refactorises_its_own():
+    # ELECTRA's embeddings are already 16-wide: None or 16 keeps them (exact), below 16 refactorises, above refuses.
+    model = family_model("electra", ElectraForTokenClassification)
+    batch = right_padded_batch(model)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        for E in (None, 16):
+            albert = to_albert(model, embedding_size=E)
+            assert albert.config.embedding_size == 16
+            assert max_diff(albert(**batch).logits, expected) <= 1e-5
+            mapping = albert.albert.encoder.embedding_hidden_mapping_in
+            assert torch.equal(mapping.weight, model.electra.embeddings_project.weight)
+        assert to_albert(model, embedding_size=8).config.embedding_size == 8
+    for E in (24, 32):
+        with pytest.raises(ValueError, match=rf"embedding_size={E} is invalid; allowed: .*\[1, 16\]"):
+            to_albert(model, embedding_size=E)

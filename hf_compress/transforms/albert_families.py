@@ -106,8 +106,9 @@ REFUSED: dict[type[PreTrainedModel], tuple[str, str, str]] = {
     DistilBertForMultipleChoice: ("distilbert", CHOICE, _RELU_HEAD),
 }
 _RELATIVE = (
-    "it uses relative (disentangled content-to-position) attention, and ALBERT's attention only sees absolute "
-    "position embeddings added to its input"
+    "its attention is disentangled (content-to-position and position-to-content terms over relative positions), "
+    "which ALBERT's attention over absolute position embeddings cannot express; nor is its GELU ContextPooler a "
+    "tanh pooler"
 )
 REFUSED_FAMILIES = {"deberta-v2": _RELATIVE, "deberta": _RELATIVE}
 
