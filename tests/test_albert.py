@@ -718,7 +718,11 @@ jobs = json.load(open({jobs!r}))
 results = {{}}
 for job in jobs:
     tokenizer = AutoTokenizer.from_pretrained(job["path"])
-    bare = AutoTokenizer.from_pretrained(job["bare"])  # tokenizer_config.json without tokenizer_class
+    try:  # tokenizer_config.json without tokenizer_class
+        bare = AutoTokenizer.from_pretrained(job["bare"])
+        bare_name, bare_ids = type(bare).__name__, bare(*job["pairs"], padding=True)["input_ids"]
+    except Exception as error:  # reported per case rather than failing every case
+        bare_name, bare_ids = repr(error), None
     encoded = tokenizer(*job["pairs"], padding=True, return_tensors="pt")
     model = getattr(transformers, job["auto"]).from_pretrained(job["path"]).eval()
     inputs = {{k: v.unsqueeze(0) for k, v in encoded.items()}} if job["choice"] else dict(encoded)
@@ -726,8 +730,8 @@ for job in jobs:
         output = model(**inputs)
     names = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
     results[job["case"]] = {{
-        "tokenizer": type(tokenizer).__name__, "bare_tokenizer": type(bare).__name__,
-        "input_ids": encoded["input_ids"].tolist(), "bare_input_ids": bare(*job["pairs"], padding=True)["input_ids"],
+        "tokenizer": type(tokenizer).__name__, "bare_tokenizer": bare_name,
+        "input_ids": encoded["input_ids"].tolist(), "bare_input_ids": bare_ids,
         "class": type(model).__name__, "model_type": model.config.model_type,
         "outputs": {{n: getattr(output, n).tolist() for n in names if getattr(output, n, None) is not None}},
     }}
