@@ -598,7 +598,10 @@ REFUSALS = [
         lambda: DistilBertForMultipleChoice(VARIANTS["distilbert"]()),
         ["DistilBertForMultipleChoice", "distilbert multiple choice", "ReLU"],
     ),
-    (lambda: RobertaForMaskedLM(VARIANTS["roberta"]()), ["RobertaForMaskedLM", "roberta", "only the base model"]),
+    (
+        lambda: RobertaForMaskedLM(VARIANTS["roberta"]()),
+        ["RobertaForMaskedLM", "roberta", "only this family's classes"],
+    ),
     (tiny_gpt2, ["GPT2Model", "gpt2", "not a family to_albert knows"]),
 ]
 

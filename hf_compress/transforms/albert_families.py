@@ -97,11 +97,13 @@ SUPPORTED: dict[type[PreTrainedModel], tuple[str, str]] = {
     DistilBertForTokenClassification: ("distilbert", TOKEN),
     DistilBertForQuestionAnswering: ("distilbert", QA),
 }
-_GELU_HEAD = "its head is dense -> GELU -> out_proj, and ALBERT's pooler is dense -> tanh"
-_RELU_HEAD = "its head is pre_classifier -> ReLU -> classifier, and ALBERT's pooler is dense -> tanh"
+_TANH = "ALBERT's only sentence head is its pooler, dense -> tanh on the first token"
+_GELU_HEAD = f"its dense -> GELU -> out_proj head has no ALBERT counterpart ({_TANH})"
+_GELU_SUMMARY = f"its sequence summary (dense -> GELU by default) has no ALBERT counterpart ({_TANH})"
+_RELU_HEAD = f"its pre_classifier -> ReLU -> classifier head has no ALBERT counterpart ({_TANH})"
 REFUSED: dict[type[PreTrainedModel], tuple[str, str, str]] = {
     ElectraForSequenceClassification: ("electra", SEQUENCE, _GELU_HEAD),
-    ElectraForMultipleChoice: ("electra", CHOICE, _GELU_HEAD.replace("dense -> GELU -> out_proj", "a GELU summary")),
+    ElectraForMultipleChoice: ("electra", CHOICE, _GELU_SUMMARY),
     DistilBertForSequenceClassification: ("distilbert", SEQUENCE, _RELU_HEAD),
     DistilBertForMultipleChoice: ("distilbert", CHOICE, _RELU_HEAD),
 }
@@ -193,13 +195,13 @@ def check_convertible(model: PreTrainedModel) -> tuple[str, str]:
         raise refuse(f"{model_type} ({name})", REFUSED_FAMILIES[model_type])
     if type(model) in REFUSED:
         family, head, reason = REFUSED[type(model)]
-        raise refuse(f"the {family} {head} head", reason)
+        raise refuse(f"the {family} {head} model", reason)
     if type(model) not in SUPPORTED:
         families = sorted({family for family, _ in SUPPORTED.values()})
         known = model_type in families
         raise refuse(
             f"{model_type} class {name}",
-            "to_albert converts only the base model and the task heads listed below of this family"
+            "to_albert converts only this family's classes listed below"
             if known
             else f"{model_type} is not a family to_albert knows ({', '.join(families)})",
         )
