@@ -398,7 +398,10 @@ VARIANTS = {
 }
 FAMILY_CASES = [
     ("bert", BertModel),
+    ("bert", BertForSequenceClassification),
     ("bert", BertForTokenClassification),
+    ("bert", BertForQuestionAnswering),
+    ("bert", BertForMultipleChoice),
     ("roberta", RobertaModel),
     ("roberta", RobertaForSequenceClassification),
     ("roberta", RobertaForTokenClassification),
