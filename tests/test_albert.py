@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import shutil
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
+from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -19,14 +23,43 @@ from transformers import (
     BertForSequenceClassification,
     BertForTokenClassification,
     BertModel,
+    DebertaV2Config,
+    DebertaV2ForSequenceClassification,
+    DebertaV2Model,
     DistilBertConfig,
+    DistilBertForMultipleChoice,
+    DistilBertForQuestionAnswering,
     DistilBertForSequenceClassification,
+    DistilBertForTokenClassification,
+    DistilBertModel,
+    ElectraConfig,
+    ElectraForMultipleChoice,
+    ElectraForQuestionAnswering,
+    ElectraForSequenceClassification,
+    ElectraForTokenClassification,
+    ElectraModel,
     GPT2Config,
     GPT2Model,
+    RobertaConfig,
+    RobertaForMaskedLM,
+    RobertaForMultipleChoice,
+    RobertaForQuestionAnswering,
+    RobertaForSequenceClassification,
+    RobertaForTokenClassification,
+    RobertaModel,
+    RobertaTokenizer,
+    XLMRobertaConfig,
+    XLMRobertaForMultipleChoice,
+    XLMRobertaForQuestionAnswering,
+    XLMRobertaForSequenceClassification,
+    XLMRobertaForTokenClassification,
+    XLMRobertaModel,
+    XLMRobertaTokenizer,
 )
 
+from hf_compress.transforms import albert as albert_module
 from hf_compress.transforms.albert import albert_num_parameters, to_albert
-from tests.testing_utils import VOCAB, tiny_batch, tiny_bert, tiny_bert_config
+from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config, tiny_tokenizer
 
 
 def inputs(batch_size: int = 4, seq_len: int = 12) -> dict:
@@ -339,3 +372,439 @@ def test_minilm_identity_conversion_is_exact():
     errors = [to_albert(bert, embedding_size=E).config.compression["albert"]["embedding_reconstruction_error"]
               for E in (64, 128, 256)]  # fmt: skip
     assert errors[0] > errors[1] > errors[2] > 0
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Families: RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT (and BERT again, for the same matrix and the tokenizer reload).
+
+FAMILY = dict(
+    vocab_size=VOCAB, hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+    hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, num_labels=2,
+)  # fmt: skip
+# RoBERTa numbers positions from pad_token_id + 1, so 66 positions with pad 1 leave ALBERT 64.
+ROBERTA = dict(FAMILY, max_position_embeddings=66, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1)
+DISTILBERT = dict(
+    vocab_size=VOCAB, dim=32, n_layers=3, n_heads=4, hidden_dim=64, max_position_embeddings=64, dropout=0.0,
+    attention_dropout=0.0, num_labels=2,
+)  # fmt: skip
+VARIANTS = {
+    "bert": lambda: tiny_bert_config(num_hidden_layers=3, num_labels=2),
+    "roberta": lambda: RobertaConfig(**ROBERTA),
+    "xlm-roberta": lambda: XLMRobertaConfig(**ROBERTA),
+    "electra": lambda: ElectraConfig(**FAMILY, embedding_size=16, max_position_embeddings=64),  # E < H: projection
+    "electra-e=h": lambda: ElectraConfig(**FAMILY, embedding_size=32, max_position_embeddings=64),  # no projection
+    "distilbert": lambda: DistilBertConfig(**DISTILBERT),
+    "distilbert-sinusoidal": lambda: DistilBertConfig(**DISTILBERT, sinusoidal_pos_embds=True),
+}
+FAMILY_CASES = [
+    ("bert", BertModel),
+    ("bert", BertForSequenceClassification),
+    ("bert", BertForTokenClassification),
+    ("bert", BertForQuestionAnswering),
+    ("bert", BertForMultipleChoice),
+    ("roberta", RobertaModel),
+    ("roberta", RobertaForSequenceClassification),
+    ("roberta", RobertaForTokenClassification),
+    ("roberta", RobertaForQuestionAnswering),
+    ("roberta", RobertaForMultipleChoice),
+    ("xlm-roberta", XLMRobertaModel),
+    ("xlm-roberta", XLMRobertaForSequenceClassification),
+    ("xlm-roberta", XLMRobertaForTokenClassification),
+    ("xlm-roberta", XLMRobertaForQuestionAnswering),
+    ("xlm-roberta", XLMRobertaForMultipleChoice),
+    ("electra", ElectraModel),
+    ("electra", ElectraForTokenClassification),
+    ("electra", ElectraForQuestionAnswering),
+    ("electra-e=h", ElectraModel),
+    ("electra-e=h", ElectraForTokenClassification),
+    ("distilbert", DistilBertModel),
+    ("distilbert", DistilBertForTokenClassification),
+    ("distilbert", DistilBertForQuestionAnswering),
+    ("distilbert-sinusoidal", DistilBertForTokenClassification),
+]
+CASE_IDS = [f"{variant}-{cls.__name__}" for variant, cls in FAMILY_CASES]
+OUTPUTS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+
+
+def family_model(variant: str, model_class: type, seed: int = 0):
+    """A tiny random model of the family, every parameter perturbed: no LayerNorm or bias is trivially 1 or 0."""
+    torch.manual_seed(seed)
+    model = model_class(VARIANTS[variant]()).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model
+
+
+def right_padded_batch(model, seq_len: int = 12) -> dict:
+    """Random ids padded on the right with the model's pad id (as its tokenizers pad), rows of different lengths."""
+    batch = tiny_batch(seq_len=seq_len)
+    batch.pop("labels")
+    batch["attention_mask"][1, seq_len - 2 :] = 0
+    batch["input_ids"][batch["attention_mask"] == 0] = model.config.pad_token_id
+    if type(model).__name__.endswith("MultipleChoice"):
+        batch = {k: v.unsqueeze(0) for k, v in batch.items()}  # (batch=1, choices=4, seq)
+    return batch
+
+
+def output_diffs(expected, got, attention_mask: torch.Tensor) -> dict[str, float]:
+    """Max abs difference per output; per-token outputs only over real tokens (padding is masked out of attention)."""
+    diffs = {}
+    for name in OUTPUTS:
+        a, b = getattr(expected, name, None), getattr(got, name, None)
+        if a is None:
+            continue
+        if a.shape[: attention_mask.dim()] == attention_mask.shape:
+            a, b = a[attention_mask.bool()], b[attention_mask.bool()]
+        assert a.abs().max() > 1e-3, name  # a non-trivial output
+        diffs[name] = max_diff(a, b)
+    return diffs
+
+
+@pytest.mark.parametrize("variant, model_class", FAMILY_CASES, ids=CASE_IDS)
+def test_family_identity_conversion_is_exact(variant, model_class):
+    model = family_model(variant, model_class)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    albert = to_albert(model)
+    name = model_class.__name__
+    assert type(albert).__name__ == ("Albert" + name[name.index("For") :] if "For" in name else "AlbertModel")
+    assert albert.config.model_type == "albert"
+    offset = model.config.pad_token_id + 1 if variant in ("roberta", "xlm-roberta") else 0
+    assert albert.config.max_position_embeddings == model.config.max_position_embeddings - offset
+    assert albert.config.embedding_size == getattr(model.config, "embedding_size", 32)
+    assert albert.config.num_hidden_groups == 3
+    batch = right_padded_batch(model)
+    with torch.no_grad():
+        diffs = output_diffs(model(**batch), albert(**batch), batch["attention_mask"])
+    assert diffs and max(diffs.values()) <= 1e-5, diffs
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the source is untouched
+
+
+def low_rank_shared(variant: str, model_class: type, rank: int):
+    """A family model that factorisation and sharing can reproduce exactly: the centred tables ALBERT will index lie in
+    one rank-`rank` subspace of the family's own embedding space, and every layer is a copy of the first.
+
+    RoBERTa's position rows below pad_token_id + 1, which no real token uses, are left full-rank: a basis fitted on
+    them too would no longer hold the rows that matter.
+    """
+    model = family_model(variant, model_class)
+    base = model.base_model
+    emb = base.embeddings
+    D = emb.word_embeddings.embedding_dim
+    offset = model.config.pad_token_id + 1 if variant in ("roberta", "xlm-roberta") else 0
+    torch.manual_seed(1)
+    basis = torch.randn(rank, D)
+
+    def low_rank(n: int, scale: float = 1.0) -> torch.Tensor:
+        # Per-row constant offsets (the all-ones direction) are removed by LayerNorm, so they may be anything.
+        return scale * torch.randn(n, rank) @ basis + torch.randn(n, 1)
+
+    with torch.no_grad():
+        emb.word_embeddings.weight.copy_(low_rank(VOCAB))
+        positions = emb.position_embeddings.weight
+        positions[offset:] = low_rank(len(positions) - offset)
+        if hasattr(emb, "token_type_embeddings"):
+            emb.token_type_embeddings.weight.copy_(low_rank(emb.token_type_embeddings.num_embeddings, 0.3))
+        layers = base.transformer.layer if variant.startswith("distilbert") else base.encoder.layer
+        for layer in layers[1:]:
+            layer.load_state_dict(layers[0].state_dict())
+    return model
+
+
+FACTORISED_CASES = [
+    ("bert", BertForSequenceClassification),
+    ("roberta", RobertaForSequenceClassification),
+    ("xlm-roberta", XLMRobertaForTokenClassification),
+    ("electra", ElectraForQuestionAnswering),  # refactorised inside ELECTRA's 16-wide space, then its projection
+    ("electra-e=h", ElectraForTokenClassification),
+    ("distilbert", DistilBertForQuestionAnswering),
+    ("distilbert-sinusoidal", DistilBertModel),
+]
+
+
+@pytest.mark.parametrize(
+    "variant, model_class", FACTORISED_CASES, ids=[f"{v}-{c.__name__}" for v, c in FACTORISED_CASES]
+)
+def test_family_factorisation_and_sharing_are_exact_where_the_model_allows(variant, model_class):
+    rank = 7
+    model = low_rank_shared(variant, model_class, rank)
+    batch = right_padded_batch(model)
+    exact = to_albert(model, embedding_size=rank + 1, num_hidden_groups=1, sharing_init="mean")
+    short = to_albert(model, embedding_size=rank, num_hidden_groups=1)
+    with torch.no_grad():
+        expected = model(**batch)
+        exact_diffs = output_diffs(expected, exact(**batch), batch["attention_mask"])
+        short_diffs = output_diffs(expected, short(**batch), batch["attention_mask"])
+    assert max(exact_diffs.values()) <= 1e-5, exact_diffs
+    assert max(short_diffs.values()) > 1e-3, short_diffs  # one dimension fewer is not enough: the test can fail
+    recorded = exact.config.compression["albert"]
+    assert recorded["embedding_size"] == rank + 1 and recorded["num_hidden_groups"] == 1
+    assert recorded["embedding_reconstruction_error"] < 1e-6 and recorded["position_reconstruction_error"] < 1e-6
+    # One shared layer, counted once: the closed form plus the head.
+    base = exact.base_model
+    assert len(base.encoder.albert_layer_groups) == 1
+    head = (
+        0
+        if exact is base
+        else sum(p.numel() for name, p in exact.named_parameters() if not name.startswith("albert."))
+    )
+    pooling = base.pooler is not None
+    assert sum(p.numel() for p in exact.parameters()) == albert_num_parameters(exact.config, pooling) + head
+
+
+def test_electra_embedding_size_keeps_or_refactorises_its_own():
+    # ELECTRA's embeddings are already 16-wide: None or 16 keeps them (exact), below 16 refactorises, above refuses.
+    model = family_model("electra", ElectraForTokenClassification)
+    batch = right_padded_batch(model)
+    with torch.no_grad():
+        expected = model(**batch).logits
+        for E in (None, 16):
+            albert = to_albert(model, embedding_size=E)
+            assert albert.config.embedding_size == 16
+            assert max_diff(albert(**batch).logits, expected) <= 1e-5
+            mapping = albert.albert.encoder.embedding_hidden_mapping_in
+            assert torch.equal(mapping.weight, model.electra.embeddings_project.weight)
+        assert to_albert(model, embedding_size=8).config.embedding_size == 8
+    for E in (24, 32):
+        with pytest.raises(ValueError, match=rf"embedding_size={E} is invalid; allowed: .*\[1, 16\]"):
+            to_albert(model, embedding_size=E)
+
+
+def tiny_deberta_v2(model_class: type):
+    config = DebertaV2Config(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64, relative_attention=True, pos_att_type=["p2c", "c2p"], num_labels=2,
+    )  # fmt: skip
+    return model_class(config)
+
+
+# (model factory, what the message must name: the class, the family, the head and the reason)
+REFUSALS = [
+    (lambda: tiny_deberta_v2(DebertaV2Model), ["DebertaV2Model", "deberta-v2", "relative positions"]),
+    (
+        lambda: tiny_deberta_v2(DebertaV2ForSequenceClassification),
+        ["DebertaV2ForSequenceClassification", "deberta-v2", "relative positions"],
+    ),
+    (
+        lambda: ElectraForSequenceClassification(VARIANTS["electra"]()),
+        ["ElectraForSequenceClassification", "electra sequence classification", "GELU"],
+    ),
+    (
+        lambda: ElectraForMultipleChoice(VARIANTS["electra"]()),
+        ["ElectraForMultipleChoice", "electra multiple choice", "GELU"],
+    ),
+    (
+        lambda: DistilBertForSequenceClassification(VARIANTS["distilbert"]()),
+        ["DistilBertForSequenceClassification", "distilbert sequence classification", "ReLU"],
+    ),
+    (
+        lambda: DistilBertForMultipleChoice(VARIANTS["distilbert"]()),
+        ["DistilBertForMultipleChoice", "distilbert multiple choice", "ReLU"],
+    ),
+    (
+        lambda: RobertaForMaskedLM(VARIANTS["roberta"]()),
+        ["RobertaForMaskedLM", "roberta", "only this family's classes"],
+    ),
+    (tiny_gpt2, ["GPT2Model", "gpt2", "not a family to_albert knows"]),
+]
+
+
+@pytest.mark.parametrize("make_model, named", REFUSALS, ids=[named[0] for _, named in REFUSALS])
+def test_refusals_name_family_head_and_reason_before_any_work(make_model, named, monkeypatch):
+    model = make_model()
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("to_albert started converting a model it must refuse")
+
+    monkeypatch.setattr(albert_module, "describe", no_work)
+    with pytest.raises(ValueError) as info:
+        to_albert(model, embedding_size=8, num_hidden_groups=1)
+    message = str(info.value)
+    assert message.startswith(f"model='{named[0]}' is invalid; allowed: ")
+    for part in named[1:]:
+        assert part in message, (part, message)
+    assert "RobertaForSequenceClassification" in message and "ElectraForTokenClassification" in message  # supported
+
+
+def custom_activation_electra() -> ElectraModel:
+    """An activation ALBERT's config cannot name (one patched in after construction, as custom code might)."""
+    model = ElectraModel(VARIANTS["electra"]())
+    model.config.hidden_act = "my_activation"
+    return model
+
+
+@pytest.mark.parametrize(
+    "make_model, named",
+    [
+        (lambda: RobertaModel(RobertaConfig(**dict(ROBERTA, is_decoder=True))), "is_decoder=True"),
+        (lambda: XLMRobertaModel(XLMRobertaConfig(**dict(ROBERTA, pad_token_id=None))), "pad_token_id=None"),
+        (custom_activation_electra, "hidden_act='my_activation'"),
+    ],
+)
+def test_configurations_alberts_cannot_compute_are_refused(make_model, named):
+    with pytest.raises(ValueError, match=named) as info:
+        to_albert(make_model())
+    assert "is invalid; allowed: " in str(info.value)
+
+
+@pytest.mark.parametrize("built_in_inference_mode", [False, True], ids=["built-normally", "built-in-inference-mode"])
+@pytest.mark.parametrize("context", ["plain", "no_grad", "inference_mode"])
+@pytest.mark.parametrize(
+    "variant, model_class",
+    [("roberta", RobertaForSequenceClassification), ("electra", ElectraForTokenClassification)],
+    ids=["roberta", "electra"],
+)
+def test_converts_under_no_grad_and_inference_mode_into_a_trainable_model(
+    variant, model_class, context, built_in_inference_mode
+):
+    reference = to_albert(family_model(variant, model_class), embedding_size=8, num_hidden_groups=1)
+    if built_in_inference_mode:
+        with torch.inference_mode():
+            model = family_model(variant, model_class)
+        assert all(p.is_inference() for p in model.parameters())
+    else:
+        model = family_model(variant, model_class)
+    contexts = {"plain": contextlib.nullcontext, "no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+    with contexts[context]():
+        albert = to_albert(model, embedding_size=8, num_hidden_groups=1)
+    assert not any(p.is_inference() for p in albert.parameters())
+    assert all(p.requires_grad for p in albert.parameters())
+    batch = right_padded_batch(model)
+    with torch.no_grad():
+        assert max_diff(albert(**batch).logits, reference(**batch).logits) == 0.0  # the same conversion
+
+    # It trains outside inference mode: optimizer steps update the (shared) parameters in place.
+    albert.train()
+    shared = albert.albert.encoder.albert_layer_groups[0].albert_layers[0].attention.query.weight
+    before = shared.detach().clone()
+    optimizer = torch.optim.AdamW(albert.parameters(), lr=1e-2)
+    albert(**batch).logits.square().mean().backward()
+    optimizer.step()
+    assert not torch.equal(shared, before)
+
+
+CORPUS = [
+    "the quick brown fox jumps over the lazy dog",
+    "hello world, this is a tiny corpus for a tiny tokenizer",
+    "albert shares its layers and factorises its embeddings",
+]
+NATURAL_PAIRS = (["the quick brown fox", "hello world"], ["jumps over the lazy dog", "a tiny corpus, tiny"])
+BERT_PAIRS = (["w1 w2 w3", "w10 w11 w12 w13 w14 w15"], ["w4 w5", "w16"])  # words of tiny_tokenizer's vocabulary
+
+
+def roberta_tokenizer() -> RobertaTokenizer:
+    """A byte-level BPE RoBERTa tokenizer trained in-process with `tokenizers` (<pad> = 1, as RobertaConfig's pad)."""
+    bpe = ByteLevelBPETokenizer()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=specials)
+    model = json.loads(bpe.to_str())["model"]
+    return RobertaTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
+
+
+def xlm_roberta_tokenizer() -> XLMRobertaTokenizer:
+    """A SentencePiece-style unigram XLM-RoBERTa tokenizer over the corpus' words and letters (<pad> = 1)."""
+    words = sorted({word for line in CORPUS for word in line.replace(",", " ,").split()})
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + word, -1.0 - 0.01 * i) for i, word in enumerate(words)]
+    pieces += [(char, -10.0) for char in "abcdefghijklmnopqrstuvwxyz,"] + [("<mask>", 0.0)]
+    return XLMRobertaTokenizer(vocab=pieces)
+
+
+TOKENIZERS = {"roberta": "roberta", "xlm-roberta": "xlm-roberta"}  # every other variant uses a BERT WordPiece one
+AUTO = {"Model": "AutoModel", "SequenceClassification": "AutoModelForSequenceClassification",
+        "TokenClassification": "AutoModelForTokenClassification", "QuestionAnswering": "AutoModelForQuestionAnswering",
+        "MultipleChoice": "AutoModelForMultipleChoice"}  # fmt: skip
+
+RELOAD_FAMILIES_SCRIPT = """
+import json, sys
+import torch, transformers
+from transformers import AutoTokenizer
+
+jobs = json.load(open({jobs!r}))
+results = {{}}
+for job in jobs:
+    tokenizer = AutoTokenizer.from_pretrained(job["path"])
+    try:  # tokenizer_config.json without tokenizer_class
+        bare = AutoTokenizer.from_pretrained(job["bare"])
+        bare_name, bare_ids = type(bare).__name__, bare(*job["pairs"], padding=True)["input_ids"]
+    except Exception as error:  # reported per case rather than failing every case
+        bare_name, bare_ids = repr(error), None
+    encoded = tokenizer(*job["pairs"], padding=True, return_tensors="pt")
+    model = getattr(transformers, job["auto"]).from_pretrained(job["path"]).eval()
+    inputs = {{k: v.unsqueeze(0) for k, v in encoded.items()}} if job["choice"] else dict(encoded)
+    with torch.no_grad():
+        output = model(**inputs)
+    names = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits")
+    results[job["case"]] = {{
+        "tokenizer": type(tokenizer).__name__, "bare_tokenizer": bare_name,
+        "input_ids": encoded["input_ids"].tolist(), "bare_input_ids": bare_ids,
+        "class": type(model).__name__, "model_type": model.config.model_type,
+        "outputs": {{n: getattr(output, n).tolist() for n in names if getattr(output, n, None) is not None}},
+    }}
+assert not any(name.startswith("hf_compress") for name in sys.modules)
+print(json.dumps(results))
+"""
+
+
+@pytest.fixture(scope="module")
+def reloaded(tmp_path_factory) -> dict:
+    """Every family case converted, saved with its family's tokenizer, and reloaded in one fresh process.
+
+    Returns {case id: (source outputs on the tokenizer's right-padded encoding, its attention mask and input ids, the
+    tokenizer's class name, the ALBERT class name, what the fresh process saw)}.
+    """
+    root = tmp_path_factory.mktemp("albert-families")
+    tokenizers = {
+        "bert": tiny_tokenizer(root / "bert-vocab"),
+        "roberta": roberta_tokenizer(),
+        "xlm-roberta": xlm_roberta_tokenizer(),
+    }
+    jobs, expected = [], {}
+    for case, (variant, model_class) in zip(CASE_IDS, FAMILY_CASES):
+        family = TOKENIZERS.get(variant, "bert")
+        tokenizer, pairs = tokenizers[family], BERT_PAIRS if family == "bert" else NATURAL_PAIRS
+        model = family_model(variant, model_class)
+        path, bare = root / case, root / f"{case}-bare"
+        to_albert(model).save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        assert (path / "model.safetensors").exists() and not list(path.glob("*.bin"))
+        # The same tokenizer files and config.json, but a tokenizer_config.json without tokenizer_class: AutoTokenizer
+        # then falls back to config.json, where model_type "albert" alone would pick ALBERT's SentencePiece tokenizer.
+        shutil.copytree(path, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+        tokenizer_config = json.loads((bare / "tokenizer_config.json").read_text())
+        tokenizer_config.pop("tokenizer_class")
+        (bare / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+
+        encoded = tokenizer(*pairs, padding=True, return_tensors="pt")
+        assert encoded["attention_mask"].min() == 0  # padding is exercised
+        choice = model_class.__name__.endswith("MultipleChoice")
+        inputs = {k: v.unsqueeze(0) for k, v in encoded.items()} if choice else dict(encoded)
+        if variant.startswith("distilbert"):
+            inputs.pop("token_type_ids")  # DistilBERT has no token types; the ALBERT model gets them (zero rows)
+        with torch.no_grad():
+            outputs = model(**inputs)
+        name = model_class.__name__
+        auto = AUTO[name[name.index("For") + 3 :] if "For" in name else "Model"]
+        jobs.append(
+            {"case": case, "path": str(path), "bare": str(bare), "auto": auto, "pairs": pairs, "choice": choice}
+        )
+        albert_class = "Albert" + name[name.index("For") :] if "For" in name else "AlbertModel"
+        expected[case] = (outputs, inputs["attention_mask"], encoded["input_ids"].tolist(), type(tokenizer).__name__)
+        expected[case] += (albert_class,)
+    (root / "jobs.json").write_text(json.dumps(jobs))
+    run = run_python(RELOAD_FAMILIES_SCRIPT.format(jobs=str(root / "jobs.json")), cwd=str(root))
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    return {case: (*expected[case], results[case]) for case in CASE_IDS}
+
+
+@pytest.mark.parametrize("case", CASE_IDS)
+def test_family_reloads_as_stock_albert_with_its_tokenizer_in_a_fresh_process(case, reloaded):
+    outputs, attention_mask, input_ids, tokenizer_class, albert_class, result = reloaded[case]
+    assert result["model_type"] == "albert" and result["class"] == albert_class
+    # The family's own tokenizer, found through tokenizer_config.json and, without it, through config.json.
+    assert result["tokenizer"] == result["bare_tokenizer"] == tokenizer_class
+    assert result["input_ids"] == result["bare_input_ids"] == input_ids
+    got = types.SimpleNamespace(**{k: torch.tensor(v) for k, v in result["outputs"].items()})
+    diffs = output_diffs(outputs, got, attention_mask)
+    assert diffs and max(diffs.values()) <= 1e-5, diffs
