@@ -57,6 +57,7 @@ from transformers import (
 from transformers.activations import ACT2FN
 
 from ..checks import invalid
+from ..families import FAMILIES, layer_list
 
 BASE, SEQUENCE, TOKEN, QA, CHOICE = (
     "base model",
@@ -114,27 +115,25 @@ _RELATIVE = (
 )
 REFUSED_FAMILIES = {"deberta-v2": _RELATIVE, "deberta": _RELATIVE}
 
-# Per family: where the layers are under the base model, and layer parameter name -> AlbertLayer parameter name.
-BERT_LAYER_NAMES = {
-    "attention.self.query": "attention.query",
-    "attention.self.key": "attention.key",
-    "attention.self.value": "attention.value",
-    "attention.output.dense": "attention.dense",
-    "attention.output.LayerNorm": "attention.LayerNorm",
-    "intermediate.dense": "ffn",
-    "output.dense": "ffn_output",
-    "output.LayerNorm": "full_layer_layer_norm",
-}
-DISTILBERT_LAYER_NAMES = {
-    "attention.q_lin": "attention.query",
-    "attention.k_lin": "attention.key",
-    "attention.v_lin": "attention.value",
-    "attention.out_lin": "attention.dense",
-    "sa_layer_norm": "attention.LayerNorm",
-    "ffn.lin1": "ffn",
-    "ffn.lin2": "ffn_output",
-    "output_layer_norm": "full_layer_layer_norm",
-}
+# The layer parts every family has, renamed from the source family's module path to ALBERT's (families.py).
+LAYER_PARTS = (
+    "query",
+    "key",
+    "value",
+    "attention_output",
+    "attention_layer_norm",
+    "ffn_up",
+    "ffn_down",
+    "output_layer_norm",
+)
+
+
+def layer_names(family: str) -> dict[str, str]:
+    """Source layer module path -> AlbertLayer module path, for every part of a layer."""
+    source, albert = FAMILIES[family], FAMILIES["albert"]
+    return {getattr(source, part): getattr(albert, part) for part in LAYER_PARTS}
+
+
 DISTILBERT_EPS = 1e-12  # hard-coded in every DistilBERT LayerNorm; ALBERT reads one layer_norm_eps for all of them
 
 
@@ -291,7 +290,7 @@ def describe(model: PreTrainedModel) -> Source:
             norm=embeddings.LayerNorm,
             projection=None,
         )
-        layers, names, config = list(base.transformer.layer), DISTILBERT_LAYER_NAMES, _distilbert_config(model.config)
+        config = _distilbert_config(model.config)
     else:
         roberta = family in ("roberta", "xlm-roberta")
         tables = Embeddings(
@@ -301,8 +300,8 @@ def describe(model: PreTrainedModel) -> Source:
             norm=embeddings.LayerNorm,
             projection=getattr(base, "embeddings_project", None),  # ELECTRA with embedding_size != hidden_size
         )
-        layers, names = list(base.encoder.layer), BERT_LAYER_NAMES
         config = _bert_like_config(model.config, family, head)
+    layers, names = list(layer_list(model)), layer_names(family)
 
     # Task heads keep their names (classifier, qa_outputs) except RoBERTa's classification head, whose dense + tanh
     # on <s> is ALBERT's pooler and whose out_proj is ALBERT's classifier.
