@@ -321,6 +321,7 @@ class Pruned:
     config_tokens: dict  # config *_token_id -> the token it named before
     logits: torch.Tensor  # on TASK, before
     directory: str  # the pruned model and tokenizer, saved
+    new_spec: dict  # the new tokenizer's tokenizer.json as prune_vocabulary_ returned it
 
 
 def prune_and_save(model, tokenizer, directory) -> Pruned:
@@ -331,11 +332,13 @@ def prune_and_save(model, tokenizer, directory) -> Pruned:
         for key in ("pad_token_id", "bos_token_id", "eos_token_id")
         if getattr(model.config, key, None) is not None
     }
-    before = task_logits(model, tokenizer)
-    new_tokenizer = prune_vocabulary_(model, tokenizer, tokenizer(TASK)["input_ids"])
+    token_ids = tokenizer(TASK)["input_ids"]
+    before = task_logits(model, tokenizer)  # padding=True: the backend keeps padding on, with the old pad id
+    assert spec(tokenizer)["padding"]["pad_id"] == tokenizer.pad_token_id
+    new_tokenizer = prune_vocabulary_(model, tokenizer, token_ids)
     model.save_pretrained(directory)
     new_tokenizer.save_pretrained(directory)
-    return Pruned(tokenizer, new_tokenizer, model, rows, config_tokens, before, str(directory))
+    return Pruned(tokenizer, new_tokenizer, model, rows, config_tokens, before, str(directory), spec(new_tokenizer))
 
 
 def byte_fallback_unigram(directory):
@@ -467,6 +470,7 @@ def test_a_pad_added_after_the_vocabulary_moves_and_positions_follow(pruned_case
     old, new, model = case.tokenizer, case.new_tokenizer, case.model
     assert old.pad_token_id == len(old) - 3 and new.pad_token_id < old.pad_token_id  # then zorbleflux, <ent>
     assert model.config.pad_token_id == new.pad_token_id == model.get_input_embeddings().padding_idx
+    assert case.new_spec["padding"]["pad_id"] == new.pad_token_id  # tokenizer.json's padding settings follow too
     embeddings = model.base_model.embeddings
     if family != "bert":  # position ids are pad_token_id + 1, 2, ...: the table moved with the pad id
         assert embeddings.padding_idx == embeddings.position_embeddings.padding_idx == new.pad_token_id
