@@ -218,6 +218,7 @@ LAYOUTS = {
 }
 CASES = [(kind, family) for family in FAMILIES for kind in KINDS]
 PAD_LAST = ("roberta", "xlm-roberta", "bert")  # RoBERTa-style position ids start after the pad id; BERT's do not
+UNIGRAM_VARIANTS = {"byte-fallback": dict(byte_fallback=True), "unk-last": dict(unk_last=True)}
 
 
 def roles(layout: str) -> dict[str, str]:
@@ -267,7 +268,7 @@ def users_tokenizer(kind: str, family: str, directory, without: str | None = Non
     backend = Tokenizer.from_str(trained(kind, layout, without))
     tokenizer_class(tokenizer_object=backend, **roles(layout), **settings).save_pretrained(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
-    tokenizer.add_tokens(["zorbleflux"])
+    tokenizer.add_tokens(["zorbleflux", "frobnicator"])  # the task uses the first only
     tokenizer.add_special_tokens({"additional_special_tokens": ["<ent>"]})
     return tokenizer
 
@@ -341,12 +342,16 @@ def prune_and_save(model, tokenizer, directory) -> Pruned:
     return Pruned(tokenizer, new_tokenizer, model, rows, config_tokens, before, str(directory), spec(new_tokenizer))
 
 
-def byte_fallback_unigram(directory):
-    """An XLM-R style Unigram tokenizer with byte_fallback (the 256 <0xNN> pieces at the end of its vocabulary)."""
-    trained_spec = json.loads(trained("Unigram", "roberta"))
-    pieces_ = [tuple(p) for p in trained_spec["model"]["vocab"]] + [(f"<0x{b:02X}>", -30.0) for b in range(256)]
+def unigram_variant(directory, byte_fallback: bool = False, unk_last: bool = False):
+    """The XLM-R style Unigram tokenizer with byte_fallback (256 <0xNN> pieces after its vocabulary) and/or its unk
+    piece moved to the end of the vocabulary (so that pruning moves it)."""
     backend = Tokenizer.from_str(trained("Unigram", "roberta"))
-    backend.model = models.Unigram(pieces_, unk_id=trained_spec["model"]["unk_id"], byte_fallback=True)
+    vocab, unk_id = json.loads(backend.to_str())["model"]["vocab"], json.loads(backend.to_str())["model"]["unk_id"]
+    unk = tuple(vocab.pop(unk_id)) if unk_last else None
+    vocab = [tuple(p) for p in vocab] + ([(f"<0x{b:02X}>", -30.0) for b in range(256)] if byte_fallback else [])
+    if unk_last:
+        vocab, unk_id = vocab + [unk], len(vocab)
+    backend.model = models.Unigram(vocab, unk_id=unk_id, byte_fallback=byte_fallback)
     backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace()])
     PreTrainedTokenizerFast(tokenizer_object=backend, **roles("roberta")).save_pretrained(directory)
     return AutoTokenizer.from_pretrained(directory)
@@ -375,10 +380,9 @@ def pruned_cases(tmp_path_factory) -> dict[str, Pruned]:
         tokenizer = users_tokenizer("byte-level BPE", family, root / f"user-pad-{family}", "<pad>", "roberta")
         model = tiny_family_model(family, tokenizer, resize=False, max_position_embeddings=len(tokenizer) + 64)
         cases[f"pad-last/{family}"] = prune_and_save(model, tokenizer, root / f"pad-last-{family}")
-    tokenizer = byte_fallback_unigram(root / "user-byte-fallback")
-    cases["byte-fallback"] = prune_and_save(
-        tiny_family_model("xlm-roberta", tokenizer), tokenizer, root / "byte-fallback"
-    )
+    for name, variant in UNIGRAM_VARIANTS.items():
+        tokenizer = unigram_variant(root / f"user-{name}", **variant)
+        cases[name] = prune_and_save(tiny_family_model("xlm-roberta", tokenizer), tokenizer, root / name)
     tokenizer = custom_normalizer_bert()
     cases["custom-normalizer"] = prune_and_save(
         tiny_family_model("bert", tokenizer), tokenizer, root / "custom-normalizer"
@@ -434,7 +438,7 @@ def test_every_kind_and_family_keeps_tokens_logits_and_tokenizer_features(pruned
     } == case.config_tokens
     assert model.config.pad_token_id == new.pad_token_id == model.get_input_embeddings().padding_idx
     # The added token and the added special token: same string <-> a new id, matched whole, still (not) special.
-    for token in ("zorbleflux", "<ent>"):
+    for token in ("zorbleflux", "frobnicator", "<ent>"):
         new_id = new.convert_tokens_to_ids(token)
         assert (
             new.convert_ids_to_tokens(new_id) == token
@@ -468,7 +472,7 @@ def test_every_kind_and_family_keeps_tokens_logits_and_tokenizer_features(pruned
 def test_a_pad_added_after_the_vocabulary_moves_and_positions_follow(pruned_cases, family):
     case = pruned_cases[f"pad-last/{family}"]
     old, new, model = case.tokenizer, case.new_tokenizer, case.model
-    assert old.pad_token_id == len(old) - 3 and new.pad_token_id < old.pad_token_id  # then zorbleflux, <ent>
+    assert old.pad_token_id == len(old) - 4 and new.pad_token_id < old.pad_token_id  # then the added tokens
     assert model.config.pad_token_id == new.pad_token_id == model.get_input_embeddings().padding_idx
     assert case.new_spec["padding"]["pad_id"] == new.pad_token_id  # tokenizer.json's padding settings follow too
     embeddings = model.base_model.embeddings
@@ -480,16 +484,23 @@ def test_a_pad_added_after_the_vocabulary_moves_and_positions_follow(pruned_case
     assert torch.allclose(task_logits(model, new), case.logits, atol=1e-5)
 
 
-def test_byte_fallback_pieces_are_kept_so_unseen_characters_stay_bytes(pruned_cases):
-    case = pruned_cases["byte-fallback"]
+@pytest.mark.parametrize("name", UNIGRAM_VARIANTS)
+def test_unigram_byte_fallback_pieces_and_the_unk_piece_are_kept_and_renumbered(pruned_cases, name):
+    case = pruned_cases[name]
     old, new = case.tokenizer, case.new_tokenizer
-    check_unigram(spec(old), spec(new))
-    assert len(new) < len(old)
-    for text in OTHER:
-        assert old.unk_token_id not in old(text)["input_ids"] and new.unk_token_id not in new(text)["input_ids"]
-        assert new.decode(new(text)["input_ids"], skip_special_tokens=True) == text
-    assert "<0xF0>" in pieces(new, "🦊")
+    check_unigram(spec(old), case.new_spec)
+    assert len(new) < len(old) and case.new_spec["model"]["unk_id"] == new.unk_token_id
+    assert (new.unk_token_id < old.unk_token_id) == (name == "unk-last")
+    assert [pieces(new, text) for text in TASK] == [pieces(old, text) for text in TASK]
     assert torch.allclose(task_logits(case.model, new), case.logits, atol=1e-5)
+    for text in OTHER:
+        old_ids, new_ids = old(text)["input_ids"], new(text)["input_ids"]
+        assert new_ids.count(new.unk_token_id) == old_ids.count(old.unk_token_id)
+        assert new.decode(new_ids, skip_special_tokens=True) == old.decode(old_ids, skip_special_tokens=True)
+    if name == "byte-fallback":  # characters no piece spells are bytes, never unknown
+        assert all(new.unk_token_id not in new(text)["input_ids"] for text in OTHER) and "<0xF0>" in pieces(new, "🦊")
+    else:
+        assert "<unk>" in pieces(new, "emoji 🦊")
 
 
 def test_a_tokenizer_its_class_cannot_rebuild_comes_back_generic_with_the_same_behaviour(pruned_cases):
