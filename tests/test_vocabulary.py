@@ -264,10 +264,10 @@ def users_tokenizer(kind: str, family: str, directory, without: str | None = Non
     natural_kind, tokenizer_class, family_layout = FAMILIES[family]
     layout = layout or family_layout
     tokenizer_class = tokenizer_class if kind == natural_kind else PreTrainedTokenizerFast
-    settings = dict(padding_side="left", truncation_side="left", model_max_length=48)
     backend = Tokenizer.from_str(trained(kind, layout, without))
-    tokenizer_class(tokenizer_object=backend, **roles(layout), **settings).save_pretrained(directory)
+    tokenizer_class(tokenizer_object=backend, **roles(layout)).save_pretrained(directory)
     tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.padding_side, tokenizer.truncation_side, tokenizer.model_max_length = "left", "left", 48
     tokenizer.add_tokens(["zorbleflux", "frobnicator"])  # the task uses the first only
     tokenizer.add_special_tokens({"additional_special_tokens": ["<ent>"]})
     return tokenizer
@@ -529,7 +529,9 @@ def test_every_pruned_checkpoint_reloads_in_a_fresh_process_without_hf_compress(
             with torch.no_grad():
                 logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
             ids = [tok(text)["input_ids"] for text in {texts!r}]
+            settings = [tok.padding_side, tok.truncation_side, tok.model_max_length]
             out[name] = {{"ids": ids, "logits": logits.tolist(), "class": type(tok).__name__, "len": len(tok)}}
+            out[name]["settings"] = settings
         print("RESULT", json.dumps(out))
         print("hf_compress imported:", "hf_compress" in sys.modules)
         """,
@@ -542,6 +544,8 @@ def test_every_pruned_checkpoint_reloads_in_a_fresh_process_without_hf_compress(
         assert out[name]["ids"] == [case.new_tokenizer(text)["input_ids"] for text in texts], name
         assert torch.allclose(torch.tensor(out[name]["logits"]), case.logits, atol=1e-5), name
         assert (out[name]["class"], out[name]["len"]) == (type(case.new_tokenizer).__name__, len(case.new_tokenizer))
+        new = case.new_tokenizer
+        assert out[name]["settings"] == [new.padding_side, new.truncation_side, new.model_max_length], name
         for file in os.listdir(case.directory):  # no machine paths (e.g. the folder it was pruned in) saved
             if file.endswith(".json"):
                 with open(os.path.join(case.directory, file), encoding="utf-8") as f:

@@ -50,6 +50,13 @@ _BEHAVIOUR = (
     "padding",
     "truncation",
 )
+_SETTINGS = (
+    "padding_side",
+    "truncation_side",
+    "model_max_length",
+    "split_special_tokens",
+    "clean_up_tokenization_spaces",
+)
 # Files a tokenizer may save besides tokenizer.json that spell out the old vocabulary (slow formats).
 _OLD_VOCAB_FILES = ("vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spm.model", "tokenizer.model")
 
@@ -277,6 +284,8 @@ def pruned_tokenizer(tokenizer, spec: dict[str, Any], keep: list[int]):
             config = json.load(f)
         if isinstance(config.get("unk_id"), int) and config["unk_id"] in keep:  # DeBERTa-v2 saves its unk id here
             config["unk_id"] = keep.index(config["unk_id"])
+        # Settings changed after loading are not saved by save_pretrained; written here, they stay with the new one.
+        config.update({key: getattr(tokenizer, key) for key in _SETTINGS if hasattr(tokenizer, key)})
         for attempt in ("own class", "TokenizersBackend"):
             if attempt == "TokenizersBackend":
                 config["tokenizer_class"] = "TokenizersBackend"
