@@ -34,7 +34,6 @@ from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from ..checks import invalid
 
-KINDS = ("WordPiece", "byte-level BPE", "Unigram")
 ALLOWED_KINDS = (
     "a fast tokenizer (tokenizer.json) whose model is WordPiece, byte-level BPE (ByteLevel pre-tokenizer) or Unigram"
 )
@@ -179,14 +178,17 @@ def _with_merge_trees(spec: dict[str, Any], keep: set[int]) -> set[int]:
     return keep
 
 
-def tokens_to_keep(tokenizer, token_ids: Iterable[Sequence[int]], extra_ids: Iterable[int] = ()) -> list[int]:
+def tokens_to_keep(
+    tokenizer, token_ids: Iterable[Sequence[int]], extra_ids: Iterable[int] = (), spec: dict[str, Any] | None = None
+) -> list[int]:
     """Old ids to keep, ascending: `token_ids`, `extra_ids`, every special and added token, and what the kind needs.
 
     What each kind needs is in the module docstring (single characters for WordPiece, the 256 byte-level pieces and
-    every kept token's merge tree for byte-level BPE, single characters, unk and byte pieces for Unigram).
-    Raises ValueError for an id outside [0, len(tokenizer)) or a tokenizer kind that is not supported.
+    every kept token's merge tree for byte-level BPE, single characters, unk and byte pieces for Unigram). `spec` is
+    the tokenizer's tokenizer.json if already read. Raises ValueError for an id outside [0, len(tokenizer)) or a
+    tokenizer kind that is not supported.
     """
-    spec = tokenizer_spec(tokenizer)
+    spec = spec or tokenizer_spec(tokenizer)
     kind = tokenizer_kind(spec)
     keep = set(tokenizer.all_special_ids) | {int(i) for i in extra_ids} | _referenced_ids(spec)
     for ids in token_ids:

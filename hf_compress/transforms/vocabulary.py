@@ -121,16 +121,19 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
             raise invalid(f"config.{key}", value, f"ids in [0, {len(tokenizer)}), the tokenizer's ids")
     old_pad = embedding.padding_idx
     extra = _flat(config_ids) + ([old_pad] if old_pad is not None else [])
-    keep = tokens_to_keep(tokenizer, token_ids, extra_ids=extra)
-    new_tokenizer = pruned_tokenizer(tokenizer, spec, keep)  # may refuse: before the model is touched
+    # RoBERTa-style embeddings number positions from their padding_idx (see _shift_position_offset_).
+    owner = _owner(model, embedding)
+    positions_follow_pad = hasattr(owner, "create_position_ids_from_input_ids") and old_pad is not None
+    if positions_follow_pad and getattr(owner, "padding_idx", None) != old_pad:
+        padding_idx = getattr(owner, "padding_idx", None)
+        raise invalid(f"{type(owner).__name__}.padding_idx", padding_idx, f"the word embeddings' {old_pad}")
+    keep = tokens_to_keep(tokenizer, token_ids, extra_ids=extra, spec=spec)
+    new_tokenizer = pruned_tokenizer(tokenizer, spec, keep)  # may refuse: all checks come before the model changes
     new_id = {old: new for new, old in enumerate(keep)}
 
     new_pad = new_id[old_pad] if old_pad is not None else None
     model.set_input_embeddings(_embedding_like(embedding, _copy_rows(embedding.weight, torch.tensor(keep)), new_pad))
-    owner = _owner(model, model.get_input_embeddings())
-    if hasattr(owner, "create_position_ids_from_input_ids") and old_pad is not None and old_pad != new_pad:
-        if getattr(owner, "padding_idx", None) != old_pad:
-            raise invalid("config.pad_token_id", old_pad, f"the embeddings' padding_idx {owner.padding_idx}")
+    if positions_follow_pad and new_pad != old_pad:
         _shift_position_offset_(owner, old_pad, new_pad)
     before = model.config.vocab_size
     model.config.vocab_size = len(keep)
