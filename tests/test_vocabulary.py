@@ -460,6 +460,7 @@ def test_every_kind_and_family_keeps_tokens_logits_and_tokenizer_features(pruned
         old_spec[k] for k in ("normalizer", "pre_tokenizer", "decoder")
     ]
     assert (new.padding_side, new.truncation_side, new.model_max_length) == ("left", "left", 48)
+    assert new.name_or_path == old.name_or_path  # not the temporary folder it was rebuilt in
     assert type(new) is (type(old) if FAMILIES[family][0] == kind else TokenizersBackend)
     CHECK_KIND[kind](old_spec, new_spec)
     assert model.config.compression["vocabulary"] == {
@@ -580,6 +581,16 @@ def test_no_grad_inference_mode_and_inference_tensors(tmp_path, mode):
         input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], labels=torch.tensor([0, 1])
     ).loss.backward()
     assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in tables)
+
+
+def test_config_token_ids_are_kept_and_renumbered_even_when_the_task_never_uses_them(tmp_path):
+    tokenizer = users_tokenizer("byte-level BPE", "roberta", tmp_path / "tok")
+    task_ids = tokenizer(TASK)["input_ids"]
+    unused = max(set(tokenizer.get_vocab().values()) - set(tokens_to_keep(tokenizer, task_ids)))
+    model = tiny_family_model("roberta", tokenizer, eos_token_id=unused, sep_token_id=[unused, tokenizer.sep_token_id])
+    new = prune_vocabulary_(model, tokenizer, task_ids)
+    assert new.convert_ids_to_tokens(model.config.eos_token_id) == tokenizer.convert_ids_to_tokens(unused)
+    assert new.convert_ids_to_tokens(model.config.sep_token_id) == [tokenizer.convert_ids_to_tokens(unused), "</s>"]
 
 
 def test_other_tokenizer_kinds_and_models_are_refused_by_name_before_any_change(tmp_path):
