@@ -131,8 +131,19 @@ def test_bad_inputs_are_refused(tmp_path):
             tokenizer,
             ids,
         )
-    with pytest.raises(ValueError, match="before quantizing"):
-        prune_vocabulary_(quantize_(tiny_bert()), tokenizer, ids)
+    # An int8 model is pruned as well (it used to be refused): its codes and per-row scales are selected, so the
+    # result equals quantizing the pruned float model.
+    quantized, plain = quantize_(tiny_bert()), tiny_bert()
+    prune_vocabulary_(quantized, tokenizer, ids)
+    prune_vocabulary_(plain, tokenizer, ids)
+    quantize_(plain)
+    a, b = quantized.get_input_embeddings(), plain.get_input_embeddings()
+    assert torch.equal(a.int8_weight(), b.int8_weight()) and torch.equal(a.weight_scale, b.weight_scale)
+    assert quantized.config.vocab_size == a.num_embeddings < VOCAB
+    with pytest.raises(ValueError, match="input embedding"):
+        bad = tiny_bert()
+        bad.set_input_embeddings(torch.nn.Identity())
+        prune_vocabulary_(bad, tokenizer, ids)
     with pytest.raises(ValueError, match="same vocabulary"):
         prune_vocabulary_(tiny_bert(vocab_size=VOCAB + 1), tokenizer, ids)
     with pytest.raises(ValueError, match="outside the tokenizer's vocabulary"):

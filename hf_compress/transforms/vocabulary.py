@@ -55,6 +55,17 @@ def _embedding_like(old: nn.Embedding, weight: torch.Tensor, padding_idx: int | 
     return new.train(old.training)
 
 
+def _int8_rows(old: nn.Module, rows: torch.Tensor, padding_idx: int | None) -> nn.Module:
+    """An Int8Embedding holding `old`'s rows `rows`: codes and per-row scales are selected, never re-quantized."""
+    from ..quantization.modules import Int8Embedding
+
+    with torch.inference_mode(False), torch.no_grad():
+        new = Int8Embedding(len(rows), old.embedding_dim, padding_idx, device=old.weight.device)
+        new.weight = nn.Parameter(old.int8_weight()[rows.to(old.weight.device)].reshape(-1).clone(), False)
+        new.weight_scale = old.weight_scale[rows.to(old.weight.device)].clone()
+    return new
+
+
 def _owner(model: nn.Module, module: nn.Module) -> nn.Module | None:
     """The module that holds `module` as a direct child."""
     for parent in model.modules():
@@ -90,9 +101,10 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
     ``*_token_id`` renumbered (RoBERTa-style position tables shifted so that positions, which start after the pad id,
     are unchanged). The returned tokenizer is a stock fast tokenizer over the kept tokens, ids in their old order, with
     ``len(new_tokenizer) == config.vocab_size``. Text made of kept tokens gives the same tokens and logits as before;
-    other words are split into kept pieces. Works under torch.no_grad() and torch.inference_mode(). Apply it before
-    int8. Raises ValueError (before changing anything) for a model with an output vocabulary layer, a quantized
-    embedding, a tokenizer of another size or kind, or ids outside the tokenizer.
+    other words are split into kept pieces. Works under torch.no_grad() and torch.inference_mode(), before or after
+    int8 quantization (an int8 table keeps its codes and per-row scales, so the result is the same).
+    Raises ValueError (before changing anything) for a model with an output vocabulary layer, another embedding
+    module, a tokenizer of another size or kind, or ids outside the tokenizer.
     Method: vocabulary trimming of multilingual models (Abdaoui et al., 2020, https://arxiv.org/abs/2010.05609).
     """
     if model.get_output_embeddings() is not None:
@@ -103,10 +115,9 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
             "only vocabulary table is the input embedding)",
         )
     embedding = model.get_input_embeddings()
-    if type(embedding) is not nn.Embedding:
-        raise invalid(
-            "input embedding", type(embedding).__name__, "nn.Embedding: prune the vocabulary before quantizing"
-        )
+    int8 = type(embedding).__name__ == "Int8Embedding"  # rows are independent (one scale each): select them as well
+    if type(embedding) is not nn.Embedding and not int8:
+        raise invalid("input embedding", type(embedding).__name__, "nn.Embedding or hf_compress's Int8Embedding")
     if embedding.num_embeddings != len(tokenizer):
         raise invalid(
             "len(tokenizer)",
@@ -132,7 +143,12 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
     new_id = {old: new for new, old in enumerate(keep)}
 
     new_pad = new_id[old_pad] if old_pad is not None else None
-    model.set_input_embeddings(_embedding_like(embedding, _copy_rows(embedding.weight, torch.tensor(keep)), new_pad))
+    if int8:
+        model.set_input_embeddings(_int8_rows(embedding, torch.tensor(keep), new_pad))
+    else:
+        model.set_input_embeddings(
+            _embedding_like(embedding, _copy_rows(embedding.weight, torch.tensor(keep)), new_pad)
+        )
     if positions_follow_pad and new_pad != old_pad:
         _shift_position_offset_(owner, old_pad, new_pad)
     before = model.config.vocab_size
