@@ -19,7 +19,7 @@ from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
 from ..trainer.distillation_args import DistillationTrainingArguments
 from ..trainer.pruning_args import PruningTrainingArguments
-from ..trainer.saving import replace_pickled_args
+from ..trainer.saving import apply_umask, replace_pickled_args
 from .recipe import RecipeArguments, recipe_as_dict
 
 logger = logging.getLogger(__name__)
@@ -166,6 +166,7 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
     trainer.train()
     trainer.save_model(teacher_dir)
     replace_pickled_args(teacher_dir, teacher_args)  # everything the product saves is pickle-free
+    apply_umask(teacher_dir)
     return teacher.eval()
 
 

@@ -138,7 +138,7 @@ class PruningMixin:
         if self.pruner is not None:
             rows = self.pruner.layer_report()
             report.update(sparsity=self.pruner.sparsity(), layers=rows)
-            logger.info("Pruned weights per layer:\n%s", format_layer_table(rows))
+            print(format_layer_table(rows))
         if self.ffn_pruner is not None:
             report["ffn"] = self.ffn_pruner.report()
             sizes, n_layers = report["ffn"]["intermediate_size"], len(self.ffn_pruner.layers)

@@ -33,6 +33,21 @@ def _umask_mode(mode: int = 0o777) -> int:
     return mode & ~umask
 
 
+def apply_umask(directory: str) -> None:
+    """Give every file and folder under `directory` the mode the user's umask gives new ones.
+
+    Some writers (safetensors via transformers, mkdtemp) create files 0600 / folders 0700, which would hide a saved
+    model from other users and serving containers.
+    """
+    dir_mode, file_mode = _umask_mode(0o777), _umask_mode(0o666)
+    os.chmod(directory, dir_mode)
+    for root, dirs, files in os.walk(directory):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), dir_mode)
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+
+
 @contextlib.contextmanager
 def staged_directory(target: str):
     """Yield a staging folder beside `target`; on success it replaces `target` in one rename, on failure it vanishes.
@@ -46,9 +61,9 @@ def staged_directory(target: str):
     parent, name = os.path.split(target)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
-    os.chmod(staging, _umask_mode())
     try:
         yield staging
+        apply_umask(staging)  # only what this save wrote; carried-over folders keep their modes
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -47,8 +47,9 @@ def check_ffn_sparsity(sparsity: float, size: int, field_name: str = "ffn_sparsi
         raise invalid(field_name, sparsity, "a number in [0, 1)")
     removed = neurons_to_remove(sparsity, size)
     if removed >= size:
-        raise invalid(
-            field_name, sparsity, f"below {(size - 0.5) / size:.6g} (at intermediate_size={size} it would remove all)"
+        raise ValueError(
+            f"{field_name}={sparsity!r} is invalid for intermediate_size={size}; allowed: below "
+            f"{(size - 0.5) / size:.6g} (it would remove all {size} neurons)"
         )
     return removed
 
