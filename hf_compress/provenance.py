@@ -1,12 +1,30 @@
-"""What was applied to a model, recorded in its config so that config.json, a reload and a model card can tell."""
+"""What was applied to a model, recorded in its config so that config.json, a reload and a model card can tell.
+
+Also the one table of step names and Hub tags, and how a model or file is named in a saved artifact: never by an
+absolute path of this machine.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from transformers import PretrainedConfig
 
 KEY = "compression"
+
+# What each step recorded in config.compression is called in a model card, and its tags on the Hub.
+STEPS: dict[str, tuple[str, list[str]]] = {
+    "teacher_finetuning": ("teacher fine-tuned on the task first", []),
+    "student": ("student initialised from teacher layers (DistilBERT-style)", ["distillation"]),
+    "albert": ("ALBERT-style embedding factorisation and layer sharing", ["albert", "parameter-sharing"]),
+    "distillation": ("knowledge distillation", ["distillation"]),
+    "pruning": ("pruning (unstructured and/or FFN neurons)", ["pruning"]),
+    "ffn_pruning": ("one-shot FFN neuron pruning", ["pruning"]),
+    "quantization": ("int8 post-training quantization", ["quantization", "int8"]),
+    "vocabulary": ("vocabulary pruning", ["vocabulary-pruning"]),
+}
+TRAINED_STEPS = ("distillation", "pruning")
 
 
 def record(config: PretrainedConfig, step: str, details: dict[str, Any]) -> None:
@@ -22,3 +40,30 @@ def record(config: PretrainedConfig, step: str, details: dict[str, Any]) -> None
 def applied(config: PretrainedConfig) -> dict[str, Any]:
     """The steps recorded so far (empty for a model hf_compress never touched)."""
     return dict(getattr(config, KEY, None) or {})
+
+
+def portable_reference(value: str | None, relative_to: str | None = None) -> str | None:
+    """How a model, dataset or folder is named in a saved artifact: never by an absolute path of this machine.
+
+    A Hub id or `pkg://` name is kept; a file inside an installed package becomes `pkg://<package>/<path>`; another
+    local path becomes relative to `relative_to` (the folder the artifact is written to) when given, else its last
+    component. Relative paths as the user wrote them are kept.
+    """
+    if value is None or not isinstance(value, str) or not os.path.isabs(value):
+        return value
+    parts = os.path.normpath(value).split(os.sep)
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return "pkg://" + "/".join(parts[parts.index(marker) + 1 :])
+    if relative_to is not None:
+        return os.path.relpath(value, os.path.abspath(relative_to)).replace(os.sep, "/")
+    return os.path.basename(os.path.normpath(value)) or value
+
+
+def portable_values(data: Any, relative_to: str | None = None) -> Any:
+    """`portable_reference` applied to every string in nested dicts and lists (for JSON and YAML artifacts)."""
+    if isinstance(data, dict):
+        return {k: portable_values(v, relative_to) for k, v in data.items()}
+    if isinstance(data, list):
+        return [portable_values(v, relative_to) for v in data]
+    return portable_reference(data, relative_to) if isinstance(data, str) else data

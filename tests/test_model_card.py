@@ -15,8 +15,8 @@ from hf_compress import create_student
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe, recipe_as_dict
 from hf_compress.data import load_text_classification, tokenize
 from hf_compress.evaluation.table import build_report
-from hf_compress.hub import build_model_card, method_tags, write_model_card
-from hf_compress.provenance import record
+from hf_compress.hub import build_model_card, install_line, method_tags, write_model_card
+from hf_compress.provenance import portable_values, record
 from hf_compress.trainer.compression_args import CompressionTrainingArguments
 from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv
 
@@ -90,8 +90,11 @@ def test_card_states_the_measured_figures(measured):
         assert f"| CPU latency, batch {batch} (ms) | {latency} | {change} |" in text
     assert "| sparsity of encoder Linear weights | 0.00% | 0.00% |" in text
     # The methods and their arguments come from config.compression; the teacher and the command are named.
-    assert "layers=[0, 2]" in text and f"compressed version of `{recipe['teacher_model_name_or_path']}`" in text
-    assert f"```bash\npip install hf_compress==0.1.0\n{COMMAND}\n```" in text
+    # A local teacher is named without the machine's absolute path (#16: only what can be checked).
+    assert "layers=[0, 2]" in text and "compressed version of `teacher`" in text
+    assert recipe["teacher_model_name_or_path"] not in text
+    # Installed from this checkout, not from an index: the install line says so instead of a version no index serves.
+    assert f"```bash\n{install_line()}\n{COMMAND}\n```" in text and "from source" in install_line()
     assert "the `train` split of `data.csv`" in text
 
 
@@ -112,7 +115,8 @@ def test_card_parses_back_with_tags_and_model_index(measured, tmp_path):
         "train",
     )
     assert f"{rows[1].parameters:,}" in card.text and COMMAND in card.text
-    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text()) == recipe
+    # recipe.yaml names local paths relative to the folder it is in, never absolutely (#16).
+    assert yaml.safe_load((tmp_path / "recipe.yaml").read_text()) == portable_values(recipe, str(tmp_path))
 
 
 def test_tags_and_arguments_of_every_recorded_method():
@@ -161,3 +165,45 @@ def test_saved_weights_are_what_the_card_counts(measured):
     _, student_dir, rows, _ = measured
     weights = load_file(os.path.join(student_dir, "model.safetensors"))
     assert sum(t.numel() for t in weights.values()) == rows[1].parameters
+
+
+@pytest.mark.parametrize(
+    "dataset,expected",
+    [("user/reviews", "user/reviews"), ("imdb", "imdb"), ("/abs/where/data.csv", "data.csv"), ("tweets", "tweets")],
+)
+def test_card_metadata_names_hub_datasets_in_full_and_local_data_by_name(measured, dataset, expected):
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
+    student, _, rows, recipe = measured
+    card = build_model_card(rows, student.config, {**recipe, "dataset_name": dataset}, COMMAND, model_name="m")
+    parsed = ModelCard(str(card))  # the metadata survives huggingface_hub's own parsing and validation
+    name, results = model_index_to_eval_results(parsed.data.to_dict()["model-index"])
+    assert name == "m" and {r.dataset_type for r in results} == {expected}
+    assert parsed.data.datasets == (
+        [dataset] if "/" in dataset and not dataset.startswith("/") or dataset == "imdb" else None
+    )
+    assert "/abs/where" not in str(card)
+
+
+def test_no_artifact_holds_an_absolute_path_of_the_machine(tmp_path):
+    from hf_compress.cli import main
+
+    teacher = tiny_checkpoint(tmp_path / "teacher", num_hidden_layers=4)
+    values = dict(
+        teacher_model_name_or_path=teacher, finetune_teacher=True, dataset_name=tiny_text_csv(tmp_path / "d.csv"),
+        eval_split="train", student_num_hidden_layers=2, num_train_epochs=1, per_device_train_batch_size=8,
+        report_to="none", use_cpu=True, disable_tqdm=True, save_strategy="no", report_latency_repeats=1,
+        output_dir=str(tmp_path / "out"),
+    )  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(values))
+    assert main(["distill", str(path)]) == 0
+    for root, _, files in os.walk(tmp_path / "out"):
+        for name in files:
+            if name.endswith((".json", ".yaml", ".md", ".txt")):
+                text = open(os.path.join(root, name)).read()
+                assert str(tmp_path) not in text, f"{name} holds an absolute path"
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "teacher fine-tuned on the task first (`teacher" in card  # the teacher actually used, then every step
+    assert card.index("teacher fine-tuned") < card.index("`student`") < card.index("`distillation`")
+    assert "pip install" in card and "hf_compress==" not in card  # installed from source here: no index serves it

@@ -190,3 +190,21 @@ def test_push_to_an_org_and_privately(local_hub, tmp_path):
     repo = local_hub.server.repos[f"{local_hub.org}/private-model"]
     assert repo.private and commit.oid == repo.branches["main"]
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(repo.commits[commit.oid].files)
+
+
+def test_a_second_push_leaves_exactly_the_pushed_folder(local_hub, tmp_path):
+    first = tiny_checkpoint(tmp_path / "first")
+    (tmp_path / "first" / "recipe.yaml").write_text("temperature: 2.0\n")
+    (tmp_path / "first" / "compression_report.json").write_text("[]")
+    push_compressed(first, f"{local_hub.user}/twice")
+    second = tiny_checkpoint(tmp_path / "second", seed=3)
+    commit = push_compressed(second, f"{local_hub.user}/twice")
+    files = set(local_hub.server.repos[f"{local_hub.user}/twice"].commits[commit.oid].files)
+    assert files == {*os.listdir(second), ".gitattributes"}
+    assert "recipe.yaml" not in files and "compression_report.json" not in files
+
+    (tmp_path / "second" / "notes.txt").write_text("kept")
+    push_compressed(second, f"{local_hub.user}/twice")
+    os.remove(tmp_path / "second" / "notes.txt")
+    commit = push_compressed(second, f"{local_hub.user}/twice", keep_remote_files=True)
+    assert "notes.txt" in local_hub.server.repos[f"{local_hub.user}/twice"].commits[commit.oid].files

@@ -15,6 +15,7 @@ from ..checks import check_embedding_size, check_num_hidden_groups, check_studen
 from ..data import ensure_splits
 from ..hub import write_model_card
 from ..loading import check_path_or_id, is_saved_model, resolve_model_path
+from ..provenance import portable_reference
 from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
 from ..trainer.distillation_args import DistillationTrainingArguments
@@ -260,11 +261,10 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
 
 def _teacher_for_card(recipe: RecipeArguments, args: TrainingArguments, command: str) -> str | None:
     """The teacher actually used, as the card states it: output-relative when fine-tuned here, else as named."""
-    if command == "prune":
-        return recipe.model_name_or_path
+    source = recipe.model_name_or_path if command == "prune" else args.teacher_model_name_or_path
     if recipe.finetune_teacher:
-        return "teacher/ (fine-tuned here from " + str(args.teacher_model_name_or_path) + ")"
-    return args.teacher_model_name_or_path
+        return f"teacher (fine-tuned here from {portable_reference(source, args.output_dir)})"
+    return portable_reference(source, args.output_dir)
 
 
 def _command_for(args: TrainingArguments) -> str:

@@ -16,6 +16,7 @@ class TextClassification:
     name = "text-classification"
     auto_class = AutoModelForSequenceClassification
     primary_metric = "accuracy"
+    index_metrics = ("accuracy",)  # in the model card's model-index (macro-F1 stays in its table)
     pipeline_tag = "text-classification"
     label_column = "label"
 

@@ -10,7 +10,8 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel, Trainer
 
 from ..losses import attention_loss, hidden_state_loss
-from ..provenance import record
+from ..provenance import portable_reference, record
+from .data_checks import check_trainer_datasets
 from .distillation_args import DistillationTrainingArguments, default_teacher_layer_mapping
 from .distillation_loss import (
     LossTermLog,
@@ -93,6 +94,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
 
             teacher_model = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
         check_compatible(teacher_model, model)
+        check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         self.layer_mapping = self._resolve_layer_mapping(args, model, teacher_model)
         if args.attention_loss_weight > 0:
             # SDPA kernels never materialise attention probabilities; the eager path returns them.
@@ -124,7 +126,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         """The teacher and loss mixture, for config.json and the model card."""
         a = self.args
         return {
-            "teacher": self.teacher.config.name_or_path or None,
+            "teacher": portable_reference(self.teacher.config.name_or_path) or None,
             "temperature": a.temperature,
             "alpha": a.alpha,
             "hidden_loss_weight": a.hidden_loss_weight,

@@ -15,6 +15,7 @@ from ..pruning.ffn_pruner import FFNPruner
 from ..pruning.heads import HeadImportance
 from ..pruning.pruner import Pruner, RemainingPruner, format_layer_table, select_targets
 from .callbacks import PruningCallback
+from .data_checks import check_trainer_datasets
 from .pruning_args import PruningTrainingArguments
 from .saving import FinalizeMixin
 
@@ -179,6 +180,8 @@ class PruningTrainer(PruningMixin, FinalizeMixin, Trainer):
     def __init__(self, model=None, args: PruningTrainingArguments | None = None, **kwargs):
         if not isinstance(args, PruningTrainingArguments):
             raise ValueError(f"args must be a PruningTrainingArguments, got {type(args).__name__}")
+        if model is not None:
+            check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)
         self._setup_pruning()
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself

@@ -7,6 +7,7 @@ writes checkpoints through `_save_checkpoint`, and everything else (`save_model`
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -22,8 +23,11 @@ def replace_pickled_args(output_dir: str, args) -> None:
     pickled = os.path.join(output_dir, TRAINING_ARGS_NAME)
     if os.path.exists(pickled):
         os.remove(pickled)
+    from ..provenance import portable_values
+
+    values = portable_values(json.loads(args.to_json_string()), output_dir)  # no absolute path of this machine
     with open(os.path.join(output_dir, TRAINING_ARGS_JSON), "w") as f:
-        f.write(args.to_json_string())
+        json.dump(values, f, indent=2, sort_keys=True)
 
 
 def _umask_mode(mode: int = 0o777) -> int:

@@ -13,7 +13,7 @@ import torch
 from transformers import AlbertConfig, PreTrainedModel
 
 from ..checks import check_embedding_size, check_num_hidden_groups, check_sharing_init, is_int, require
-from ..provenance import KEY, record
+from ..provenance import KEY, portable_reference, record
 from .albert_families import ALBERT_HEAD, Embeddings, Source, check_convertible, describe, tokenizer_class
 
 
@@ -250,7 +250,7 @@ def _convert(
         "albert",
         {
             "source_model_type": source_config.model_type,
-            "source": source_config.name_or_path or None,
+            "source": portable_reference(source_config.name_or_path) or None,
             "embedding_size": E,
             "num_hidden_groups": G,
             "sharing_init": sharing_init if G < L else None,

@@ -9,7 +9,7 @@ from transformers import PreTrainedModel
 
 from ..checks import check_student_depth
 from ..families import base_prefix, family_of, layer_list
-from ..provenance import record
+from ..provenance import portable_reference, record
 
 
 def uniform_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:
@@ -59,5 +59,9 @@ def create_student(
     if unexpected or missing:
         raise ValueError(f"create_student could not map every tensor: missing {missing}, unexpected {unexpected}")
     student.train(teacher.training)
-    record(student.config, "student", {"teacher": teacher.config.name_or_path or None, "layers": layers})
+    record(
+        student.config,
+        "student",
+        {"teacher": portable_reference(teacher.config.name_or_path) or None, "layers": layers},
+    )
     return student.to(next(teacher.parameters()).device)
