@@ -1,6 +1,7 @@
 """Run a tiny distil + prune job; under torchrun each rank dumps its masks and weights for tests/test_distributed.py.
 
-Usage: python tests/ddp_script.py OUT_DIR PER_DEVICE_BATCH  (or under torchrun --nproc_per_node 2)
+Usage: python tests/ddp_script.py OUT_DIR PER_DEVICE_BATCH [projection]  (or under torchrun --nproc_per_node 2)
+With `projection`, the teacher is wider than the student, so the hidden-state term trains a projection too.
 """
 
 import os
@@ -23,9 +24,9 @@ class InOrderTrainer(CompressionTrainer):
         return SequentialSampler(train_dataset or self.train_dataset)
 
 
-def main(out_dir: str, per_device_batch: int) -> None:
-    teacher = tiny_bert(seed=1, num_hidden_layers=4)
-    student = create_student(teacher, num_hidden_layers=2)
+def main(out_dir: str, per_device_batch: int, projection: bool = False) -> None:
+    teacher = tiny_bert(seed=1, num_hidden_layers=4, **({"hidden_size": 48} if projection else {}))
+    student = create_student(tiny_bert(seed=1, num_hidden_layers=4), num_hidden_layers=2)
     args = CompressionTrainingArguments(
         output_dir=out_dir,
         per_device_train_batch_size=per_device_batch,
@@ -53,6 +54,8 @@ def main(out_dir: str, per_device_batch: int) -> None:
     rank = args.process_index
     tensors = {f"weight.{k}": v.contiguous() for k, v in trainer.model.state_dict().items()}
     tensors.update({f"mask.{k}": m.to(torch.uint8) for k, m in trainer.pruner.masks.items()})
+    if projection:
+        tensors.update({f"projection.{k}": v.contiguous() for k, v in trainer.hidden_projection.state_dict().items()})
     os.makedirs(out_dir, exist_ok=True)
     save_file(tensors, os.path.join(out_dir, f"rank{rank}.safetensors"))
     trainer.save_model(os.path.join(out_dir, "final"))
@@ -60,4 +63,4 @@ def main(out_dir: str, per_device_batch: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]))
+    main(sys.argv[1], int(sys.argv[2]), projection=sys.argv[3:] == ["projection"])

@@ -234,3 +234,94 @@ def test_caching_with_intermediate_terms_is_refused(tmp_path):
 def test_bad_layer_mapping_for_the_models_is_refused(tmp_path):
     with pytest.raises(ValueError, match="layer_mapping"):
         make_trainer(tmp_path, hidden_loss_weight=1.0, layer_mapping=[1, 2, 3])
+
+
+def test_projection_gradient_is_fresh_at_every_step_and_trains_as_part_of_the_student(tmp_path):
+    from transformers import TrainerCallback
+
+    class GradAtStepBegin(TrainerCallback):
+        def __init__(self):
+            self.norms = []
+
+        def on_step_begin(self, args, state, control, model=None, **kwargs):
+            grads = [p.grad for p in trainer.hidden_projection.parameters()]
+            self.norms.append(sum(float(g.norm()) for g in grads if g is not None))
+
+    teacher = tiny_bert(seed=1, num_hidden_layers=4, hidden_size=48)
+    student = tiny_bert(seed=2, num_hidden_layers=2)
+    trainer = make_trainer(
+        tmp_path, student=student, teacher=teacher, hidden_loss_weight=1.0, max_steps=6, gradient_accumulation_steps=2
+    )
+    # Part of the module tree while training: Trainer's optimizer, zero_grad, clipping and DDP see it as the student's.
+    projection = {id(p) for p in trainer.hidden_projection.parameters()}
+    assert projection <= {id(p) for p in trainer.model.parameters()}
+    watch = GradAtStepBegin()
+    trainer.add_callback(watch)
+    before = [p.detach().clone() for p in trainer.hidden_projection.parameters()]
+    trainer.train()
+    assert watch.norms == [0.0] * 6  # zeroed after every optimizer step, like the student's own gradients
+    assert all(not torch.equal(p, b) for p, b in zip(trainer.hidden_projection.parameters(), before))
+    assert not projection & {id(p) for p in trainer.model.parameters()}  # finalize() detached it
+
+
+def _varied_token_dataset(n: int = 24):
+    """Token classification rows of different lengths and label counts (so items per micro-batch vary)."""
+    from datasets import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    ids, labels = [], []
+    for i in range(n):
+        k = 3 + (i * 5) % 9
+        row = torch.randint(5, 1000, (k,), generator=g).tolist()
+        ids.append(row)
+        labels.append([-100] + [t % 3 if j % 2 else -100 for j, t in enumerate(row[1:])])
+    return Dataset.from_dict({"input_ids": ids, "attention_mask": [[1] * len(r) for r in ids], "labels": labels})
+
+
+def test_logged_terms_are_item_weighted_whatever_the_accumulation_and_recombine_to_the_loss(tmp_path):
+    from transformers import BertForTokenClassification, DataCollatorForTokenClassification
+
+    from tests.testing_utils import tiny_bert_config, tiny_tokenizer
+
+    collator = DataCollatorForTokenClassification(tiny_tokenizer(tmp_path / "tok"))
+    logs = {}
+    for accumulation, batch in ((1, 8), (4, 2)):
+        torch.manual_seed(0)
+        teacher = BertForTokenClassification(tiny_bert_config(num_hidden_layers=4, hidden_size=48))
+        torch.manual_seed(1)
+        student = BertForTokenClassification(tiny_bert_config())
+        trainer = DistillationTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=make_args(
+                tmp_path / str(accumulation),
+                max_steps=3,
+                per_device_train_batch_size=batch,
+                gradient_accumulation_steps=accumulation,
+                hidden_loss_weight=0.5,
+                alpha=0.6,
+            ),  # fmt: skip
+            train_dataset=_varied_token_dataset(),
+            data_collator=collator,
+        )
+        trainer.train()
+        logs[accumulation] = [h for h in trainer.state.log_history if "loss" in h]
+        for h in logs[accumulation]:  # the terms recombine to Trainer's logged loss
+            total = 0.6 * h["kd_loss"] + 0.4 * h["ce_loss"] + 0.5 * h["hidden_loss"]
+            assert total == pytest.approx(h["loss"], rel=1e-4)
+    for one, four in zip(logs[1], logs[4]):
+        for key in ("loss", "kd_loss", "ce_loss", "hidden_loss"):
+            assert one[key] == pytest.approx(four[key], rel=1e-4), key
+
+
+def test_evaluate_returns_each_term_per_item_and_their_total(tmp_path):
+    trainer = make_trainer(tmp_path, student=tiny_bert(seed=2), hidden_loss_weight=0.5, alpha=0.7, max_steps=1)
+    metrics = trainer.evaluate(tiny_dataset(12))
+    for key in ("eval_kd_loss", "eval_ce_loss", "eval_hidden_loss"):
+        assert key in metrics and metrics[key] > 0
+    total = 0.7 * metrics["eval_kd_loss"] + 0.3 * metrics["eval_ce_loss"] + 0.5 * metrics["eval_hidden_loss"]
+    assert metrics["eval_loss"] == pytest.approx(total, rel=1e-6)
+    # Per item: evaluating in batches of 5 or of 12 gives the same terms.
+    trainer.args.per_device_eval_batch_size = 5
+    again = trainer.evaluate(tiny_dataset(12))
+    assert again["eval_kd_loss"] == pytest.approx(metrics["eval_kd_loss"], rel=1e-5)

@@ -21,15 +21,17 @@ def run(command: list[str], tmp_path) -> None:
     shutil.which("torchrun") is None and not os.path.exists(os.path.join(os.path.dirname(sys.executable), "torchrun")),
     reason="torchrun not installed",
 )
-def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("projection", [[], ["projection"]], ids=["same-width", "with-projection"])
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path, projection):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
-    run([sys.executable, SCRIPT, str(tmp_path / "single"), "8"], tmp_path)
-    run([torchrun, "--nproc_per_node", "2", "--master_port", "29533", SCRIPT, str(tmp_path / "ddp"), "4"], tmp_path)
+    run([sys.executable, SCRIPT, str(tmp_path / "single"), "8", *projection], tmp_path)
+    ddp = [torchrun, "--nproc_per_node", "2", "--master_port", "29533", SCRIPT, str(tmp_path / "ddp"), "4"]
+    run([*ddp, *projection], tmp_path)
     single = load_file(tmp_path / "single" / "rank0.safetensors")
     rank0 = load_file(tmp_path / "ddp" / "rank0.safetensors")
     rank1 = load_file(tmp_path / "ddp" / "rank1.safetensors")
     masks = [k for k in single if k.startswith("mask.")]
-    assert masks
+    assert masks and any(k.startswith("projection.") for k in single) == bool(projection)
     for key in single:
         # Masks and weights are identical on every rank ...
         assert torch.equal(rank0[key], rank1[key]), key

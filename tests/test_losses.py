@@ -72,3 +72,63 @@ def test_attention_loss_with_different_head_counts_averages_heads():
     t = torch.softmax(torch.randn(1, 4, 5, 5), -1)
     s = t.mean(1, keepdim=True).expand(1, 2, 5, 5)  # two heads equal to the teacher's head average
     assert attention_loss(s, t).item() == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- every term is invariant to padding
+
+
+def _padded(length: int, real: list[int], seed: int = 0):
+    """Per-example real lengths `real`, padded to `length`: (mask, a generator that fills real and pad positions)."""
+    mask = torch.zeros(len(real), length, dtype=torch.long)
+    for i, n in enumerate(real):
+        mask[i, :n] = 1
+    return mask
+
+
+def _pad(real_rows: list[torch.Tensor], length: int, garbage: float) -> torch.Tensor:
+    """Stack per-example tensors (tokens, ...) padded to `length` along dim 0 with `garbage` values."""
+    out = torch.full((len(real_rows), length, *real_rows[0].shape[1:]), garbage)
+    for i, row in enumerate(real_rows):
+        out[i, : row.shape[0]] = row
+    return out
+
+
+def _attention(real: list[int], length: int, heads: int, seed: int) -> torch.Tensor:
+    """Softmax attention maps that put no mass on padded keys, and arbitrary rows for padded queries."""
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(len(real), heads, length, length, generator=g)
+    key_mask = _padded(length, real).bool()[:, None, None, :]
+    return torch.softmax(scores.masked_fill(~key_mask, -1e9), -1)
+
+
+def _term(name: str, length: int, real: list[int]) -> float:
+    """One loss term on the same examples padded to `length`; pad positions get garbage the term must ignore."""
+    g = torch.Generator().manual_seed(1)
+    mask = _padded(length, real)
+    if name in ("kd_span", "ce_span"):
+        s = [torch.randn(n, generator=g) * 3 for n in real]
+        t = [torch.randn(n, generator=g) * 3 for n in real]
+        s_pad, t_pad = _pad(s, length, 50.0), _pad(t, length, -50.0)
+        if name == "kd_span":
+            return float(kd_loss(s_pad, t_pad, 2.0, mask))
+        return float(ce_loss(s_pad, torch.tensor([n - 1 for n in real]), mask))
+    if name == "hidden":
+        s = [torch.randn(n, 8, generator=g) for n in real]
+        t = [torch.randn(n, 8, generator=g) for n in real]
+        return float(hidden_state_loss(_pad(s, length, 9.0), _pad(t, length, -9.0), mask))
+    # Attention maps differ with the padding length (softmax over more keys); rebuild them so the real part is equal.
+    heads = 2
+    base_s, base_t = _attention(real, max(real), heads, 3), _attention(real, max(real), heads, 4)
+    s = torch.zeros(len(real), heads, length, length)
+    t = torch.zeros(len(real), heads, length, length)
+    s[..., : max(real), : max(real)], t[..., : max(real), : max(real)] = base_s, base_t
+    s[:, :, max(real) :, :] = 1.0 / length  # padded query rows: anything
+    t[:, :, max(real) :, :] = 0.5 / length
+    return float(attention_loss(s, t, mask, loss_type=name.removeprefix("attention_")))
+
+
+@pytest.mark.parametrize("name", ["kd_span", "ce_span", "hidden", "attention_kl", "attention_mse"])
+def test_every_term_is_the_same_whatever_the_padding(name):
+    real = [3, 7, 5]
+    assert _term(name, 7, real) == pytest.approx(_term(name, 20, real), rel=1e-5, abs=1e-7)
+    assert _term(name, 7, real) > 1e-4  # informative: the term is not trivially zero

@@ -121,3 +121,66 @@ def test_report_scores_attention_heads_without_removing_them(tmp_path):
     assert [row["importance"] for row in report["heads"]] == expected and trainer.head_importance.steps == 6
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
     assert reloaded.config.num_attention_heads == 4 and reloaded.config.intermediate_size == 64
+
+
+@pytest.mark.parametrize(
+    "field,value,steps",
+    [("pruning_end", 200, 10), ("pruning_start", 50, 10), ("pruning_frequency", 20, 10), ("pruning_end", 11, 10)],
+)
+def test_a_schedule_the_run_cannot_finish_is_refused_before_training(tmp_path, field, value, steps):
+    overrides = {"pruning_start": 0, "pruning_end": 4 if field != "pruning_start" else 60, "pruning_frequency": 1}
+    overrides[field] = value
+    trainer = make_trainer(tmp_path, max_steps=steps, **overrides)
+    before = {n: w.detach().clone() for n, w in trainer.model.named_parameters()}
+    with pytest.raises(ValueError, match=f"{field}={value} is invalid.*{steps}"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+    assert all(torch.equal(w, before[n]) for n, w in trainer.model.named_parameters())
+
+
+def test_the_last_scheduled_step_reaches_the_target_exactly(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=10, pruning_start=0, pruning_end=10, pruning_frequency=3)
+    trainer.train()
+    assert trainer.pruner.sparsity() == pytest.approx(0.8, abs=1e-3)
+
+
+def test_load_best_model_at_end_restores_that_checkpoints_masks(tmp_path):
+    """The best checkpoint (by eval loss) is restored with the masks it had, not with the final masks."""
+    from transformers import Trainer, TrainingArguments
+
+    data = tiny_dataset(32)
+    model = tiny_bert(seed=0)
+    # Fit the rows first, so that pruning can only hurt and the best checkpoint is an early, less pruned one.
+    fit = TrainingArguments(str(tmp_path / "fit"), max_steps=40, learning_rate=1e-2, report_to="none", use_cpu=True)
+    Trainer(model=model, args=fit, train_dataset=data).train()
+    trainer = PruningTrainer(
+        model=model,
+        args=make_args(
+            tmp_path,
+            max_steps=12,
+            pruning_method="taylor",
+            target_sparsity=0.9,
+            ffn_sparsity=0.5,
+            pruning_start=4,
+            pruning_end=10,
+            pruning_frequency=2,
+            eval_strategy="steps",
+            eval_steps=2,
+            save_strategy="steps",
+            save_steps=2,
+            load_best_model_at_end=True,
+            metric_for_best_model="eval_loss",
+            learning_rate=1e-4,
+        ),  # fmt: skip
+        train_dataset=data,
+        eval_dataset=data,
+    )
+    trainer.train()
+    best = trainer.state.best_model_checkpoint
+    assert not best.endswith("checkpoint-12")  # the precondition: an earlier checkpoint was best
+    trainer.save_model(str(tmp_path / "final"))
+    saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final")
+    check = PruningTrainer(model=saved, args=make_args(tmp_path / "check", target_sparsity=0.0), eval_dataset=data)
+    assert check.evaluate()["eval_loss"] == pytest.approx(trainer.state.best_metric, abs=1e-6)
+    state = json.loads((tmp_path / "final" / "config.json").read_text())["compression"]["pruning"]
+    assert state["sparsity"] < 0.9 and state["ffn"]["intermediate_size"]["after"] > 32  # the best one's masks

@@ -5,7 +5,7 @@ from hf_compress import CompressionTrainer, CompressionTrainingArguments, create
 from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
 
-def make_trainer(output_dir, **overrides) -> CompressionTrainer:
+def make_trainer(output_dir, wide_teacher: bool = False, **overrides) -> CompressionTrainer:
     kwargs = dict(
         max_steps=12,
         logging_steps=2,
@@ -18,8 +18,9 @@ def make_trainer(output_dir, **overrides) -> CompressionTrainer:
         pruning_frequency=1,
     )
     kwargs.update(overrides)
-    teacher = tiny_bert(seed=1, num_hidden_layers=4)
-    student = create_student(teacher, num_hidden_layers=2)
+    student = create_student(tiny_bert(seed=1, num_hidden_layers=4), num_hidden_layers=2)
+    # A wider teacher makes the hidden-state term train a projection: trainer state that must resume too.
+    teacher = tiny_bert(seed=1, num_hidden_layers=4, hidden_size=48 if wide_teacher else 32)
     return CompressionTrainer(
         model=student,
         teacher_model=teacher,
@@ -28,7 +29,11 @@ def make_trainer(output_dir, **overrides) -> CompressionTrainer:
     )
 
 
-@pytest.mark.parametrize("albert", [{}, {"embedding_size": 16, "num_hidden_groups": 1}], ids=["bert", "albert"])
+@pytest.mark.parametrize(
+    "albert",
+    [{}, {"embedding_size": 16, "num_hidden_groups": 1}, {"wide_teacher": True}],
+    ids=["bert", "albert", "projection"],
+)
 def test_interrupted_compression_run_resumes_to_the_same_result(tmp_path, albert):
     full = make_trainer(tmp_path / "full", **albert)
     full.train()
@@ -50,5 +55,8 @@ def test_interrupted_compression_run_resumes_to_the_same_result(tmp_path, albert
         {k: h[k] for k in ("loss", "kd_loss", "sparsity") if k in h} for h in resumed.state.log_history if "loss" in h
     ]
     assert logged[-1] == pytest.approx(resumed_logs[-1], rel=1e-4)
-    if albert:
+    if "embedding_size" in albert:
         assert resumed.model.config.model_type == "albert"
+    if "wide_teacher" in albert:
+        for key, value in full.hidden_projection.state_dict().items():
+            assert torch.allclose(value, resumed.hidden_projection.state_dict()[key], atol=1e-6), key
