@@ -70,7 +70,7 @@ def zero_neurons(layer: LayerParts, mask: torch.Tensor, grads: bool = False) -> 
 def slice_layer(layer: LayerParts, keep: torch.Tensor) -> None:
     """Keep only the neurons at indices `keep`: up rows (and bias), down columns (new tensors, never in place)."""
     up, down = layer.up, layer.down
-    with torch.no_grad():
+    with torch.inference_mode(False), torch.no_grad():  # new tensors that train, whatever mode the caller is in
         up.weight = nn.Parameter(up.weight[keep].clone(), requires_grad=up.weight.requires_grad)
         if up.bias is not None:
             up.bias = nn.Parameter(up.bias[keep].clone(), requires_grad=up.bias.requires_grad)
@@ -116,19 +116,27 @@ def _calibration_scores(
     """Mean over calibration batches of |∂L/∂g_i| (the model's own loss, dropout off); leaves .grad untouched."""
     device = layers[0].down.weight.device
     weights = [layer.down.weight for layer in layers]
-    scores = [torch.zeros(layer.size, device=device) for layer in layers]
+    if any(w.is_inference() for w in weights):
+        raise invalid(
+            "method",
+            "taylor",
+            "'magnitude' for a model built or loaded under torch.inference_mode() (its inference tensors can never "
+            "get gradients); or load the model outside inference mode",
+        )
     was_training = model.training
     requires_grad = [w.requires_grad for w in weights]
     model.eval()
     seen = 0
     try:
         with torch.inference_mode(False), torch.enable_grad():  # callers may hold no_grad or inference_mode
+            scores = [torch.zeros(layer.size, device=device) for layer in layers]
             for w in weights:
                 w.requires_grad_(True)
             for batch in dataloader:
                 if seen == num_batches:
                     break
-                inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+                # clone(): batches made under inference_mode hold inference tensors, which autograd cannot save
+                inputs = {k: v.to(device).clone() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
                 loss = model(**inputs).loss
                 if loss is None:
                     raise ValueError("dataloader batches need labels, so that the model computes its own loss")
