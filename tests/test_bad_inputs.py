@@ -120,6 +120,11 @@ def _recipe(tmp_path, **values) -> str:
 
 
 CLI_CASES = [
+    ({"teacher_model_name_or_path": "/nowhere/teacher"}, "teacher_model_name_or_path='/nowhere/teacher'"),
+    ({"teacher_model_name_or_path": "someone/missing-model"}, "teacher_model_name_or_path='someone/missing-model'"),
+    ({"student_model_name_or_path": "./no-student"}, "student_model_name_or_path='./no-student'"),
+    ({"dataset_name": "missing.csv"}, "dataset_name='missing.csv'"),
+    ({"dataset_name": "/nowhere/data.csv"}, "dataset_name='/nowhere/data.csv'"),
     ({"temprature": 2.0}, "temprature"),  # unknown recipe key
     ({"text_column": "sentence"}, "text_column='sentence'"),  # dataset with no such column
     ({"max_length": 0}, "max_length=0"),
@@ -180,3 +185,41 @@ def test_quantize_command_round_trip(tmp_path):
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
     assert reloaded.config.quantization_config.quant_method == "hf_compress_int8"
     assert (tmp_path / "int8" / "tokenizer.json").exists()
+
+
+@pytest.mark.parametrize(
+    "argv,named",
+    [
+        (["quantize", "/nowhere/model", "OUT"], "MODEL_DIR='/nowhere/model'"),
+        (["report", "/nowhere/model"], "MODEL_DIR='/nowhere/model'"),
+        (["report", "someone/not-a-dir"], "MODEL_DIR='someone/not-a-dir'"),
+    ],
+)
+def test_path_arguments_of_the_tools_are_checked_first(tmp_path, capsys, argv, named):
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and named in err and "Traceback" not in err
+
+
+def test_prune_command_checks_its_model_path(tmp_path, capsys):
+    recipe = _recipe(tmp_path, model_name_or_path="/nowhere/model", teacher_model_name_or_path=None)
+    text = open(recipe).read().replace("teacher_model_name_or_path: null\n", "")
+    open(recipe, "w").write(text)
+    assert main(["prune", recipe]) == 2
+    assert "model_name_or_path='/nowhere/model'" in capsys.readouterr().err
+
+
+def test_a_base_checkpoint_without_enough_labels_is_refused_when_the_trainer_is_built(tmp_path):
+    from tests.testing_utils import tiny_dataset
+
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    two_labels = tiny_bert(num_labels=2)
+    with pytest.raises(ValueError, match=r"train_dataset=.*label up to 2.*num_labels=2"):
+        DistillationTrainer(model=two_labels, teacher_model=tiny_bert(num_labels=2), args=args,
+                            train_dataset=tiny_dataset(16, num_labels=3))  # fmt: skip
+    from datasets import Dataset
+
+    strings = Dataset.from_dict({"input_ids": [[5, 6]], "attention_mask": [[1, 1]], "label": ["positive"]})
+    with pytest.raises(ValueError, match="string label"):
+        DistillationTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=args, train_dataset=strings)

@@ -168,3 +168,25 @@ def test_prune_command_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert [r["name"] for r in report] == ["original", "pruned"]
     assert 0.0 <= report[1]["accuracy"] <= 1.0
     assert (tmp_path / "out" / "pruning_report.json").exists() and (tmp_path / "out" / "teacher").is_dir()
+
+
+def test_string_labels_and_a_single_file_get_classes_and_held_out_splits(tmp_path, capsys):
+    import csv
+
+    rows = list(csv.DictReader(open(tiny_text_csv(tmp_path / "ids.csv", n=60))))
+    with open(tmp_path / "named.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for row in rows:
+            writer.writerow([row["text"], ["negative", "neutral", "positive"][int(row["label"])]])
+    recipe = write_recipe(tmp_path, dataset_name=str(tmp_path / "named.csv"), eval_split="test", test_size=12)
+    assert main(["distill", recipe]) == 0
+    student = AutoModelForSequenceClassification.from_pretrained(tmp_path / "out")
+    assert student.config.id2label == {0: "negative", 1: "neutral", 2: "positive"}  # sorted names
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert "12 examples" in capsys.readouterr().out and 0 <= report[1]["accuracy"] <= 1
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "held out of its train split" in card and "`test`: 12 of `train` (seed 42)" in card
+    # Nothing the product saved is a pickle, the fine-tuned teacher included.
+    for root, _, files in os.walk(tmp_path / "out"):
+        assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))], root
