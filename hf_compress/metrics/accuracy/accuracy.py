@@ -1,8 +1,9 @@
 """Accuracy as an `evaluate` metric module: the fraction of predicted classes equal to the references."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from hf_compress.metrics.info import CLASS_IDS, metric_info
 
 _DESCRIPTION = "Accuracy: the fraction of predictions equal to their reference, optionally weighted per example."
 _KWARGS_DESCRIPTION = """
@@ -25,14 +26,7 @@ class Accuracy(evaluate.Metric):
     """Fraction of correct predictions."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, CLASS_IDS)
 
     def _compute(self, predictions, references, sample_weight=None) -> dict:
         correct = np.asarray(predictions) == np.asarray(references)

@@ -1,8 +1,9 @@
 """Teacher–student agreement as an `evaluate` metric module: how often the student predicts the teacher's class."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from hf_compress.metrics.info import CLASS_IDS, metric_info
 
 _DESCRIPTION = (
     "Agreement: the fraction of examples on which the student's predicted class equals the teacher's, whatever the "
@@ -26,14 +27,7 @@ class Agreement(evaluate.Metric):
     """Fraction of examples where student and teacher predict the same class."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, CLASS_IDS)
 
     def _compute(self, predictions, references) -> dict:
         same = np.asarray(predictions) == np.asarray(references)

@@ -1,8 +1,9 @@
 """Macro-averaged F1 as an `evaluate` metric module: the unweighted mean of the per-class F1 scores."""
 
-import datasets
 import evaluate
 import numpy as np
+
+from hf_compress.metrics.info import CLASS_IDS, metric_info
 
 _DESCRIPTION = (
     "Macro-F1: F1 = 2·precision·recall / (precision + recall) for each class, then the plain mean over classes, "
@@ -29,14 +30,7 @@ class MacroF1(evaluate.Metric):
     """Unweighted mean of the per-class F1 scores."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {"predictions": datasets.Value("int64"), "references": datasets.Value("int64")}
-            ),
-        )
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, CLASS_IDS)
 
     def _compute(self, predictions, references, labels=None) -> dict:
         predictions, references = np.asarray(predictions), np.asarray(references)

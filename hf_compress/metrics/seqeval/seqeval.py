@@ -5,6 +5,9 @@ import evaluate
 from seqeval import scheme as seqeval_scheme
 from seqeval.metrics import accuracy_score, classification_report
 
+from hf_compress.checks import invalid
+from hf_compress.metrics.info import metric_info
+
 _DESCRIPTION = (
     "Entity-level scores for IOB-tagged sequences (NER), computed by the `seqeval` package. An entity counts as "
     "correct only if its type and its exact span (first and last token) match a reference entity. Precision, recall "
@@ -52,39 +55,26 @@ MODES = (None, "strict")
 SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 
 
-def _invalid(field: str, value, allowed: str) -> ValueError:
-    # hf_compress.checks.invalid's format, written out: this script is copied and imported on its own by `evaluate`.
-    return ValueError(f"{field}={value!r} is invalid; allowed: {allowed}")
-
-
 class Seqeval(evaluate.Metric):
     """Entity-level micro precision/recall/F1, per-type scores and token accuracy from IOB tag sequences."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": datasets.Sequence(datasets.Value("string")),
-                    "references": datasets.Sequence(datasets.Value("string")),
-                }
-            ),
-            reference_urls=["https://github.com/chakki-works/seqeval"],
-        )
+        tags = datasets.Sequence(datasets.Value("string"))
+        features = {"predictions": tags, "references": tags}
+        urls = ["https://github.com/chakki-works/seqeval"]
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, features, reference_urls=urls)
 
     def _compute(self, predictions, references, mode=None, scheme=None, suffix=False) -> dict:
         if mode not in MODES:
-            raise _invalid("mode", mode, "None (conlleval-compatible) or 'strict'")
+            raise invalid("mode", mode, "None (conlleval-compatible) or 'strict'")
         if scheme is not None and (mode != "strict" or scheme not in SCHEMES):
-            raise _invalid("scheme", scheme, f"None, or with mode='strict' one of {', '.join(SCHEMES)}")
+            raise invalid("scheme", scheme, f"None, or with mode='strict' one of {', '.join(SCHEMES)}")
         for i, (prediction, reference) in enumerate(zip(predictions, references)):
             # seqeval joins the sequences before scoring, so a length mismatch would shift every later tag silently.
             if len(prediction) != len(reference):
-                raise _invalid(f"predictions[{i}]", prediction, f"{len(reference)} tags, as many as references[{i}]")
+                raise invalid(f"predictions[{i}]", prediction, f"{len(reference)} tags, as many as references[{i}]")
         if not any(len(r) for r in references):
-            raise _invalid("references", references, "at least one tag")
+            raise invalid("references", references, "at least one tag")
         report = classification_report(
             references,
             predictions,

@@ -8,6 +8,9 @@ from collections import Counter
 import datasets
 import evaluate
 
+from hf_compress.checks import invalid
+from hf_compress.metrics.info import metric_info
+
 _DESCRIPTION = (
     "Extractive question answering scored as the official SQuAD v1.1 evaluation script does (evaluate-v1.1.py). "
     "Answers are normalised (lower-cased, punctuation removed, the articles a/an/the removed, whitespace collapsed); "
@@ -68,47 +71,33 @@ def f1_score(prediction: str, gold: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _invalid(field: str, value, allowed: str) -> ValueError:
-    # hf_compress.checks.invalid's format, written out: this script is copied and imported on its own by `evaluate`.
-    return ValueError(f"{field}={value!r} is invalid; allowed: {allowed}")
-
-
 class Squad(evaluate.Metric):
     """SQuAD v1.1 exact match and F1, in percent."""
 
     def _info(self) -> evaluate.MetricInfo:
-        return evaluate.MetricInfo(
-            description=_DESCRIPTION,
-            citation=_CITATION,
-            inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features(
-                {
-                    "predictions": {"id": datasets.Value("string"), "prediction_text": datasets.Value("string")},
-                    "references": {
-                        "id": datasets.Value("string"),
-                        "answers": datasets.Sequence(
-                            {"text": datasets.Value("string"), "answer_start": datasets.Value("int32")}
-                        ),
-                    },
-                }
-            ),
-            reference_urls=["https://rajpurkar.github.io/SQuAD-explorer/"],
-        )
+        text = datasets.Value("string")
+        answers = datasets.Sequence({"text": text, "answer_start": datasets.Value("int32")})
+        features = {
+            "predictions": {"id": text, "prediction_text": text},
+            "references": {"id": text, "answers": answers},
+        }
+        urls = ["https://rajpurkar.github.io/SQuAD-explorer/"]
+        return metric_info(_DESCRIPTION, _KWARGS_DESCRIPTION, _CITATION, features, reference_urls=urls)
 
     def _compute(self, predictions, references) -> dict:
         by_id = {}
         for i, prediction in enumerate(predictions):
             if prediction["id"] in by_id:  # two answers to one question: which one counts would be arbitrary
-                raise _invalid(f"predictions[{i}].id", prediction["id"], "each question id at most once")
+                raise invalid(f"predictions[{i}].id", prediction["id"], "each question id at most once")
             by_id[prediction["id"]] = prediction["prediction_text"]
         exact_match = f1 = 0.0
         seen, unanswered = set(), 0
         for i, reference in enumerate(references):
             golds = reference["answers"]["text"]
             if reference["id"] in seen:
-                raise _invalid(f"references[{i}].id", reference["id"], "each question id once")
+                raise invalid(f"references[{i}].id", reference["id"], "each question id once")
             if not golds:
-                raise _invalid(f"references[{i}].answers.text", golds, "at least one gold answer (SQuAD v1.1)")
+                raise invalid(f"references[{i}].answers.text", golds, "at least one gold answer (SQuAD v1.1)")
             seen.add(reference["id"])
             if reference["id"] not in by_id:  # the official script scores an unanswered question 0
                 unanswered += 1
