@@ -15,18 +15,30 @@ from .recipe import TASKS, RecipeArguments
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
 STEM = "compression_report"
+# The report's flags that are recipe fields too (their dest is the field's name): one eval-split helper serves both.
+REPORT_RECIPE_FIELDS = (
+    "task",
+    "dataset_name",
+    "text_column",
+    "label_column",
+    "eval_split",
+    "max_length",
+    "max_eval_samples",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `hf-compress report`."""
     parser.add_argument("models", nargs="+", metavar="MODEL_DIR", help="saved model directories (save_pretrained)")
     parser.add_argument("--teacher", metavar="DIR", help="reference model: first row, the one ratios are against")
-    parser.add_argument("--dataset", help="'tweets' (packaged), a local file or a Hub dataset id")
+    parser.add_argument("--dataset", dest="dataset_name", help="'tweets' (packaged), a local file or a Hub dataset id")
     parser.add_argument("--task", default="text-classification", choices=TASKS, help="task of the models and data")
-    parser.add_argument("--split", default="test", help="split to evaluate on (default: test)")
+    parser.add_argument("--split", dest="eval_split", default="test", help="split to evaluate on (default: test)")
     parser.add_argument("--text-column", default="text", help="column holding the text (default: text)")
     parser.add_argument("--label-column", default="label", help="column holding the labels (default: label)")
-    parser.add_argument("--max-samples", type=int, metavar="N", help="evaluate on the first N examples only")
+    parser.add_argument(
+        "--max-samples", dest="max_eval_samples", type=int, metavar="N", help="evaluate on the first N examples only"
+    )
     parser.add_argument("--max-length", type=int, default=64, help="tokens kept per example (default: 64)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="latency batch sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per model and batch size")
@@ -54,32 +66,25 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
     """Load every model (teacher first), measure them and write the report; return its rows."""
     from ..tasks import get_task
 
-    check_positive_int("--max-samples", args.max_samples, optional=True)
+    check_positive_int("--max-samples", args.max_eval_samples, optional=True)
     check_positive_int("--repeats", args.repeats)
     for size in args.batch_sizes:
         check_positive_int("--batch-sizes", size)
-    if args.plot and args.dataset is None:
+    if args.plot and args.dataset_name is None:
         raise invalid("--plot", True, "only with --dataset (it draws the task metric against size and latency)")
     model_dirs = ([args.teacher] if args.teacher else []) + list(args.models)
     for model_dir in model_dirs:
         check_path_or_id("MODEL_DIR", model_dir)
     tokenizer = find_tokenizer(model_dirs)
     task, data = get_task(args.task), None
-    if args.dataset is not None:
-        recipe = RecipeArguments(
-            task=args.task,
-            dataset_name=args.dataset,
-            text_column=args.text_column,
-            label_column=args.label_column,
-            eval_split=args.split,
-            max_length=args.max_length,
-            max_eval_samples=args.max_samples,
-        )
+    if args.dataset_name is not None:
+        recipe = RecipeArguments(**{name: getattr(args, name) for name in REPORT_RECIPE_FIELDS})
         raw, labels = task.load(recipe)
-        if args.split not in raw:
-            raise ValueError(f"--split {args.split!r} is not a split of {args.dataset!r}; allowed: {sorted(raw)}")
-        if task.num_examples(raw[args.split]) == 0:
-            raise ValueError(f"--split {args.split!r} of {args.dataset!r} has no examples; allowed: a non-empty split")
+        split, dataset = args.eval_split, args.dataset_name
+        if split not in raw:
+            raise ValueError(f"--split {split!r} is not a split of {dataset!r}; allowed: {sorted(raw)}")
+        if task.num_examples(raw[split]) == 0:
+            raise ValueError(f"--split {split!r} of {dataset!r} has no examples; allowed: a non-empty split")
         data = task.prepare_eval(raw, tokenizer, recipe)
     models = {}
     for name, model_dir in zip(row_names(model_dirs), model_dirs):
@@ -89,7 +94,7 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
         models[name] = (model, model_dir)
     rows = build_report(models, tokenizer, data, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats, task=task)
     table = write_report(rows, args.output, STEM)
-    where = f" on {task.num_examples(data)} examples of the {args.split!r} split" if data is not None else ""
+    where = f" on {task.num_examples(data)} examples of the {args.eval_split!r} split" if data is not None else ""
     print(f"Compression report{where} (ratios against {next(iter(models))}):\n{table}")
     if args.plot:
         print(f"Plot: {plot_report(rows, os.path.join(args.output, STEM + '.png'))}")
