@@ -77,6 +77,9 @@ def latency_ms(
 ) -> dict[str, float]:
     """Median forward latency per model, measured interleaved so every model sees the same machine state.
 
+    Not `torch.utils.benchmark`: its Timer measures one statement at a time, so on a shared machine any drift would
+    land on whichever model ran later; interleaving every round over all models keeps the ratios fair.
+
     `tokenizers` maps a model name to its own tokenizer (e.g. after prune_vocabulary_); the others use `tokenizer`.
     """
     text = "the self driving car stopped at the light and everyone clapped " * 8
