@@ -92,6 +92,12 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
             f"null for `{command}`: name the teacher with teacher_model_name_or_path and an optional student "
             "checkpoint with student_model_name_or_path",
         )
+    if not distils and recipe.student_model_name_or_path is not None:
+        raise invalid(
+            "student_model_name_or_path",
+            recipe.student_model_name_or_path,
+            "null for `prune`: the model pruned is model_name_or_path (student_layers may still pick its layers)",
+        )
     if source is None:
         raise invalid(source_field, None, "a Hub id, a local model directory or pkg://<package>/<dir>")
     teacher_path = check_path_or_id(source_field, source)
