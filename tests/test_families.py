@@ -1,0 +1,393 @@
+"""Every BERT-style family through every feature and task head: one save/load matrix (PEFT's shape).
+
+Each case builds a tiny random model of its family (hidden 32, the family's real tokenizer trained in-process; teacher
+4 layers, student 2), applies one feature (training a few steps where it trains), checks the feature's effect, saves
+the model with its tokenizer, and reloads it in a fresh process that never imports hf_compress (int8: one that does,
+as its loader needs) to get the same logits on text. A case the library refuses asserts the refusal instead: a
+ValueError naming the family, the head and the reason. The README's "Model families" table is generated from CASES
+(`benchmarks/support_table.py`), so it says exactly what this file tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, default_data_collator
+
+from hf_compress import (
+    DistillationTrainer,
+    DistillationTrainingArguments,
+    PruningTrainer,
+    PruningTrainingArguments,
+    create_student,
+    prune_ffn_,
+    prune_vocabulary_,
+    quantize_,
+    to_albert,
+)
+from hf_compress.families import encoder_linears, intermediate_size, layer_list
+from tests.family_models import (
+    CORPUS,
+    HEADS,
+    QA,
+    SEQUENCE,
+    TOKEN,
+    family_model,
+    family_tokenizer,
+    head_outputs,
+    task_encoding,
+)
+from tests.testing_utils import run_python, training_args
+
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert")
+HEAD_IDS = {SEQUENCE: "seq", TOKEN: "tok", QA: "qa"}
+HEAD_SUFFIX = {SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering"}
+TRAIN_TEXTS = CORPUS[:16]
+EVAL_TEXTS = CORPUS[:3]  # a subset of the training texts: vocabulary pruning keeps every token they use
+TOLERANCE = 1e-5
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A documented refusal: `reason` is what the README says, `says` a phrase the ValueError must contain."""
+
+    reason: str
+    says: str
+
+
+@dataclass(frozen=True)
+class Case:
+    family: str
+    feature: str
+    head: str
+    refusal: Refusal | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.feature}-{self.family}-{HEAD_IDS[self.head]}"
+
+
+@dataclass
+class Built:
+    """What a feature produced: the final in-memory model and tokenizer, saved in `directory`."""
+
+    model: PreTrainedModel
+    tokenizer: object
+    directory: Path
+    int8: bool = False  # the reload must import hf_compress (its from_pretrained loader)
+    zeros: dict[str, int] = field(default_factory=dict)  # parameter -> zeros it holds, to be found after reload
+
+
+@dataclass
+class Context:
+    """What a feature function gets: the case, its family's tokenizer and a folder of its own."""
+
+    case: Case
+    tokenizer: object
+    directory: Path
+
+    def model(self, num_layers: int = 2, seed: int = 0) -> PreTrainedModel:
+        return family_model(self.case.family, self.tokenizer, self.case.head, num_layers, perturb=True, seed=seed)
+
+    def dataset(self, texts: list[str] = TRAIN_TEXTS) -> Dataset:
+        return Dataset.from_dict(task_encoding(self.tokenizer, self.case.head, texts))
+
+    def args(self, cls, **overrides):
+        return training_args(cls, self.directory / "run", max_steps=4, **overrides)
+
+    def save(self, model: PreTrainedModel, tokenizer=None, **kwargs) -> Built:
+        path = self.directory / "model"
+        model.save_pretrained(path)
+        (tokenizer or self.tokenizer).save_pretrained(path)
+        return Built(model, tokenizer or self.tokenizer, path, **kwargs)
+
+
+def changed(before: dict[str, torch.Tensor], model: PreTrainedModel) -> bool:
+    """Whether training moved the encoder's weights (names as in `before`)."""
+    state = model.state_dict()
+    return any(not torch.equal(before[name], state[name]) for name in before if name in state)
+
+
+def encoder_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
+    return {f"{name}.weight": module.weight.detach().clone() for name, module in encoder_linears(model).items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The features. Each checks its effect in memory and returns what it saved.
+
+
+def student_feature(ctx: Context) -> Built:
+    teacher = ctx.model(num_layers=4)
+    student = create_student(teacher, num_hidden_layers=2)
+    assert type(student) is type(teacher) and student.config.num_hidden_layers == 2
+    for s, t in zip(layer_list(student), [layer_list(teacher)[i] for i in (0, 2)]):
+        assert all(torch.equal(a, b) for a, b in zip(s.state_dict().values(), t.state_dict().values()))
+    return ctx.save(student)
+
+
+def distillation_feature(ctx: Context) -> Built:
+    teacher = ctx.model(num_layers=4, seed=1)
+    student = create_student(teacher, num_hidden_layers=2)
+    before = encoder_state(student)
+    args = ctx.args(DistillationTrainingArguments, hidden_loss_weight=1.0, attention_loss_weight=1.0)
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=ctx.dataset())
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "kd_loss" in h]
+    assert logged and all(h["hidden_loss"] > 0 and h["attention_loss"] > 0 for h in logged), logged
+    assert changed(before, trainer.model)
+    path = ctx.directory / "model"
+    trainer.save_model(str(path))
+    ctx.tokenizer.save_pretrained(path)
+    return Built(trainer.model, ctx.tokenizer, path)
+
+
+def pruning_feature(ctx: Context) -> Built:
+    model = ctx.model()
+    args = ctx.args(PruningTrainingArguments, target_sparsity=0.5, pruning_start=1, pruning_end=3, pruning_frequency=1)
+    trainer = PruningTrainer(model=model, args=args, train_dataset=ctx.dataset())
+    trainer.train()
+    targets = {name: weight for name, weight in trainer.pruner.targets.items()}
+    zeros = {name: int((weight == 0).sum()) for name, weight in targets.items()}
+    assert sum(zeros.values()) / sum(w.numel() for w in targets.values()) == pytest.approx(0.5, abs=1e-3)
+    path = ctx.directory / "model"
+    trainer.save_model(str(path))
+    ctx.tokenizer.save_pretrained(path)
+    return Built(trainer.model, ctx.tokenizer, path, zeros=zeros)
+
+
+def ffn_transform_feature(ctx: Context) -> Built:
+    model = ctx.model()
+    calibration = DataLoader(ctx.dataset().with_format("torch"), batch_size=8, collate_fn=default_data_collator)
+    prune_ffn_(model, calibration, sparsity=0.5)
+    assert intermediate_size(model.config) == 32 and model.config.compression["ffn_pruning"]["method"] == "taylor"
+    return ctx.save(model)
+
+
+def ffn_trainer_feature(ctx: Context) -> Built:
+    model = ctx.model()
+    args = ctx.args(
+        PruningTrainingArguments, target_sparsity=0.0, ffn_sparsity=0.5, pruning_start=1, pruning_end=3,
+        pruning_frequency=1,
+    )  # fmt: skip
+    trainer = PruningTrainer(model=model, args=args, train_dataset=ctx.dataset())
+    trainer.train()
+    assert intermediate_size(trainer.model.config) == 32
+    assert all(layer.size == 32 for layer in trainer.ffn_pruner.layers)
+    path = ctx.directory / "model"
+    trainer.save_model(str(path))
+    ctx.tokenizer.save_pretrained(path)
+    return Built(trainer.model, ctx.tokenizer, path)
+
+
+def albert_feature(ctx: Context) -> Built:
+    model = ctx.model(num_layers=2)
+    albert = to_albert(model, embedding_size=16, num_hidden_groups=1)
+    assert albert.config.model_type == "albert" and type(albert).__name__.endswith(HEAD_SUFFIX[ctx.case.head])
+    assert len(albert.base_model.encoder.albert_layer_groups) == 1
+    assert sum(p.numel() for p in albert.parameters()) < sum(p.numel() for p in model.parameters())
+    return ctx.save(albert)
+
+
+def vocabulary_feature(ctx: Context) -> Built:
+    model = ctx.model()
+    before = outputs(model, ctx.tokenizer)
+    new_tokenizer = prune_vocabulary_(model, ctx.tokenizer, ctx.tokenizer(TRAIN_TEXTS)["input_ids"])
+    assert len(new_tokenizer) == model.config.vocab_size < len(ctx.tokenizer)
+    after = outputs(model, new_tokenizer)
+    assert max_diff(before, after) <= TOLERANCE  # text made of kept tokens: the same logits
+    return ctx.save(model, new_tokenizer)
+
+
+def int8_feature(ctx: Context) -> Built:
+    model = ctx.model()
+    before = outputs(model, ctx.tokenizer)
+    quantize_(model)
+    assert type(model.get_input_embeddings()).__name__ == "Int8Embedding"
+    after = outputs(model, ctx.tokenizer)
+    # Within int8's error, and not the float model: a broken kernel or a no-op quantization both fail.
+    assert 0 < max_diff(before, after) < 0.1 * max(v.abs().max().item() for v in before.values())
+    return ctx.save(model, int8=True)
+
+
+# feature id -> (column title in the README, the function)
+FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
+    "student": ("`create_student`", student_feature),
+    "distil": ("distillation (logits + hidden + attention)", distillation_feature),
+    "prune": ("unstructured pruning (`PruningTrainer`)", pruning_feature),
+    "ffn": ("FFN pruning (`prune_ffn_`)", ffn_transform_feature),
+    "ffn-trainer": ("FFN pruning (`ffn_sparsity`)", ffn_trainer_feature),
+    "albert": ("`to_albert`", albert_feature),
+    "vocabulary": ("`prune_vocabulary_`", vocabulary_feature),
+    "int8": ("int8 (`quantize_`)", int8_feature),
+}
+
+_RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
+_GELU = Refusal("dense → GELU head has no ALBERT counterpart", "GELU")
+_RELU = Refusal("pre_classifier → ReLU head has no ALBERT counterpart", "ReLU")
+# (feature, family, head) -> the documented refusal; head None means every head of the family.
+REFUSED: dict[tuple[str, str, str | None], Refusal] = {
+    ("albert", "deberta-v2", None): _RELATIVE,
+    ("albert", "electra", SEQUENCE): _GELU,
+    ("albert", "distilbert", SEQUENCE): _RELU,
+}
+
+
+def refusal(feature: str, family: str, head: str) -> Refusal | None:
+    return REFUSED.get((feature, family, head)) or REFUSED.get((feature, family, None))
+
+
+CASES = [
+    Case(family, feature, head, refusal(feature, family, head))
+    for feature in FEATURES
+    for family in FAMILIES
+    for head in HEADS
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building the selected cases, and reloading them all in two fresh processes.
+
+
+def outputs(model: PreTrainedModel, tokenizer, texts: list[str] = EVAL_TEXTS) -> dict[str, torch.Tensor]:
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        return head_outputs(model.eval()(**encoded))
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+RELOAD_SCRIPT = """
+import json, sys
+if {import_hf_compress}:
+    import hf_compress  # noqa: F401  the int8 loader
+import torch, transformers
+from transformers import AutoTokenizer
+
+results = {{}}
+for job in json.load(open({jobs!r})):
+    tokenizer = AutoTokenizer.from_pretrained(job["path"])
+    model = getattr(transformers, job["auto"]).from_pretrained(job["path"]).eval()
+    encoded = tokenizer(job["texts"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        output = model(**encoded)
+    names = ("logits", "start_logits", "end_logits")
+    parameters = dict(model.named_parameters())
+    results[job["case"]] = {{
+        "tokenizer": type(tokenizer).__name__, "input_ids": encoded["input_ids"].tolist(),
+        "class": type(model).__name__, "config": json.loads(model.config.to_json_string()),
+        "modules": sorted({{type(m).__name__ for m in model.modules()}}),
+        "outputs": {{n: getattr(output, n).tolist() for n in names if getattr(output, n, None) is not None}},
+        "zeros": {{name: int((parameters[name] == 0).sum()) for name in job["zeros"]}},
+    }}
+if not {import_hf_compress}:
+    assert not any(name.startswith("hf_compress") for name in sys.modules), "hf_compress was imported"
+print(json.dumps(results))
+"""
+
+
+@dataclass
+class Outcome:
+    head: str
+    built: Built | None = None
+    error: BaseException | None = None
+    expected: dict[str, torch.Tensor] = field(default_factory=dict)
+    input_ids: list = field(default_factory=list)
+    reloaded: dict | None = None
+
+
+def reload_all(outcomes: dict[str, Outcome], root: Path, int8: bool) -> None:
+    """Reload every built case of one kind in one fresh process and attach what it saw."""
+    jobs = [
+        {
+            "case": case_id,
+            "path": str(o.built.directory),
+            "auto": HEADS[o.head].__name__,
+            "texts": EVAL_TEXTS,
+            "zeros": sorted(o.built.zeros),
+        }
+        for case_id, o in outcomes.items()
+        if o.built is not None and o.built.int8 == int8
+    ]
+    if not jobs:
+        return
+    path = root / f"jobs-{'int8' if int8 else 'stock'}.json"
+    path.write_text(json.dumps(jobs))
+    run = run_python(RELOAD_SCRIPT.format(jobs=str(path), import_hf_compress=int8), cwd=str(root))
+    assert run.returncode == 0, run.stderr[-4000:]
+    results = json.loads(run.stdout.strip().splitlines()[-1])
+    for case_id, result in results.items():
+        outcomes[case_id].reloaded = result
+
+
+def selected_cases(request) -> list[Case]:
+    """The matrix cases this session runs (all of them, or those -k / node ids picked), so a single case is fast."""
+    picked = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_family_feature_head" and hasattr(item, "callspec")
+    ]
+    return picked or CASES
+
+
+@pytest.fixture(scope="module")
+def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
+    """Every selected case built (or refused), saved, and reloaded in two fresh processes (stock and int8)."""
+    root = tmp_path_factory.mktemp("families")
+    tokenizers: dict[str, object] = {}
+    outcomes: dict[str, Outcome] = {}
+    for case in selected_cases(request):
+        if case.family not in tokenizers:
+            tokenizers[case.family] = family_tokenizer(case.family, root / f"tokenizer-{case.family}")
+        outcome = outcomes[case.id] = Outcome(case.head)
+        ctx = Context(case, copy.deepcopy(tokenizers[case.family]), root / case.id)
+        try:
+            built = FEATURES[case.feature][1](ctx)
+            outcome.expected = outputs(built.model, built.tokenizer)
+            outcome.input_ids = built.tokenizer(EVAL_TEXTS, padding=True)["input_ids"]
+            outcome.built = built
+        except Exception as error:  # recorded per case: the case's test asserts or re-raises it
+            outcome.error = error
+    reload_all(outcomes, root, int8=False)
+    reload_all(outcomes, root, int8=True)
+    return outcomes
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_family_feature_head(case: Case, matrix: dict[str, Outcome]):
+    outcome = matrix[case.id]
+    if case.refusal is not None:
+        assert isinstance(outcome.error, ValueError), f"expected a refusal, got {outcome.error!r}"
+        message = str(outcome.error)
+        assert case.family in message, message
+        assert case.head in message or HEAD_SUFFIX[case.head] in message, message
+        assert case.refusal.says in message, message
+        return
+    if outcome.error is not None:
+        raise outcome.error
+    built, result = outcome.built, outcome.reloaded
+    assert result is not None, "the fresh process did not reload this case"
+    assert result["class"] == type(built.model).__name__
+    assert result["tokenizer"] == type(built.tokenizer).__name__
+    assert result["input_ids"] == outcome.input_ids
+    config = built.model.config
+    for key in ("model_type", "vocab_size", "compression"):
+        assert result["config"][key] == json.loads(config.to_json_string())[key], key
+    assert result["config"][config.model_type == "distilbert" and "hidden_dim" or "intermediate_size"] == (
+        intermediate_size(config)
+    )
+    got = {name: torch.tensor(values) for name, values in result["outputs"].items()}
+    assert max(v.abs().max().item() for v in got.values()) > 1e-3  # a non-trivial output
+    assert max_diff(outcome.expected, got) <= TOLERANCE
+    assert result["zeros"] == built.zeros
+    assert ("Int8Linear" in result["modules"]) == built.int8
