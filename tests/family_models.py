@@ -156,7 +156,7 @@ def family_tokenizer(family: str, directory) -> PreTrainedTokenizerFast:
 
 
 def family_config(family: str, tokenizer, num_layers: int = 2, resize: bool = True, **overrides):
-    """A tiny config of `family` over the tokenizer's vocabulary (hidden 32, 4 heads, FFN 64, 64 positions, no dropout).
+    """A tiny config of `family` over the tokenizer's vocabulary: hidden 32, 4 heads, FFN 64, 64 positions, no dropout.
 
     ELECTRA factorises its embeddings (E=16 < H, as ELECTRA-small's 128 < 256); DeBERTa-v2 is DeBERTa-v3 shaped
     (relative positions only). With `resize` the vocabulary is the tokenizer's own, without tokens added after it.
