@@ -11,6 +11,7 @@ ValueError naming the family, the head and the reason. The README's "Model famil
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,10 +20,13 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 from torch.utils.data import DataLoader
-from transformers import PreTrainedModel, default_data_collator
+from transformers import DistilBertForSequenceClassification, PreTrainedModel, default_data_collator
 
 from hf_compress import (
+    CompressionTrainer,
+    CompressionTrainingArguments,
     DistillationTrainer,
     DistillationTrainingArguments,
     PruningTrainer,
@@ -296,38 +300,30 @@ print(json.dumps(results))
 """
 
 
+def reload(jobs: list[dict], root: Path, import_hf_compress: bool) -> dict[str, dict]:
+    """Load each job's saved model and tokenizer in one fresh process and run it on the job's texts.
+
+    A job: {"case", "path", "auto" (the Auto class name), "texts", "zeros" (parameter names to count zeros of)}.
+    Without `import_hf_compress` the process asserts it never imported hf_compress.
+    """
+    path = root / f"jobs-{'int8' if import_hf_compress else 'stock'}.json"
+    path.write_text(json.dumps(jobs))
+    run = run_python(RELOAD_SCRIPT.format(jobs=str(path), import_hf_compress=import_hf_compress), cwd=str(root))
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def job(case_id: str, built: Built, head: str, texts: list[str] = EVAL_TEXTS) -> dict:
+    return {"case": case_id, "path": str(built.directory), "auto": HEADS[head].__name__, "texts": texts,
+            "zeros": sorted(built.zeros)}  # fmt: skip
+
+
 @dataclass
 class Outcome:
-    head: str
+    case: Case
     built: Built | None = None
     error: BaseException | None = None
-    expected: dict[str, torch.Tensor] = field(default_factory=dict)
-    input_ids: list = field(default_factory=list)
     reloaded: dict | None = None
-
-
-def reload_all(outcomes: dict[str, Outcome], root: Path, int8: bool) -> None:
-    """Reload every built case of one kind in one fresh process and attach what it saw."""
-    jobs = [
-        {
-            "case": case_id,
-            "path": str(o.built.directory),
-            "auto": HEADS[o.head].__name__,
-            "texts": EVAL_TEXTS,
-            "zeros": sorted(o.built.zeros),
-        }
-        for case_id, o in outcomes.items()
-        if o.built is not None and o.built.int8 == int8
-    ]
-    if not jobs:
-        return
-    path = root / f"jobs-{'int8' if int8 else 'stock'}.json"
-    path.write_text(json.dumps(jobs))
-    run = run_python(RELOAD_SCRIPT.format(jobs=str(path), import_hf_compress=int8), cwd=str(root))
-    assert run.returncode == 0, run.stderr[-4000:]
-    results = json.loads(run.stdout.strip().splitlines()[-1])
-    for case_id, result in results.items():
-        outcomes[case_id].reloaded = result
 
 
 def selected_cases(request) -> list[Case]:
@@ -349,18 +345,34 @@ def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
     for case in selected_cases(request):
         if case.family not in tokenizers:
             tokenizers[case.family] = family_tokenizer(case.family, root / f"tokenizer-{case.family}")
-        outcome = outcomes[case.id] = Outcome(case.head)
+        outcome = outcomes[case.id] = Outcome(case)
         ctx = Context(case, copy.deepcopy(tokenizers[case.family]), root / case.id)
         try:
-            built = FEATURES[case.feature][1](ctx)
-            outcome.expected = outputs(built.model, built.tokenizer)
-            outcome.input_ids = built.tokenizer(EVAL_TEXTS, padding=True)["input_ids"]
-            outcome.built = built
+            outcome.built = FEATURES[case.feature][1](ctx)
         except Exception as error:  # recorded per case: the case's test asserts or re-raises it
             outcome.error = error
-    reload_all(outcomes, root, int8=False)
-    reload_all(outcomes, root, int8=True)
+    for int8 in (False, True):
+        jobs = [job(i, o.built, o.case.head) for i, o in outcomes.items() if o.built and o.built.int8 == int8]
+        for case_id, result in (reload(jobs, root, int8) if jobs else {}).items():
+            outcomes[case_id].reloaded = result
     return outcomes
+
+
+def assert_reloaded_as_saved(built: Built, result: dict | None, texts: list[str] = EVAL_TEXTS) -> None:
+    """The fresh process saw the saved model as it was in memory: class, tokenizer, config, logits, zeros, int8."""
+    assert result is not None, "the fresh process did not reload this model"
+    assert result["class"] == type(built.model).__name__
+    assert result["tokenizer"] == type(built.tokenizer).__name__
+    assert result["input_ids"] == built.tokenizer(texts, padding=True)["input_ids"]
+    config = json.loads(built.model.config.to_json_string())
+    size_field = "hidden_dim" if config["model_type"] == "distilbert" else "intermediate_size"
+    for key in ("model_type", "vocab_size", "compression", size_field):
+        assert result["config"][key] == config[key], key
+    got = {name: torch.tensor(values) for name, values in result["outputs"].items()}
+    assert max(v.abs().max().item() for v in got.values()) > 1e-3  # a non-trivial output
+    assert max_diff(outputs(built.model, built.tokenizer, texts), got) <= TOLERANCE
+    assert result["zeros"] == built.zeros
+    assert ("Int8Linear" in result["modules"]) == built.int8
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -375,19 +387,141 @@ def test_family_feature_head(case: Case, matrix: dict[str, Outcome]):
         return
     if outcome.error is not None:
         raise outcome.error
-    built, result = outcome.built, outcome.reloaded
-    assert result is not None, "the fresh process did not reload this case"
-    assert result["class"] == type(built.model).__name__
-    assert result["tokenizer"] == type(built.tokenizer).__name__
-    assert result["input_ids"] == outcome.input_ids
-    config = built.model.config
-    for key in ("model_type", "vocab_size", "compression"):
-        assert result["config"][key] == json.loads(config.to_json_string())[key], key
-    assert result["config"][config.model_type == "distilbert" and "hidden_dim" or "intermediate_size"] == (
-        intermediate_size(config)
-    )
-    got = {name: torch.tensor(values) for name, values in result["outputs"].items()}
-    assert max(v.abs().max().item() for v in got.values()) > 1e-3  # a non-trivial output
-    assert max_diff(outcome.expected, got) <= TOLERANCE
-    assert result["zeros"] == built.zeros
-    assert ("Int8Linear" in result["modules"]) == built.int8
+    assert_reloaded_as_saved(outcome.built, outcome.reloaded)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# DistilBERT end to end, and students of another family than their teacher.
+
+
+def test_distilbert_end_to_end_student_distilled_ffn_pruned_int8_reloads_as_stock_distilbert(tmp_path):
+    tokenizer = family_tokenizer("distilbert", tmp_path / "tokenizer")
+    teacher = family_model("distilbert", tokenizer, SEQUENCE, num_layers=6, perturb=True, seed=1)
+    student = create_student(teacher, num_hidden_layers=3)
+    assert student.config.compression["student"]["layers"] == [0, 2, 4]  # every other layer, as DistilBERT
+    before = encoder_state(student)
+    args = training_args(
+        CompressionTrainingArguments, tmp_path / "run", max_steps=4, hidden_loss_weight=1.0,
+        attention_loss_weight=1.0, ffn_sparsity=0.5, pruning_start=1, pruning_end=3, pruning_frequency=1,
+        quantization="dynamic-int8",
+    )  # fmt: skip
+    data = Dataset.from_dict(task_encoding(tokenizer, SEQUENCE, TRAIN_TEXTS))
+    trainer = CompressionTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
+    trainer.train()
+    assert changed(before, trainer.model)  # compared before finalize() quantized the Linears
+    path = tmp_path / "model"
+    trainer.save_model(str(path))
+    tokenizer.save_pretrained(path)
+    model = trainer.model
+    assert type(model) is DistilBertForSequenceClassification
+    assert (model.config.n_layers, model.config.hidden_dim) == (3, 32)  # 6 -> 3 layers, FFN 64 -> 32
+    assert {"student", "distillation", "pruning", "quantization"} <= model.config.compression.keys()
+    assert model.config.compression["pruning"]["ffn"]["intermediate_size"] == {"before": 64, "after": 32}
+    result = reload([job("distilbert", Built(model, tokenizer, path), SEQUENCE)], tmp_path, import_hf_compress=True)
+    assert result["distilbert"]["config"]["model_type"] == "distilbert"
+    assert result["distilbert"]["config"]["quantization_config"]["quant_method"] == "hf_compress_int8"
+    assert_reloaded_as_saved(Built(model, tokenizer, path, int8=True), result["distilbert"])
+
+
+def assert_loads_back(built: Built, head: str, family: str) -> PreTrainedModel:
+    """The saved student loads as a stock model of its family with the same logits (fresh processes: the matrix)."""
+    model = HEADS[head].from_pretrained(built.directory).eval()
+    assert model.config.model_type == family and type(model) is type(built.model)
+    texts = TRAIN_TEXTS[:3]
+    assert max_diff(outputs(model, built.tokenizer, texts), outputs(built.model, built.tokenizer, texts)) <= TOLERANCE
+    return model
+
+
+def sharpen(teacher: PreTrainedModel, factor: float = 20.0) -> PreTrainedModel:
+    """Scale the head's output layer: random tiny models give near-uniform logits, which any student matches."""
+    with torch.no_grad():
+        for module in teacher.modules():
+            if isinstance(module, torch.nn.Linear) and module.out_features == teacher.config.num_labels:
+                module.weight.mul_(factor)
+    return teacher
+
+
+def kl_to_teacher(student, teacher, tokenizer, head: str) -> float:
+    """Mean KL(teacher ‖ student) of the head's distributions on the training texts (T = 1)."""
+    encoded = tokenizer(TRAIN_TEXTS, padding=True, return_tensors="pt")
+    if not student_takes_token_types(student):
+        encoded.pop("token_type_ids", None)
+    with torch.no_grad():
+        s, t = head_outputs(student.eval()(**encoded)), head_outputs(teacher.eval()(**encoded))
+    rows = encoded["attention_mask"].bool() if head == TOKEN else slice(None)
+    return sum(
+        torch.nn.functional.kl_div(s[k][rows].log_softmax(-1), t[k][rows].log_softmax(-1), log_target=True,
+                                   reduction="batchmean").item()
+        for k in s
+    )  # fmt: skip
+
+
+def student_takes_token_types(model) -> bool:
+    return "token_type_ids" in inspect.signature(model.forward).parameters
+
+
+# teacher family -> student family sharing its tokenizer: a DistilRoBERTa-shaped student (RoBERTa with fewer layers,
+# built fresh, not from the teacher's layers), and BERT's classic DistilBERT student.
+CROSS = [("roberta", "roberta"), ("bert", "distilbert"), ("distilbert", "bert"), ("electra", "bert")]
+
+
+@pytest.mark.parametrize("head", list(HEADS), ids=list(HEAD_IDS.values()))
+@pytest.mark.parametrize("teacher_family, student_family", CROSS, ids=[f"{t}-to-{s}" for t, s in CROSS])
+def test_logit_distillation_into_a_student_of_another_shape_or_family(tmp_path, teacher_family, student_family, head):
+    tokenizer = family_tokenizer(teacher_family, tmp_path / "tokenizer")
+    teacher = sharpen(family_model(teacher_family, tokenizer, head, num_layers=4, perturb=True, seed=1))
+    student = family_model(student_family, tokenizer, head, num_layers=2, perturb=True, seed=2)
+    assert student.config.vocab_size == teacher.config.vocab_size  # one tokenizer
+    start = kl_to_teacher(student, teacher, tokenizer, head)
+    args = training_args(DistillationTrainingArguments, tmp_path / "run", max_steps=8, alpha=1.0, learning_rate=5e-3)
+    data = Dataset.from_dict(task_encoding(tokenizer, head, TRAIN_TEXTS))
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
+    trainer.train()
+    assert kl_to_teacher(trainer.model, teacher, tokenizer, head) < 0.7 * start  # it learns the teacher
+    built = Built(trainer.model, tokenizer, tmp_path / "model")
+    trainer.save_model(str(built.directory))
+    tokenizer.save_pretrained(built.directory)
+    assert_loads_back(built, head, student_family)
+
+
+def test_hidden_state_distillation_maps_widths_with_a_learned_projection(tmp_path):
+    tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
+    teacher = family_model("bert", tokenizer, SEQUENCE, num_layers=4, perturb=True, seed=1)  # hidden 32
+    student = family_model("distilbert", tokenizer, SEQUENCE, num_layers=2, perturb=True, seed=2, dim=16)
+    args = training_args(
+        DistillationTrainingArguments, tmp_path / "run", max_steps=8, learning_rate=5e-3, hidden_loss_weight=1.0,
+        attention_loss_weight=1.0,
+    )  # fmt: skip
+    data = Dataset.from_dict(task_encoding(tokenizer, SEQUENCE, TRAIN_TEXTS))
+    trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data)
+    projection = trainer.hidden_projection
+    assert [(p.in_features, p.out_features) for p in projection] == [(16, 32), (16, 32)]
+    assert trainer.layer_mapping == [1, 3]  # last student layer <-> last teacher layer
+    initial = [p.weight.detach().clone() for p in projection]
+    trainer.train()
+    hidden = [h["hidden_loss"] for h in trainer.state.log_history if "hidden_loss" in h]
+    assert hidden[-1] < hidden[0]  # the mapped student states approach the teacher's
+    assert all(not torch.equal(p.weight, w) for p, w in zip(trainer.hidden_projection, initial))  # trained
+    path = tmp_path / "model"
+    trainer.save_model(str(path))
+    tokenizer.save_pretrained(path)
+    assert not any("hf_compress" in key for key in load_file(path / "model.safetensors"))  # not in the student
+    assert assert_loads_back(Built(trainer.model, tokenizer, path), SEQUENCE, "distilbert").config.dim == 16
+
+
+@pytest.mark.parametrize(
+    "teacher_family, student_family", [("roberta", "bert"), ("bert", "xlm-roberta"), ("electra", "deberta-v2")]
+)
+def test_different_vocabularies_are_refused_naming_teacher_and_student(tmp_path, teacher_family, student_family):
+    teacher_tokenizer = family_tokenizer(teacher_family, tmp_path / "teacher-tokenizer")
+    student_tokenizer = family_tokenizer(student_family, tmp_path / "student-tokenizer")
+    teacher = family_model(teacher_family, teacher_tokenizer, SEQUENCE, num_layers=4)
+    student = family_model(student_family, student_tokenizer, SEQUENCE, num_layers=2)
+    t, s = teacher.config.vocab_size, student.config.vocab_size
+    assert t != s
+    args = training_args(DistillationTrainingArguments, tmp_path / "run", max_steps=1)
+    with pytest.raises(ValueError) as info:
+        DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=None)
+    message = str(info.value)
+    assert f"vocab_size: teacher {t} vs student {s}" in message
+    assert f"teacher {teacher_family}, student {student_family}" in message
