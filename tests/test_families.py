@@ -525,3 +525,26 @@ def test_different_vocabularies_are_refused_naming_teacher_and_student(tmp_path,
     message = str(info.value)
     assert f"vocab_size: teacher {t} vs student {s}" in message
     assert f"teacher {teacher_family}, student {student_family}" in message
+
+
+@pytest.mark.parametrize("head", [SEQUENCE, QA], ids=["seq", "qa"])
+def test_a_teacher_gets_the_token_types_its_student_family_has_none_of(tmp_path, head):
+    # BERT's segment embeddings tell question from context (SQuAD) and premise from hypothesis (MNLI). A DistilBERT
+    # student takes no token_type_ids, so Trainer would drop that column for it; the BERT teacher still needs it.
+    tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
+    teacher = family_model("bert", tokenizer, head, num_layers=4, perturb=True, seed=1)
+    student = family_model("distilbert", tokenizer, head, num_layers=2, perturb=True, seed=2)
+    pairs = tokenizer(TRAIN_TEXTS[:8], TRAIN_TEXTS[8:], padding="max_length", max_length=48, truncation=True)
+    labels = {"labels": [i % 3 for i in range(8)]} if head == SEQUENCE else {}
+    labels = labels or {"start_positions": [1] * 8, "end_positions": [3] * 8}
+    data = Dataset.from_dict({**pairs, **labels})
+    seen: dict[str, list] = {"teacher": [], "student": []}
+    for name, model in (("teacher", teacher), ("student", student)):
+        model.register_forward_pre_hook(lambda m, a, kwargs, name=name: seen[name].append(kwargs), with_kwargs=True)
+    args = training_args(DistillationTrainingArguments, tmp_path / "run", max_steps=1, hidden_loss_weight=1.0)
+    DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=data).train()
+    (teacher_inputs,), (student_inputs,) = seen["teacher"], seen["student"]
+    assert "token_type_ids" in teacher_inputs and "token_type_ids" not in student_inputs
+    assert teacher_inputs["token_type_ids"].max() == 1  # the second segment
+    rows = [pairs["input_ids"].index(ids) for ids in teacher_inputs["input_ids"].tolist()]
+    assert teacher_inputs["token_type_ids"].tolist() == [pairs["token_type_ids"][i] for i in rows]
