@@ -129,6 +129,7 @@ def encoder_state(model: PreTrainedModel) -> dict[str, torch.Tensor]:
 
 
 def student_feature(ctx: Context) -> Built:
+    """`create_student(teacher, num_hidden_layers=2)`: layers 0 and 2 of a 4-layer teacher, copied."""
     teacher = ctx.model(num_layers=4)
     student = create_student(teacher, num_hidden_layers=2)
     assert type(student) is type(teacher) and student.config.num_hidden_layers == 2
@@ -138,6 +139,8 @@ def student_feature(ctx: Context) -> Built:
 
 
 def distillation_feature(ctx: Context) -> Built:
+    """`DistillationTrainer`, 4 steps from a 4-layer teacher into its 2-layer student: logits, hidden-state and
+    attention terms."""
     teacher = ctx.model(num_layers=4, seed=1)
     student = create_student(teacher, num_hidden_layers=2)
     before = encoder_state(student)
@@ -154,6 +157,8 @@ def distillation_feature(ctx: Context) -> Built:
 
 
 def pruning_feature(ctx: Context) -> Built:
+    """`PruningTrainer(target_sparsity=0.5)`, 4 steps: half of the encoder's Linear weights are zeros, after reload
+    too."""
     model = ctx.model()
     args = ctx.args(PruningTrainingArguments, target_sparsity=0.5, pruning_start=1, pruning_end=3, pruning_frequency=1)
     trainer = PruningTrainer(model=model, args=args, train_dataset=ctx.dataset())
@@ -168,6 +173,7 @@ def pruning_feature(ctx: Context) -> Built:
 
 
 def ffn_transform_feature(ctx: Context) -> Built:
+    """`prune_ffn_(model, batches, sparsity=0.5)`: Taylor scores on the training batches, FFN sliced from 64 to 32."""
     model = ctx.model()
     calibration = DataLoader(ctx.dataset().with_format("torch"), batch_size=8, collate_fn=default_data_collator)
     prune_ffn_(model, calibration, sparsity=0.5)
@@ -176,6 +182,8 @@ def ffn_transform_feature(ctx: Context) -> Built:
 
 
 def ffn_trainer_feature(ctx: Context) -> Built:
+    """`PruningTrainer(ffn_sparsity=0.5)`, 4 steps: FFN neurons masked on the schedule, sliced from 64 to 32 at the
+    save."""
     model = ctx.model()
     args = ctx.args(
         PruningTrainingArguments, target_sparsity=0.0, ffn_sparsity=0.5, pruning_start=1, pruning_end=3,
@@ -192,6 +200,7 @@ def ffn_trainer_feature(ctx: Context) -> Built:
 
 
 def albert_feature(ctx: Context) -> Built:
+    """`to_albert(model, embedding_size=16, num_hidden_groups=1)`: a stock `albert` checkpoint, one shared layer."""
     model = ctx.model(num_layers=2)
     albert = to_albert(model, embedding_size=16, num_hidden_groups=1)
     assert albert.config.model_type == "albert" and type(albert).__name__.endswith(HEAD_SUFFIX[ctx.case.head])
@@ -201,6 +210,7 @@ def albert_feature(ctx: Context) -> Built:
 
 
 def vocabulary_feature(ctx: Context) -> Built:
+    """`prune_vocabulary_` to the training texts' tokens: smaller embeddings and tokenizer, the same logits."""
     model = ctx.model()
     before = outputs(model, ctx.tokenizer)
     new_tokenizer = prune_vocabulary_(model, ctx.tokenizer, ctx.tokenizer(TRAIN_TEXTS)["input_ids"])
@@ -211,6 +221,7 @@ def vocabulary_feature(ctx: Context) -> Built:
 
 
 def int8_feature(ctx: Context) -> Built:
+    """`quantize_(model)`: int8 Linears and word embeddings; reloaded in a process that imports hf_compress."""
     model = ctx.model()
     before = outputs(model, ctx.tokenizer)
     quantize_(model)
@@ -221,16 +232,16 @@ def int8_feature(ctx: Context) -> Built:
     return ctx.save(model, int8=True)
 
 
-# feature id -> (column title in the README, the function)
+# feature id -> (column title in the README's table, the function; its docstring is the table's legend)
 FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
     "student": ("`create_student`", student_feature),
-    "distil": ("distillation (logits + hidden + attention)", distillation_feature),
-    "prune": ("unstructured pruning (`PruningTrainer`)", pruning_feature),
-    "ffn": ("FFN pruning (`prune_ffn_`)", ffn_transform_feature),
-    "ffn-trainer": ("FFN pruning (`ffn_sparsity`)", ffn_trainer_feature),
+    "distil": ("distillation", distillation_feature),
+    "prune": ("unstructured pruning", pruning_feature),
+    "ffn": ("`prune_ffn_`", ffn_transform_feature),
+    "ffn-trainer": ("`ffn_sparsity`", ffn_trainer_feature),
     "albert": ("`to_albert`", albert_feature),
     "vocabulary": ("`prune_vocabulary_`", vocabulary_feature),
-    "int8": ("int8 (`quantize_`)", int8_feature),
+    "int8": ("int8", int8_feature),
 }
 
 _RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
