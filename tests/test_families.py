@@ -13,6 +13,8 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +90,7 @@ class Built:
     directory: Path
     int8: bool = False  # the reload must import hf_compress (its from_pretrained loader)
     zeros: dict[str, int] = field(default_factory=dict)  # parameter -> zeros it holds, to be found after reload
+    by_trainer: bool = False  # saved by our trainer's final save (not by the test's own save_pretrained)
 
 
 @dataclass
@@ -112,6 +115,13 @@ class Context:
         model.save_pretrained(path)
         (tokenizer or self.tokenizer).save_pretrained(path)
         return Built(model, tokenizer or self.tokenizer, path, **kwargs)
+
+    def save_trainer(self, trainer, **kwargs) -> Built:
+        """The trainer's final save (finalized, staged, pickle-free), with the tokenizer beside it."""
+        path = self.directory / "model"
+        trainer.save_model(str(path))
+        self.tokenizer.save_pretrained(path)
+        return Built(trainer.model, self.tokenizer, path, by_trainer=True, **kwargs)
 
 
 def changed(before: dict[str, torch.Tensor], model: PreTrainedModel) -> bool:
@@ -150,10 +160,7 @@ def distillation_feature(ctx: Context) -> Built:
     logged = [h for h in trainer.state.log_history if "kd_loss" in h]
     assert logged and all(h["hidden_loss"] > 0 and h["attention_loss"] > 0 for h in logged), logged
     assert changed(before, trainer.model)
-    path = ctx.directory / "model"
-    trainer.save_model(str(path))
-    ctx.tokenizer.save_pretrained(path)
-    return Built(trainer.model, ctx.tokenizer, path)
+    return ctx.save_trainer(trainer)
 
 
 def pruning_feature(ctx: Context) -> Built:
@@ -166,10 +173,7 @@ def pruning_feature(ctx: Context) -> Built:
     targets = {name: weight for name, weight in trainer.pruner.targets.items()}
     zeros = {name: int((weight == 0).sum()) for name, weight in targets.items()}
     assert sum(zeros.values()) / sum(w.numel() for w in targets.values()) == pytest.approx(0.5, abs=1e-3)
-    path = ctx.directory / "model"
-    trainer.save_model(str(path))
-    ctx.tokenizer.save_pretrained(path)
-    return Built(trainer.model, ctx.tokenizer, path, zeros=zeros)
+    return ctx.save_trainer(trainer, zeros=zeros)
 
 
 def ffn_transform_feature(ctx: Context) -> Built:
@@ -193,10 +197,7 @@ def ffn_trainer_feature(ctx: Context) -> Built:
     trainer.train()
     assert intermediate_size(trainer.model.config) == 32
     assert all(layer.size == 32 for layer in trainer.ffn_pruner.layers)
-    path = ctx.directory / "model"
-    trainer.save_model(str(path))
-    ctx.tokenizer.save_pretrained(path)
-    return Built(trainer.model, ctx.tokenizer, path)
+    return ctx.save_trainer(trainer)
 
 
 def albert_feature(ctx: Context) -> Built:
@@ -332,6 +333,7 @@ def job(case_id: str, built: Built, head: str, texts: list[str] = EVAL_TEXTS) ->
 @dataclass
 class Outcome:
     case: Case
+    root: Path  # the folder every case of the matrix saves under
     built: Built | None = None
     error: BaseException | None = None
     reloaded: dict | None = None
@@ -356,7 +358,7 @@ def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
     for case in selected_cases(request):
         if case.family not in tokenizers:
             tokenizers[case.family] = family_tokenizer(case.family, root / f"tokenizer-{case.family}")
-        outcome = outcomes[case.id] = Outcome(case)
+        outcome = outcomes[case.id] = Outcome(case, root)
         ctx = Context(case, copy.deepcopy(tokenizers[case.family]), root / case.id)
         try:
             outcome.built = FEATURES[case.feature][1](ctx)
@@ -367,6 +369,23 @@ def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
         for case_id, result in (reload(jobs, root, int8) if jobs else {}).items():
             outcomes[case_id].reloaded = result
     return outcomes
+
+
+def assert_saved_cleanly(built: Built, root: Path) -> None:
+    """No pickle, no machine path in what describes the model, and our trainers' saves readable as the umask says.
+
+    training_args.json is left out of the path check: it records the output_dir the caller gave, as given.
+    """
+    files = sorted(os.listdir(built.directory))
+    assert "model.safetensors" in files and not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))]
+    for name in files:
+        if name.endswith(".json") and name != "training_args.json":
+            assert str(root) not in (built.directory / name).read_text(encoding="utf-8"), name
+    if built.by_trainer:
+        umask = os.umask(0)
+        os.umask(umask)
+        modes = {name: stat.S_IMODE(os.stat(built.directory / name).st_mode) for name in files}
+        assert modes == dict.fromkeys(files, 0o666 & ~umask), modes
 
 
 def assert_reloaded_as_saved(built: Built, result: dict | None, texts: list[str] = EVAL_TEXTS) -> None:
@@ -398,6 +417,7 @@ def test_family_feature_head(case: Case, matrix: dict[str, Outcome]):
         return
     if outcome.error is not None:
         raise outcome.error
+    assert_saved_cleanly(outcome.built, outcome.root)
     assert_reloaded_as_saved(outcome.built, outcome.reloaded)
 
 
@@ -428,10 +448,12 @@ def test_distilbert_end_to_end_student_distilled_ffn_pruned_int8_reloads_as_stoc
     assert (model.config.n_layers, model.config.hidden_dim) == (3, 32)  # 6 -> 3 layers, FFN 64 -> 32
     assert {"student", "distillation", "pruning", "quantization"} <= model.config.compression.keys()
     assert model.config.compression["pruning"]["ffn"]["intermediate_size"] == {"before": 64, "after": 32}
-    result = reload([job("distilbert", Built(model, tokenizer, path), SEQUENCE)], tmp_path, import_hf_compress=True)
-    assert result["distilbert"]["config"]["model_type"] == "distilbert"
-    assert result["distilbert"]["config"]["quantization_config"]["quant_method"] == "hf_compress_int8"
-    assert_reloaded_as_saved(Built(model, tokenizer, path, int8=True), result["distilbert"])
+    built = Built(model, tokenizer, path, int8=True, by_trainer=True)
+    assert_saved_cleanly(built, tmp_path)
+    result = reload([job("distilbert", built, SEQUENCE)], tmp_path, import_hf_compress=True)["distilbert"]
+    assert result["config"]["model_type"] == "distilbert"
+    assert result["config"]["quantization_config"]["quant_method"] == "hf_compress_int8"
+    assert_reloaded_as_saved(built, result)
 
 
 def assert_loads_back(built: Built, head: str, family: str) -> PreTrainedModel:
