@@ -11,7 +11,6 @@ import types
 
 import pytest
 import torch
-from tokenizers import ByteLevelBPETokenizer
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -47,18 +46,17 @@ from transformers import (
     RobertaForSequenceClassification,
     RobertaForTokenClassification,
     RobertaModel,
-    RobertaTokenizer,
     XLMRobertaConfig,
     XLMRobertaForMultipleChoice,
     XLMRobertaForQuestionAnswering,
     XLMRobertaForSequenceClassification,
     XLMRobertaForTokenClassification,
     XLMRobertaModel,
-    XLMRobertaTokenizer,
 )
 
 from hf_compress.transforms import albert as albert_module
 from hf_compress.transforms.albert import albert_num_parameters, to_albert
+from tests.family_models import family_tokenizer
 from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config, tiny_tokenizer
 
 
@@ -683,31 +681,8 @@ def test_converts_under_no_grad_and_inference_mode_into_a_trainable_model(
     assert not torch.equal(shared, before)
 
 
-CORPUS = [
-    "the quick brown fox jumps over the lazy dog",
-    "hello world, this is a tiny corpus for a tiny tokenizer",
-    "albert shares its layers and factorises its embeddings",
-]
 NATURAL_PAIRS = (["the quick brown fox", "hello world"], ["jumps over the lazy dog", "a tiny corpus, tiny"])
 BERT_PAIRS = (["w1 w2 w3", "w10 w11 w12 w13 w14 w15"], ["w4 w5", "w16"])  # words of tiny_tokenizer's vocabulary
-
-
-def roberta_tokenizer() -> RobertaTokenizer:
-    """A byte-level BPE RoBERTa tokenizer trained in-process with `tokenizers` (<pad> = 1, as RobertaConfig's pad)."""
-    bpe = ByteLevelBPETokenizer()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    bpe.train_from_iterator(CORPUS * 4, vocab_size=400, min_frequency=1, special_tokens=specials)
-    model = json.loads(bpe.to_str())["model"]
-    return RobertaTokenizer(vocab=model["vocab"], merges=[tuple(merge) for merge in model["merges"]])
-
-
-def xlm_roberta_tokenizer() -> XLMRobertaTokenizer:
-    """A SentencePiece-style unigram XLM-RoBERTa tokenizer over the corpus' words and letters (<pad> = 1)."""
-    words = sorted({word for line in CORPUS for word in line.replace(",", " ,").split()})
-    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
-    pieces += [("\u2581" + word, -1.0 - 0.01 * i) for i, word in enumerate(words)]
-    pieces += [(char, -10.0) for char in "abcdefghijklmnopqrstuvwxyz,"] + [("<mask>", 0.0)]
-    return XLMRobertaTokenizer(vocab=pieces)
 
 
 TOKENIZERS = {"roberta": "roberta", "xlm-roberta": "xlm-roberta"}  # every other variant uses a BERT WordPiece one
@@ -756,8 +731,8 @@ def reloaded(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("albert-families")
     tokenizers = {
         "bert": tiny_tokenizer(root / "bert-vocab"),
-        "roberta": roberta_tokenizer(),
-        "xlm-roberta": xlm_roberta_tokenizer(),
+        "roberta": family_tokenizer("roberta", root / "roberta-tokenizer"),
+        "xlm-roberta": family_tokenizer("xlm-roberta", root / "xlm-roberta-tokenizer"),
     }
     jobs, expected = [], {}
     for case, (variant, model_class) in zip(CASE_IDS, FAMILY_CASES):

@@ -2,36 +2,30 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 from dataclasses import dataclass
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import (
-    AlbertTokenizer,
-    AutoConfig,
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
     BertForMaskedLM,
     BertTokenizer,
     BertTokenizerLegacy,
-    DebertaV2Tokenizer,
-    DistilBertTokenizer,
-    ElectraTokenizer,
     PreTrainedTokenizerFast,
     RobertaConfig,
     RobertaForMaskedLM,
-    RobertaTokenizer,
-    XLMRobertaTokenizer,
 )
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from hf_compress import prune_vocabulary_, quantize_, to_albert
 from hf_compress.transforms.vocabulary import tokens_to_keep
+from tests.family_models import CORPUS, KINDS, roles, trained
+from tests.family_models import TOKENIZERS as FAMILIES
+from tests.family_models import family_model as tiny_family_model
 from tests.testing_utils import VOCAB, run_python, tiny_bert, tiny_tokenizer
 
 SEEN = ["w1 w2 w3 w400", "w7 w2 w900 w901 w5"]
@@ -151,123 +145,19 @@ def test_bad_inputs_are_refused(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Every tokenizer kind x every family. The tokenizers are trained here on CORPUS with the `tokenizers` library and
-# used as a user has them: wrapped in the family's class (PreTrainedTokenizerFast for another kind), saved, loaded
-# back, then given an added token and an added special token. The models are tiny random classifiers of each family.
+# Every tokenizer kind x every family. The tokenizers are trained on CORPUS with the `tokenizers` library
+# (tests/family_models.py) and used as a user has them: wrapped in the family's class (PreTrainedTokenizerFast for
+# another kind), saved, loaded back, then given an added token and an added special token. The models are tiny random
+# classifiers of each family.
 # ---------------------------------------------------------------------------------------------------------------------
 
-CORPUS = [
-    "The quick brown fox jumps over the lazy dog near the river bank.",
-    "A lazy afternoon: the dog sleeps while the fox watches the birds.",
-    "Hello world, this is a small corpus for training tiny tokenizers.",
-    "Tokenizers split words into pieces; frequent words stay whole.",
-    "Rare words such as quokka, zeppelin or xylophone break into smaller pieces.",
-    "The museum opened a new exhibition about ancient rivers and mountains.",
-    "Children played football in the park until the sun went down.",
-    "She bought fresh bread, cheese and apples at the market on Saturday.",
-    "Our train was delayed by twenty minutes because of the heavy snow.",
-    "He reads a chapter of his favourite novel every night before sleeping.",
-    "The weather today is sunny with a light breeze from the west.",
-    "Scientists measured the temperature of the lake every morning for a year.",
-    "Please send the report by Friday so that we can review it together.",
-    "The orchestra played a quiet melody, then the drums grew louder and louder.",
-    "Coffee, tea or juice? The café serves all three with breakfast.",
-    "A naive question can still lead to an interesting answer.",
-    "Mountains, forests and rivers cover most of the northern region.",
-    "The company released version 2.0 of its software in March 2024.",
-    "Birds migrate south in autumn and return north in spring.",
-    "I would like a window seat and a cup of hot chocolate, please.",
-    "The library is quiet, but the garden outside is full of noise.",
-    "Engineers tested the bridge with heavy trucks before it opened.",
-    "The cat jumped onto the table and knocked over a glass of water.",
-    "Running every morning keeps him healthy and cheerful all day.",
-    "The recipe needs flour, sugar, eggs, butter and a pinch of salt & pepper.",
-    "Students asked the teacher about the history of the old castle.",
-    "The river flows through the city and into the wide blue sea.",
-    "New ideas often start as small experiments in a quiet room.",
-    "The jumping frog won the race against the slow and sleepy turtle.",
-    "Waffles with berries and cream were served at the summer festival.",
-]
 # The task's text: pruning keeps its tokens (and what the kind needs). It uses the added and added special tokens.
 TASK = ["The quick brown fox jumps over the lazy dog", "hello world, zorbleflux <ent> is at the Café"]
 # Text with pieces the task never used, and characters no tokenizer was trained on (only bytes can spell them).
 OTHER = ["quokkas ate the jumping waffles", "naïve café owners (2024)!", "emoji 🦊 and 漢字"]
-KINDS = ("WordPiece", "byte-level BPE", "Unigram")
-# family: the tokenizer kind and class its checkpoints ship with, and the layout of its special tokens
-FAMILIES = {
-    "bert": ("WordPiece", BertTokenizer, "bert"),
-    "distilbert": ("WordPiece", DistilBertTokenizer, "bert"),
-    "electra": ("WordPiece", ElectraTokenizer, "bert"),
-    "roberta": ("byte-level BPE", RobertaTokenizer, "roberta"),
-    "xlm-roberta": ("Unigram", XLMRobertaTokenizer, "roberta"),
-    "deberta-v2": ("Unigram", DebertaV2Tokenizer, "bert"),
-    "albert": ("Unigram", AlbertTokenizer, "albert"),
-}
-# special token -> its roles, in vocabulary order
-LAYOUTS = {
-    "bert": {
-        "[PAD]": ("pad_token",),
-        "[UNK]": ("unk_token",),
-        "[CLS]": ("cls_token", "bos_token"),
-        "[SEP]": ("sep_token", "eos_token"),
-        "[MASK]": ("mask_token",),
-    },
-    "roberta": {
-        "<s>": ("cls_token", "bos_token"),
-        "<pad>": ("pad_token",),
-        "</s>": ("sep_token", "eos_token"),
-        "<unk>": ("unk_token",),
-        "<mask>": ("mask_token",),
-    },
-    "albert": {
-        "<pad>": ("pad_token",),
-        "<unk>": ("unk_token",),
-        "[CLS]": ("cls_token", "bos_token"),
-        "[SEP]": ("sep_token", "eos_token"),
-        "[MASK]": ("mask_token",),
-    },
-}
 CASES = [(kind, family) for family in FAMILIES for kind in KINDS]
 PAD_LAST = ("roberta", "xlm-roberta", "bert")  # RoBERTa-style position ids start after the pad id; BERT's do not
 UNIGRAM_VARIANTS = {"byte-fallback": dict(byte_fallback=True), "unk-last": dict(unk_last=True)}
-
-
-def roles(layout: str) -> dict[str, str]:
-    return {role: token for token, rs in LAYOUTS[layout].items() for role in rs}
-
-
-@functools.cache
-def trained(kind: str, layout: str, without: str | None = None) -> str:
-    """tokenizer.json of a `kind` tokenizer trained on CORPUS, `layout`'s special tokens first (except `without`)."""
-    specials, named = [t for t in LAYOUTS[layout] if t != without], roles(layout)
-    if kind == "WordPiece":  # as BERT
-        tok = Tokenizer(models.WordPiece(unk_token=named["unk_token"]))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=700, special_tokens=specials)
-    elif kind == "byte-level BPE":  # as RoBERTa / GPT-2
-        tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        alphabet = pre_tokenizers.ByteLevel.alphabet()
-        trainer = trainers.BpeTrainer(vocab_size=800, special_tokens=specials, initial_alphabet=alphabet)
-    else:  # Unigram, as XLM-R: whitespace split, then Metaspace
-        tok = Tokenizer(models.Unigram())
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace()])
-        tok.decoder = decoders.Metaspace()
-        trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=specials, unk_token=named["unk_token"])
-    tok.train_from_iterator(CORPUS, trainer)
-    cls, sep = named["cls_token"], named["sep_token"]
-    if kind == "byte-level BPE":  # RoBERTa's post-processor
-        tok.post_processor = processors.RobertaProcessing((sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)))
-    else:
-        tok.post_processor = processors.TemplateProcessing(
-            single=f"{cls} $A {sep}",
-            pair=f"{cls} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
-        )
-    return tok.to_str()
 
 
 def users_tokenizer(kind: str, family: str, directory, without: str | None = None, layout: str | None = None):
@@ -282,32 +172,6 @@ def users_tokenizer(kind: str, family: str, directory, without: str | None = Non
     tokenizer.add_tokens(["zorbleflux", "frobnicator"])  # the task uses the first only
     tokenizer.add_special_tokens({"additional_special_tokens": ["<ent>"]})
     return tokenizer
-
-
-def tiny_family_model(family: str, tokenizer, resize: bool = True, **overrides):
-    """A tiny random `family` classifier (hidden 32, 2 layers) over the tokenizer's vocabulary.
-
-    With `resize`, it is built over the tokenizer's own vocabulary and resized to len(tokenizer), as after add_tokens.
-    """
-    if family == "distilbert":
-        size = dict(dim=32, n_layers=2, n_heads=4, hidden_dim=64, dropout=0.0, attention_dropout=0.0)
-    else:
-        size = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-        size.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    if family in ("albert", "electra"):
-        size["embedding_size"] = 16  # factorised embeddings
-    if family == "deberta-v2":  # DeBERTa-v3 style: relative positions only
-        size.update(relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"])
-        size.update(position_buckets=16, max_relative_positions=32)
-    ids = {key: getattr(tokenizer, key) for key in ("pad_token_id", "bos_token_id", "eos_token_id")}
-    base = tokenizer.backend_tokenizer.get_vocab_size(with_added_tokens=False) if resize else len(tokenizer)
-    kwargs = dict(vocab_size=base, max_position_embeddings=64, num_labels=3, **ids, **size)
-    config = AutoConfig.for_model(family, **{**kwargs, **overrides})
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config).eval()
-    if resize:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return model
 
 
 def task_logits(model, tokenizer, texts=TASK) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -54,6 +55,12 @@ def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None
             problems.append(f"id2label: teacher {teacher_labels} vs student {student_labels}")
     if problems:
         raise ValueError("teacher and student are incompatible: " + "; ".join(problems))
+
+
+def forward_arguments(model: nn.Module) -> set[str]:
+    """The inputs a model's forward names (not its **kwargs): Trainer keeps a batch's columns by these names."""
+    parameters = inspect.signature(model.forward).parameters.values()
+    return {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
 def _is_named(config) -> bool:
@@ -109,6 +116,9 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         projection = self._build_projection(model, teacher_model)
         if projection is not None:
             self.model.add_module(PROJECTION_MODULE, projection.to(self.args.device))
+        # Teacher and student of different families take different inputs (a BERT teacher's token_type_ids, which a
+        # DistilBERT student has none of): each model gets the batch without what only the other one names.
+        self._inputs_of = {"student": forward_arguments(model), "teacher": forward_arguments(teacher_model)}
         self._logit_cache = TeacherLogitCache() if args.cache_teacher_logits else None
         self._terms = LossTermLog()
         self._steps_since_log = 0
@@ -163,6 +173,18 @@ class DistillationTrainer(FinalizeMixin, Trainer):
 
     # ---- loss ----
 
+    def _set_signature_columns_if_needed(self) -> None:
+        """Trainer keeps the dataset columns the student's forward names; keep the teacher's too."""
+        unset = self._signature_columns is None
+        super()._set_signature_columns_if_needed()
+        if unset and hasattr(self, "_inputs_of"):
+            self._signature_columns += sorted(self._inputs_of["teacher"] - set(self._signature_columns))
+
+    def _inputs_for(self, who: str, inputs: dict) -> dict:
+        """`inputs` without the keys only the other model's forward names."""
+        other = self._inputs_of["teacher" if who == "student" else "student"] - self._inputs_of[who]
+        return {k: v for k, v in inputs.items() if k not in other}
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """alpha·T²·KL(teacher‖student) + (1−alpha)·CE + hidden and attention terms, each logged on its own."""
         inputs = dict(inputs)
@@ -173,16 +195,17 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             extra["output_hidden_states"] = True
         if args.attention_loss_weight > 0:
             extra["output_attentions"] = True
-        outputs = model(**inputs, **extra)
+        outputs = model(**self._inputs_for("student", inputs), **extra)
         student_logits = head_logits(outputs)
 
         teacher_out = None
+        teacher_inputs = self._inputs_for("teacher", inputs)
         if self._logit_cache is not None and model.training:
-            teacher_logits, hit_rate = self._logit_cache.logits(self.teacher, inputs)
+            teacher_logits, hit_rate = self._logit_cache.logits(self.teacher, teacher_inputs)
             self._terms.rates["teacher_cache_hit_rate"].append(hit_rate)
         else:
             with torch.no_grad():
-                teacher_out = self.teacher(**inputs, **extra)
+                teacher_out = self.teacher(**teacher_inputs, **extra)
             teacher_logits = head_logits(teacher_out)
 
         mask = inputs.get("attention_mask")
