@@ -129,6 +129,7 @@ class TextClassification:
         return tokenize(dataset, tokenizer, text_column, max_length)
 
     def collator(self, tokenizer):
+        """Pads each batch to its longest example (no padding is stored in the prepared data)."""
         return DataCollatorWithPadding(tokenizer)
 
     # ---- scoring ----
@@ -157,4 +158,5 @@ class TextClassification:
         return load_metric("agreement").compute(predictions=predictions, references=reference)["agreement"]
 
     def num_examples(self, data: Dataset) -> int:
+        """How many examples the prepared evaluation data holds."""
         return len(data)

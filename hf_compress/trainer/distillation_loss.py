@@ -112,9 +112,11 @@ class LossTermLog:
         self.eval_items = 0
 
     def add_train(self, name: str, value: float) -> None:
+        """Add one micro-batch's contribution to the loss (its sum / the step's items, times the DDP scale)."""
         self.train[name] += value
 
     def add_eval(self, terms: dict[str, torch.Tensor], items: int) -> None:
+        """Add one evaluation batch's term sums and its item count."""
         for name, value in terms.items():
             self.eval_sums[name] += float(value.detach())
         self.eval_items += items

@@ -163,6 +163,7 @@ class Source:
 
 
 def supported_classes() -> str:
+    """The classes to_albert converts, comma-separated (for error messages)."""
     return ", ".join(cls.__name__ for cls in SUPPORTED)
 
 
