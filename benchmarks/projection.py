@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--learning-rate", type=float, default=1e-4)
     opts = parser.parse_args()
     torch.set_num_threads(1)
     tokenizer = AutoTokenizer.from_pretrained(TEACHER_DIR)
@@ -87,7 +88,7 @@ def main() -> None:
         output_dir=os.path.join(HERE, "runs", f"projection-{opts.label}"),
         num_train_epochs=opts.epochs,
         per_device_train_batch_size=32,
-        learning_rate=1e-4,
+        learning_rate=opts.learning_rate,
         warmup_steps=0.06,
         temperature=2.0,
         alpha=0.9,
