@@ -783,3 +783,31 @@ def test_family_reloads_as_stock_albert_with_its_tokenizer_in_a_fresh_process(ca
     got = types.SimpleNamespace(**{k: torch.tensor(v) for k, v in result["outputs"].items()})
     diffs = output_diffs(outputs, got, attention_mask)
     assert diffs and max(diffs.values()) <= 1e-5, diffs
+
+
+def test_token_weights_spend_the_factorisation_on_the_rows_that_matter():
+    """Weighting vocabulary rows by use lowers the weighted reconstruction error of the word table."""
+    from hf_compress.transforms.albert import token_frequencies
+
+    model = tiny_bert(seed=4)
+    used = torch.arange(5, 45)  # the tokens a "task" uses, some far more often
+    counts = token_frequencies([used.tolist(), used[:10].tolist() * 5], model.config.vocab_size)
+    words = model.bert.embeddings.word_embeddings.weight.detach().double()
+    centred = words - words.mean(1, keepdim=True)
+    gamma = model.bert.embeddings.LayerNorm.weight.detach().double()
+
+    def weighted_error(albert) -> float:
+        # Row x of the source is stored as x' in E-space; the mapping gives gamma * (the part of x it keeps).
+        stored = albert.albert.embeddings.word_embeddings.weight.detach().double()
+        kept = stored @ albert.albert.encoder.embedding_hidden_mapping_in.weight.detach().double().T / gamma
+        residual, total = (centred - kept).pow(2).sum(1), centred.pow(2).sum(1)
+        return float(((counts * residual).sum() / (counts * total).sum()).sqrt())
+
+    plain = weighted_error(to_albert(model, embedding_size=8))
+    converted = to_albert(model, embedding_size=8, token_weights=counts)
+    weighted = weighted_error(converted)
+    assert weighted < 0.8 * plain
+    recorded = converted.config.compression["albert"]
+    assert recorded["token_weighted"] and recorded["embedding_reconstruction_error"] == pytest.approx(weighted, 1e-6)
+    with pytest.raises(ValueError, match="token_weights"):
+        to_albert(model, embedding_size=8, token_weights=torch.zeros(model.config.vocab_size))

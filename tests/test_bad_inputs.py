@@ -57,6 +57,7 @@ ARGUMENT_CASES = [
     (CompressionTrainingArguments, {"embedding_size": 0}, "embedding_size=0", "[1, hidden_size]"),
     (CompressionTrainingArguments, {"num_hidden_groups": 0}, "num_hidden_groups=0", "divisor"),
     (CompressionTrainingArguments, {"sharing_init": "median"}, "sharing_init='median'", "'mean'"),
+    (CompressionTrainingArguments, {"embedding_weighting": "fisher"}, "embedding_weighting='fisher'", "'frequency'"),
 ]
 
 

@@ -102,3 +102,11 @@ def test_quantization_after_training_saves_int8_that_reloads(tmp_path):
 def test_unknown_quantization_is_refused(tmp_path):
     with pytest.raises(ValueError, match="quantization='int4'"):
         CompressionTrainingArguments(output_dir=str(tmp_path), quantization="int4")
+
+
+@pytest.mark.parametrize("weighting", ["used", "frequency"])
+def test_embedding_weighting_counts_the_training_data(tmp_path, weighting):
+    trainer = make_trainer(tmp_path, embedding_size=16, embedding_weighting=weighting, target_sparsity=0.0)
+    assert trainer.model.config.compression["albert"]["token_weighted"] is True
+    trainer.train()
+    assert trainer.model.config.model_type == "albert"

@@ -9,6 +9,7 @@ from .distillation_args import DistillationTrainingArguments
 from .pruning_args import PruningTrainingArguments
 
 QUANTIZATIONS = ("none", "dynamic-int8")
+EMBEDDING_WEIGHTINGS = ("uniform", "used", "frequency")
 
 
 @dataclass
@@ -31,6 +32,14 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
     num_hidden_groups: int | None = field(
         default=None,
         metadata={"help": "ALBERT-style sharing: G groups of consecutive layers share weights; G divides the depth."},
+    )
+    embedding_weighting: str = field(
+        default="uniform",
+        metadata={
+            "help": "How the ALBERT-style factorisation weighs vocabulary rows: 'uniform' (every row alike), 'used' "
+            "(only the tokens of the training data count: as if the vocabulary were pruned first) or 'frequency' "
+            "(each token by how often the training data uses it)."
+        },
     )
     sharing_init: str = field(
         default="first",
@@ -55,6 +64,7 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         super().__post_init__()
         check_choice("quantization", self.quantization, QUANTIZATIONS)
         check_embedding_size(self.embedding_size)
+        check_choice("embedding_weighting", self.embedding_weighting, EMBEDDING_WEIGHTINGS)
         check_num_hidden_groups(self.num_hidden_groups)
         if isinstance(self.sharing_init, str) and self.sharing_init.isdigit():
             self.sharing_init = int(self.sharing_init)  # a layer index within a group, from YAML or the CLI

@@ -74,7 +74,9 @@ def _albert_config(source_config, source: Source, embedding_size: int, num_hidde
 
 
 @torch.no_grad()
-def _factorised_embeddings(source: Embeddings, embedding_size: int) -> dict[str, torch.Tensor | float]:
+def _factorised_embeddings(
+    source: Embeddings, embedding_size: int, token_weights: torch.Tensor | None = None
+) -> dict[str, torch.Tensor | float]:
     """E-space tables, LayerNorm and E->H mapping that reproduce the source's embedding LayerNorm on a subspace.
 
     The source computes LN_D(w + p + t) in its D-space (D = H for BERT, RoBERTa and DistilBERT, ELECTRA's own E
@@ -87,8 +89,11 @@ def _factorised_embeddings(source: Embeddings, embedding_size: int) -> dict[str,
     equals the source's exactly on span(U); a source projection P, q folds in as P W, P beta + q. So the only
     approximation is projecting the centred sum onto span(U); one dimension of E keeps the E-space mean at zero.
 
-    U is the top r eigenvectors of E[c c^T] for a token, position and type drawn independently and uniformly from
-    their tables: a truncated SVD (PCA) of all three tables at once, which best keeps the sum LayerNorm sees.
+    U is the top r eigenvectors of E[c c^T] for a token, position and type drawn independently from their tables: a
+    truncated SVD (PCA) of all three tables at once, which best keeps the sum LayerNorm sees. Tokens are drawn
+    uniformly, or in proportion to `token_weights` (V,) when given (e.g. their frequency in the training data, or 0
+    for tokens the task never uses): the SVD then spends its rank on the rows that matter, as Fisher-weighted SVD does
+    (Hsu et al. 2022, arXiv:2207.00112), and the reported word error is the weighted one.
     Position embeddings have to be in it: on MiniLM a basis from the word matrix alone keeps almost none of them
     (95% relative error at E=256) and the encoder's output drifts far more (mean-pooled cosine 0.33 vs 0.91).
     Shapes: words V×D, positions P×D, token types T×D in; the same rows in E out, mapping H×E.
@@ -101,11 +106,13 @@ def _factorised_embeddings(source: Embeddings, embedding_size: int) -> dict[str,
         return x - x.mean(dim=1, keepdim=True)
 
     words, positions, token_types = centred(source.words), centred(source.positions), centred(source.token_types)
+    p = None if token_weights is None else (token_weights.double() / token_weights.double().sum()).to(device)
     # Second moment of the sum of independent draws: the sum of the tables' covariances plus the outer product of the
     # summed means. Its range is orthogonal to the all-ones vector, since every row is centred.
-    tables = (words, positions, token_types)
-    mean = sum(table.mean(0) for table in tables)
-    moment = sum(torch.cov(table.T, correction=0) for table in tables) + torch.outer(mean, mean)
+    word_mean = words.mean(0) if p is None else p @ words
+    word_cov = torch.cov(words.T, correction=0, aweights=p)
+    mean = word_mean + positions.mean(0) + token_types.mean(0)
+    moment = word_cov + sum(torch.cov(t.T, correction=0) for t in (positions, token_types)) + torch.outer(mean, mean)
     _, eigenvectors = torch.linalg.eigh(moment)  # ascending eigenvalues
     r = E - 1
     U = eigenvectors.flip(1)[:, :r]  # D×r, the top r directions
@@ -121,8 +128,11 @@ def _factorised_embeddings(source: Embeddings, embedding_size: int) -> dict[str,
         projection = source.projection.weight.double()
         weight, bias = projection @ weight, projection @ bias + source.projection.bias.double()
 
-    def relative_error(x: torch.Tensor) -> float:
-        return float(torch.linalg.norm(x - x @ U @ U.T) / torch.linalg.norm(x).clamp_min(1e-30))
+    def relative_error(x: torch.Tensor, weights: torch.Tensor | None = None) -> float:
+        residual, total = (x - x @ U @ U.T).pow(2).sum(1), x.pow(2).sum(1)
+        if weights is not None:
+            residual, total = residual * weights, total * weights
+        return float((residual.sum() / total.sum().clamp_min(1e-60)).sqrt())
 
     return {
         "word_embeddings": (words @ to_e).to(dtype),
@@ -132,7 +142,7 @@ def _factorised_embeddings(source: Embeddings, embedding_size: int) -> dict[str,
         "LayerNorm.bias": torch.zeros(E, dtype=dtype, device=device),
         "mapping.weight": weight.to(dtype),
         "mapping.bias": bias.to(dtype),
-        "word_error": relative_error(words),
+        "word_error": relative_error(words, p),
         "position_error": relative_error(positions),
     }
 
@@ -174,6 +184,7 @@ def to_albert(
     embedding_size: int | None = None,
     num_hidden_groups: int | None = None,
     sharing_init: str | int = "first",
+    token_weights: torch.Tensor | None = None,
 ) -> PreTrainedModel:
     """A stock ALBERT model from a BERT-style one: factorised embeddings, shared layers (Lan et al. 2019, 1909.11942).
 
@@ -189,6 +200,8 @@ def to_albert(
     num_hidden_groups G shares one layer among each run of num_hidden_layers // G consecutive layers, initialised
     from its members by sharing_init: "first" (the default: it distilled better than "mean" in our benchmark), the
     "mean" of their parameters, or an int index within the group.
+    token_weights (V,), non-negative, weighs each vocabulary row in the factorisation (see `_factorised_embeddings`;
+    `token_frequencies` counts them from token ids); rows of weight 0 are still mapped, only less exactly.
     What was done, with the relative reconstruction error of the word-embedding matrix, is recorded in
     config.compression["albert"]; config.tokenizer_class names the family's tokenizer. The input model is not
     modified. Works under torch.no_grad() and torch.inference_mode() and on models built in inference mode; the
@@ -198,13 +211,34 @@ def to_albert(
     the reason) and for invalid arguments (``field=value is invalid; allowed: ...``).
     """
     _check_arguments(model, embedding_size, num_hidden_groups, sharing_init)
+    _check_token_weights(token_weights, model.config.vocab_size)
     # Inference mode would make the new parameters inference tensors that no optimizer step may update later.
     with torch.inference_mode(False), torch.no_grad():
-        return _convert(model, embedding_size, num_hidden_groups, sharing_init)
+        return _convert(model, embedding_size, num_hidden_groups, sharing_init, token_weights)
+
+
+def token_frequencies(token_ids, vocab_size: int) -> torch.Tensor:
+    """How often each vocabulary id occurs in `token_ids` (sequences of ids, e.g. a train split's input_ids). (V,)."""
+    counts = torch.zeros(vocab_size, dtype=torch.float64)
+    for ids in token_ids:
+        counts += torch.bincount(torch.as_tensor(list(ids), dtype=torch.long), minlength=vocab_size)[:vocab_size]
+    return counts
+
+
+def _check_token_weights(token_weights: torch.Tensor | None, vocab_size: int) -> None:
+    if token_weights is None:
+        return
+    ok = isinstance(token_weights, torch.Tensor) and token_weights.shape == (vocab_size,)
+    ok = ok and bool((token_weights >= 0).all()) and bool(token_weights.sum() > 0)
+    require(ok, "token_weights", "<tensor>", f"None or a (vocab_size={vocab_size},) tensor >= 0 with a positive sum")
 
 
 def _convert(
-    model: PreTrainedModel, embedding_size: int | None, num_hidden_groups: int | None, sharing_init: str | int
+    model: PreTrainedModel,
+    embedding_size: int | None,
+    num_hidden_groups: int | None,
+    sharing_init: str | int,
+    token_weights: torch.Tensor | None = None,
 ) -> PreTrainedModel:
     source = describe(model)
     source_config = model.config
@@ -230,7 +264,7 @@ def _convert(
     if E == D:  # nothing to factorise: exact
         factors, word_error, position_error = _copied_embeddings(source.embeddings), 0.0, 0.0
     else:
-        factors = _factorised_embeddings(source.embeddings, E)
+        factors = _factorised_embeddings(source.embeddings, E, token_weights)
         word_error, position_error = factors["word_error"], factors["position_error"]
     for name in ("word_embeddings", "position_embeddings", "token_type_embeddings"):
         getattr(base.embeddings, name).weight.copy_(factors[name])
@@ -254,6 +288,7 @@ def _convert(
             "embedding_size": E,
             "num_hidden_groups": G,
             "sharing_init": sharing_init if G < L else None,
+            "token_weighted": token_weights is not None,
             # Relative Frobenius error of the row-centred word / position tables: the part LayerNorm sees.
             "embedding_reconstruction_error": word_error,
             "position_reconstruction_error": position_error,
