@@ -64,9 +64,17 @@ class Int8HfQuantizer(HfQuantizer):
     def is_serializable(self):
         return True
 
+    # Trainer refuses a quantized model unless its quantizer says it can train, even to only evaluate or predict.
+    # It can: the float parameters (biases, LayerNorms, modules kept in float) train, the int8 codes and scales stay
+    # frozen (they are not float, so autograd and optimizers skip them), and gradients flow through Int8Linear to
+    # earlier layers (see Int8Linear.forward). Tested in tests/test_quantization.py.
     @property
     def is_trainable(self) -> bool:
-        return False
+        return True
+
+    @property
+    def is_qat_trainable(self) -> bool:
+        return True
 
 
 def resolve_name(model, saved_name: str) -> str:
