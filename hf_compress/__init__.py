@@ -7,7 +7,12 @@ from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa:
 from .pruning.pruner import Pruner, select_targets  # noqa: E402
 from .pruning.schedule import cubic_sparsity  # noqa: E402
 from .pruning.structured import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
-from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
+from .quantization import (  # noqa: E402  (registers the loader)
+    Int8QuantizationConfig,
+    quantize_,
+    quantize_pretrained,
+    smooth_activations_,
+)
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
@@ -22,6 +27,7 @@ __all__ = [
     "Int8QuantizationConfig",
     "quantize_",
     "quantize_pretrained",
+    "smooth_activations_",
     "CompressionTrainer",
     "CompressionTrainingArguments",
     "Pruner",

@@ -38,9 +38,14 @@ class Int8HfQuantizer(HfQuantizer):
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)
             device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
-            if kind == "linear":
+            if kind in ("linear", "smoothed_linear"):
                 new = Int8Linear(
-                    module.in_features, module.out_features, module.bias is not None, per_token, device=device
+                    module.in_features,
+                    module.out_features,
+                    module.bias is not None,
+                    per_token,
+                    device=device,
+                    smoothed=kind == "smoothed_linear",
                 )
             else:
                 new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device=device)

@@ -45,7 +45,14 @@ class Int8Linear(nn.Module):
     """nn.Linear with int8 weights (per output channel) and activations quantized at run time, per token or batch."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, per_token: bool = True, device=None, dtype=None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        per_token: bool = True,
+        device=None,
+        dtype=None,
+        smoothed: bool = False,
     ):
         super().__init__()
         self.in_features = in_features
@@ -55,15 +62,36 @@ class Int8Linear(nn.Module):
         self.weight = nn.Parameter(codes, requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        # SmoothQuant's 1/s, one per input channel, applied to x before its int8 rounding (None: not smoothed)
+        ones = torch.ones(in_features, dtype=torch.float32, device=device)
+        self.register_buffer("input_scale", ones if smoothed else None)
         self._packed = None  # (fbgemm's packed weight, its row sums), rebuilt when the tensors they came from change
         self._packed_key = None
 
     @classmethod
     @torch.inference_mode(False)
-    def from_linear(cls, linear: nn.Linear, per_token: bool = True) -> Int8Linear:
-        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float."""
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None, per_token, device="cpu")
-        codes, scale = quantize_rows(linear.weight, LINEAR_QMAX)
+    def from_linear(
+        cls, linear: nn.Linear, per_token: bool = True, smoothing: torch.Tensor | None = None
+    ) -> Int8Linear:
+        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float.
+
+        `smoothing` (in_features,): SmoothQuant's s (see smoothing.py). The int8 codes are then those of
+        W diag(s), and the module multiplies its input by 1/s before rounding it: the same y = x W^T + b in float.
+        """
+        smoothed = smoothing is not None
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            per_token,
+            device="cpu",
+            smoothed=smoothed,
+        )
+        weight = linear.weight.detach()
+        if smoothed:
+            weight = weight.float() * smoothing.to(weight.device, torch.float32)
+            module.input_scale = smoothing.detach().float().reciprocal().to(linear.weight.device)
+        codes, scale = quantize_rows(weight, LINEAR_QMAX)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:
@@ -78,7 +106,7 @@ class Int8Linear(nn.Module):
         return self.weight.view(self.out_features, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """codes * scale: the float weight this module computes with."""
+        """codes * scale: the float weight this module computes with (applied to x * input_scale if smoothed)."""
         return self.int8_weight().float() * self.weight_scale[:, None]
 
     def _packed_weight(self) -> tuple[torch.ScriptObject, torch.Tensor]:
@@ -100,6 +128,8 @@ class Int8Linear(nn.Module):
         quantization-aware training, Jacob et al. 2018, https://arxiv.org/abs/1712.05877). The int8 codes and scales
         never receive a gradient.
         """
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
         fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
         needs_grad = torch.is_grad_enabled() and (
             x.requires_grad or (self.bias is not None and self.bias.requires_grad)
@@ -133,7 +163,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"per_token={self.per_token}"
+            f"per_token={self.per_token}, smoothed={self.input_scale is not None}"
         )
 
 
