@@ -535,7 +535,7 @@ def head_outputs(head: str, model, batch: dict) -> tuple[np.ndarray, ...]:
 
 
 def head_labels(head: str, outputs: tuple[np.ndarray, ...]) -> dict:
-    """Labels for each head: the model's own argmax, so a metric that compares them reads 1.0 only if it saw them."""
+    """Labels for each head (the model's own argmax): Trainer.evaluate then reports a loss we recompute here."""
     if head == "qa":
         return {"start_positions": outputs[0].argmax(-1), "end_positions": outputs[1].argmax(-1)}
     return {"labels": outputs[0].argmax(-1)}
