@@ -9,7 +9,12 @@ from .pruning.ffn_pruner import FFNPruner  # noqa: E402
 from .pruning.heads import HeadImportance  # noqa: E402
 from .pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
 from .pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
-from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
+from .quantization import (  # noqa: E402  (registers the loader)
+    Int8QuantizationConfig,
+    quantize_,
+    quantize_pretrained,
+    smooth_activations_,
+)
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
@@ -53,6 +58,7 @@ __all__ = [
     "prune_vocabulary_",
     "quantize_",
     "quantize_pretrained",
+    "smooth_activations_",
     "select_targets",
     "slice_ffn_",
     "to_albert",

@@ -6,8 +6,11 @@ import copy
 import json
 import os
 
+import evaluate
+import numpy as np
 import pytest
 import torch
+from datasets import ClassLabel, Dataset, Features, List, Value
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
@@ -15,10 +18,19 @@ from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
     AutoModelForMaskedLM,
+    AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
     BertForMaskedLM,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    Trainer,
+    TrainingArguments,
+    pipeline,
 )
 
+from hf_compress.metrics import metric_path
 from hf_compress.quantization import (
     QUANT_METHOD,
     Int8Embedding,
@@ -28,7 +40,15 @@ from hf_compress.quantization import (
     quantize_pretrained,
 )
 from hf_compress.quantization.modules import quantize_rows
-from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config
+from tests.testing_utils import (
+    VOCAB,
+    run_python,
+    tiny_batch,
+    tiny_bert,
+    tiny_bert_config,
+    tiny_dataset,
+    tiny_tokenizer,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -461,3 +481,251 @@ def test_minilm_quantizes_small_and_accurate(minilm, tmp_path):
     assert weight_bytes(tmp_path / "int8") <= 0.30 * weight_bytes(tmp_path / "fp32")
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
     assert torch.equal(logits(loaded, batch), logits(model, batch))
+
+
+# ---------------------------------------------------------------- Trainer, pipeline, evaluate
+
+# transformers 5 has no question-answering pipeline (so evaluate has no QA evaluator that runs): QA goes through
+# Trainer only.
+HEADS = {
+    "sequence": (BertForSequenceClassification, AutoModelForSequenceClassification, "text-classification"),
+    "token": (BertForTokenClassification, AutoModelForTokenClassification, "token-classification"),
+    "qa": (BertForQuestionAnswering, AutoModelForQuestionAnswering, None),
+}
+ENTRY_POINTS = ("predict", "evaluate", "pipeline", "evaluator")
+EVAL_CASES = [
+    (head, where, entry)
+    for head, (_, _, task) in HEADS.items()
+    for where in ("in_memory", "reloaded")
+    for entry in ENTRY_POINTS
+    if task is not None or entry in ("predict", "evaluate")
+]
+TEXTS = [" ".join(f"w{(7 * i + 13 * j) % 900}" for j in range(3 + i % 5)) for i in range(12)]
+
+
+def int8_head_model(head: str, where: str, directory) -> tuple[nn.Module, object, object]:
+    """(int8 model, what pipeline/evaluator take as the model, tokenizer) for a tiny BERT with the given head."""
+    model_class, auto_class, _ = HEADS[head]
+    torch.manual_seed(0)
+    # With BERT's 0.02 init, a random sequence head predicts one class for every text; larger weights spread it.
+    init = 0.5 if head == "sequence" else 0.02
+    config = tiny_bert_config(num_labels=2 if head == "qa" else 3, initializer_range=init)
+    model = quantize_(model_class(config).eval())
+    tokenizer = tiny_tokenizer(directory / "tokenizer")
+    if where == "in_memory":
+        return model, model, tokenizer
+    model.save_pretrained(directory / "int8")
+    tokenizer.save_pretrained(directory / "int8")
+    return auto_class.from_pretrained(directory / "int8"), str(directory / "int8"), tokenizer
+
+
+def trainer_for(model, directory, **kwargs) -> Trainer:
+    args = TrainingArguments(
+        output_dir=str(directory / "trainer"), per_device_eval_batch_size=64, report_to="none", disable_tqdm=True
+    )
+    return Trainer(model=model, args=args, **kwargs)
+
+
+def head_outputs(head: str, model, batch: dict) -> tuple[np.ndarray, ...]:
+    """The model's own forward on one batch: the arrays Trainer gathers as predictions."""
+    with torch.no_grad():
+        out = model.eval()(**batch)
+    arrays = (out.start_logits, out.end_logits) if head == "qa" else (out.logits,)
+    return tuple(a.numpy() for a in arrays)
+
+
+def head_labels(head: str, outputs: tuple[np.ndarray, ...]) -> dict:
+    """Labels for each head (the model's own argmax): Trainer.evaluate then reports a loss we recompute here."""
+    if head == "qa":
+        return {"start_positions": outputs[0].argmax(-1), "end_positions": outputs[1].argmax(-1)}
+    return {"labels": outputs[0].argmax(-1)}
+
+
+@pytest.mark.parametrize("head, where, entry", EVAL_CASES)
+def test_int8_models_evaluate_like_any_model(head, where, entry, tmp_path):
+    model, model_arg, tokenizer = int8_head_model(head, where, tmp_path)
+    if entry in ("predict", "evaluate"):
+        # One batch without padding: with one activation range per batch, a different batching would change logits.
+        batch = tiny_batch(batch_size=16, seq_len=10, seed=1)
+        batch = {"input_ids": batch["input_ids"], "attention_mask": torch.ones_like(batch["input_ids"])}
+        expected = head_outputs(head, model, batch)
+        labels = head_labels(head, expected)
+        dataset = Dataset.from_dict({**{k: v.tolist() for k, v in batch.items()}, **labels})
+        if entry == "predict":
+            predictions = trainer_for(model, tmp_path).predict(dataset.remove_columns(list(labels))).predictions
+        else:
+            seen = []
+            trainer = trainer_for(model, tmp_path, compute_metrics=lambda p: seen.append(p.predictions) or {})
+            metrics = trainer.evaluate(dataset)
+            predictions = seen[0]
+            with torch.no_grad():
+                loss = model(**batch, **{k: torch.as_tensor(v) for k, v in labels.items()}).loss.item()
+            assert metrics["eval_loss"] == pytest.approx(loss, rel=1e-6)
+        predictions = predictions if isinstance(predictions, tuple) else (predictions,)
+        assert len(predictions) == len(expected)
+        for got, want in zip(predictions, expected):
+            np.testing.assert_array_equal(got, want)
+        return
+
+    # pipeline and evaluator run one text per forward, as we do here.
+    task = HEADS[head][2]
+    expected = []
+    for text in TEXTS:
+        enc = tokenizer(text, return_tensors="pt")
+        probs = head_outputs(head, model, dict(enc))[0][0]
+        probs = torch.softmax(torch.from_numpy(probs), -1)
+        expected.append(probs if head == "sequence" else probs[1:-1])  # the token pipeline drops [CLS] and [SEP]
+    id2label = model.config.id2label
+    if entry == "pipeline":
+        pipe = pipeline(task, model=model_arg, tokenizer=tokenizer)
+        for text, want in zip(TEXTS, expected):
+            if head == "sequence":
+                got = {r["label"]: r["score"] for r in pipe(text, top_k=None)}
+                np.testing.assert_allclose([got[id2label[i]] for i in range(len(want))], want.numpy(), atol=1e-6)
+            else:
+                got = pipe(text, ignore_labels=[])
+                assert [r["entity"] for r in got] == [id2label[i] for i in want.argmax(-1).tolist()]
+                np.testing.assert_allclose([r["score"] for r in got], want.amax(-1).numpy(), atol=1e-6)
+        return
+
+    evaluator = evaluate.evaluator(task)
+    if head == "sequence":
+        predicted = [int(p.argmax()) for p in expected]
+        assert len(set(predicted)) > 1  # a constant predictor could not pass by chance
+        data = Dataset.from_dict({"text": TEXTS, "label": predicted})
+        result = evaluator.compute(
+            model_or_pipeline=model_arg,
+            tokenizer=tokenizer,
+            data=data,
+            metric=evaluate.load(metric_path("accuracy")),
+            label_mapping=model.config.label2id,
+        )
+        assert result["accuracy"] == 1.0
+    else:
+        tags = [[id2label[i] for i in p.argmax(-1).tolist()] for p in expected]
+        assert len({t for row in tags for t in row}) > 1
+        features = Features({"tokens": List(Value("string")), "tags": List(ClassLabel(names=list(id2label.values())))})
+        data = Dataset.from_dict({"tokens": [t.split() for t in TEXTS], "tags": tags}, features=features)
+        result = evaluator.compute(
+            model_or_pipeline=model_arg,
+            tokenizer=tokenizer,
+            data=data,
+            metric=SequenceMatch(),
+            input_column="tokens",
+            label_column="tags",
+        )
+        assert result["exact_match"] == 1.0
+
+
+class SequenceMatch(evaluate.Metric):
+    """Fraction of tag sequences predicted exactly (seqeval is a Hub script: not loadable offline)."""
+
+    def _info(self):
+        features = Features({"predictions": List(Value("string")), "references": List(Value("string"))})
+        return evaluate.MetricInfo(description=self.__doc__, citation="", features=features)
+
+    def _compute(self, predictions, references):
+        return {"exact_match": float(np.mean([p == r for p, r in zip(predictions, references)]))}
+
+
+# ---------------------------------------------------------------- training an int8 model
+
+
+def test_int8_linear_runs_the_kernel_forward_and_the_float_matmul_backward():
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 48), per_token=False)
+    x = torch.randn(5, 7, 64)
+    x[0, 0] *= 50  # an outlier: int8 and float outputs differ visibly
+    with torch.no_grad():
+        kernel = module(x)
+    reference = nn.functional.linear(x, module.dequantized_weight(), module.bias.detach())
+    assert (kernel - reference).abs().max() > 1e-3
+    x.requires_grad_(True)
+    y = module(x)
+    torch.testing.assert_close(y.detach(), kernel, rtol=0, atol=1e-5)  # what inference computes
+    g = torch.randn_like(y)
+    y.backward(g)
+    torch.testing.assert_close(x.grad, g @ module.dequantized_weight())  # straight through the rounding
+    torch.testing.assert_close(module.bias.grad, g.sum(dim=(0, 1)))
+    assert module.weight.grad is None and not module.weight.requires_grad
+
+
+@pytest.mark.parametrize("where", ["in_memory", "reloaded"])
+def test_trainer_trains_the_float_parameters_and_freezes_the_int8_codes(where, tmp_path):
+    model = quantize_(tiny_bert())
+    if where == "reloaded":
+        model.save_pretrained(tmp_path / "int8")
+        model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
+    int8 = {n: t.clone() for n, t in model.state_dict().items() if t.dtype == torch.int8 or "weight_scale" in n}
+    floats = {n: p.detach().clone() for n, p in model.named_parameters() if p.is_floating_point()}
+    data = tiny_dataset(n=64)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "run"),
+        num_train_epochs=4,
+        learning_rate=1e-2,
+        per_device_train_batch_size=16,
+        report_to="none",
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    trainer = Trainer(model=model, args=args, train_dataset=data)
+    loss_before = trainer.evaluate(data)["eval_loss"]
+    trainer.train()
+    assert trainer.evaluate(data)["eval_loss"] < loss_before - 0.01
+
+    state = model.state_dict()
+    assert all(torch.equal(state[n], t) for n, t in int8.items())
+    # Every float parameter moved, down to the embeddings: gradients flowed back through every Int8Linear.
+    unchanged = [n for n, p in model.named_parameters() if n in floats and torch.equal(p, floats[n])]
+    assert unchanged == []
+    assert "bert.embeddings.LayerNorm.weight" in floats and "bert.encoder.layer.0.attention.self.query.bias" in floats
+    trainer.save_model(str(tmp_path / "trained"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "trained")
+    assert torch.equal(logits(reloaded), logits(model))
+
+
+# ---------------------------------------------------------------- no_grad and inference_mode
+
+CONTEXTS = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}
+
+
+@pytest.mark.parametrize("context", list(CONTEXTS))
+@pytest.mark.parametrize("step", ["quantize_", "quantize_pretrained", "from_pretrained"])
+def test_quantize_and_load_under_no_grad_and_inference_mode(step, context, tmp_path):
+    expected = logits(quantize_(tiny_bert()))
+    quantize_(tiny_bert()).save_pretrained(tmp_path / "saved")
+    batch = inputs()
+    with CONTEXTS[context]():
+        if step == "quantize_":
+            model = quantize_(tiny_bert())  # built and quantized inside the context
+        elif step == "quantize_pretrained":
+            tiny_bert().save_pretrained(tmp_path / "fp32")
+            quantize_pretrained(str(tmp_path / "fp32"), str(tmp_path / "int8"))
+            model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "int8")
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved")
+        inside = model(**batch).logits
+    assert torch.equal(inside, expected)
+    assert torch.equal(logits(model, batch), expected)  # used outside the context
+    with torch.no_grad():
+        model.bert.pooler.dense.weight_scale.mul_(2)  # an in-place edit outside: the packed-weight cache notices
+    assert not torch.equal(logits(model, batch), expected)
+
+
+def test_int8_linear_built_from_inference_tensors_runs_in_and_out_of_inference_mode():
+    torch.manual_seed(0)
+    with torch.inference_mode():
+        linear = nn.Linear(64, 48)
+        x = torch.randn(5, 64)
+        module = Int8Linear.from_linear(linear)
+        inside = module(x)
+        assert not module.weight.is_inference() and not module.weight_scale.is_inference()
+    with torch.no_grad():
+        assert torch.equal(module(x), inside)
+    # A module whose tensors are inference tensors (assigned by a user in inference mode) still runs.
+    with torch.inference_mode():
+        module.weight_scale = module.weight_scale.clone()
+        assert module.weight_scale.is_inference()
+        assert torch.equal(module(x), inside)
+    with torch.no_grad():
+        assert torch.equal(module(x), inside)

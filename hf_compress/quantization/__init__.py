@@ -4,6 +4,7 @@ from .config import QUANT_METHOD, Int8QuantizationConfig
 from .hf_quantizer import Int8HfQuantizer
 from .modules import Int8Embedding, Int8Linear
 from .quantize import quantize_, quantize_pretrained
+from .smoothing import smooth_activations_, smoothing_groups
 
 __all__ = [
     "QUANT_METHOD",
@@ -13,4 +14,6 @@ __all__ = [
     "Int8QuantizationConfig",
     "quantize_",
     "quantize_pretrained",
+    "smooth_activations_",
+    "smoothing_groups",
 ]

@@ -12,7 +12,10 @@ FORMAT_VERSION = 1
 # A one-byte tensor saved beside the int8 weights. Without hf_compress, transformers ignores our quantization_config,
 # fails on the int8 shapes and points to its load report; this key is the report row that says what to do.
 LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress_then_import_hf_compress"
-KINDS = ("linear", "embedding")
+# "smoothed_linear": an Int8Linear that multiplies its input by a saved per-channel `input_scale` (SmoothQuant's 1/s).
+KINDS = ("linear", "smoothed_linear", "embedding")
+# Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
+SMOOTHING_BUFFER = "smoothquant_scale"
 ACTIVATION_RANGES = ("per_token", "per_batch")
 
 
@@ -48,8 +51,8 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
     quantized_modules: dict[str, str] = field(
         default_factory=dict,
         metadata={
-            "help": "Written by quantize_, read when loading: name -> 'linear' | 'embedding' for every module "
-            "stored as int8. Leave empty when configuring."
+            "help": "Written by quantize_, read when loading: name -> 'linear' | 'smoothed_linear' | 'embedding' for "
+            "every module stored as int8. Leave empty when configuring."
         },
     )
     format_version: int = field(

@@ -38,9 +38,14 @@ class Int8HfQuantizer(HfQuantizer):
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)
             device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
-            if kind == "linear":
+            if kind in ("linear", "smoothed_linear"):
                 new = Int8Linear(
-                    module.in_features, module.out_features, module.bias is not None, per_token, device=device
+                    module.in_features,
+                    module.out_features,
+                    module.bias is not None,
+                    per_token,
+                    device=device,
+                    smoothed=kind == "smoothed_linear",
                 )
             else:
                 new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device=device)
@@ -64,9 +69,17 @@ class Int8HfQuantizer(HfQuantizer):
     def is_serializable(self):
         return True
 
+    # Trainer refuses a quantized model unless its quantizer says it can train, even to only evaluate or predict.
+    # It can: the float parameters (biases, LayerNorms, modules kept in float) train, the int8 codes and scales stay
+    # frozen (they are not float, so autograd and optimizers skip them), and gradients flow through Int8Linear to
+    # earlier layers (see Int8Linear.forward). Tested in tests/test_quantization.py.
     @property
     def is_trainable(self) -> bool:
-        return False
+        return True
+
+    @property
+    def is_qat_trainable(self) -> bool:
+        return True
 
 
 def resolve_name(model, saved_name: str) -> str:

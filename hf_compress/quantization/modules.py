@@ -3,6 +3,10 @@
 Weights are stored *flat* (1-D, out*in int8 codes). A loader that does not know this format (transformers without
 hf_compress imported) then meets a size mismatch on every `weight` and raises, instead of casting the int8 codes
 into the float weight of an nn.Linear and running with wrong logits.
+
+Both modules build their tensors outside inference mode (`torch.inference_mode(False)`), even when called inside
+it: inference tensors have no version counter, and `Int8Linear`'s packed-weight cache reads it to notice in-place
+edits. Tensors a user builds in inference mode are still accepted (the cache is then keyed on storage only).
 """
 
 from __future__ import annotations
@@ -31,11 +35,24 @@ def quantize_rows(weight: torch.Tensor, qmax: int = EMBEDDING_QMAX) -> tuple[tor
     return codes, scale
 
 
+def version(tensor: torch.Tensor) -> int | None:
+    """The tensor's in-place version counter; None for an inference tensor, which has none (and which can only be
+    edited in place inside inference mode)."""
+    return None if tensor.is_inference() else tensor._version
+
+
 class Int8Linear(nn.Module):
     """nn.Linear with int8 weights (per output channel) and activations quantized at run time, per token or batch."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, per_token: bool = True, device=None, dtype=None
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        per_token: bool = True,
+        device=None,
+        dtype=None,
+        smoothed: bool = False,
     ):
         super().__init__()
         self.in_features = in_features
@@ -45,17 +62,40 @@ class Int8Linear(nn.Module):
         self.weight = nn.Parameter(codes, requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        # SmoothQuant's 1/s, one per input channel, applied to x before its int8 rounding (None: not smoothed)
+        ones = torch.ones(in_features, dtype=torch.float32, device=device)
+        self.register_buffer("input_scale", ones if smoothed else None)
         self._packed = None  # (fbgemm's packed weight, its row sums), rebuilt when the tensors they came from change
         self._packed_key = None
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, per_token: bool = True) -> Int8Linear:
-        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float."""
-        module = cls(linear.in_features, linear.out_features, linear.bias is not None, per_token, device="cpu")
-        codes, scale = quantize_rows(linear.weight, LINEAR_QMAX)
+    @torch.inference_mode(False)
+    def from_linear(
+        cls, linear: nn.Linear, per_token: bool = True, smoothing: torch.Tensor | None = None
+    ) -> Int8Linear:
+        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float.
+
+        `smoothing` (in_features,): SmoothQuant's s (see smoothing.py). The int8 codes are then those of
+        W diag(s), and the module multiplies its input by 1/s before rounding it: the same y = x W^T + b in float.
+        """
+        smoothed = smoothing is not None
+        module = cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            per_token,
+            device="cpu",
+            smoothed=smoothed,
+        )
+        weight = linear.weight.detach()
+        if smoothed:
+            weight = weight.float() * smoothing.to(weight.device, torch.float32)
+            module.input_scale = smoothing.detach().float().reciprocal().to(linear.weight.device)
+        codes, scale = quantize_rows(weight, LINEAR_QMAX)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:
+            # clone() outside inference mode: a normal tensor even if the model was built inside it
             module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
         if module.weight.is_cpu and fbgemm.available():
             module._packed_weight()  # pack now, so that quantize_ pays the whole cost and not the first call
@@ -66,21 +106,51 @@ class Int8Linear(nn.Module):
         return self.weight.view(self.out_features, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """codes * scale: the float weight this module computes with."""
+        """codes * scale: the float weight this module computes with (applied to x * input_scale if smoothed)."""
         return self.int8_weight().float() * self.weight_scale[:, None]
 
     def _packed_weight(self) -> tuple[torch.ScriptObject, torch.Tensor]:
-        key = tuple((t.data_ptr(), t._version) for t in (self.weight, self.weight_scale))
+        key = tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))
         if self._packed_key != key:
-            self._packed = (fbgemm.pack(self.int8_weight(), self.weight_scale), self.dequantized_weight().sum(dim=1))
+            # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
+            with torch.inference_mode(False), torch.no_grad():
+                row_sums = self.dequantized_weight().sum(dim=1)
+                self._packed = (fbgemm.pack(self.int8_weight(), self.weight_scale), row_sums)
             self._packed_key = key
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.is_cpu and x.dtype == torch.float32 and fbgemm.available():
-            packed, row_sums = self._packed_weight()
-            return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
-        # Reference path (other devices or dtypes, or a torch without fbgemm): same int8 weights, float matmul.
+        """y = x W^T + b for x (..., in_features) -> (..., out_features), int8 kernel on CPU float32.
+
+        When autograd needs this call (grad enabled and x or the bias requires grad, e.g. under Trainer.train), the
+        output is still the int8 kernel's, and its gradient is that of the dequantized float matmul: the rounding of
+        the activations is passed straight through (Bengio et al. 2013, https://arxiv.org/abs/1308.3432; as in
+        quantization-aware training, Jacob et al. 2018, https://arxiv.org/abs/1712.05877). The int8 codes and scales
+        never receive a gradient.
+        """
+        if self.input_scale is not None:
+            x = x * self.input_scale.to(x.dtype)
+        fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or (self.bias is not None and self.bias.requires_grad)
+        )
+        if not needs_grad:
+            return self._int8_linear(x) if fast else self._reference_linear(x)
+        reference = self._reference_linear(x)
+        if not fast:
+            return reference
+        with torch.no_grad():
+            exact = self._int8_linear(x)
+        # Value of the int8 kernel, gradient of the float matmul with the same int8 weights.
+        return reference + (exact - reference).detach()
+
+    def _int8_linear(self, x: torch.Tensor) -> torch.Tensor:
+        packed, row_sums = self._packed_weight()
+        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
+
+    def _reference_linear(self, x: torch.Tensor) -> torch.Tensor:
+        # Reference path (other devices or dtypes, a torch without fbgemm, or autograd): same int8 weights, float
+        # matmul.
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
 
@@ -93,7 +163,7 @@ class Int8Linear(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"per_token={self.per_token}"
+            f"per_token={self.per_token}, smoothed={self.input_scale is not None}"
         )
 
 
@@ -110,6 +180,7 @@ class Int8Embedding(nn.Module):
         self.register_buffer("weight_scale", torch.ones(num_embeddings, dtype=torch.float32, device=device))
 
     @classmethod
+    @torch.inference_mode(False)
     def from_embedding(cls, embedding: nn.Embedding) -> Int8Embedding:
         """Quantize an nn.Embedding's table, one scale per row (token)."""
         if embedding.max_norm is not None or embedding.scale_grad_by_freq or embedding.sparse:

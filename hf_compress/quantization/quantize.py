@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.quantizers.quantizers_utils import should_convert_module
 
 from .. import provenance
-from .config import QUANT_METHOD, Int8QuantizationConfig
+from .config import QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
 from .modules import Int8Embedding, Int8Linear
 
 logger = logging.getLogger(__name__)
@@ -121,9 +121,15 @@ def apply_quantization(
     if not selected:
         raise ValueError("no module selected for quantization: check modules_to_convert / modules_to_not_convert")
     per_token = config.activation_range == "per_token"
-    for name, kind in selected.items():
+    for name, kind in list(selected.items()):
         module = model.get_submodule(name)
-        new = Int8Linear.from_linear(module, per_token) if kind == "linear" else Int8Embedding.from_embedding(module)
+        if kind == "linear":
+            # Left by smooth_activations_ where SmoothQuant's 1/s cannot be folded into the float model.
+            smoothing = getattr(module, SMOOTHING_BUFFER, None)
+            new = Int8Linear.from_linear(module, per_token, smoothing)
+            selected[name] = "linear" if smoothing is None else "smoothed_linear"
+        else:
+            new = Int8Embedding.from_embedding(module)
         model.set_submodule(name, new)
     config = dataclasses.replace(config, quantized_modules=selected)
     attach(model, config)
@@ -132,7 +138,8 @@ def apply_quantization(
         "quantization",
         {
             "method": QUANT_METHOD,
-            "linear": sum(k == "linear" for k in selected.values()),
+            "linear": sum(k in ("linear", "smoothed_linear") for k in selected.values()),
+            "smoothed_linear": sum(k == "smoothed_linear" for k in selected.values()),
             "embedding": sum(k == "embedding" for k in selected.values()),
             "seconds": round(time.perf_counter() - start, 2),
         },
