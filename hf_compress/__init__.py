@@ -15,6 +15,12 @@ from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
 from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
 from .transforms.albert import albert_num_parameters, to_albert  # noqa: E402
+from .transforms.low_rank import (  # noqa: E402
+    LowRankLinear,
+    factorize_linear_,
+    recorded_ranks,
+    restore_low_rank_layout,
+)
 from .transforms.student import create_student  # noqa: E402
 from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
@@ -35,6 +41,10 @@ __all__ = [
     "select_targets",
     "to_albert",
     "albert_num_parameters",
+    "LowRankLinear",
+    "factorize_linear_",
+    "recorded_ranks",
+    "restore_low_rank_layout",
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "attention_loss",
