@@ -39,7 +39,10 @@ def logits(model: nn.Module) -> torch.Tensor:
 
 
 def tiny_model(family: str) -> nn.Module:
-    return to_albert(tiny_bert(), num_hidden_groups=1).eval() if family == "albert" else tiny_bert()
+    """A tiny BERT, or it converted to ALBERT with one shared layer ("albert") or two unshared groups ("albert-2")."""
+    if family.startswith("albert"):
+        return to_albert(tiny_bert(), num_hidden_groups=2 if family == "albert-2" else 1).eval()
+    return tiny_bert()
 
 
 def modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -90,15 +93,20 @@ def test_full_rank_gives_the_same_logits(family, method, monkeypatch):
     assert (logits(model) - expected).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("family", ["bert", "albert"])
+@pytest.mark.parametrize("family", ["bert", "albert", "albert-2"])
 def test_default_selection_is_the_encoder_layers_linears_only(family):
     model = tiny_model(family)
     factorize_linear_(model, rank_ratio=0.5)
     factorised = sorted(n for n, m in model.named_modules() if isinstance(m, LowRankLinear))
     if family == "bert":
         expected = sorted(f"bert.encoder.layer.{i}.{s}" for i in range(2) for s in BERT_LINEARS)
-    else:  # one shared layer, listed once; not embedding_hidden_mapping_in, pooler or classifier
-        expected = sorted(f"albert.encoder.albert_layer_groups.0.albert_layers.0.{s}" for s in ALBERT_LINEARS)
+    else:  # a shared layer is listed once; not embedding_hidden_mapping_in, pooler or classifier
+        groups = 2 if family == "albert-2" else 1
+        expected = sorted(
+            f"albert.encoder.albert_layer_groups.{g}.albert_layers.0.{s}"
+            for g in range(groups)
+            for s in ALBERT_LINEARS
+        )
     assert factorised == expected
     assert sorted(recorded_ranks(model.config)) == expected
     assert all(modules(model)[n].rank == recorded_ranks(model.config)[n] for n in expected)
@@ -236,7 +244,8 @@ def test_gradient_flows_through_low_rank_linear_and_it_trains():
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = model(**batch).loss
     first.backward()
-    assert layer.weight.grad is not None and layer.weight.grad.abs().sum() > 0
+    down_size = layer.rank * layer.in_features  # both factors, stored in one flat weight, get gradients
+    assert layer.weight.grad[:down_size].abs().sum() > 0 and layer.weight.grad[down_size:].abs().sum() > 0
     assert layer.bias.grad is not None and layer.bias.grad.abs().sum() > 0
     before = layer.weight.detach().clone()
     for _ in range(10):
