@@ -57,16 +57,18 @@ def calibrate(
         n: torch.zeros(m.in_features, m.in_features, dtype=torch.float64, device=device) for n, m in targets.items()
     }
     rows = {n: torch.zeros(m.out_features, dtype=torch.float64, device=device) for n, m in targets.items()}
-    current_mask: list[torch.Tensor | None] = [None]
+    current = {"mask": None, "input": None, "xtx": None}
 
     def hook(name: str):
         def accumulate(module, args, output):
-            x = args[0].detach()
-            mask = current_mask[0]
-            if mask is not None and x.shape[:-1] == mask.shape:
-                x = x[mask]  # padding positions carry no signal the model is asked to keep
-            x = x.reshape(-1, x.shape[-1]).double()
-            cov[name].addmm_(x.T, x)
+            if args[0] is not current["input"]:  # query, key and value read the same tensor: one product for three
+                x = args[0].detach()
+                mask = current["mask"]
+                if mask is not None and x.shape[:-1] == mask.shape:
+                    x = x[mask]  # padding positions carry no signal the model is asked to keep
+                x = x.reshape(-1, x.shape[-1]).double()
+                current["input"], current["xtx"] = args[0], x.T @ x
+            cov[name] += current["xtx"]
 
         return accumulate
 
@@ -87,7 +89,7 @@ def calibrate(
         for batch in itertools.islice(dataloader, num_batches):
             batch = {k: _normal(v.to(device)) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
             mask = batch.get("attention_mask")
-            current_mask[0] = None if mask is None else mask.bool()
+            current.update(mask=None if mask is None else mask.bool(), input=None, xtx=None)
             if fisher:
                 with torch.enable_grad():
                     loss = getattr(model(**batch), "loss", None)
@@ -103,6 +105,7 @@ def calibrate(
                     model(**batch)
             batches += 1
     finally:
+        current.update(input=None, xtx=None)
         for handle in handles:
             handle.remove()
         for p, flag in requires_grad.items():
