@@ -6,10 +6,13 @@ the r directions, each the exact minimiser of its own error (derivations in `dec
 
 - "svd": truncated SVD of W, minimising ‖W − Ŵ‖_F.
 - "fisher": Fisher-Weighted SVD (Hsu et al., ICLR 2022, arXiv:2207.00112). The diagonal Fisher F_ij (squared
-  gradients of the task loss, averaged over calibration batches) is summed over each row i of the PyTorch weight (one
-  output unit): I_i = Σ_j F_ij, and Ŵ minimises ‖diag(√I)(W − Ŵ)‖_F, the row-grouped approximation of Σ F⊙(W − Ŵ)².
-  The paper's solution is Ŵ = diag(√I)⁻¹ U_r S_r V_rᵀ with U S Vᵀ the SVD of diag(√I) W, which equals W V_r V_rᵀ:
-  we store down = V_rᵀ, up = W V_r, so the un-weighting never divides by a tiny row weight.
+  gradients of the task loss of each calibration batch, averaged over the batches) is summed over each row i of the
+  PyTorch weight (one output unit): I_i = Σ_j F_ij, and Ŵ minimises ‖diag(√I)(W − Ŵ)‖_F, the row-grouped
+  approximation of Σ F⊙(W − Ŵ)². The paper's solution is Ŵ = diag(√I)⁻¹ U_r S_r V_rᵀ with U S Vᵀ the SVD of
+  diag(√I) W, which equals W V_r V_rᵀ: we store down = V_rᵀ, up = W V_r, so the un-weighting never divides by a tiny
+  row weight. We use the row mean I_i / in instead of the sum (the same directions) so that σ_k² of diag(√I) W is the
+  diagonal-Fisher estimate (up to a factor ½) of the loss increase of dropping direction k, comparable across
+  modules of any shape: the sensitivity a budget is allocated by. A row with no gradient keeps a small weight.
 - "activation": data-aware low rank (DRONE, Chen et al., NeurIPS 2021). Ŵ minimises ‖WX − ŴX‖_F on the calibration
   inputs X (tokens as columns, padding excluded). With C = XXᵀ = Q Λ Qᵀ, the best ŴX is the projection of WX on the
   top-r left singular vectors U_r of W Q Λ^½ (the same as those of WX), so Ŵ = U_r U_rᵀ W: no inverse of C is
@@ -212,14 +215,10 @@ def _check_arguments(model, rank, rank_ratio, energy, budget, method, dataloader
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
             require(ok, field, value, "a number in (0, 1]")
     require(method in METHODS, "method", method, ", ".join(repr(m) for m in METHODS))
-    needs_data = method in ("fisher", "activation") or budget is not None
-    require(
-        dataloader is not None or not needs_data,
-        "dataloader",
-        dataloader,
-        f"an iterable of batches (with labels for 'fisher' or a budget) when method={method!r}"
-        + (" and budget is set" if budget is not None else ""),
-    )
+    needs_labels = method == "fisher" or budget is not None
+    if dataloader is None and (needs_labels or method == "activation"):
+        batches = "an iterable of batches" + (" with labels" if needs_labels else "")
+        raise invalid("dataloader", None, f"{batches} for method={method!r}" + (" with a budget" if budget else ""))
     require(is_int(num_batches) and num_batches >= 1, "num_batches", num_batches, "an integer >= 1")
     require(filter_fn is None or callable(filter_fn), "filter_fn", filter_fn, "None or a callable (module, name)")
     factorised = [n for n, m in model.named_modules() if isinstance(m, LowRankLinear)]

@@ -48,7 +48,8 @@ def allocate_budget(
     """Ranks that keep at most `budget` of the modules' weight parameters, spent where the loss is most sensitive.
 
     `spectra[name]`: singular values σ_k (descending) of the module's Fisher-weighted weight, scaled so that σ_k² is
-    the estimated loss increase of dropping direction k (see `low_rank.fisher_rows`); `shapes[name]`: (out, in).
+    proportional to the estimated loss increase of dropping direction k (see "fisher" in `low_rank`); `shapes[name]`:
+    (out, in).
     Every module starts at rank 1 (a rank-0 module would drop its input entirely); then directions are taken
     greedily, highest σ_k² per parameter cost (out + in) first, while they fit in the budget. Within a module the
     next direction is always its largest remaining σ, so greedy picks a prefix of each spectrum. A module that reaches
