@@ -390,3 +390,31 @@ def test_restore_rejects_bad_ranks_before_any_swap(ranks, message):
         restore_low_rank_layout(model, ranks)
     assert message in str(error.value)
     assert not any(isinstance(m, LowRankLinear) for m in model.modules())
+
+
+@pytest.mark.slow
+def test_minilm_factorises_by_half_and_reloads(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hf_compress.data import minilm_path
+
+    model = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm_path())
+    texts = ["the self driving car stopped at the light", "worst service ever, never again"] * 8
+    data = [dict(tokenizer(texts, padding=True, return_tensors="pt"), labels=torch.tensor([0, 2] * 8))]
+    before = count_parameters(model)
+    factorize_linear_(model, rank_ratio=0.5, method="fisher", dataloader=data)
+    record = model.config.compression["low_rank"]
+    assert len(record["ranks"]) == 36  # 6 layers × (q, k, v, attention output, FFN up, FFN down)
+    assert set(record["ranks"].values()) == {96, 153}  # ⌊0.5·384²/768⌋, ⌊0.5·384·1536/1920⌋
+    assert before - count_parameters(model) == record["parameters_before"] - record["parameters_after"]
+    assert record["parameters_after"] < 0.51 * record["parameters_before"]
+    model.save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    fresh = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
+    restore_low_rank_layout(fresh, recorded_ranks(model.config))
+    fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+    batch = {k: v for k, v in data[0].items() if k != "labels"}
+    with torch.no_grad():
+        assert torch.equal(fresh(**batch).logits, model(**batch).logits)
