@@ -17,7 +17,6 @@ same speed). Writes JSON and prints a Markdown table for RESULTS.md.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import statistics
@@ -96,7 +95,8 @@ def accuracy_part(args) -> dict:
     for ratio in args.ratios:
         for method in args.methods:
             name = f"{method} {ratio}"
-            student = copy.deepcopy(teacher)
+            # A fresh copy from disk: the trainers of earlier arms froze the teacher object (requires_grad False).
+            student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
             start = time.perf_counter()
             factorize_linear_(student, rank_ratio=ratio, method=method, dataloader=calibration, num_batches=8)
             seconds = time.perf_counter() - start

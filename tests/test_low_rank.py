@@ -255,6 +255,9 @@ def test_gradient_flows_through_low_rank_linear_and_it_trains():
     assert not torch.equal(layer.weight, before)
     assert model(**batch).loss < first
 
+    frozen = factorize_linear_(tiny_bert().requires_grad_(False), rank_ratio=0.5)  # a frozen layer stays frozen
+    assert not any(p.requires_grad for p in frozen.parameters())
+
 
 @pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
 @pytest.mark.parametrize("built_inside", [False, True])

@@ -311,7 +311,9 @@ def factorize_linear_(
                 up, down = decompositions[name].factors(weights[name], r)
                 dtype = module.weight.dtype
                 new = LowRankLinear.from_factors(up.to(dtype), down.to(dtype), module.bias)
-                new.weight.requires_grad_(module.weight.requires_grad)
+                new.weight.requires_grad_(module.weight.requires_grad)  # a frozen layer stays frozen
+                if module.bias is not None:
+                    new.bias.requires_grad_(module.bias.requires_grad)
                 approx = new.dense_weight().double()
                 model.set_submodule(name, new)
             error = output_error(weights[name], approx, covariances[name]) if covariances else None
