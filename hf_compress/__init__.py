@@ -23,6 +23,12 @@ from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
 from .transforms.albert import albert_num_parameters, to_albert  # noqa: E402
 from .transforms.ffn import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
+from .transforms.low_rank import (  # noqa: E402
+    LowRankLinear,
+    factorize_linear_,
+    recorded_ranks,
+    restore_low_rank_layout,
+)
 from .transforms.student import create_student  # noqa: E402
 from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
@@ -41,6 +47,10 @@ __all__ = [
     "RemainingPruner",
     "SparsitySchedule",
     "albert_num_parameters",
+    "LowRankLinear",
+    "factorize_linear_",
+    "recorded_ranks",
+    "restore_low_rank_layout",
     "attention_loss",
     "ce_loss",
     "create_student",
