@@ -18,6 +18,7 @@ class TextClassification:
     primary_metric = "accuracy"
     pipeline_tag = "text-classification"
     label_column = "label"
+    card_metrics = (("accuracy", "accuracy", "Accuracy"),)  # (score key, model-index metric type, display name)
 
     # ---- data ----
 
