@@ -87,10 +87,15 @@ def build_model_card(
     made_splits: dict | None = None,
     teacher: str | None = None,
 ) -> ModelCard:
-    """A card stating teacher, methods and their arguments, measured size, sparsity, accuracy, latency and command.
+    """A card stating teacher, methods and their arguments, measured size, sparsity, task metric, latency and command.
 
-    `rows` come from `report.build_report`: the first is the reference (teacher), the last is this model.
+    `rows` come from `report.build_report`: the first is the reference (teacher), the last is this model. `task` (a
+    `hf_compress.tasks` object; by default the one whose head the config's architectures name) gives the model-index
+    task type and metrics (`task.card_metrics`), the pipeline tag and the Auto class of the usage snippet.
     """
+    from .tasks import task_for_model
+
+    task = task or task_for_model(config)
     rows = list(rows or [])
     steps = applied(config)
     model_name = model_name or (repo_id or config.name_or_path or "compressed-model").rstrip("/").split("/")[-1]
@@ -100,15 +105,20 @@ def build_model_card(
     tags = ([TRAINER_TAG] if recipe or any(s in steps for s in TRAINED_STEPS) else []) + [LIBRARY_TAG]
     tags += [t for t in method_tags(config) if t not in tags]
     architectures = getattr(config, "architectures", None) or []
-    classifier = any(a.endswith("ForSequenceClassification") for a in architectures)
+    head = task.auto_class.__name__.removeprefix("AutoModel")
+    has_head = any(a.endswith(head) for a in architectures)
 
     me = rows[-1] if rows else None
     eval_results = None
-    if me is not None and me.accuracy is not None and dataset:
-        dataset_id = os.path.basename(str(dataset))
-        common = dict(task_type="text-classification", dataset_type=dataset_id, dataset_name=dataset_id)
-        common.update(task_name="Text Classification", dataset_split=split)
-        eval_results = [EvalResult(metric_type="accuracy", metric_value=me.accuracy, metric_name="Accuracy", **common)]
+    scores = _card_scores(me, task)
+    if scores and dataset:
+        dataset_id = os.path.basename(os.path.normpath(str(dataset)))
+        common = dict(task_type=task.name, dataset_type=dataset_id, dataset_name=dataset_id)
+        common.update(task_name=task.name.replace("-", " ").title(), dataset_split=split)
+        eval_results = [
+            EvalResult(metric_type=kind, metric_value=value, metric_name=label, **common)
+            for _, kind, label, value in scores
+        ]
         if len(rows) > 1 and me.agreement_with_reference is not None:
             eval_results.append(
                 EvalResult(
@@ -122,17 +132,31 @@ def build_model_card(
         library_name="transformers",
         tags=tags,
         base_model=base_model or hub_model_id(teacher),
-        pipeline_tag="text-classification" if classifier else None,
+        pipeline_tag=task.pipeline_tag if has_head else None,
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results,
     )
     body = [f"# {model_name}", "", _summary(config, steps, teacher)]
     if rows:
-        body += ["", "## Results", "", _results(rows, dataset, split)]
+        body += ["", "## Results", "", _results(rows, dataset, split, task)]
     body += ["", "## Compression applied", "", _steps_table(steps)]
-    body += ["", "## How to use", "", _usage(config, repo_id or model_name, classifier)]
+    auto = task.auto_class.__name__ if has_head else "AutoModel"
+    body += ["", "## How to use", "", _usage(config, repo_id or model_name, auto)]
     body += ["", "## Reproduce", "", _reproduce(recipe, command)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+
+
+def _score(row: ReportRow, key: str) -> float | None:
+    """One measured score of a row (rows built by hand before `metrics` existed carry only `accuracy`)."""
+    return row.metrics.get(key, row.accuracy if key == "accuracy" else None)
+
+
+def _card_scores(row: ReportRow | None, task) -> list[tuple[str, str, str, float]]:
+    """(score key, model-index metric type, display name, value) of each card metric of the task `row` measured."""
+    if row is None:
+        return []
+    scores = [(key, kind, label, _score(row, key)) for key, kind, label in task.card_metrics]
+    return [s for s in scores if s[-1] is not None]
 
 
 def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
@@ -156,7 +180,7 @@ def _ratio(reference: float, value: float, better: str, worse: str) -> str:
     return f"{reference / value:.2f}× {better}" if reference >= value else f"{value / reference:.2f}× {worse}"
 
 
-def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> str:
+def _results(rows: list[ReportRow], dataset: str | None, split: str | None, task) -> str:
     """This model against the reference, with exact figures, then the full report of every model measured."""
     me, ref = rows[-1], rows[0]
     compare = len(rows) > 1
@@ -179,10 +203,11 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
         )
     )
     lines.append(line("sparsity of encoder Linear weights", f"{ref.sparsity:.2%}", f"{me.sparsity:.2%}"))
-    if me.accuracy is not None:
-        ref_accuracy = "—" if ref.accuracy is None else f"{ref.accuracy:.4f}"
-        relative = "" if me.accuracy_vs_reference is None else f"{me.accuracy_vs_reference:.2%} of teacher"
-        lines.append(line("accuracy", ref_accuracy, f"{me.accuracy:.4f}", relative))
+    scores = _card_scores(me, task)
+    for key, _, _, value in scores:
+        ref_value = _score(ref, key)
+        relative = f"{value / ref_value:.2%} of teacher" if ref_value else ""
+        lines.append(line(key, "—" if ref_value is None else f"{ref_value:.4f}", f"{value:.4f}", relative))
     if compare and me.agreement_with_reference is not None:
         lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
     for key, ms in me.latency_ms.items():
@@ -193,7 +218,8 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
     where = f"the `{split}` split of `{dataset}`" if dataset else "the evaluation data"
     note = "Latency is the median forward pass on CPU, measured interleaved with the other models. "
     note += "Bytes count the safetensors weight files."
-    note = (f"Accuracy on {where}. " if me.accuracy is not None else "") + note
+    measured = ", ".join(label for _, _, label, _ in scores)
+    note = (f"{measured} on {where}. " if scores else "") + note
     return "\n".join(lines) + f"\n\n{note}\n\nEvery model measured:\n\n" + markdown_table(rows)
 
 
@@ -212,8 +238,7 @@ def _steps_table(steps: dict) -> str:
     return "\n".join(lines) + "\n\nThe same record is in `config.json` under `compression`."
 
 
-def _usage(config: PretrainedConfig, model_id: str, classifier: bool) -> str:
-    auto = "AutoModelForSequenceClassification" if classifier else "AutoModel"
+def _usage(config: PretrainedConfig, model_id: str, auto: str) -> str:
     quantized = "quantization" in applied(config)
     imports = (
         "import hf_compress.quantization  # registers the int8 loader with from_pretrained\n" if quantized else ""
