@@ -18,6 +18,7 @@ from ..checks import invalid
 from .qa_postprocessing import best_spans, window_features
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+RECORD_FILES = {".jsonl": "json", ".parquet": "parquet"}  # local files of Hub-schema records (.json is SQuAD's own)
 SPAN_LABELS = 2  # a QA head's `num_labels`: one start and one end logit per token
 
 
@@ -46,8 +47,8 @@ class QuestionAnswering:
     def load(self, recipe) -> tuple[DatasetDict, None]:
         """SQuAD-format questions as a DatasetDict (`id`, `context`, `question`, `answers`); no label names.
 
-        A local SQuAD v1.1 JSON file or folder (or `task-data://squad-v1.1`) goes through `load_squad`; anything else
-        is a Hub id for `load_dataset` (the Hub's `squad` schema).
+        A local SQuAD v1.1 JSON file or folder (or `task-data://squad-v1.1`) goes through `load_squad`; a local JSONL
+        or Parquet file of records in the Hub's `squad` schema, or a Hub id, through `load_dataset`.
         """
         from datasets import load_dataset
 
@@ -55,7 +56,11 @@ class QuestionAnswering:
         from ..loading import resolve_data_path
 
         path = resolve_data_path(recipe.dataset_name)
-        raw = load_squad(path) if os.path.exists(path) else load_dataset(path)
+        builder = RECORD_FILES.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
+        if builder:
+            raw = load_dataset(builder, data_files=path)
+        else:
+            raw = load_squad(path) if os.path.exists(path) else load_dataset(path)
         if isinstance(raw, Dataset):
             raw = DatasetDict(train=raw)
         for split, ds in raw.items():

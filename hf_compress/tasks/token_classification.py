@@ -21,6 +21,7 @@ IGNORE = -100  # the label of positions that carry no loss (transformers' CrossE
 NO_WORD = -1  # `word_ids` of special tokens, stored as int in Arrow (None cannot share a column with ints)
 TOKENS, TAGS = "tokens", "ner_tags"  # the column names inside the task (the Hub's conll2003 names)
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+RECORD_FILES = {".json": "json", ".jsonl": "json", ".parquet": "parquet"}  # local files of records, not CoNLL columns
 
 
 def align_labels(word_ids: list[int | None], tags: list[int]) -> list[int]:
@@ -76,9 +77,10 @@ class TokenClassification(TextClassification):
     def load(self, recipe) -> tuple[DatasetDict, list[str]]:
         """The recipe's data as a DatasetDict with `tokens` (word lists) and `ner_tags` (Sequence(ClassLabel)).
 
-        A local CoNLL file or folder (or `task-data://conll2003-en`) goes through `load_conll`; anything else is a
-        Hub id for `load_dataset`. The recipe's defaults `text_column: text` and `label_column: label` read as
-        `tokens` and `ner_tags` when the data has no such column (the Hub's conll2003 names).
+        A local CoNLL file or folder (or `task-data://conll2003-en`) goes through `load_conll`, a local JSON(L) or
+        Parquet file of word and tag lists through `load_dataset`, as does anything else (a Hub id). The recipe's
+        defaults `text_column: text` and `label_column: label` read as `tokens` and `ner_tags` when the data has no
+        such column (the Hub's conll2003 names).
         """
         import os
 
@@ -88,17 +90,19 @@ class TokenClassification(TextClassification):
         from ..loading import resolve_data_path
 
         path = resolve_data_path(recipe.dataset_name)
-        raw = load_conll(path) if os.path.exists(path) else load_dataset(path)
+        builder = RECORD_FILES.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
+        if builder:
+            raw = load_dataset(builder, data_files=path)
+        else:
+            raw = load_conll(path) if os.path.exists(path) else load_dataset(path)
         if isinstance(raw, Dataset):
             raw = DatasetDict(train=raw)
         columns = next(iter(raw.values())).column_names
         words = TOKENS if recipe.text_column == "text" and "text" not in columns else recipe.text_column
         tags = TAGS if recipe.label_column == "label" and "label" not in columns else recipe.label_column
         for split, ds in raw.items():
-            for field, column in (("text_column", words), ("label_column", tags)):
-                if column not in ds.column_names:
-                    raise invalid(field, column, f"a column of split {split!r} holding word lists / tag lists: "
-                                  f"{ds.column_names}")  # fmt: skip
+            for field, column, holds in (("text_column", words, "word lists"), ("label_column", tags, "tag lists")):
+                require(column in ds.column_names, field, column, f"a {holds} column of {split!r}: {ds.column_names}")
         raw = raw.select_columns([words, tags])
         if words != TOKENS:
             raw = raw.rename_column(words, TOKENS)
@@ -106,7 +110,7 @@ class TokenClassification(TextClassification):
             raw = raw.rename_column(tags, TAGS)
         return self.encode_tags(raw, tags)
 
-    def encode_tags(self, raw: DatasetDict, field: str) -> tuple[DatasetDict, list[str]]:
+    def encode_tags(self, raw: DatasetDict, column: str) -> tuple[DatasetDict, list[str]]:
         """Tag names from the `Sequence(ClassLabel)` feature; string tags become one (CoNLL-2003 order when they fit).
 
         Integer tags without names are refused: entity scores need the IOB names.
@@ -120,9 +124,10 @@ class TokenClassification(TextClassification):
         values = {tag for ds in raw.values() for sentence in ds[TAGS] for tag in sentence}
         require(
             bool(values) and all(isinstance(v, str) for v in values),
-            field,
-            f"<{type(next(iter(values), None)).__name__} tags>",
-            "tag lists of IOB names ('B-PER', 'O') or a Sequence(ClassLabel) with names (entity scores need names)",
+            "label_column",
+            column,
+            "a column of IOB tag names ('B-PER', 'O') or a Sequence(ClassLabel) with names (entity scores need "
+            f"names; this one holds {sorted(map(str, values))[:5]})",
         )
         names = conll_label_names(values)
         return raw.cast_column(TAGS, Sequence(ClassLabel(names=names))), names
@@ -140,7 +145,15 @@ class TokenClassification(TextClassification):
                 f"a token-classification model to score on --dataset (this is a {kind}; omit --dataset to measure "
                 "size and latency only)",
             )
-        self.check_model_labels(model.config, data.names, len(data.names), "MODEL_DIR")
+        config, names = model.config, data.names
+        named = {int(k): v for k, v in (config.id2label or {}).items() if not str(v).startswith("LABEL_")}
+        if config.num_labels != len(names) or named and named != dict(enumerate(names)):
+            raise invalid(
+                "MODEL_DIR",
+                model_dir,
+                f"a model with {len(names)} labels named {names} for --dataset (it has {config.num_labels}: "
+                f"{config.id2label})",
+            )
 
     def prepare_splits(self, raw: DatasetDict, tokenizer, recipe) -> DatasetDict:
         """Every split tokenised with aligned `labels`; the evaluation splits cut to max_eval_samples."""
