@@ -10,6 +10,9 @@ from .pruning.heads import HeadImportance  # noqa: E402
 from .pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
 from .pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
 from .quantization import Int8QuantizationConfig, quantize_, quantize_pretrained  # noqa: E402  (registers the loader)
+from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task  # noqa: E402
+from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
+from .tasks.token_classification import align_labels  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
@@ -33,15 +36,21 @@ __all__ = [
     "Pruner",
     "PruningTrainer",
     "PruningTrainingArguments",
+    "QuestionAnswering",
     "RemainingPruner",
     "SparsitySchedule",
+    "TextClassification",
+    "TokenClassification",
+    "align_labels",
     "albert_num_parameters",
     "attention_loss",
+    "best_spans",
     "ce_loss",
     "create_student",
     "cubic_sparsity",
     "family_of",
     "ffn_layers",
+    "get_task",
     "hidden_state_loss",
     "kd_loss",
     "load_conll",
@@ -57,4 +66,5 @@ __all__ = [
     "slice_ffn_",
     "to_albert",
     "tokenize",
+    "window_features",
 ]
