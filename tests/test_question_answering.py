@@ -15,7 +15,7 @@ from hf_compress.cli import main
 from hf_compress.cli.recipe import RecipeArguments
 from hf_compress.tasks import QAEvalData, get_task
 from hf_compress.tasks.qa_postprocessing import best_spans, window_features
-from tests.test_token_classification import cli_recipe, reload_in_fresh_process
+from tests.test_token_classification import cli_recipe, reload_in_fresh_process, report_command
 from tests.testing_utils import tiny_bert_config, tiny_tokenizer, training_args
 
 CONTEXT = " ".join(f"w{i}" for i in range(30))  # one token per word with tiny_tokenizer
@@ -238,6 +238,9 @@ def test_distill_recipe_end_to_end_on_a_tiny_squad_file(tmp_path, capsys):
     card = (tmp_path / "out" / "README.md").read_text()
     assert "pipeline_tag: question-answering" in card and "type: question-answering" in card
     assert "type: exact_match" in card and "type: f1" in card and f"value: {report[1]['score']}" in card
+
+    rows = report_command(tmp_path, "question-answering", data, "--max-length", "48")  # above doc_stride 32
+    assert rows[1]["metric"] == "f1" and set(rows[1]["metrics"]) == {"exact_match", "f1"}
 
     fresh = reload_in_fresh_process(tmp_path, "QuestionAnswering", '"w35 w36", "w1 w39 w2"', ["start_logits"])
     assert not fresh["hf_compress"]

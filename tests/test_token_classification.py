@@ -170,6 +170,28 @@ def test_default_columns_map_to_tokens_and_ner_tags_and_string_tags_get_conll_id
     assert task.load(recipe(str(odd)))[1] == ["O", "B-X"]  # outside CoNLL-2003: O first, the rest sorted
 
 
+def test_task_data_scheme_names_the_benchmark_cache(tmp_path, monkeypatch):
+    from benchmarks import task_data
+    from hf_compress.loading import check_path_or_id, task_data_dir
+
+    monkeypatch.delenv("HF_COMPRESS_TASK_DATA", raising=False)
+    monkeypatch.setenv("HF_COMPRESS_CACHE", str(tmp_path / "cache"))
+    assert task_data_dir() == task_data.cache_dir() == str(tmp_path / "cache" / "task-data")
+    monkeypatch.setenv("HF_COMPRESS_TASK_DATA", str(tmp_path / "data"))
+    assert task_data_dir() == task_data.cache_dir() == str(tmp_path / "data")  # one rule, here and in benchmarks/
+
+    folder = tmp_path / "data" / "conll2003-en"
+    folder.mkdir(parents=True)
+    write_conll(folder / "train.txt", [[("john", "B-PER"), ("lives", "O")]])
+    assert check_path_or_id("dataset_name", "task-data://conll2003-en", kind="dataset") == str(folder)
+    raw, names = get_task("token-classification").load(recipe("task-data://conll2003-en"))
+    assert raw["train"]["tokens"] == [["john", "lives"]] and names == NAMES
+    with pytest.raises(ValueError, match=r"dataset_name='task-data://squad-v1.1' is invalid.*benchmarks/task_data.py"):
+        check_path_or_id("dataset_name", "task-data://squad-v1.1", kind="dataset")
+    with pytest.raises(ValueError, match="a folder of the task-data cache"):
+        check_path_or_id("dataset_name", "task-data://../outside", kind="dataset")
+
+
 @pytest.mark.parametrize(
     "row,overrides,message",
     [
@@ -290,6 +312,18 @@ def cli_recipe(tmp_path, task: str, dataset: str, **extra) -> str:
     return write_recipe(tmp_path, lines)
 
 
+def report_command(tmp_path, task: str, data: str, *flags: str) -> list[dict]:
+    """`hf-compress report` on the saved teacher and student, scored on the data file's train split."""
+    from hf_compress.cli.report import main as report_main
+
+    out, where = tmp_path / "out", tmp_path / "report"
+    argv = [str(out), "--teacher", str(out / "teacher"), "--task", task, "--dataset", data, "--split", "train"]
+    assert report_main([*argv, "--repeats", "1", "--batch-sizes", "2", "--output", str(where), *flags]) == 0
+    rows = json.loads((where / "compression_report.json").read_text())
+    assert [r["name"] for r in rows] == ["teacher", "out"] and 0 <= rows[1]["agreement_with_reference"] <= 1
+    return rows
+
+
 RELOAD = """
     import json, sys
     import torch
@@ -330,6 +364,8 @@ def test_distill_recipe_end_to_end_on_a_tiny_conll_file(tmp_path, capsys):
     assert "pipeline_tag: token-classification" in card and "type: token-classification" in card
     assert f"value: {report[1]['score']}" in card and "name: Entity F1 (seqeval)" in card
     assert "AutoModelForTokenClassification.from_pretrained" in card
+
+    assert report_command(tmp_path, "token-classification", data, "--max-length", "16")[1]["metric"] == "f1"
 
     fresh = reload_in_fresh_process(tmp_path, "TokenClassification", '"w1 w2 w3"', ["logits"])
     assert not fresh["hf_compress"]
