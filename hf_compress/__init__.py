@@ -15,6 +15,9 @@ from .quantization import (  # noqa: E402  (registers the loader)
     quantize_pretrained,
     smooth_activations_,
 )
+from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task  # noqa: E402
+from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
+from .tasks.token_classification import align_labels  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
 from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
@@ -44,19 +47,25 @@ __all__ = [
     "Pruner",
     "PruningTrainer",
     "PruningTrainingArguments",
+    "QuestionAnswering",
     "RemainingPruner",
     "SparsitySchedule",
+    "TextClassification",
+    "TokenClassification",
+    "align_labels",
     "albert_num_parameters",
     "LowRankLinear",
     "factorize_linear_",
     "recorded_ranks",
     "restore_low_rank_layout",
     "attention_loss",
+    "best_spans",
     "ce_loss",
     "create_student",
     "cubic_sparsity",
     "family_of",
     "ffn_layers",
+    "get_task",
     "hidden_state_loss",
     "kd_loss",
     "load_conll",
@@ -73,4 +82,5 @@ __all__ = [
     "slice_ffn_",
     "to_albert",
     "tokenize",
+    "window_features",
 ]

@@ -76,13 +76,14 @@ def build_model_card(
     task metric, latency, and the command and install line that reproduce it.
 
     `rows` come from `evaluation.table.build_report`: the first is the reference (teacher), the last is this model.
-    `task` (default: text classification) names the metric in the model-index; `made_splits` records held-out splits
-    made from a train-only dataset. Local paths appear relative to `relative_to` (the folder the card is written
-    to), never as absolute paths of this machine.
+    `task` (a `hf_compress.tasks` object; by default the one whose head the config's architectures name) gives the
+    model-index task type and metrics (`task.card_metrics`), the pipeline tag and the Auto class of the usage
+    snippet. `made_splits` records held-out splits made from a train-only dataset. Local paths appear relative to
+    `relative_to` (the folder the card is written to), never as absolute paths of this machine.
     """
-    from .tasks import get_task
+    from .tasks import task_for_model
 
-    task = task or get_task("text-classification")
+    task = task or task_for_model(config)
     rows = list(rows or [])
     steps = applied(config)
     model_name = model_name or (repo_id or config.name_or_path or "compressed-model").rstrip("/").split("/")[-1]
@@ -93,20 +94,18 @@ def build_model_card(
     tags = ([TRAINER_TAG] if recipe or any(s in steps for s in TRAINED_STEPS) else []) + [LIBRARY_TAG]
     tags += [t for t in method_tags(config) if t not in tags]
     architectures = getattr(config, "architectures", None) or []
-    head = any(a.endswith(task.auto_class.__name__.removeprefix("AutoModel")) for a in architectures)
+    head = task.auto_class.__name__.removeprefix("AutoModel")
+    has_head = any(a.endswith(head) for a in architectures)
 
     me = rows[-1] if rows else None
     eval_results = None
-    if me is not None and me.score is not None and dataset:
+    scores = _card_scores(me, task)
+    if scores and dataset:
         common = dict(task_type=task.name, dataset_type=dataset_label, dataset_name=dataset_label)
         common.update(task_name=task.name.replace("-", " ").title(), dataset_split=split)
-        index_metrics = getattr(task, "index_metrics", (task.primary_metric,))  # the rest stay in the card's table
         eval_results = [
-            EvalResult(
-                metric_type=name, metric_value=me.metrics[name], metric_name=name.replace("_", " ").title(), **common
-            )
-            for name in index_metrics
-            if isinstance(me.metrics.get(name), (int, float))
+            EvalResult(metric_type=kind, metric_value=value, metric_name=label, **common)
+            for _, kind, label, value in scores
         ]
         if len(rows) > 1 and me.agreement_with_reference is not None:
             eval_results.append(
@@ -122,20 +121,20 @@ def build_model_card(
         tags=tags,
         base_model=base_model or hub_model_id(teacher),
         datasets=[dataset] if hub_dataset_id(dataset) else None,
-        pipeline_tag=task.pipeline_tag if head else None,
+        pipeline_tag=task.pipeline_tag if has_head else None,
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results,
     )
     body = [f"# {model_name}", "", _summary(config, steps, teacher)]
     if rows:
-        body += ["", "## Results", "", _results(rows, dataset_label, split)]
+        body += ["", "## Results", "", _results(rows, dataset_label, split, task)]
     body += ["", "## Compression applied", "", _steps_table(steps, recipe, teacher)]
     if made_splits:
         held_out = "; ".join(
             f"`{name}`: {spec['size']} of `{spec['from']}` (seed {spec['seed']})" for name, spec in made_splits.items()
         )
         body += ["", f"The dataset had no such splits, so they were held out of its train split: {held_out}."]
-    body += ["", "## How to use", "", _usage(config, repo_id or model_name, task if head else None)]
+    body += ["", "## How to use", "", _usage(config, repo_id or model_name, task if has_head else None)]
     body += ["", "## Reproduce", "", _reproduce(portable_values(recipe, relative_to), command)]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
 
@@ -156,6 +155,19 @@ def _dataset_label(dataset: str | None, relative_to: str | None) -> str | None:
     if os.path.isabs(dataset) and relative_to is None:
         return os.path.basename(os.path.normpath(dataset))
     return portable_reference(dataset, relative_to)
+
+
+def _score(row: ReportRow, key: str) -> float | None:
+    """One measured score of a row (rows built by hand before `metrics` existed carry only `accuracy`)."""
+    return row.metrics.get(key, row.accuracy if key == "accuracy" else None)
+
+
+def _card_scores(row: ReportRow | None, task) -> list[tuple[str, str, str, float]]:
+    """(score key, model-index metric type, display name, value) of each card metric of the task `row` measured."""
+    if row is None:
+        return []
+    scores = [(key, kind, label, _score(row, key)) for key, kind, label in task.card_metrics]
+    return [s for s in scores if s[-1] is not None]
 
 
 def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
@@ -179,7 +191,7 @@ def _ratio(reference: float, value: float, better: str, worse: str) -> str:
     return f"{reference / value:.2f}× {better}" if reference >= value else f"{value / reference:.2f}× {worse}"
 
 
-def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> str:
+def _results(rows: list[ReportRow], dataset: str | None, split: str | None, task) -> str:
     """This model against the reference, with exact figures, then the full report of every model measured."""
     me, ref = rows[-1], rows[0]
     compare = len(rows) > 1
@@ -202,13 +214,15 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
         )
     )
     lines.append(line("sparsity of encoder Linear weights", f"{ref.sparsity:.2%}", f"{me.sparsity:.2%}"))
-    names = sorted(me.metrics, key=lambda name: name != me.metric)  # the task's primary metric first
-    for name in names:
+    scores = _card_scores(me, task)
+    shown = [key for key, _, _, _ in scores]
+    for key, _, _, value in scores:
+        ref_value = _score(ref, key)
+        relative = f"{value / ref_value:.2%} of teacher" if ref_value else ""
+        lines.append(line(key, "—" if ref_value is None else f"{ref_value:.4f}", f"{value:.4f}", relative))
+    for name in [n for n in me.metrics if n not in shown and isinstance(me.metrics[n], (int, float))]:
         ref_value = "—" if ref.metrics.get(name) is None else f"{ref.metrics[name]:.4f}"
-        relative = ""
-        if name == me.metric and me.score_vs_reference is not None:
-            relative = f"{me.score_vs_reference:.2%} of teacher"
-        lines.append(line(name, ref_value, f"{me.metrics[name]:.4f}", relative))
+        lines.append(line(name, ref_value, f"{me.metrics[name]:.4f}"))
     if compare and me.agreement_with_reference is not None:
         lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
     for key, ms in me.latency_ms.items():
@@ -219,7 +233,8 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None) -> s
     where = f"the `{split}` split of `{dataset}`" if dataset else "the evaluation data"
     note = "Latency is the median forward pass on CPU, measured interleaved with the other models. "
     note += "Bytes count the safetensors weight files."
-    note = (f"Task metrics on {where}. " if me.metrics else "") + note
+    measured = ", ".join(label for _, _, label, _ in scores)
+    note = (f"{measured} on {where}. " if scores else "") + note
     return "\n".join(lines) + f"\n\n{note}\n\nEvery model measured:\n\n" + markdown_table(rows)
 
 

@@ -20,6 +20,9 @@ from transformers import (
 from .checks import invalid
 
 PACKAGE_SCHEME = "pkg://"
+# `task-data://<folder>` names a folder of the benchmark data cache that benchmarks/task_data.py fills (CoNLL-2003 as
+# task-data://conll2003-en, SQuAD v1.1 as task-data://squad-v1.1), so that a recipe can name it without a machine path.
+TASK_DATA_SCHEME = "task-data://"
 HEAD_AUTO_CLASSES = {
     "ForSequenceClassification": AutoModelForSequenceClassification,
     "ForTokenClassification": AutoModelForTokenClassification,
@@ -43,6 +46,37 @@ def resolve_model_path(name_or_path: str | None) -> str | None:
         return name_or_path
     package, _, inner = name_or_path[len(PACKAGE_SCHEME) :].partition("/")
     return packaged_file(package, *inner.split("/"))
+
+
+def task_data_dir() -> str:
+    """The benchmark data cache: $HF_COMPRESS_TASK_DATA, else $HF_COMPRESS_CACHE/task-data, else
+    ~/.cache/hf_compress/task-data (benchmarks/task_data.py's `cache_dir`, which a test keeps equal to this)."""
+    if os.environ.get("HF_COMPRESS_TASK_DATA"):
+        return os.path.abspath(os.path.expanduser(os.environ["HF_COMPRESS_TASK_DATA"]))
+    root = os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress"))
+    return os.path.abspath(os.path.join(os.path.expanduser(root), "task-data"))
+
+
+def resolve_data_path(name_or_path: str, field: str = "dataset_name") -> str:
+    """`task-data://<folder>` as the folder in `task_data_dir()`; anything else unchanged (a path or a Hub id).
+
+    Raises ValueError naming `field` when the folder is not there (the data is fetched by benchmarks/task_data.py,
+    never by this call) or the name tries to leave the cache.
+    """
+    if not isinstance(name_or_path, str) or not name_or_path.startswith(TASK_DATA_SCHEME):
+        return name_or_path
+    folder = name_or_path[len(TASK_DATA_SCHEME) :].strip("/")
+    if not folder or ".." in folder.split("/"):
+        raise invalid(field, name_or_path, "task-data://<folder>, a folder of the task-data cache")
+    path = os.path.join(task_data_dir(), *folder.split("/"))
+    if not os.path.exists(path):
+        raise invalid(
+            field,
+            name_or_path,
+            f"task-data://<folder> of fetched data (no {path}): run `python benchmarks/task_data.py` to fetch "
+            "CoNLL-2003 and SQuAD v1.1, or point HF_COMPRESS_TASK_DATA at a folder holding them",
+        )
+    return path
 
 
 def is_saved_model(path: str) -> bool:
@@ -82,6 +116,7 @@ def check_path_or_id(field: str, value: str | None, kind: str = "model") -> str 
         if not os.path.exists(path):
             raise invalid(field, value, f"pkg://<package>/<dir> naming a folder the package ships (no {path})")
         value = path
+    value = resolve_data_path(value, field)
     if os.path.exists(value):
         if kind == "model" and not is_saved_model(value):
             raise invalid(field, value, "a directory that save_pretrained wrote (this one has no config.json)")

@@ -158,6 +158,8 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
         save_strategy="no",
         report_to=args.report_to,
         seed=args.seed,
+        # The recipe's batching applies here too (group_by_length saves most of the padding of NER sentences).
+        train_sampling_strategy=args.train_sampling_strategy,
         use_cpu=args.use_cpu,
         disable_tqdm=args.disable_tqdm,
     )

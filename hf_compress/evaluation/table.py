@@ -76,7 +76,7 @@ def build_report(
             predictions[name] = task.predict(model, data, tok)
             row.metrics = task.score(predictions[name], data)
             row.metric, row.score = task.primary_metric, row.metrics[task.primary_metric]
-            row.accuracy = row.metrics.get("accuracy")
+            row.accuracy = row.score if task.primary_metric == "accuracy" else None
         rows.append(row)
     tokenizers = {name: tok for name, (tok, _) in own_inputs.items()}
     for batch_size in tqdm(batch_sizes, desc="Timing (batch sizes)"):
@@ -100,7 +100,9 @@ def markdown_table(rows: list[ReportRow]) -> str:
     """The report as a Markdown table; ratios are relative to the first row."""
     batch_keys = list(rows[0].latency_ms) if rows else []
     metric = next((r.metric for r in rows if r.metric), "accuracy")
-    header = ["model", metric, "vs ref", "params", "MB on disk", "size ratio", "sparsity"]
+    # The task's other scores (macro-F1; entity precision/recall; exact match) follow its primary one.
+    others = [k for k in next((r.metrics for r in rows if r.metrics), {}) if k != metric]
+    header = ["model", metric, "vs ref", *others, "params", "MB on disk", "size ratio", "sparsity"]
     header += [f"speed-up {k.replace('_', ' ')}" for k in batch_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
@@ -108,6 +110,7 @@ def markdown_table(rows: list[ReportRow]) -> str:
             row.name,
             "—" if row.score is None else f"{row.score:.4f}",
             "—" if row.score_vs_reference is None else f"{row.score_vs_reference:.1%}",
+            *("—" if row.metrics.get(k) is None else f"{row.metrics[k]:.4f}" for k in others),
             f"{row.parameters / 1e6:.2f}M",
             f"{row.bytes_on_disk / 1e6:.1f}",
             f"{rows[0].bytes_on_disk / max(row.bytes_on_disk, 1):.2f}×",

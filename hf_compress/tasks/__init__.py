@@ -1,6 +1,7 @@
 """Per task: the Auto class, data preparation, collator, metrics and post-processing, behind one small interface.
 
-A task object has: `name`, `auto_class`, `primary_metric`, `pipeline_tag`; data: `load(recipe) -> (raw DatasetDict,
+A task object has: `name`, `auto_class`, `primary_metric`, `pipeline_tag`, `card_metrics` ((score key, model-index
+metric type, display name) of what the model card states); data: `load(recipe) -> (raw DatasetDict,
 label names | None)`, `num_labels(raw, names)`, `label_kwargs(names, num_labels)`, `label_kwargs_from(config)`,
 `check_model_labels(config, names, num_labels, field)`, `prepare_splits(raw, tokenizer, recipe) -> DatasetDict` (what
 trainers train and evaluate the loss on), `prepare_eval(raw, tokenizer, recipe, split=None)` (what the report scores),
@@ -12,9 +13,15 @@ trainers train and evaluate the loss on), `prepare_eval(raw, tokenizer, recipe, 
 
 from __future__ import annotations
 
+from .question_answering import QAEvalData, QuestionAnswering
 from .text_classification import TextClassification
+from .token_classification import NerEvalData, TokenClassification
 
-TASKS = {"text-classification": TextClassification}
+TASKS = {
+    "text-classification": TextClassification,
+    "token-classification": TokenClassification,
+    "question-answering": QuestionAnswering,
+}
 
 
 def get_task(name: str):
@@ -25,4 +32,22 @@ def get_task(name: str):
     return TASKS[name]()
 
 
-__all__ = ["TASKS", "TextClassification", "get_task"]
+def task_for_model(config):
+    """The task whose head a config's `architectures` names (text classification when it names none we know)."""
+    for task in TASKS.values():
+        suffix = task.auto_class.__name__.removeprefix("AutoModel")
+        if any(a.endswith(suffix) for a in getattr(config, "architectures", None) or []):
+            return task()
+    return TextClassification()
+
+
+__all__ = [
+    "TASKS",
+    "NerEvalData",
+    "QAEvalData",
+    "QuestionAnswering",
+    "TextClassification",
+    "TokenClassification",
+    "get_task",
+    "task_for_model",
+]

@@ -16,9 +16,9 @@ class TextClassification:
     name = "text-classification"
     auto_class = AutoModelForSequenceClassification
     primary_metric = "accuracy"
-    index_metrics = ("accuracy",)  # in the model card's model-index (macro-F1 stays in its table)
     pipeline_tag = "text-classification"
     label_column = "label"
+    card_metrics = (("accuracy", "accuracy", "Accuracy"),)  # (score key, model-index metric type, display name)
 
     # ---- data ----
 
