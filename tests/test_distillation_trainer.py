@@ -150,6 +150,15 @@ def test_projection_learns_when_widths_differ(tmp_path):
     student = tiny_bert(seed=2, hidden_size=16, intermediate_size=32)
     trainer = make_trainer(tmp_path, student=student, teacher=teacher, hidden_loss_weight=1.0, max_steps=4)
     before = trainer.hidden_projection[0].weight.clone()
+    batch = {k: torch.tensor(v) for k, v in tiny_dataset(2)[:2].items() if k != "label"}
+    # Only the trainer's own forward projects (inside the forward, for DDP); any other caller gets the student's width.
+    assert trainer.model(**batch, output_hidden_states=True).hidden_states[-1].shape[-1] == 16
+    inputs = {**batch, "labels": torch.tensor([0, 1])}
+    seen = []
+    hook = trainer.model.register_forward_hook(lambda m, a, out: seen.append(out.hidden_states[-1].shape[-1]))
+    trainer.compute_loss(trainer.model, inputs)
+    hook.remove()
+    assert seen == [32]
     trainer.train()
     assert trainer.hidden_projection[0].weight.shape == (32, 16)
     assert not torch.equal(before, trainer.hidden_projection[0].weight)

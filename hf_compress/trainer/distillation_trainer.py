@@ -33,6 +33,23 @@ PROJECTION_MODULE = "hf_compress_hidden_projection"
 OLD_PROJECTION_FILE = "distillation_projection.safetensors"  # checkpoints written before 0.2 kept it beside the model
 
 
+def project_hidden_states(module: nn.Module, args, output):
+    """Forward hook of the student: while the trainer asks for it, return the layers' hidden states projected to the
+    teacher's width (`hidden_states[0]`, the embeddings, unchanged).
+
+    Why inside the forward: DDP (with `find_unused_parameters`, Trainer's default) marks every parameter that the
+    forward's outputs do not reach as unused when the forward ends; a projection applied later, in compute_loss, is
+    then marked ready a second time by its gradient and DDP fails. A key of its own in the output would not survive
+    DDP either (it rebuilds the ModelOutput from its declared fields), so the projected states take `hidden_states`.
+    """
+    projection = getattr(module, PROJECTION_MODULE, None)
+    hidden = getattr(output, "hidden_states", None)
+    if projection is None or hidden is None or not getattr(projection, "active", False):
+        return None
+    output["hidden_states"] = (hidden[0], *(p(h) for p, h in zip(projection, hidden[1:])))
+    return output
+
+
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
     """Raise a ValueError that says what differs when teacher and student cannot be distilled into one another."""
     from ..loading import auto_class_for
@@ -116,6 +133,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         projection = self._build_projection(model, teacher_model)
         if projection is not None:
             self.model.add_module(PROJECTION_MODULE, projection.to(self.args.device))
+            self._projection_hook = self.model.register_forward_hook(project_hidden_states)
         # Teacher and student of different families take different inputs (a BERT teacher's token_type_ids, which a
         # DistilBERT student has none of): each model gets the batch without what only the other one names.
         self._inputs_of = {"student": forward_arguments(model), "teacher": forward_arguments(teacher_model)}
@@ -195,7 +213,14 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             extra["output_hidden_states"] = True
         if args.attention_loss_weight > 0:
             extra["output_attentions"] = True
-        outputs = model(**self._inputs_for("student", inputs), **extra)
+        projection = getattr(self.model, PROJECTION_MODULE, None)  # attached while training; see project_hidden_states
+        if projection is not None:
+            projection.active = True
+        try:
+            outputs = model(**self._inputs_for("student", inputs), **extra)
+        finally:
+            if projection is not None:
+                projection.active = False
         student_logits = head_logits(outputs)
 
         teacher_out = None
@@ -214,7 +239,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             args.alpha < 1,
         )  # fmt: skip
         if args.hidden_loss_weight > 0:
-            terms["hidden_loss"] = self._hidden_term(outputs.hidden_states, teacher_out.hidden_states, mask)
+            terms["hidden_loss"] = self._hidden_term(outputs.hidden_states[1:], teacher_out.hidden_states, mask)
         if args.attention_loss_weight > 0:
             terms["attention_loss"] = self._attention_term(outputs.attentions, teacher_out.attentions, mask)
         if not terms:
@@ -242,14 +267,14 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         return loss
 
     def _hidden_term(self, student_hidden, teacher_hidden, mask) -> torch.Tensor:
-        """Σ over mapped layers of the per-example hidden-state MSE (hidden_states[0] is the embeddings)."""
-        projection = self.hidden_projection
+        """Σ over mapped layers of the per-example hidden-state MSE.
+
+        `student_hidden` holds one tensor per student layer (projected to the teacher's width by the forward hook when
+        the widths differ); `teacher_hidden[0]` is the teacher's embeddings.
+        """
         total = 0.0
         for i, t_layer in enumerate(self.layer_mapping):
-            h_s = student_hidden[i + 1]
-            if projection is not None:
-                h_s = projection[i](h_s)
-            total = total + hidden_state_loss(h_s, teacher_hidden[t_layer + 1], mask)
+            total = total + hidden_state_loss(student_hidden[i], teacher_hidden[t_layer + 1], mask)
         return total
 
     def _attention_term(self, student_attn, teacher_attn, mask) -> torch.Tensor:
@@ -304,6 +329,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         if getattr(self.model, PROJECTION_MODULE, None) is not None:
             self._detached_projection = getattr(self.model, PROJECTION_MODULE)
             delattr(self.model, PROJECTION_MODULE)
+            self._projection_hook.remove()
         record(self.model.config, "distillation", self._distillation_provenance())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
