@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from benchmarks.common import run_info, teacher_path, training_args, tweets_tokenized  # noqa: E402
 from hf_compress import CompressionTrainer, CompressionTrainingArguments  # noqa: E402
-from hf_compress.evaluation.measure import bytes_on_disk, count_parameters, predict  # noqa: E402
+from hf_compress.evaluation.measure import bytes_on_disk, predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_ARMS = [f"{e}x{g}" for e in (384, 128, 64) for g in (6, 3, 1)]
@@ -62,7 +62,7 @@ def run_arm(arm: str, sharing_init: str, teacher, data, tokenizer, n_train: int,
         "arm": arm,
         "sharing_init": sharing_init,
         "model_type": model.config.model_type,
-        "parameters": count_parameters(model),
+        "parameters": model.num_parameters(),
         "bytes_on_disk": size,
         "accuracy_before_training": float((before == labels).mean()),
         "accuracy": accuracy,
@@ -96,7 +96,7 @@ def main() -> None:
         "quick": opts.quick,
         "n_train": n_train,
         "epochs": opts.epochs,
-        "teacher": {"accuracy": teacher_acc, "parameters": count_parameters(teacher), "bytes_on_disk": teacher_bytes},
+        "teacher": {"accuracy": teacher_acc, "parameters": teacher.num_parameters(), "bytes_on_disk": teacher_bytes},
         "rows": [],
     }
     rows = result["rows"]

@@ -40,7 +40,7 @@ from hf_compress import (  # noqa: E402
     recorded_ranks,
     restore_low_rank_layout,
 )
-from hf_compress.evaluation.measure import count_parameters, latency_ms, predict  # noqa: E402
+from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-rank-models")
@@ -87,7 +87,7 @@ def accuracy_part(args) -> dict:
     os.makedirs(MODELS, exist_ok=True)
 
     teacher_row, teacher_pred = evaluate(teacher, test, tokenizer)
-    teacher_row["parameters"] = count_parameters(teacher)
+    teacher_row["parameters"] = teacher.num_parameters()
     teacher_row["bytes"] = state_dict_bytes(teacher, os.path.join(MODELS, "teacher.safetensors"))
     print(f"teacher: accuracy {teacher_row['accuracy']:.4f}", flush=True)
     result = {**run_info(), "test_examples": len(test), "train_examples": n_train, "teacher": teacher_row, "arms": []}
@@ -107,7 +107,7 @@ def accuracy_part(args) -> dict:
                 "method": method,
                 "rank_ratio": ratio,
                 "factorise_seconds": round(seconds, 1),
-                "parameters": count_parameters(student),
+                "parameters": student.num_parameters(),
                 "linear_parameters_before": record["parameters_before"],
                 "linear_parameters_after": record["parameters_after"],
                 "mean_output_error": statistics.mean(errors),

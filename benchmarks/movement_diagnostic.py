@@ -20,7 +20,7 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from hf_compress.pruning.importance import Importance  # noqa: E402
+from hf_compress.pruning.scores import Importance  # noqa: E402
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402

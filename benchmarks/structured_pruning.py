@@ -36,7 +36,7 @@ from benchmarks.common import (  # noqa: E402
     tweets_tokenized,
 )
 from hf_compress import prune_ffn_, quantize_  # noqa: E402
-from hf_compress.evaluation.measure import bytes_on_disk, count_parameters, latency_ms  # noqa: E402
+from hf_compress.evaluation.measure import bytes_on_disk, latency_ms  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(CACHE, "structured-pruning")
@@ -76,7 +76,7 @@ def measure(model_dir: str, method: str, sparsity: float, data, tokenizer, opts,
         "method": method,
         "ffn_sparsity": sparsity,
         "intermediate_size": model.config.intermediate_size,
-        "parameters": count_parameters(model),
+        "parameters": model.num_parameters(),
         "bytes_on_disk": bytes_on_disk(model_dir),
         "accuracy": accuracy(model, test_split(data, opts), tokenizer),
         **extra,
@@ -135,7 +135,7 @@ def main() -> None:
             "epochs": opts.epochs,
             "teacher": {
                 "accuracy": accuracy(teacher, test_split(data, opts), tokenizer),
-                "parameters": count_parameters(teacher),
+                "parameters": teacher.num_parameters(),
                 "bytes_on_disk": teacher_bytes,
                 "intermediate_size": teacher.config.intermediate_size,
             },

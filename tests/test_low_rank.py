@@ -11,7 +11,6 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertModel
 
 from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restore_low_rank_layout, to_albert
-from hf_compress.evaluation.measure import count_parameters
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
@@ -114,11 +113,11 @@ def test_default_selection_is_the_encoder_layers_linears_only(family):
 
 def test_rank_rules_and_report_count_parameters_honestly():
     model = tiny_bert()
-    before = count_parameters(model)
+    before = model.num_parameters()
     factorize_linear_(model, rank_ratio=0.5, dataloader=batches())
     record = model.config.compression["low_rank"]
     assert record["method"] == "svd" and record["rank_ratio"] == 0.5 and record["calibration_batches"] == 4
-    assert before - count_parameters(model) == record["parameters_before"] - record["parameters_after"]
+    assert before - model.num_parameters() == record["parameters_before"] - record["parameters_after"]
     for entry in record["modules"].values():
         out, inp = entry["shape"]
         r = entry["rank"]
@@ -405,12 +404,12 @@ def test_minilm_factorises_by_half_and_reloads(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(minilm_path())
     texts = ["the self driving car stopped at the light", "worst service ever, never again"] * 8
     data = [dict(tokenizer(texts, padding=True, return_tensors="pt"), labels=torch.tensor([0, 2] * 8))]
-    before = count_parameters(model)
+    before = model.num_parameters()
     factorize_linear_(model, rank_ratio=0.5, method="fisher", dataloader=data)
     record = model.config.compression["low_rank"]
     assert len(record["ranks"]) == 36  # 6 layers × (q, k, v, attention output, FFN up, FFN down)
     assert set(record["ranks"].values()) == {96, 153}  # ⌊0.5·384²/768⌋, ⌊0.5·384·1536/1920⌋
-    assert before - count_parameters(model) == record["parameters_before"] - record["parameters_after"]
+    assert before - model.num_parameters() == record["parameters_before"] - record["parameters_after"]
     assert record["parameters_after"] < 0.51 * record["parameters_before"]
     model.save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):

@@ -7,7 +7,6 @@ model's answer as the gold one, so "the Eiffel Tower" and "Eiffel Tower" agree, 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
@@ -50,19 +49,10 @@ class QuestionAnswering:
         A local SQuAD v1.1 JSON file or folder (or `task-data://squad-v1.1`) goes through `load_squad`; a local JSONL
         or Parquet file of records in the Hub's `squad` schema, or a Hub id, through `load_dataset`.
         """
-        from datasets import load_dataset
-
         from ..data import load_squad
-        from ..loading import resolve_data_path
+        from .common import read_task_data
 
-        path = resolve_data_path(recipe.dataset_name)
-        builder = RECORD_FILES.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
-        if builder:
-            raw = load_dataset(builder, data_files=path)
-        else:
-            raw = load_squad(path) if os.path.exists(path) else load_dataset(path)
-        if isinstance(raw, Dataset):
-            raw = DatasetDict(train=raw)
+        raw = read_task_data(recipe.dataset_name, RECORD_FILES, load_squad)
         for split, ds in raw.items():
             missing = [c for c in ("id", "context", "question", "answers") if c not in ds.column_names]
             if missing:
@@ -90,14 +80,9 @@ class QuestionAnswering:
 
     def check_model_for_data(self, model, model_dir: str, data: QAEvalData) -> None:
         """The report's check: an extractive QA model."""
-        kind = type(model).__name__
-        if not kind.endswith("ForQuestionAnswering"):
-            raise invalid(
-                "MODEL_DIR",
-                model_dir,
-                f"a question-answering model to score on --dataset (this is a {kind}; omit --dataset to measure "
-                "size and latency only)",
-            )
+        from .common import check_head
+
+        check_head(model, model_dir, self)
 
     def prepare_splits(self, raw: DatasetDict, tokenizer, recipe) -> DatasetDict:
         """Every split as training windows with answer positions; evaluation splits cut to max_eval_samples questions.

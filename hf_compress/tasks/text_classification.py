@@ -48,14 +48,9 @@ class TextClassification:
 
     def check_model_for_data(self, model, model_dir: str, data: Dataset) -> None:
         """The report's check: a sequence classifier whose labels cover the data's."""
-        name = type(model).__name__
-        if not name.endswith("ForSequenceClassification"):
-            raise invalid(
-                "MODEL_DIR",
-                model_dir,
-                f"a sequence-classification model to score on --dataset (this is a "
-                f"{name}; omit --dataset to measure size and latency only)",
-            )
+        from .common import check_head
+
+        check_head(model, model_dir, self)
         top = max(data["label"]) if len(data) else 0
         if top >= model.config.num_labels:
             raise invalid(

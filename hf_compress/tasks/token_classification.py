@@ -82,21 +82,11 @@ class TokenClassification(TextClassification):
         defaults `text_column: text` and `label_column: label` read as `tokens` and `ner_tags` when the data has no
         such column (the Hub's conll2003 names).
         """
-        import os
-
-        from datasets import load_dataset
 
         from ..data import load_conll
-        from ..loading import resolve_data_path
+        from .common import read_task_data
 
-        path = resolve_data_path(recipe.dataset_name)
-        builder = RECORD_FILES.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
-        if builder:
-            raw = load_dataset(builder, data_files=path)
-        else:
-            raw = load_conll(path) if os.path.exists(path) else load_dataset(path)
-        if isinstance(raw, Dataset):
-            raw = DatasetDict(train=raw)
+        raw = read_task_data(recipe.dataset_name, RECORD_FILES, load_conll)
         columns = next(iter(raw.values())).column_names
         words = TOKENS if recipe.text_column == "text" and "text" not in columns else recipe.text_column
         tags = TAGS if recipe.label_column == "label" and "label" not in columns else recipe.label_column
@@ -137,14 +127,9 @@ class TokenClassification(TextClassification):
 
     def check_model_for_data(self, model, model_dir: str, data: NerEvalData) -> None:
         """The report's check: a token classifier predicting exactly the data's tags."""
-        kind = type(model).__name__
-        if not kind.endswith("ForTokenClassification"):
-            raise invalid(
-                "MODEL_DIR",
-                model_dir,
-                f"a token-classification model to score on --dataset (this is a {kind}; omit --dataset to measure "
-                "size and latency only)",
-            )
+        from .common import check_head
+
+        check_head(model, model_dir, self)
         config, names = model.config, data.names
         named = {int(k): v for k, v in (config.id2label or {}).items() if not str(v).startswith("LABEL_")}
         if config.num_labels != len(names) or named and named != dict(enumerate(names)):

@@ -1,0 +1,223 @@
+"""NER (CoNLL-2003) and extractive QA (SQuAD v1.1) on real data, through the product's own recipe path.
+
+Every arm is one `hf-compress <command> <recipe> <flags>` run (in-process, the same parser and job as the CLI), so the
+figures are what a user gets. The teacher is the packaged all-MiniLM-L6-v2 fine-tuned on the task by the first arm
+(seed 0, `finetune_teacher: true`) and reused by the others from its saved folder. Each run's report evaluates teacher
+and student on the same examples and times them interleaved, one thread, at batch 1 and 32.
+
+Arms (per seed):
+  distilled   3-layer student, KD (T=2, alpha=0.5) + CE, `distill`
+  alone       the same student and data with alpha=0 (CE only: the student trained without the teacher), `distill`
+  ffn50-int8  (CoNLL) the distilled student with 50% of FFN neurons pruned during training and int8 at the end,
+              `compress`
+Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and the step-time ratio of
+DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
+
+Usage:
+  python benchmarks/task_data.py                                   # once: the data cache
+  python benchmarks/tasks.py --task conll2003 --seeds 0 1 2
+  python benchmarks/tasks.py --task squad --seeds 0 1 2
+  python benchmarks/tasks.py --task squad --part step-time
+Results: benchmarks/results/tasks-<task>.json (one entry per run, appended as runs finish).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.common import CACHE, run_info  # noqa: E402
+from hf_compress.cli.main import RECIPE_COMMANDS, build_parser  # noqa: E402
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
+from hf_compress.cli.train import run_recipe  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+# What differs from the quickstart recipes: more training data (what fits this machine), the whole CoNLL test split,
+# 2,000 SQuAD dev questions. Everything else (learning rates, batch size, T, alpha, max_length) is the recipe's.
+TASKS = {
+    "conll2003": {
+        "recipe": "recipes/conll2003-quickstart.yaml",
+        "flags": {
+            "teacher_max_train_samples": 14041,  # the whole train split
+            "teacher_num_train_epochs": 2,
+            "max_train_samples": 14041,
+            "num_train_epochs": 2,
+            "max_eval_samples": 3453,  # the whole test split
+        },
+        "arms": ("distilled", "alone", "ffn50-int8"),
+    },
+    "squad": {
+        "recipe": "recipes/squad-quickstart.yaml",
+        "flags": {
+            "teacher_max_train_samples": 12000,  # windows (about 11,000 questions)
+            "teacher_num_train_epochs": 1,
+            "max_train_samples": 12000,
+            "num_train_epochs": 1,
+            "max_eval_samples": 2000,  # dev questions
+        },
+        "arms": ("distilled", "alone"),
+    },
+}
+ARMS = {
+    "distilled": ("distill", {}),
+    "alone": ("distill", {"alpha": 0.0}),
+    "ffn50-int8": ("compress", {"ffn_sparsity": 0.5, "quantization": "int8"}),
+}
+
+
+def run_arm(task: str, arm: str, seed: int, out: str, teacher_dir: str | None) -> dict:
+    """One recipe run; returns its report rows (teacher first) and wall time."""
+    spec = TASKS[task]
+    command, arm_flags = ARMS[arm]
+    flags = {**spec["flags"], **arm_flags, "seed": seed, "output_dir": out, "overwrite_output": True}
+    flags["disable_tqdm"] = True
+    if teacher_dir is not None:
+        flags.update(teacher_model_name_or_path=teacher_dir, finetune_teacher=False)
+    argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    recipe, args = parse_recipe(
+        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS[command][0], parser=subparser
+    )
+    start = time.time()
+    result = run_recipe(recipe, args, command)
+    return {"task": task, "arm": arm, "seed": seed, "seconds": round(time.time() - start), "rows": result["report"]}
+
+
+def teacher_int8(task: str, teacher_dir: str) -> dict:
+    """The fine-tuned teacher against its int8 copy (`quantize_`, per-batch activation ranges), same examples."""
+    from transformers import AutoTokenizer
+
+    from hf_compress import quantize_
+    from hf_compress.evaluation.table import build_report
+    from hf_compress.tasks import get_task
+
+    spec = TASKS[task]
+    argv = [x for k, v in spec["flags"].items() for x in (f"--{k}", str(v))]
+    subparser = build_parser()._subparsers._group_actions[0].choices["distill"]
+    recipe, _ = parse_recipe(
+        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS["distill"][0], parser=subparser
+    )
+    task_obj = get_task(recipe.task)
+    teacher = task_obj.auto_class.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    raw, _ = task_obj.load(recipe)
+    data = task_obj.prepare_eval(raw, tokenizer, recipe)
+    q = quantize_(copy.deepcopy(teacher))
+    rows = build_report({"teacher": (teacher, teacher_dir), "teacher int8": (q, None)}, tokenizer, data, task=task_obj)
+    return {"task": task, "arm": "teacher-int8", "rows": [r.__dict__ for r in rows]}
+
+
+def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
+    """Median optimizer-step time of DistillationTrainer (3-layer student) vs Trainer on the student alone.
+
+    Both train the same student on the same QA windows; they alternate in blocks of 5 steps so that load on this
+    shared machine falls on both alike.
+    """
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    from benchmarks.common import StepTimer
+    from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
+    from hf_compress.tasks import get_task
+
+    spec = TASKS[task]
+    argv = [x for k, v in spec["flags"].items() for x in (f"--{k}", str(v))]
+    subparser = build_parser()._subparsers._group_actions[0].choices["distill"]
+    recipe, _ = parse_recipe(
+        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS["distill"][0], parser=subparser
+    )
+    task_obj = get_task(recipe.task)
+    teacher = task_obj.auto_class.from_pretrained(teacher_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    raw, _ = task_obj.load(recipe)
+    recipe.max_train_samples = 16 * steps
+    train = task_obj.prepare_splits(raw, tokenizer, recipe)["train"].select(range(16 * 5))
+    common = dict(
+        per_device_train_batch_size=16, max_steps=5, report_to="none", save_strategy="no", disable_tqdm=True, seed=0
+    )
+    times = {"plain": [], "distillation": []}
+    students = {k: create_student(teacher, num_hidden_layers=3) for k in times}
+    for _block in range(steps // 5):
+        for kind in times:
+            timer = StepTimer()
+            out = os.path.join(CACHE, "step-time", kind)
+            if kind == "plain":
+                trainer = Trainer(
+                    model=students[kind], args=TrainingArguments(output_dir=out, **common), train_dataset=train,
+                    data_collator=task_obj.collator(tokenizer), callbacks=[timer],
+                )  # fmt: skip
+            else:
+                args = DistillationTrainingArguments(output_dir=out, temperature=2.0, alpha=0.5, **common)
+                trainer = DistillationTrainer(
+                    model=students[kind], teacher_model=teacher, args=args, train_dataset=train,
+                    data_collator=task_obj.collator(tokenizer), callbacks=[timer],
+                )  # fmt: skip
+            trainer.train()
+            times[kind] += timer.times[1:]  # the first step of a block pays for the optimizer's creation
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "task": task,
+        "arm": "step-time",
+        "batch": 16,
+        "max_length": recipe.max_length,
+        "median_step_seconds": medians,
+        "ratio": medians["distillation"] / medians["plain"],
+        "threads": torch.get_num_threads(),
+    }
+
+
+def append(path: str, entry: dict) -> None:
+    """Add one result to the task's JSON file (kept across invocations, so a stopped run loses nothing)."""
+    results = json.load(open(path)) if os.path.exists(path) else {**run_info(), "runs": []}
+    results["runs"].append(entry)
+    results["last_command"] = run_info()["command"]
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", choices=list(TASKS), required=True)
+    parser.add_argument("--part", choices=["runs", "teacher-int8", "step-time"], default="runs")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", default=None, help="default: the task's arms")
+    parser.add_argument("--out", default=os.path.join(CACHE, "tasks-bench"))
+    opts = parser.parse_args()
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
+    path = os.path.join(RESULTS, f"tasks-{opts.task}.json")
+    teacher_dir = os.path.join(opts.out, opts.task, "teacher-run", "teacher")
+    if opts.part == "teacher-int8":
+        append(path, teacher_int8(opts.task, teacher_dir))
+        return
+    if opts.part == "step-time":
+        append(path, step_time(opts.task, teacher_dir))
+        return
+    for seed in opts.seeds:
+        for arm in opts.arms or TASKS[opts.task]["arms"]:
+            have_teacher = os.path.exists(os.path.join(teacher_dir, "config.json"))
+            out = os.path.join(opts.out, opts.task, "teacher-run" if not have_teacher else f"{arm}-seed{seed}")
+            if not have_teacher and (arm, seed) != ("distilled", 0):
+                raise SystemExit("the first run (distilled, seed 0) fine-tunes the teacher: run it first")
+            entry = run_arm(opts.task, arm, seed, out, teacher_dir if have_teacher else None)
+            append(path, entry)
+            student = entry["rows"][-1]
+            print(f"{opts.task} {arm} seed {seed}: {student['metric']}={student['score']:.4f} "
+                  f"({student['score_vs_reference']:.2%} of teacher), {entry['seconds']} s", flush=True)  # fmt: skip
+            if out.endswith("teacher-run"):
+                continue
+            shutil.rmtree(out, ignore_errors=True)  # keep the cache small; the figures are in the JSON
+
+
+if __name__ == "__main__":
+    main()
