@@ -20,7 +20,6 @@ import tempfile
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
-from hf_compress.pruning.scores import Importance  # noqa: E402
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback  # noqa: E402
 
 from benchmarks.common import (  # noqa: E402
@@ -34,6 +33,7 @@ from benchmarks.common import (  # noqa: E402
 from hf_compress.evaluation.measure import linear_sparsity  # noqa: E402
 from hf_compress.pruning.masks import update_masks  # noqa: E402
 from hf_compress.pruning.pruner import select_targets  # noqa: E402
+from hf_compress.pruning.scores import Importance  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -38,8 +38,9 @@ from hf_compress import (  # noqa: E402
     quantize_pretrained,
 )
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
-from hf_compress.cli.train import prepare_data, run_recipe, subset  # noqa: E402
-from hf_compress.evaluation.measure import build_report, markdown_table, plot_report  # noqa: E402
+from hf_compress.cli.train import run_recipe, subset  # noqa: E402
+from hf_compress.evaluation.table import build_report, markdown_table, plot_report  # noqa: E402
+from hf_compress.tasks import get_task  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "tweets-full.yaml")
@@ -59,6 +60,13 @@ def recipe_args(output_dir: str, quick: bool) -> tuple[RecipeArguments, Compress
     if quick:
         argv += ["--max_train_samples", "256", "--max_eval_samples", "300"]
     return parse_recipe(RECIPE, argv, RecipeArguments, CompressionTrainingArguments)
+
+
+def prepare_data(recipe: RecipeArguments, tokenizer, seed: int):
+    """The recipe's splits tokenised with `tokenizer`, as the recipe job prepares them (`seed`: unused)."""
+    task = get_task(recipe.task)
+    raw, _ = task.load(recipe)
+    return task.prepare_splits(raw, tokenizer, recipe), None
 
 
 def train_alone(models: str, quick: bool) -> str:
