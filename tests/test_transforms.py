@@ -8,7 +8,16 @@ import contextlib
 import pytest
 import torch
 
-from hf_compress import create_student, prune_ffn_, prune_vocabulary_, quantize_, slice_ffn_, to_albert
+from hf_compress import (
+    create_student,
+    factorize_linear_,
+    prune_ffn_,
+    prune_vocabulary_,
+    quantize_,
+    slice_ffn_,
+    smooth_activations_,
+    to_albert,
+)
 from hf_compress.transforms.ffn import ffn_layers
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_tokenizer
 
@@ -31,7 +40,19 @@ TRANSFORMS = {
     "prune_ffn_ taylor": lambda model, tok: prune_ffn_(model, [tiny_batch(seed=i) for i in range(2)], 0.5),
     "prune_vocabulary_": lambda model, tok: (prune_vocabulary_(model, tok, [[5, 6, 7, 8]]), model)[1],
     "quantize_": lambda model, tok: quantize_(model),
+    "factorize_linear_ svd": lambda model, tok: factorize_linear_(model, rank_ratio=0.5, method="svd"),
+    "factorize_linear_ activation": lambda model, tok: factorize_linear_(
+        model, rank_ratio=0.5, method="activation", dataloader=[tiny_batch(seed=i) for i in range(2)]
+    ),
+    "factorize_linear_ fisher": lambda model, tok: factorize_linear_(
+        model, rank_ratio=0.5, method="fisher", dataloader=[tiny_batch(seed=i) for i in range(2)]
+    ),
+    "smooth_activations_": lambda model, tok: (
+        smooth_activations_(model, [tiny_batch(seed=i) for i in range(2)]),
+        model,
+    )[1],
 }
+NEED_GRADIENTS = ("prune_ffn_ taylor",)  # refused on inference tensors (Fisher SVD copies them instead)
 
 
 def logits(model, batch) -> torch.Tensor:
@@ -47,7 +68,7 @@ def test_transform_under_no_grad_and_inference_mode(tmp_path, name, context, bui
     reference = TRANSFORMS[name](tiny_bert(seed=3), tokenizer)
     with torch.inference_mode() if built_in_inference_mode else contextlib.nullcontext():
         model = tiny_bert(seed=3)
-    if name == "prune_ffn_ taylor" and built_in_inference_mode:
+    if name in NEED_GRADIENTS and built_in_inference_mode:
         # Taylor scores need gradients, which inference tensors never get: refused, naming why and what works.
         with pytest.raises(ValueError, match="inference"):
             with CONTEXTS[context]():

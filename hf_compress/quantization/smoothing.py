@@ -124,7 +124,7 @@ def smooth_activations_(
             at_run_time += len(linears)
         else:
             for linear in linears:
-                linear.weight.mul_(s.to(linear.weight.dtype))
+                _writable(linear, "weight").mul_(s.to(linear.weight.dtype))
             fold_reciprocal(modules[group.fold_into], s)
             folded += len(linears)
     provenance.record(
@@ -192,6 +192,19 @@ def fold_reciprocal(module: nn.Module, s: torch.Tensor) -> None:
         scale = s[:, None]
     else:
         raise TypeError(f"cannot fold a smoothing factor into a {type(module).__name__}")
-    module.weight.div_(scale.to(module.weight.dtype))
+    _writable(module, "weight").div_(scale.to(module.weight.dtype))
     if module.bias is not None:
-        module.bias.div_(s.to(module.bias.dtype))
+        _writable(module, "bias").div_(s.to(module.bias.dtype))
+
+
+def _writable(module: nn.Module, name: str) -> torch.Tensor:
+    """The parameter `name` of `module`, ready for an in-place edit under no_grad.
+
+    A model built or loaded under torch.inference_mode() holds inference tensors, which cannot change outside it:
+    such a parameter is replaced by a normal copy first (the model computes the same; the user's tensor is untouched).
+    """
+    param = getattr(module, name)
+    if param.is_inference() and not torch.is_inference_mode_enabled():
+        with torch.no_grad():
+            setattr(module, name, nn.Parameter(param.clone(), requires_grad=param.requires_grad))
+    return getattr(module, name)
