@@ -202,6 +202,7 @@ class Int8Embedding(nn.Module):
         return self.int8_weight().float() * self.weight_scale[:, None]
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Float rows (…, embedding_dim) of the ids (…), in the scales' dtype."""
         # Only the looked-up rows are dequantized: the int8 table is never expanded to float.
         rows = F.embedding(input_ids, self.int8_weight())
         return rows.to(self.weight_scale.dtype) * self.weight_scale[input_ids].unsqueeze(-1)

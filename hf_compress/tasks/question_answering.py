@@ -65,12 +65,15 @@ class QuestionAnswering:
         return raw, None
 
     def num_labels(self, raw: DatasetDict, names: None) -> int:
+        """Two: a start and an end score per token."""
         return SPAN_LABELS
 
     def label_kwargs(self, names: None, num_labels: int) -> dict:
+        """`from_pretrained` keywords of a new QA head (2 labels, no names)."""
         return {"num_labels": SPAN_LABELS}
 
     def label_kwargs_from(self, config) -> dict:
+        """`from_pretrained` keywords of a student head shaped like the teacher's."""
         return {"num_labels": SPAN_LABELS}
 
     def check_model_labels(self, config, names: None, num_labels: int, field: str) -> None:
@@ -121,7 +124,8 @@ class QuestionAnswering:
         return QAEvalData(examples, features, recipe.n_best_size, recipe.max_answer_length)
 
     def collator(self, tokenizer):
-        return DataCollatorWithPadding(tokenizer)  # pads the inputs; start/end positions are one int per window
+        """Pads each batch of windows to its longest; `start_positions`/`end_positions` are one int each."""
+        return DataCollatorWithPadding(tokenizer)
 
     def trainer_metrics(self, raw_validation, tokenizer, recipe):
         """`compute_metrics` for Trainer's evaluation of the validation windows that `prepare_splits` made.
@@ -188,4 +192,5 @@ class QuestionAnswering:
         return result["exact_match"] / 100
 
     def num_examples(self, data) -> int:
+        """Questions (not windows) in the evaluation data."""
         return len(data.examples) if isinstance(data, QAEvalData) else len(data)

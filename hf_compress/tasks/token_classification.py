@@ -123,6 +123,7 @@ class TokenClassification(TextClassification):
         return raw.cast_column(TAGS, Sequence(ClassLabel(names=names))), names
 
     def num_labels(self, raw: DatasetDict, names: list[str]) -> int:
+        """One label per tag name."""
         return len(names)
 
     def check_model_for_data(self, model, model_dir: str, data: NerEvalData) -> None:
@@ -183,6 +184,7 @@ class TokenClassification(TextClassification):
         return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
 
     def collator(self, tokenizer):
+        """Pads inputs and pads the word labels with -100, which the losses skip."""
         return DataCollatorForTokenClassification(tokenizer)
 
     def trainer_metrics(self, raw_validation, tokenizer, recipe):
@@ -258,4 +260,5 @@ class TokenClassification(TextClassification):
         return load_metric("agreement").compute(predictions=flat, references=ref)["agreement"]
 
     def num_examples(self, data) -> int:
+        """Sentences in the evaluation data."""
         return len(data.tags) if isinstance(data, NerEvalData) else len(data)
