@@ -43,6 +43,7 @@ from hf_compress.cli.train import run_recipe  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
+NAN = float("nan")
 
 # What differs from the quickstart recipes: more training data (what fits this machine's time: a MiniLM step on CoNLL
 # batches took ~1.4 s here), the whole CoNLL test split, 2,000 SQuAD dev questions. Everything else (learning rates,
@@ -178,6 +179,53 @@ def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
     }
 
 
+def table(path: str) -> str:
+    """Markdown of one task's runs: per arm, mean ± sd over seeds of the primary metric, its share of the teacher's
+    (each run's own teacher row), size and speed ratios; then the extra parts (teacher int8, step time)."""
+    runs = json.load(open(path))["runs"]
+    lines = [
+        "| model | seeds | score (mean ± sd) | of teacher | other scores | MB | smaller | faster b1 | faster b32 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    teacher = next(r["rows"][0] for r in runs if "seed" in r)
+    others = [k for k in teacher["metrics"] if k != teacher["metric"] and not k.startswith("per_")]
+    mean_sd = lambda xs: f"{statistics.mean(xs):.4f} ± {statistics.stdev(xs):.4f}" if len(xs) > 1 else f"{xs[0]:.4f}"  # noqa: E731
+    fmt = lambda row: ", ".join(f"{k} {row['metrics'][k]:.4f}" for k in others if k in row["metrics"])  # noqa: E731
+    lines.append(
+        f"| teacher | — | {teacher['score']:.4f} | 100% | {fmt(teacher)} | {teacher['bytes_on_disk'] / 1e6:.1f} "
+        "| 1.00× | 1.00× | 1.00× |"
+    )
+    for arm in dict.fromkeys(r["arm"] for r in runs if "seed" in r):
+        rows = [r["rows"][-1] for r in runs if r.get("arm") == arm and "seed" in r]
+        teachers = [r["rows"][0] for r in runs if r.get("arm") == arm and "seed" in r]
+        scores = [row["score"] for row in rows]
+        share = statistics.mean(row["score_vs_reference"] for row in rows)
+        size = statistics.mean(t["bytes_on_disk"] / row["bytes_on_disk"] for t, row in zip(teachers, rows))
+        speed = {
+            b: statistics.mean(row["speedup"].get(b, float("nan")) for row in rows) for b in ("batch_1", "batch_32")
+        }
+        lines.append(
+            f"| {arm} | {len(rows)} | {mean_sd(scores)} | {share:.1%} | {fmt(rows[-1])} (last seed) | "
+            f"{statistics.mean(r['bytes_on_disk'] for r in rows) / 1e6:.1f} | {size:.2f}× | {speed['batch_1']:.2f}× | "
+            f"{speed['batch_32']:.2f}× |"
+        )
+    for extra in (r for r in runs if "seed" not in r):
+        if extra["arm"] == "teacher-int8":
+            fp32, q = extra["rows"]
+            lines.append(
+                f"| teacher int8 | — | {q['score']:.4f} | {q['score_vs_reference']:.1%} | {fmt(q)} | "
+                f"{q['bytes_on_disk'] / 1e6:.1f} | {fp32['bytes_on_disk'] / q['bytes_on_disk']:.2f}× | "
+                f"{q['speedup'].get('batch_1', NAN):.2f}× | {q['speedup'].get('batch_32', NAN):.2f}× |"
+            )
+        elif extra["arm"] == "step-time":
+            m = extra["median_step_seconds"]
+            lines.append(
+                f"\nStep time (batch {extra['batch']}, max_length {extra['max_length']}): DistillationTrainer "
+                f"{m['distillation']:.3f} s, plain Trainer {m['plain']:.3f} s, ratio **{extra['ratio']:.2f}**."
+            )
+    return "\n".join(lines)
+
+
 def append(path: str, entry: dict) -> None:
     """Add one result to the task's JSON file (kept across invocations, so a stopped run loses nothing)."""
     results = json.load(open(path)) if os.path.exists(path) else {**run_info(), "runs": []}
@@ -190,7 +238,7 @@ def append(path: str, entry: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", choices=list(TASKS), required=True)
-    parser.add_argument("--part", choices=["runs", "teacher-int8", "step-time"], default="runs")
+    parser.add_argument("--part", choices=["runs", "teacher-int8", "step-time", "table"], default="runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=None, help="default: the task's arms")
     parser.add_argument("--out", default=os.path.join(CACHE, "tasks-bench"))
@@ -198,6 +246,9 @@ def main() -> None:
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     path = os.path.join(RESULTS, f"tasks-{opts.task}.json")
     teacher_dir = os.path.join(opts.out, opts.task, "teacher-run", "teacher")
+    if opts.part == "table":
+        print(table(path))
+        return
     if opts.part == "teacher-int8":
         append(path, teacher_int8(opts.task, teacher_dir))
         return
