@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import pytest
 import torch
@@ -14,7 +16,7 @@ from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restor
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
-from tests.testing_utils import tiny_batch, tiny_bert
+from tests.testing_utils import run_python, tiny_batch, tiny_bert
 
 BERT_LINEARS = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 BERT_LINEARS += ["intermediate.dense", "output.dense"]
@@ -326,9 +328,72 @@ def test_loaders_that_do_not_know_the_layout_fail_loudly(tmp_path):
     state = model.state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
         tiny_bert().load_state_dict(state, strict=True)
+    model.save_pretrained(tmp_path / "factorised")
+    # Stock transformers (a process that never imports hf_compress) must refuse, never load factors as dense weights.
+    result = run_python(
+        f"""
+        import sys
+        import transformers
+        errors = []
+        for loader in (transformers.AutoModelForSequenceClassification, transformers.BertForSequenceClassification):
+            try:
+                loader.from_pretrained({str(tmp_path / "factorised")!r})
+                print("LOADED", loader.__name__)
+            except Exception as error:
+                print("FAILED", loader.__name__, type(error).__name__)
+                errors.append(error)
+        print("hf_compress imported:", "hf_compress" in sys.modules)
+        if errors:
+            raise errors[0]
+        """,
+        cwd=str(tmp_path),  # not the repo: nothing can import hf_compress by accident
+    )
+    assert result.returncode != 0, result.stdout
+    assert "FAILED AutoModelForSequenceClassification RuntimeError" in result.stdout
+    assert "FAILED BertForSequenceClassification RuntimeError" in result.stdout
+    assert "LOADED" not in result.stdout and "hf_compress imported: False" in result.stdout
+    assert "ignore_mismatched_sizes" in result.stderr and "hf_compress_low_rank" in result.stderr
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "albert-2"])
+def test_from_pretrained_reloads_a_factorised_model_with_the_same_logits(family, tmp_path):
+    model = tiny_model(family)
+    factorize_linear_(model, rank_ratio=0.5, method="activation", dataloader=batches(2))
     model.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]  # safetensors only: no pickle
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["quantization_config"] == {
+        "quant_method": "hf_compress_low_rank",
+        "ranks": recorded_ranks(model.config),
+        "format_version": 1,
+    }
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    factorised = {n: m.rank for n, m in loaded.named_modules() if isinstance(m, LowRankLinear)}
+    assert factorised == recorded_ranks(model.config) and factorised
+    assert (logits(loaded) - logits(model)).abs().max() <= 1e-5
+    # It trains as it is (the factors are float parameters) and saves again.
+    assert all(p.requires_grad for n, p in loaded.named_parameters() if n in recorded_weights(model))
+    loaded.save_pretrained(tmp_path / "again")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again").eval()
+    assert torch.equal(logits(again), logits(loaded))
+
+
+def recorded_weights(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" for name in recorded_ranks(model.config)}
+
+
+def test_a_dense_checkpoint_cannot_be_factorised_on_load_nor_a_quantized_model_factorised(tmp_path):
+    from hf_compress import quantize_
+    from hf_compress.transforms.low_rank_loading import LowRankConfig
+
+    tiny_bert().save_pretrained(tmp_path)
+    ranks = {"bert.encoder.layer.0.output.dense": 4}
+    with pytest.raises(ValueError, match="pre-quantized"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, quantization_config=LowRankConfig(ranks=ranks))
+    with pytest.raises(ValueError, match="ranks={} is invalid"):
+        LowRankConfig(ranks={})
+    with pytest.raises(ValueError, match="factorise before quantize_"):
+        factorize_linear_(quantize_(tiny_bert()), rank=2)
 
 
 @pytest.mark.parametrize(
@@ -412,11 +477,12 @@ def test_minilm_factorises_by_half_and_reloads(tmp_path):
     assert before - model.num_parameters() == record["parameters_before"] - record["parameters_after"]
     assert record["parameters_after"] < 0.51 * record["parameters_before"]
     model.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    # (Without hf_compress imported, from_pretrained fails: test_loaders_that_do_not_know_the_layout_fail_loudly.)
     fresh = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
     restore_low_rank_layout(fresh, recorded_ranks(model.config))
     fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     batch = {k: v for k, v in data[0].items() if k != "labels"}
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, model(**batch).logits)
+        assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
