@@ -16,7 +16,7 @@ from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restor
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
-from tests.testing_utils import run_python, tiny_batch, tiny_bert
+from tests.testing_utils import run_python, tiny_batch, tiny_bert, tiny_dataset, training_args
 
 BERT_LINEARS = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 BERT_LINEARS += ["intermediate.dense", "output.dense"]
@@ -486,3 +486,70 @@ def test_minilm_factorises_by_half_and_reloads(tmp_path):
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, model(**batch).logits)
         assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
+
+
+# ---------------------------------------------------------------- CompressionTrainer fields
+
+
+def low_rank_trainer(tmp_path, teacher_layers: int = 4, **overrides):
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
+
+    kwargs = dict(max_steps=6, temperature=2.0, alpha=0.5, low_rank_ratio=0.5, low_rank_calibration_batches=2)
+    kwargs.update(overrides)
+    teacher = tiny_bert(seed=1, num_hidden_layers=teacher_layers)
+    return CompressionTrainer(
+        model=create_student(teacher, num_hidden_layers=2),
+        teacher_model=teacher,
+        args=training_args(CompressionTrainingArguments, tmp_path, **kwargs),
+        train_dataset=tiny_dataset(64),
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"low_rank_method": "svd"},
+        {"low_rank_method": "fisher", "low_rank_allocation": "budget"},
+        {"low_rank_method": "activation", "num_hidden_groups": 1},  # ALBERT-style student, then factorised
+    ],
+    ids=["svd", "fisher-budget", "activation-albert"],
+)
+def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(overrides, tmp_path):
+    trainer = low_rank_trainer(tmp_path, **overrides)
+    model = trainer.model
+    record = model.config.compression["low_rank"]
+    assert record["method"] == overrides["low_rank_method"]
+    assert record["calibration_batches"] == (None if overrides["low_rank_method"] == "svd" else 2)
+    assert record.get("budget" if "low_rank_allocation" in overrides else "rank_ratio") == 0.5
+    assert record["parameters_after"] <= 0.5 * record["parameters_before"] + 32 * len(record["ranks"])  # + biases
+    factors = {n: m.weight for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    shared = "num_hidden_groups" in overrides  # one ALBERT layer shared by both positions: its Linears count once
+    assert sorted(factors) == sorted(recorded_ranks(model.config)) and len(factors) == (6 if shared else 12)
+    before = {n: w.detach().clone() for n, w in factors.items()}
+    trainer.train()
+    # The optimizer held the factors: every one of them moved.
+    assert all(not torch.equal(before[n], w) for n, w in factors.items())
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    assert {n: m.rank for n, m in reloaded.named_modules() if isinstance(m, LowRankLinear)} == record["ranks"]
+    assert (logits(reloaded) - logits(trainer.model.eval())).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"low_rank_ratio": 0}, "low_rank_ratio=0 is invalid; allowed: null or a number in (0, 1]"),
+        ({"low_rank_ratio": 1.5}, "low_rank_ratio=1.5 is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_method": "pca"}, "low_rank_method='pca' is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_allocation": "x"}, "low_rank_allocation='x' is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_calibration_batches": 0}, "low_rank_calibration_batches=0 is invalid"),
+        ({"low_rank_ratio": 0.5, "target_sparsity": 0.5}, "target_sparsity=0.5 is invalid; allowed: 0 with"),
+        ({"low_rank_ratio": 0.5, "ffn_sparsity": 0.25}, "ffn_sparsity=0.25 is invalid; allowed: 0 with"),
+    ],
+)
+def test_low_rank_arguments_are_validated(overrides, message, tmp_path):
+    from hf_compress import CompressionTrainingArguments
+
+    with pytest.raises(ValueError) as error:
+        CompressionTrainingArguments(output_dir=str(tmp_path), **overrides)
+    assert message in str(error.value)
