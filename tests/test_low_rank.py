@@ -13,6 +13,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertModel
 
 from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restore_low_rank_layout, to_albert
+from hf_compress.quantization.low_rank import Int8LowRankLinear
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
@@ -511,8 +512,9 @@ def low_rank_trainer(tmp_path, teacher_layers: int = 4, **overrides):
         {"low_rank_method": "svd"},
         {"low_rank_method": "fisher", "low_rank_allocation": "budget"},
         {"low_rank_method": "activation", "num_hidden_groups": 1},  # ALBERT-style student, then factorised
+        {"low_rank_method": "svd", "quantization": "dynamic-int8"},  # int8 factors at finalization
     ],
-    ids=["svd", "fisher-budget", "activation-albert"],
+    ids=["svd", "fisher-budget", "activation-albert", "svd-int8"],
 )
 def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(overrides, tmp_path):
     trainer = low_rank_trainer(tmp_path, **overrides)
@@ -531,7 +533,10 @@ def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(ov
     assert all(not torch.equal(before[n], w) for n, w in factors.items())
     trainer.save_model(str(tmp_path / "final"))
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
-    assert {n: m.rank for n, m in reloaded.named_modules() if isinstance(m, LowRankLinear)} == record["ranks"]
+    int8 = "quantization" in overrides
+    kind = Int8LowRankLinear if int8 else LowRankLinear
+    assert {n: m.rank for n, m in reloaded.named_modules() if isinstance(m, kind)} == record["ranks"]
+    assert int8 == (getattr(reloaded.config.quantization_config, "low_rank_ranks", None) == record["ranks"])
     assert (logits(reloaded) - logits(trainer.model.eval())).abs().max() <= 1e-5
 
 
