@@ -836,3 +836,19 @@ def test_smoothing_and_factorising_refuse_each_other():
     smoothed = smooth_activations_(tiny_bert(), batch)
     with pytest.raises(ValueError, match="allowed: factorize_linear_ before smooth_activations_"):
         factorize_linear_(smoothed, rank=2)
+
+
+def test_factorised_checkpoint_quantizes_with_quantize_pretrained_not_on_load(tmp_path):
+    from hf_compress.quantization.low_rank import Int8LowRankLinear
+
+    model = factorised()
+    model.save_pretrained(tmp_path / "factorised")
+    out = quantize_pretrained(str(tmp_path / "factorised"), str(tmp_path / "int8"))
+    loaded = AutoModelForSequenceClassification.from_pretrained(out)
+    assert isinstance(loaded.bert.encoder.layer[0].output.dense, Int8LowRankLinear)
+    assert sqnr_db(logits(model), logits(loaded)) >= 25
+    # transformers reads one quantization_config: the layout's cannot be swapped for int8 while loading.
+    with pytest.raises(ValueError, match="quantized with LowRankConfig"):
+        AutoModelForSequenceClassification.from_pretrained(
+            tmp_path / "factorised", quantization_config=Int8QuantizationConfig()
+        )
