@@ -32,6 +32,7 @@ from .transforms.low_rank import (  # noqa: E402
     recorded_ranks,
     restore_low_rank_layout,
 )
+from .transforms.low_rank_loading import LowRankConfig  # noqa: E402  (registers the factorised-layout loader)
 from .transforms.student import create_student  # noqa: E402
 from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
@@ -54,6 +55,7 @@ __all__ = [
     "TokenClassification",
     "align_labels",
     "albert_num_parameters",
+    "LowRankConfig",
     "LowRankLinear",
     "factorize_linear_",
     "recorded_ranks",

@@ -21,6 +21,7 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "distillation": ("knowledge distillation", ["distillation"]),
     "pruning": ("pruning (unstructured and/or FFN neurons)", ["pruning"]),
     "ffn_pruning": ("one-shot FFN neuron pruning", ["pruning"]),
+    "low_rank": ("low-rank factorisation of Linear layers (SVD, Fisher-weighted or activation-aware)", ["low-rank"]),
     "quantization": ("int8 post-training quantization", ["quantization", "int8"]),
     "vocabulary": ("vocabulary pruning", ["vocabulary-pruning"]),
 }

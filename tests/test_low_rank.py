@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
 
 import pytest
 import torch
@@ -11,10 +13,11 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, BertForSequenceClassification, BertModel
 
 from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restore_low_rank_layout, to_albert
+from hf_compress.quantization.low_rank import Int8LowRankLinear
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
-from tests.testing_utils import tiny_batch, tiny_bert
+from tests.testing_utils import run_python, tiny_batch, tiny_bert, tiny_dataset, training_args
 
 BERT_LINEARS = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 BERT_LINEARS += ["intermediate.dense", "output.dense"]
@@ -326,9 +329,72 @@ def test_loaders_that_do_not_know_the_layout_fail_loudly(tmp_path):
     state = model.state_dict()
     with pytest.raises(RuntimeError, match="size mismatch"):
         tiny_bert().load_state_dict(state, strict=True)
+    model.save_pretrained(tmp_path / "factorised")
+    # Stock transformers (a process that never imports hf_compress) must refuse, never load factors as dense weights.
+    result = run_python(
+        f"""
+        import sys
+        import transformers
+        errors = []
+        for loader in (transformers.AutoModelForSequenceClassification, transformers.BertForSequenceClassification):
+            try:
+                loader.from_pretrained({str(tmp_path / "factorised")!r})
+                print("LOADED", loader.__name__)
+            except Exception as error:
+                print("FAILED", loader.__name__, type(error).__name__)
+                errors.append(error)
+        print("hf_compress imported:", "hf_compress" in sys.modules)
+        if errors:
+            raise errors[0]
+        """,
+        cwd=str(tmp_path),  # not the repo: nothing can import hf_compress by accident
+    )
+    assert result.returncode != 0, result.stdout
+    assert "FAILED AutoModelForSequenceClassification RuntimeError" in result.stdout
+    assert "FAILED BertForSequenceClassification RuntimeError" in result.stdout
+    assert "LOADED" not in result.stdout and "hf_compress imported: False" in result.stdout
+    assert "ignore_mismatched_sizes" in result.stderr and "hf_compress_low_rank" in result.stderr
+
+
+@pytest.mark.parametrize("family", ["bert", "albert", "albert-2"])
+def test_from_pretrained_reloads_a_factorised_model_with_the_same_logits(family, tmp_path):
+    model = tiny_model(family)
+    factorize_linear_(model, rank_ratio=0.5, method="activation", dataloader=batches(2))
     model.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]  # safetensors only: no pickle
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["quantization_config"] == {
+        "quant_method": "hf_compress_low_rank",
+        "ranks": recorded_ranks(model.config),
+        "format_version": 1,
+    }
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    factorised = {n: m.rank for n, m in loaded.named_modules() if isinstance(m, LowRankLinear)}
+    assert factorised == recorded_ranks(model.config) and factorised
+    assert (logits(loaded) - logits(model)).abs().max() <= 1e-5
+    # It trains as it is (the factors are float parameters) and saves again.
+    assert all(p.requires_grad for n, p in loaded.named_parameters() if n in recorded_weights(model))
+    loaded.save_pretrained(tmp_path / "again")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again").eval()
+    assert torch.equal(logits(again), logits(loaded))
+
+
+def recorded_weights(model: nn.Module) -> set[str]:
+    return {f"{name}.weight" for name in recorded_ranks(model.config)}
+
+
+def test_a_dense_checkpoint_cannot_be_factorised_on_load_nor_a_quantized_model_factorised(tmp_path):
+    from hf_compress import quantize_
+    from hf_compress.transforms.low_rank_loading import LowRankConfig
+
+    tiny_bert().save_pretrained(tmp_path)
+    ranks = {"bert.encoder.layer.0.output.dense": 4}
+    with pytest.raises(ValueError, match="pre-quantized"):
+        AutoModelForSequenceClassification.from_pretrained(tmp_path, quantization_config=LowRankConfig(ranks=ranks))
+    with pytest.raises(ValueError, match="ranks={} is invalid"):
+        LowRankConfig(ranks={})
+    with pytest.raises(ValueError, match="factorise before quantize_"):
+        factorize_linear_(quantize_(tiny_bert()), rank=2)
 
 
 @pytest.mark.parametrize(
@@ -412,11 +478,83 @@ def test_minilm_factorises_by_half_and_reloads(tmp_path):
     assert before - model.num_parameters() == record["parameters_before"] - record["parameters_after"]
     assert record["parameters_after"] < 0.51 * record["parameters_before"]
     model.save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
-        AutoModelForSequenceClassification.from_pretrained(tmp_path)
+    # (Without hf_compress imported, from_pretrained fails: test_loaders_that_do_not_know_the_layout_fail_loudly.)
     fresh = AutoModelForSequenceClassification.from_pretrained(minilm_path(), num_labels=3).eval()
     restore_low_rank_layout(fresh, recorded_ranks(model.config))
     fresh.load_state_dict(load_file(str(tmp_path / "model.safetensors")), strict=True)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
     batch = {k: v for k, v in data[0].items() if k != "labels"}
     with torch.no_grad():
         assert torch.equal(fresh(**batch).logits, model(**batch).logits)
+        assert torch.equal(reloaded(**batch).logits, model(**batch).logits)
+
+
+# ---------------------------------------------------------------- CompressionTrainer fields
+
+
+def low_rank_trainer(tmp_path, teacher_layers: int = 4, **overrides):
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
+
+    kwargs = dict(max_steps=6, temperature=2.0, alpha=0.5, low_rank_ratio=0.5, low_rank_calibration_batches=2)
+    kwargs.update(overrides)
+    teacher = tiny_bert(seed=1, num_hidden_layers=teacher_layers)
+    return CompressionTrainer(
+        model=create_student(teacher, num_hidden_layers=2),
+        teacher_model=teacher,
+        args=training_args(CompressionTrainingArguments, tmp_path, **kwargs),
+        train_dataset=tiny_dataset(64),
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"low_rank_method": "svd"},
+        {"low_rank_method": "fisher", "low_rank_allocation": "budget"},
+        {"low_rank_method": "activation", "num_hidden_groups": 1},  # ALBERT-style student, then factorised
+        {"low_rank_method": "svd", "quantization": "dynamic-int8"},  # int8 factors at finalization
+    ],
+    ids=["svd", "fisher-budget", "activation-albert", "svd-int8"],
+)
+def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(overrides, tmp_path):
+    trainer = low_rank_trainer(tmp_path, **overrides)
+    model = trainer.model
+    record = model.config.compression["low_rank"]
+    assert record["method"] == overrides["low_rank_method"]
+    assert record["calibration_batches"] == (None if overrides["low_rank_method"] == "svd" else 2)
+    assert record.get("budget" if "low_rank_allocation" in overrides else "rank_ratio") == 0.5
+    assert record["parameters_after"] <= 0.5 * record["parameters_before"] + 32 * len(record["ranks"])  # + biases
+    factors = {n: m.weight for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    shared = "num_hidden_groups" in overrides  # one ALBERT layer shared by both positions: its Linears count once
+    assert sorted(factors) == sorted(recorded_ranks(model.config)) and len(factors) == (6 if shared else 12)
+    before = {n: w.detach().clone() for n, w in factors.items()}
+    trainer.train()
+    # The optimizer held the factors: every one of them moved.
+    assert all(not torch.equal(before[n], w) for n, w in factors.items())
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    int8 = "quantization" in overrides
+    kind = Int8LowRankLinear if int8 else LowRankLinear
+    assert {n: m.rank for n, m in reloaded.named_modules() if isinstance(m, kind)} == record["ranks"]
+    assert int8 == (getattr(reloaded.config.quantization_config, "low_rank_ranks", None) == record["ranks"])
+    assert (logits(reloaded) - logits(trainer.model.eval())).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"low_rank_ratio": 0}, "low_rank_ratio=0 is invalid; allowed: null or a number in (0, 1]"),
+        ({"low_rank_ratio": 1.5}, "low_rank_ratio=1.5 is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_method": "pca"}, "low_rank_method='pca' is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_allocation": "x"}, "low_rank_allocation='x' is invalid"),
+        ({"low_rank_ratio": 0.5, "low_rank_calibration_batches": 0}, "low_rank_calibration_batches=0 is invalid"),
+        ({"low_rank_ratio": 0.5, "target_sparsity": 0.5}, "target_sparsity=0.5 is invalid; allowed: 0 with"),
+        ({"low_rank_ratio": 0.5, "ffn_sparsity": 0.25}, "ffn_sparsity=0.25 is invalid; allowed: 0 with"),
+    ],
+)
+def test_low_rank_arguments_are_validated(overrides, message, tmp_path):
+    from hf_compress import CompressionTrainingArguments
+
+    with pytest.raises(ValueError) as error:
+        CompressionTrainingArguments(output_dir=str(tmp_path), **overrides)
+    assert message in str(error.value)

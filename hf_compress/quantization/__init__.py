@@ -2,6 +2,7 @@
 
 from .config import QUANT_METHOD, Int8QuantizationConfig
 from .hf_quantizer import Int8HfQuantizer
+from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import quantize_, quantize_pretrained
 from .smoothing import smooth_activations_, smoothing_groups
@@ -11,6 +12,7 @@ __all__ = [
     "Int8Embedding",
     "Int8HfQuantizer",
     "Int8Linear",
+    "Int8LowRankLinear",
     "Int8QuantizationConfig",
     "quantize_",
     "quantize_pretrained",

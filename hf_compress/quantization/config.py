@@ -13,7 +13,8 @@ FORMAT_VERSION = 1
 # fails on the int8 shapes and points to its load report; this key is the report row that says what to do.
 LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress_then_import_hf_compress"
 # "smoothed_linear": an Int8Linear that multiplies its input by a saved per-channel `input_scale` (SmoothQuant's 1/s).
-KINDS = ("linear", "smoothed_linear", "embedding")
+# "low_rank_linear": an Int8LowRankLinear, both factors of a LowRankLinear in int8 (ranks in low_rank_ranks).
+KINDS = ("linear", "smoothed_linear", "low_rank_linear", "embedding")
 # Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
 SMOOTHING_BUFFER = "smoothquant_scale"
 ACTIVATION_RANGES = ("per_token", "per_batch")
@@ -51,8 +52,15 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
     quantized_modules: dict[str, str] = field(
         default_factory=dict,
         metadata={
-            "help": "Written by quantize_, read when loading: name -> 'linear' | 'smoothed_linear' | 'embedding' for "
-            "every module stored as int8. Leave empty when configuring."
+            "help": "Written by quantize_, read when loading: name -> 'linear' | 'smoothed_linear' | "
+            "'low_rank_linear' | 'embedding' for every module stored as int8. Leave empty when configuring."
+        },
+    )
+    low_rank_ranks: dict[str, int] = field(
+        default_factory=dict,
+        metadata={
+            "help": "Written by quantize_ for a model factorised by factorize_linear_, read when loading: name -> "
+            "rank of every LowRankLinear (int8 or kept float). One quantization_config knows both. Leave empty."
         },
     )
     format_version: int = field(
@@ -78,6 +86,9 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in KINDS}
         if bad:
             raise ValueError(f"quantized_modules={bad!r}: each value must be one of {KINDS}")
+        ranks = dict(self.low_rank_ranks)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ranks.values()):
+            raise ValueError(f"low_rank_ranks={ranks!r}: each value must be an integer rank >= 1")
         if self.format_version != FORMAT_VERSION:
             raise ValueError(
                 f"format_version={self.format_version!r}: this hf_compress reads format {FORMAT_VERSION}; "

@@ -12,7 +12,9 @@ import torch
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
+from ..transforms.low_rank import restore_low_rank_layout
 from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8QuantizationConfig
+from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import apply_quantization, check_not_quantized
 
@@ -34,11 +36,21 @@ class Int8HfQuantizer(HfQuantizer):
                 f"quantization_config of {QUANT_METHOD!r} lists no quantized_modules: corrupt config.json"
             )
         per_token = self.quantization_config.activation_range == "per_token"
+        if self.quantization_config.low_rank_ranks:
+            # A factorised model: LowRankLinear first (float ones stay so), then the int8 swap names the factorised
+            # modules like any other.
+            restore_low_rank_layout(model, self.quantization_config.low_rank_ranks)
         for saved_name, kind in modules.items():
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)
             device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
-            if kind in ("linear", "smoothed_linear"):
+            if kind == "low_rank_linear":
+                if not hasattr(module, "rank"):
+                    raise ValueError(f"quantization_config lists {saved_name!r} as low_rank_linear without its rank")
+                new = Int8LowRankLinear(
+                    module.in_features, module.out_features, module.rank, module.bias is not None, per_token, device
+                )
+            elif kind in ("linear", "smoothed_linear"):
                 new = Int8Linear(
                     module.in_features,
                     module.out_features,

@@ -15,13 +15,16 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.quantizers.quantizers_utils import should_convert_module
 
 from .. import provenance
+from ..transforms.low_rank import LowRankLinear
+from ..transforms.low_rank_loading import is_low_rank_config
 from .config import QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
+from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 
 logger = logging.getLogger(__name__)
 
 FilterFn = Callable[[nn.Module, str], bool]
-INT8_MODULES = (Int8Linear, Int8Embedding)
+INT8_MODULES = (Int8Linear, Int8LowRankLinear, Int8Embedding)
 
 
 def quantize_(
@@ -32,8 +35,9 @@ def quantize_(
     Every nn.Linear gets int8 weights (one scale per output channel) and int8 activations quantized at run time (one
     range per batch by default, per token with activation_range="per_token"), with int32 accumulation
     (https://arxiv.org/abs/1712.05877); the input word embeddings get int8 weights with one scale per row. Nothing
-    is calibrated. `model.save_pretrained` then writes the int8 tensors to safetensors, and `from_pretrained` reads
-    them back once hf_compress is imported.
+    is calibrated. A LowRankLinear (factorize_linear_) gets both factors in int8 (Int8LowRankLinear: two int8
+    matmuls), and the config records the ranks of every factorised module. `model.save_pretrained` then writes the
+    int8 tensors to safetensors, and `from_pretrained` reads them back once hf_compress is imported.
     """
     config = config or Int8QuantizationConfig()
     check_not_quantized(model)
@@ -53,7 +57,8 @@ def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
                 "full-precision model, e.g. the checkpoint it was quantized from"
             )
     existing = getattr(getattr(model, "config", None), "quantization_config", None)
-    if check_config and existing is not None:
+    # The low-rank layout's config (factorize_linear_) records float factors: not a quantization.
+    if check_config and existing is not None and not is_low_rank_config(existing):
         method = existing.get("quant_method") if isinstance(existing, dict) else getattr(existing, "quant_method", "")
         raise ValueError(
             f"model is already quantized (config.quantization_config has quant_method={method!r}); quantize_ needs "
@@ -74,7 +79,8 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
         candidates = [
             name
             for name, module in modules.items()
-            if isinstance(module, nn.Linear) or (config.quantize_embeddings and module is word_embeddings)
+            if isinstance(module, (nn.Linear, LowRankLinear))
+            or (config.quantize_embeddings and module is word_embeddings)
         ]
 
     excluded = config.modules_to_not_convert or []
@@ -90,12 +96,14 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
         module = modules[name]
         if isinstance(module, nn.Linear):
             selected[name] = "linear"
+        elif isinstance(module, LowRankLinear):
+            selected[name] = "low_rank_linear"
         elif isinstance(module, nn.Embedding):
             selected[name] = "embedding"
         else:
             raise ValueError(
-                f"cannot quantize {name!r}: it is a {type(module).__name__}; only nn.Linear and nn.Embedding are "
-                "supported"
+                f"cannot quantize {name!r}: it is a {type(module).__name__}; only nn.Linear, LowRankLinear and "
+                "nn.Embedding are supported"
             )
 
     # A weight shared by two modules (tied input/output embeddings) must stay one float tensor to stay tied.
@@ -121,9 +129,13 @@ def apply_quantization(
     if not selected:
         raise ValueError("no module selected for quantization: check modules_to_convert / modules_to_not_convert")
     per_token = config.activation_range == "per_token"
+    # Every factorised module, int8 or kept float: the loader rebuilds the layout before swapping in int8 modules.
+    ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     for name, kind in list(selected.items()):
         module = model.get_submodule(name)
-        if kind == "linear":
+        if kind == "low_rank_linear":
+            new = Int8LowRankLinear.from_low_rank(module, per_token)
+        elif kind == "linear":
             # Left by smooth_activations_ where SmoothQuant's 1/s cannot be folded into the float model.
             smoothing = getattr(module, SMOOTHING_BUFFER, None)
             new = Int8Linear.from_linear(module, per_token, smoothing)
@@ -131,7 +143,7 @@ def apply_quantization(
         else:
             new = Int8Embedding.from_embedding(module)
         model.set_submodule(name, new)
-    config = dataclasses.replace(config, quantized_modules=selected)
+    config = dataclasses.replace(config, quantized_modules=selected, low_rank_ranks=ranks)
     attach(model, config)
     provenance.record(
         model.config,
@@ -139,6 +151,7 @@ def apply_quantization(
         {
             "method": QUANT_METHOD,
             "linear": sum(k in ("linear", "smoothed_linear") for k in selected.values()),
+            "low_rank_linear": sum(k == "low_rank_linear" for k in selected.values()),
             "smoothed_linear": sum(k == "smoothed_linear" for k in selected.values()),
             "embedding": sum(k == "embedding" for k in selected.values()),
             "seconds": round(time.perf_counter() - start, 2),

@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_fraction, check_positive_int, invalid, require
+from ..transforms.low_rank import LowRankLinear
 from .config import SMOOTHING_BUFFER
 from .quantize import check_not_quantized
 
@@ -107,6 +108,10 @@ def smooth_activations_(
     check_not_quantized(model)
     groups = smoothing_groups(model)
     modules = dict(model.named_modules())
+    # s scales a dense weight's input columns; a factorised Linear has none to scale (and nothing to fold 1/s into).
+    dense = [n for g in groups for n in (*g.linears, *([g.fold_into] if g.fold_into else []))]
+    factorised = [n for n in dense if isinstance(modules[n], LowRankLinear)]
+    require(not factorised, "model", f"factorised ({factorised[:1]} is a LowRankLinear)", "a model of dense Linears")
     start = time.perf_counter()
     maxima, batches = input_maxima(model, [n for g in groups for n in g.linears], dataloader, num_batches)
 

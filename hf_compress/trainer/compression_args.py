@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..checks import check_choice, check_embedding_size, check_num_hidden_groups, check_sharing_init, invalid
+from ..checks import (
+    check_choice,
+    check_embedding_size,
+    check_num_hidden_groups,
+    check_positive_int,
+    check_sharing_init,
+    invalid,
+    require,
+)
+from ..transforms.low_rank import METHODS as LOW_RANK_METHODS
 from .distillation_args import DistillationTrainingArguments
 from .pruning_args import PruningTrainingArguments
 
 QUANTIZATIONS = ("none", "dynamic-int8")
 EMBEDDING_WEIGHTINGS = ("uniform", "used", "frequency")
+LOW_RANK_ALLOCATIONS = ("per_module", "budget")
 
 
 @dataclass
@@ -18,7 +28,8 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
 
     Pruning is off unless target_sparsity > 0 or ffn_sparsity > 0; the ALBERT conversion is off unless
     embedding_size or num_hidden_groups is set. The student is converted before training and distilled from the
-    unconverted teacher.
+    unconverted teacher. Low-rank factorisation is off unless low_rank_ratio is set: the student's encoder Linears
+    are then factorised (after the ALBERT conversion, before the optimizer exists) and distilled back.
     """
 
     target_sparsity: float = field(
@@ -49,6 +60,35 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         },
     )
 
+    low_rank_ratio: float | None = field(
+        default=None,
+        metadata={
+            "help": "Factorise the student's encoder Linears (attention q/k/v/output, FFN up/down) before distilling, "
+            "keeping at most this fraction in (0, 1] of their weight parameters (factorize_linear_); null: off. "
+            "Not with target_sparsity > 0 or ffn_sparsity > 0 (pruning needs dense nn.Linear weights)."
+        },
+    )
+    low_rank_method: str = field(
+        default="svd",
+        metadata={
+            "help": "How the factors are chosen: 'svd' (plain truncated SVD), 'fisher' (Fisher-Weighted SVD, Hsu et "
+            "al. 2022) or 'activation' (data-aware, DRONE); the last two use the first batches of the train dataset."
+        },
+    )
+    low_rank_allocation: str = field(
+        default="per_module",
+        metadata={
+            "help": "'per_module': every Linear keeps low_rank_ratio of its parameters; 'budget': all of them "
+            "together do, ranks allocated by Fisher sensitivity (uses labelled train batches)."
+        },
+    )
+    low_rank_calibration_batches: int = field(
+        default=8,
+        metadata={
+            "help": "Train batches (per_device_train_batch_size, in order) for 'fisher', 'activation' or a budget."
+        },
+    )
+
     quantization: str = field(
         default="none",
         metadata={
@@ -69,6 +109,7 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         if isinstance(self.sharing_init, str) and self.sharing_init.isdigit():
             self.sharing_init = int(self.sharing_init)  # a layer index within a group, from YAML or the CLI
         check_sharing_init(self.sharing_init)
+        self._check_low_rank()
         checkpointing = self.activation_checkpointing or self.gradient_checkpointing
         if self.albert_conversion and checkpointing:
             raise invalid(
@@ -76,6 +117,27 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
                 True,
                 f"False with the ALBERT-style conversion (embedding_size={self.embedding_size}, num_hidden_groups="
                 f"{self.num_hidden_groups}): transformers' ALBERT does not support activation checkpointing",
+            )
+
+    def _check_low_rank(self) -> None:
+        ratio = self.low_rank_ratio
+        ok = ratio is None or (isinstance(ratio, (int, float)) and not isinstance(ratio, bool) and 0 < ratio <= 1)
+        require(ok, "low_rank_ratio", ratio, "null or a number in (0, 1]")
+        check_choice("low_rank_method", self.low_rank_method, LOW_RANK_METHODS)
+        check_choice("low_rank_allocation", self.low_rank_allocation, LOW_RANK_ALLOCATIONS)
+        check_positive_int("low_rank_calibration_batches", self.low_rank_calibration_batches)
+        if ratio is None:
+            return
+        # Both pruners mask or slice nn.Linear weights (out, in); a LowRankLinear holds one flat vector of factors.
+        # Pruning then factorising at finalization is not what a recipe asks for (the factors would not be trained).
+        for name in ("target_sparsity", "ffn_sparsity"):
+            value = getattr(self, name)
+            require(
+                value == 0,
+                name,
+                value,
+                f"0 with low_rank_ratio={ratio}: pruning needs dense nn.Linear weights, factorised Linears have none "
+                "(prune in one run, factorise the saved model in another)",
             )
 
     @property

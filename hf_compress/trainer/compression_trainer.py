@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
+
+from torch.utils.data import DataLoader
+
+from ..checks import invalid
 from ..transforms.albert import to_albert, token_frequencies
+from ..transforms.low_rank import factorize_linear_
+from ..transforms.low_rank_loading import is_low_rank_config
 from .compression_args import CompressionTrainingArguments
 from .distillation_trainer import DistillationTrainer
 from .pruning_trainer import PruningMixin
 
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
-    """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop; an ALBERT-style student if asked;
-    int8 at finalization if asked."""
+    """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop; an ALBERT-style and/or low-rank
+    factorised student if asked; int8 at finalization if asked."""
 
     _tag_names = ["hf_compress", "distillation", "pruning"]
 
@@ -21,8 +28,47 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             # Converted before Trainer sees it, so the optimizer holds the shared, factorised parameters.
             weights = self._token_weights(args, model, kwargs.get("train_dataset"))
             model = to_albert(model, args.embedding_size, args.num_hidden_groups, args.sharing_init, weights)
+        if args.low_rank_ratio is not None and (kwargs.get("optimizers") or (None,))[0] is not None:
+            raise invalid(
+                "optimizers",
+                "(an optimizer, ...)",
+                f"(None, ...) with low_rank_ratio={args.low_rank_ratio}: the student is factorised in __init__, an "
+                "optimizer built before holds the replaced weights",
+            )
         super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
+        if args.low_rank_ratio is not None:
+            # After Trainer's __init__ (its collator and column rules exist), before any optimizer does.
+            self._factorize_student()
         self._setup_pruning()
+
+    def _factorize_student(self) -> None:
+        """factorize_linear_ on the student, calibrated on its first train batches when the method needs data."""
+        args = self.args
+        rule = {"budget" if args.low_rank_allocation == "budget" else "rank_ratio": args.low_rank_ratio}
+        batches = None
+        if args.low_rank_method != "svd" or args.low_rank_allocation == "budget":
+            if self.train_dataset is None:
+                raise invalid(
+                    "train_dataset",
+                    None,
+                    f"a labelled dataset for low_rank_method={args.low_rank_method!r} / low_rank_allocation="
+                    f"{args.low_rank_allocation!r} (or low_rank_method='svd' with 'per_module')",
+                )
+            # In order and unsharded: every process of a distributed run computes the same factors.
+            dataset = self._remove_unused_columns(self.train_dataset, description="low-rank calibration")
+            loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, collate_fn=self.data_collator)
+            student_inputs = self._inputs_of["student"]  # the teacher's extra columns are not the student's
+            batches = [
+                {k: v for k, v in batch.items() if k in student_inputs}
+                for batch in itertools.islice(loader, args.low_rank_calibration_batches)
+            ]
+        factorize_linear_(
+            self.model,
+            method=args.low_rank_method,
+            dataloader=batches,
+            num_batches=args.low_rank_calibration_batches,
+            **rule,
+        )
 
     @staticmethod
     def _token_weights(args: CompressionTrainingArguments, model, train_dataset):
@@ -40,8 +86,9 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
     def _finalize_model(self) -> None:
         """Quantize after pruning has been baked and sliced (the rest of finalization runs first)."""
         super()._finalize_model()
-        if self.args.quantization == "none" or getattr(self.model.config, "quantization_config", None) is not None:
-            return
+        existing = getattr(self.model.config, "quantization_config", None)
+        if self.args.quantization == "none" or (existing is not None and not is_low_rank_config(existing)):
+            return  # already int8 (a resumed or re-finalized run); a low-rank layout is quantized with its factors
         from ..quantization import Int8QuantizationConfig, quantize_
 
         config = Int8QuantizationConfig(modules_to_not_convert=self.args.quantization_modules_to_not_convert)

@@ -37,6 +37,7 @@ from torch import nn
 from ..checks import invalid, is_int, require
 from ..provenance import applied, record
 from .low_rank_calibration import calibrate
+from .low_rank_loading import LowRankConfig, attach_low_rank
 from .low_rank_ranks import allocate_budget, rank_for_energy, rank_for_ratio, saves_parameters
 
 logger = logging.getLogger(__name__)
@@ -221,6 +222,10 @@ def _check_arguments(model, rank, rank_ratio, energy, budget, method, dataloader
         raise invalid("dataloader", None, f"{batches} for method={method!r}" + (" with a budget" if budget else ""))
     require(is_int(num_batches) and num_batches >= 1, "num_batches", num_batches, "an integer >= 1")
     require(filter_fn is None or callable(filter_fn), "filter_fn", filter_fn, "None or a callable (module, name)")
+    existing = getattr(model.config, "quantization_config", None)
+    if existing is not None and not isinstance(existing, LowRankConfig):
+        method = existing.get("quant_method") if isinstance(existing, dict) else existing.quant_method
+        raise invalid("model", f"quantized ({method})", "a float model: factorise before quantize_")
     factorised = [n for n, m in model.named_modules() if isinstance(m, LowRankLinear)]
     if factorised:
         raise invalid(
@@ -269,6 +274,11 @@ def factorize_linear_(
     targets = select_linears(model, filter_fn)
     if not targets:
         raise invalid("filter_fn", filter_fn, "a selection of at least one nn.Linear of the model")
+    from ..quantization.config import SMOOTHING_BUFFER  # the quantization package imports this module
+
+    # smooth_activations_ leaves run-time scales on dense Linears for quantize_; factorising would drop them.
+    smoothed = [n for n, m in targets.items() if getattr(m, SMOOTHING_BUFFER, None) is not None]
+    require(not smoothed, "model", f"smoothed ({smoothed[:1]})", "factorize_linear_ before smooth_activations_")
     rules = dict(rank=rank, rank_ratio=rank_ratio, energy=energy, budget=budget)
     criterion = {k: v for k, v in rules.items() if v is not None}
 
@@ -339,6 +349,9 @@ def factorize_linear_(
             "modules": report,
         },
     )
+    ranks = recorded_ranks(model.config)
+    if ranks:  # from_pretrained rebuilds the layout from the config (see low_rank_loading)
+        attach_low_rank(model, ranks)
     return model
 
 

@@ -1,0 +1,128 @@
+"""Int8LowRankLinear: a factorised Linear (hf_compress.transforms.low_rank) with both factors in int8.
+
+y = up(down(x)) runs as two int8 matmuls on the fbgemm path, as Int8Linear does: x is quantized at run time, down's
+int8 codes give the rank-r h, which is quantized again for up. Each factor has its own scale per row (down: r rows,
+up: out rows), so the equal-norm split of `factorize_linear_` gives both factors well-used int8 ranges. As for the
+float factors, the codes are one flat `weight` (down's r·in codes, then up's out·r), so a loader that does not know
+the format fails on the shape.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import fbgemm
+from .modules import LINEAR_QMAX, quantize_rows, version
+
+
+class Int8LowRankLinear(nn.Module):
+    """LowRankLinear with int8 factors (one fp32 scale per row of each) and activations quantized at run time."""
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        rank: int,
+        bias: bool = True,
+        per_token: bool = True,
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.in_features, self.out_features, self.rank = in_features, out_features, rank
+        self.per_token = per_token
+        codes = torch.zeros(rank * (in_features + out_features), dtype=torch.int8, device=device)
+        self.weight = nn.Parameter(codes, requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones(rank + out_features, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self._packed = None  # ((down packed, row sums), (up packed, row sums)), rebuilt when their tensors change
+        self._packed_key = None
+
+    @classmethod
+    @torch.inference_mode(False)
+    def from_low_rank(cls, module: nn.Module, per_token: bool = True) -> Int8LowRankLinear:
+        """Quantize a LowRankLinear's two factors (round to nearest, one scale per row); the bias stays float."""
+        device = module.weight.device
+        new = cls(module.in_features, module.out_features, module.rank, module.bias is not None, per_token, "cpu")
+        down_codes, down_scale = quantize_rows(module.down_weight, LINEAR_QMAX)
+        up_codes, up_scale = quantize_rows(module.up_weight, LINEAR_QMAX)
+        new.weight = nn.Parameter(torch.cat([down_codes.reshape(-1), up_codes.reshape(-1)]).to(device), False)
+        new.weight_scale = torch.cat([down_scale, up_scale]).to(device)
+        if module.bias is not None:
+            # clone() outside inference mode: a normal tensor even if the model was built inside it
+            new.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
+        if new.weight.is_cpu and fbgemm.available():
+            new._packed_weights()  # pack now, so that quantize_ pays the whole cost and not the first call
+        return new
+
+    def int8_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The codes of down (rank, in) and up (out, rank), as views of `weight`."""
+        split = self.rank * self.in_features
+        return (
+            self.weight[:split].view(self.rank, self.in_features),
+            self.weight[split:].view(self.out_features, self.rank),
+        )
+
+    def dequantized_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """codes * scale of down (rank, in) and up (out, rank): the float factors this module computes with."""
+        down, up = self.int8_weights()
+        scale = self.weight_scale
+        return down.float() * scale[: self.rank, None], up.float() * scale[self.rank :, None]
+
+    def _packed_weights(self):
+        key = tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))
+        if self._packed_key != key:
+            # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
+            with torch.inference_mode(False), torch.no_grad():
+                codes = self.int8_weights()
+                scales = (self.weight_scale[: self.rank], self.weight_scale[self.rank :])
+                self._packed = tuple(
+                    (fbgemm.pack(c.contiguous(), s.contiguous()), w.sum(dim=1))
+                    for c, s, w in zip(codes, scales, self.dequantized_weights())
+                )
+            self._packed_key = key
+        return self._packed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = up(down(x)) + b for x (..., in_features) -> (..., out_features), two int8 kernels on CPU float32.
+
+        Under autograd, the value is the int8 kernels' and the gradient that of the float matmuls with the same
+        int8 weights (straight-through activation rounding, as Int8Linear.forward); the codes get no gradient.
+        """
+        fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
+        needs_grad = torch.is_grad_enabled() and (
+            x.requires_grad or (self.bias is not None and self.bias.requires_grad)
+        )
+        if not needs_grad:
+            return self._int8_forward(x) if fast else self._reference_forward(x)
+        reference = self._reference_forward(x)
+        if not fast:
+            return reference
+        with torch.no_grad():
+            exact = self._int8_forward(x)
+        return reference + (exact - reference).detach()
+
+    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        (down, down_sums), (up, up_sums) = self._packed_weights()
+        h = fbgemm.linear(x, down, down_sums, None, self.per_token)
+        return fbgemm.linear(h, up, up_sums, self.bias, self.per_token)
+
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Other devices or dtypes, a torch without fbgemm, or autograd: the same int8 weights, float matmuls.
+        down, up = self.dequantized_weights()
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return F.linear(F.linear(x, down.to(x.dtype)), up.to(x.dtype), bias)
+
+    def __getstate__(self):
+        # The packed weights are a cache of tensors the module already holds; never copy them.
+        state = self.__dict__.copy()
+        state["_packed"], state["_packed_key"] = None, None
+        return state
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "
+            f"bias={self.bias is not None}, per_token={self.per_token}"
+        )
