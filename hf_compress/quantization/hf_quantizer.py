@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 import torch
-from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.quantizers import register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
 from ..transforms.low_rank import restore_low_rank_layout
@@ -17,9 +17,10 @@ from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8Quantizat
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import apply_quantization, check_not_quantized
+from .trainable_quantizer import TrainableQuantizer
 
 
-class Int8HfQuantizer(HfQuantizer):
+class Int8HfQuantizer(TrainableQuantizer):
     """Swaps the listed nn.Linear / nn.Embedding for their int8 versions before the checkpoint's tensors load."""
 
     requires_calibration = False
@@ -77,21 +78,6 @@ class Int8HfQuantizer(HfQuantizer):
         state_dict = dict(model.state_dict())
         state_dict[LOAD_NOTICE_KEY] = torch.zeros(1, dtype=torch.int8)
         return state_dict, {"quant_method": QUANT_METHOD, "format_version": str(FORMAT_VERSION)}
-
-    def is_serializable(self):
-        return True
-
-    # Trainer refuses a quantized model unless its quantizer says it can train, even to only evaluate or predict.
-    # It can: the float parameters (biases, LayerNorms, modules kept in float) train, the int8 codes and scales stay
-    # frozen (they are not float, so autograd and optimizers skip them), and gradients flow through Int8Linear to
-    # earlier layers (see Int8Linear.forward). Tested in tests/test_quantization.py.
-    @property
-    def is_trainable(self) -> bool:
-        return True
-
-    @property
-    def is_qat_trainable(self) -> bool:
-        return True
 
 
 def resolve_name(model, saved_name: str) -> str:

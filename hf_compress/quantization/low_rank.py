@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fbgemm
-from .modules import LINEAR_QMAX, quantize_rows, version
+from .modules import LINEAR_QMAX, PackedInt8Module, quantize_rows, version
 
 
-class Int8LowRankLinear(nn.Module):
+class Int8LowRankLinear(PackedInt8Module):
     """LowRankLinear with int8 factors (one fp32 scale per row of each) and activations quantized at run time."""
 
     def __init__(
@@ -91,18 +91,7 @@ class Int8LowRankLinear(nn.Module):
         Under autograd, the value is the int8 kernels' and the gradient that of the float matmuls with the same
         int8 weights (straight-through activation rounding, as Int8Linear.forward); the codes get no gradient.
         """
-        fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or (self.bias is not None and self.bias.requires_grad)
-        )
-        if not needs_grad:
-            return self._int8_forward(x) if fast else self._reference_forward(x)
-        reference = self._reference_forward(x)
-        if not fast:
-            return reference
-        with torch.no_grad():
-            exact = self._int8_forward(x)
-        return reference + (exact - reference).detach()
+        return self.int8_value_float_gradient(x)
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         (down, down_sums), (up, up_sums) = self._packed_weights()
@@ -114,12 +103,6 @@ class Int8LowRankLinear(nn.Module):
         down, up = self.dequantized_weights()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(F.linear(x, down.to(x.dtype)), up.to(x.dtype), bias)
-
-    def __getstate__(self):
-        # The packed weights are a cache of tensors the module already holds; never copy them.
-        state = self.__dict__.copy()
-        state["_packed"], state["_packed_key"] = None, None
-        return state
 
     def extra_repr(self) -> str:
         return (

@@ -41,7 +41,40 @@ def version(tensor: torch.Tensor) -> int | None:
     return None if tensor.is_inference() else tensor._version
 
 
-class Int8Linear(nn.Module):
+class PackedInt8Module(nn.Module):
+    """What the int8 matmul modules share: the int8 kernel's value with a float gradient, and a packed-weight cache.
+
+    Subclasses give `_int8_forward(x)` (the fbgemm kernels on packed weights) and `_reference_forward(x)` (float
+    matmuls with the same dequantized int8 weights), and keep their packed weights in `_packed` / `_packed_key`.
+    """
+
+    def int8_value_float_gradient(self, x: torch.Tensor) -> torch.Tensor:
+        """The int8 kernel's output; when autograd needs this call (grad enabled and x or the bias requires grad,
+        e.g. under Trainer.train), its gradient is that of the reference float matmuls: the rounding of the
+        activations is passed straight through (Bengio et al. 2013, https://arxiv.org/abs/1308.3432; as in
+        quantization-aware training, Jacob et al. 2018, https://arxiv.org/abs/1712.05877). The codes and scales never
+        receive a gradient. Other devices or dtypes, or a torch without fbgemm, use the reference path.
+        """
+        fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
+        bias = getattr(self, "bias", None)
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+        if not needs_grad:
+            return self._int8_forward(x) if fast else self._reference_forward(x)
+        reference = self._reference_forward(x)
+        if not fast:
+            return reference
+        with torch.no_grad():
+            exact = self._int8_forward(x)
+        return reference + (exact - reference).detach()
+
+    def __getstate__(self):
+        # The packed weights are a cache of tensors the module already holds; never copy them.
+        state = self.__dict__.copy()
+        state["_packed"], state["_packed_key"] = None, None
+        return state
+
+
+class Int8Linear(PackedInt8Module):
     """nn.Linear with int8 weights (per output channel) and activations quantized at run time, per token or batch."""
 
     def __init__(
@@ -120,45 +153,21 @@ class Int8Linear(nn.Module):
         return self._packed
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """y = x W^T + b for x (..., in_features) -> (..., out_features), int8 kernel on CPU float32.
-
-        When autograd needs this call (grad enabled and x or the bias requires grad, e.g. under Trainer.train), the
-        output is still the int8 kernel's, and its gradient is that of the dequantized float matmul: the rounding of
-        the activations is passed straight through (Bengio et al. 2013, https://arxiv.org/abs/1308.3432; as in
-        quantization-aware training, Jacob et al. 2018, https://arxiv.org/abs/1712.05877). The int8 codes and scales
-        never receive a gradient.
-        """
+        """y = x W^T + b for x (..., in_features) -> (..., out_features), int8 kernel on CPU float32; under autograd
+        the gradient of the float matmul with the same int8 weights (see `int8_value_float_gradient`)."""
         if self.input_scale is not None:
             x = x * self.input_scale.to(x.dtype)
-        fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
-        needs_grad = torch.is_grad_enabled() and (
-            x.requires_grad or (self.bias is not None and self.bias.requires_grad)
-        )
-        if not needs_grad:
-            return self._int8_linear(x) if fast else self._reference_linear(x)
-        reference = self._reference_linear(x)
-        if not fast:
-            return reference
-        with torch.no_grad():
-            exact = self._int8_linear(x)
-        # Value of the int8 kernel, gradient of the float matmul with the same int8 weights.
-        return reference + (exact - reference).detach()
+        return self.int8_value_float_gradient(x)
 
-    def _int8_linear(self, x: torch.Tensor) -> torch.Tensor:
+    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         packed, row_sums = self._packed_weight()
         return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
 
-    def _reference_linear(self, x: torch.Tensor) -> torch.Tensor:
+    def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Reference path (other devices or dtypes, a torch without fbgemm, or autograd): same int8 weights, float
         # matmul.
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, self.dequantized_weight().to(x.dtype), bias)
-
-    def __getstate__(self):
-        # The packed weight is a cache of tensors the module already holds; never copy it.
-        state = self.__dict__.copy()
-        state["_packed"], state["_packed_key"] = None, None
-        return state
 
     def extra_repr(self) -> str:
         return (

@@ -19,11 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
+from transformers.quantizers import register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..checks import invalid, is_int, require
+from ..quantization.trainable_quantizer import TrainableQuantizer
 
 LOW_RANK_METHOD = "hf_compress_low_rank"
 FORMAT_VERSION = 1
@@ -66,7 +67,7 @@ class LowRankConfig(QuantizationConfigMixin):
         return super().from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
 
-class LowRankHfQuantizer(HfQuantizer):
+class LowRankHfQuantizer(TrainableQuantizer):
     """Swaps the factorised nn.Linear for empty LowRankLinear before `from_pretrained` loads the checkpoint."""
 
     requires_calibration = True  # a dense checkpoint cannot be "factorised on load": use factorize_linear_
@@ -76,18 +77,6 @@ class LowRankHfQuantizer(HfQuantizer):
         from .low_rank import restore_low_rank_layout  # low_rank imports this module
 
         return restore_low_rank_layout(model, self.quantization_config.ranks)
-
-    def is_serializable(self):
-        return True
-
-    # The factors are ordinary float parameters: Trainer may train them (it refuses "quantized" models otherwise).
-    @property
-    def is_trainable(self) -> bool:
-        return True
-
-    @property
-    def is_qat_trainable(self) -> bool:
-        return True
 
 
 def attach_low_rank(model, ranks: dict[str, int]) -> None:
