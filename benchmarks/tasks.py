@@ -75,7 +75,7 @@ TASKS = {
 ARMS = {
     "distilled": ("distill", {}),
     "alone": ("distill", {"alpha": 0.0}),
-    "ffn50-int8": ("compress", {"ffn_sparsity": 0.5, "quantization": "int8"}),
+    "ffn50-int8": ("compress", {"ffn_sparsity": 0.5, "quantization": "dynamic-int8"}),
 }
 
 
