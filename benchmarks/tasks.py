@@ -87,34 +87,43 @@ def run_arm(task: str, arm: str, seed: int, out: str, teacher_dir: str | None) -
     flags["disable_tqdm"] = True
     if teacher_dir is not None:
         flags.update(teacher_model_name_or_path=teacher_dir, finetune_teacher=False)
-    argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
-    subparser = build_parser()._subparsers._group_actions[0].choices[command]
-    recipe, args = parse_recipe(
-        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS[command][0], parser=subparser
-    )
+    recipe, args = parsed_recipe(task, command, flags)
     start = time.time()
     result = run_recipe(recipe, args, command)
     return {"task": task, "arm": arm, "seed": seed, "seconds": round(time.time() - start), "rows": result["report"]}
 
 
-def teacher_int8(task: str, teacher_dir: str) -> dict:
-    """The fine-tuned teacher against its int8 copy (`quantize_`, per-batch activation ranges), same examples."""
+def parsed_recipe(task: str, command: str, flags: dict) -> tuple:
+    """(recipe, training arguments) of the task's recipe with `flags` on top, as `hf-compress` parses them."""
+    spec = TASKS[task]
+    argv = [x for k, v in flags.items() for x in (f"--{k}", str(v))]
+    subparser = build_parser()._subparsers._group_actions[0].choices[command]
+    return parse_recipe(
+        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS[command][0], parser=subparser
+    )
+
+
+def cached_teacher_and_data(task: str, teacher_dir: str) -> tuple:
+    """The benchmark's recipe, task, fine-tuned teacher, its tokenizer and the raw splits."""
     from transformers import AutoTokenizer
 
-    from hf_compress import quantize_
-    from hf_compress.evaluation.table import build_report
     from hf_compress.tasks import get_task
 
-    spec = TASKS[task]
-    argv = [x for k, v in spec["flags"].items() for x in (f"--{k}", str(v))]
-    subparser = build_parser()._subparsers._group_actions[0].choices["distill"]
-    recipe, _ = parse_recipe(
-        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS["distill"][0], parser=subparser
-    )
+    recipe, _ = parsed_recipe(task, "distill", TASKS[task]["flags"])
     task_obj = get_task(recipe.task)
     teacher = task_obj.auto_class.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     raw, _ = task_obj.load(recipe)
+    return recipe, task_obj, teacher, tokenizer, raw
+
+
+def teacher_int8(task: str, teacher_dir: str) -> dict:
+    """The fine-tuned teacher against its int8 copy (`quantize_`, per-batch activation ranges), same examples."""
+
+    from hf_compress import quantize_
+    from hf_compress.evaluation.table import build_report
+
+    recipe, task_obj, teacher, tokenizer, raw = cached_teacher_and_data(task, teacher_dir)
     data = task_obj.prepare_eval(raw, tokenizer, recipe)
     q = quantize_(copy.deepcopy(teacher))
     rows = build_report({"teacher": (teacher, teacher_dir), "teacher int8": (q, None)}, tokenizer, data, task=task_obj)
@@ -127,22 +136,12 @@ def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
     Both train the same student on the same QA windows; they alternate in blocks of 5 steps so that load on this
     shared machine falls on both alike.
     """
-    from transformers import AutoTokenizer, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     from benchmarks.common import StepTimer
     from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
-    from hf_compress.tasks import get_task
 
-    spec = TASKS[task]
-    argv = [x for k, v in spec["flags"].items() for x in (f"--{k}", str(v))]
-    subparser = build_parser()._subparsers._group_actions[0].choices["distill"]
-    recipe, _ = parse_recipe(
-        os.path.join(ROOT, spec["recipe"]), argv, RecipeArguments, RECIPE_COMMANDS["distill"][0], parser=subparser
-    )
-    task_obj = get_task(recipe.task)
-    teacher = task_obj.auto_class.from_pretrained(teacher_dir).eval()
-    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    raw, _ = task_obj.load(recipe)
+    recipe, task_obj, teacher, tokenizer, raw = cached_teacher_and_data(task, teacher_dir)
     recipe.max_train_samples = 16 * steps
     train = task_obj.prepare_splits(raw, tokenizer, recipe)["train"].select(range(16 * 5))
     common = dict(
