@@ -17,7 +17,13 @@ from hf_compress.quantization.low_rank import Int8LowRankLinear
 from hf_compress.transforms import low_rank
 from hf_compress.transforms.low_rank import select_linears
 from hf_compress.transforms.low_rank_ranks import allocate_budget, rank_for_energy
-from tests.testing_utils import run_python, tiny_batch, tiny_bert, tiny_dataset, training_args
+from tests.testing_utils import (
+    load_in_stock_transformers,
+    tiny_batch,
+    tiny_bert,
+    tiny_dataset,
+    training_args,
+)
 
 BERT_LINEARS = ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"]
 BERT_LINEARS += ["intermediate.dense", "output.dense"]
@@ -331,24 +337,7 @@ def test_loaders_that_do_not_know_the_layout_fail_loudly(tmp_path):
         tiny_bert().load_state_dict(state, strict=True)
     model.save_pretrained(tmp_path / "factorised")
     # Stock transformers (a process that never imports hf_compress) must refuse, never load factors as dense weights.
-    result = run_python(
-        f"""
-        import sys
-        import transformers
-        errors = []
-        for loader in (transformers.AutoModelForSequenceClassification, transformers.BertForSequenceClassification):
-            try:
-                loader.from_pretrained({str(tmp_path / "factorised")!r})
-                print("LOADED", loader.__name__)
-            except Exception as error:
-                print("FAILED", loader.__name__, type(error).__name__)
-                errors.append(error)
-        print("hf_compress imported:", "hf_compress" in sys.modules)
-        if errors:
-            raise errors[0]
-        """,
-        cwd=str(tmp_path),  # not the repo: nothing can import hf_compress by accident
-    )
+    result = load_in_stock_transformers(tmp_path / "factorised")
     assert result.returncode != 0, result.stdout
     assert "FAILED AutoModelForSequenceClassification RuntimeError" in result.stdout
     assert "FAILED BertForSequenceClassification RuntimeError" in result.stdout

@@ -42,6 +42,7 @@ from hf_compress.quantization import (
 from hf_compress.quantization.modules import quantize_rows
 from tests.testing_utils import (
     VOCAB,
+    load_in_stock_transformers,
     run_python,
     tiny_batch,
     tiny_bert,
@@ -411,24 +412,7 @@ def test_fresh_process_that_imports_hf_compress_loads_identical_logits(tmp_path)
 
 def test_loading_without_hf_compress_fails_loudly(tmp_path):
     quantize_(tiny_bert()).save_pretrained(tmp_path / "int8")
-    result = run_python(
-        f"""
-        import sys
-        import transformers
-        errors = []
-        for loader in (transformers.AutoModelForSequenceClassification, transformers.BertForSequenceClassification):
-            try:
-                loader.from_pretrained({str(tmp_path / "int8")!r})
-                print("LOADED", loader.__name__)
-            except Exception as error:
-                print("FAILED", loader.__name__, type(error).__name__)
-                errors.append(error)
-        print("hf_compress imported:", "hf_compress" in sys.modules)
-        if errors:
-            raise errors[0]
-        """,
-        cwd=str(tmp_path),  # not the repo: nothing can import hf_compress by accident
-    )
+    result = load_in_stock_transformers(tmp_path / "int8")
     assert result.returncode != 0, result.stdout
     assert "FAILED AutoModelForSequenceClassification RuntimeError" in result.stdout
     assert "FAILED BertForSequenceClassification RuntimeError" in result.stdout

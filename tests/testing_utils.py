@@ -115,6 +115,30 @@ def tiny_text_csv(path, n: int = 48, seed: int = 0) -> str:
     return str(path)
 
 
+def load_in_stock_transformers(model_dir) -> subprocess.CompletedProcess:
+    """Load `model_dir` with AutoModelForSequenceClassification and BertForSequenceClassification in a fresh process
+    that never imports hf_compress (run from the model's parent, not the repo). Prints "LOADED <class>" or
+    "FAILED <class> <error type>" per loader and "hf_compress imported: <bool>"; exits non-zero if a loader failed."""
+    return run_python(
+        f"""
+        import sys
+        import transformers
+        errors = []
+        for loader in (transformers.AutoModelForSequenceClassification, transformers.BertForSequenceClassification):
+            try:
+                loader.from_pretrained({str(model_dir)!r})
+                print("LOADED", loader.__name__)
+            except Exception as error:
+                print("FAILED", loader.__name__, type(error).__name__)
+                errors.append(error)
+        print("hf_compress imported:", "hf_compress" in sys.modules)
+        if errors:
+            raise errors[0]
+        """,
+        cwd=str(os.path.dirname(os.path.abspath(model_dir))),  # not the repo: nothing imports hf_compress by accident
+    )
+
+
 def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
     """Run code in a fresh interpreter (no state shared with this test process, no PYTHONPATH to the repo)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
