@@ -32,13 +32,9 @@ class Int8LowRankLinear(PackedInt8Module):
     ):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        self.per_token = per_token
-        codes = torch.zeros(rank * (in_features + out_features), dtype=torch.int8, device=device)
-        self.weight = nn.Parameter(codes, requires_grad=False)
-        self.register_buffer("weight_scale", torch.ones(rank + out_features, dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
-        self._packed = None  # ((down packed, row sums), (up packed, row sums)), rebuilt when their tensors change
-        self._packed_key = None
+        # codes of down (rank, in) then up (out, rank); scales of their rows; _packed: one (packed, row sums) each
+        num_codes = rank * (in_features + out_features)
+        self._init_storage(num_codes, rank + out_features, out_features, bias, per_token, device, dtype)
 
     @classmethod
     @torch.inference_mode(False)

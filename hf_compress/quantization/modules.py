@@ -48,6 +48,20 @@ class PackedInt8Module(nn.Module):
     matmuls with the same dequantized int8 weights), and keep their packed weights in `_packed` / `_packed_key`.
     """
 
+    def _init_storage(
+        self, num_codes: int, num_scales: int, out_features: int, bias: bool, per_token: bool, device=None, dtype=None
+    ) -> None:
+        """The saved layout every subclass shares: `weight` (num_codes,) int8 codes, flat so that a loader unaware of
+        the format raises on its size; `weight_scale` (num_scales,) fp32; a float `bias` (out_features,) or None;
+        and an empty packed-weight cache."""
+        self.per_token = per_token  # activation ranges: one per token (accurate) or one per call (faster)
+        codes = torch.zeros(num_codes, dtype=torch.int8, device=device)
+        self.weight = nn.Parameter(codes, requires_grad=False)
+        self.register_buffer("weight_scale", torch.ones(num_scales, dtype=torch.float32, device=device))
+        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self._packed = None  # rebuilt when the tensors it was packed from change (see `version`)
+        self._packed_key = None
+
     def int8_value_float_gradient(self, x: torch.Tensor) -> torch.Tensor:
         """The int8 kernel's output; when autograd needs this call (grad enabled and x or the bias requires grad,
         e.g. under Trainer.train), its gradient is that of the reference float matmuls: the rounding of the
@@ -90,16 +104,10 @@ class Int8Linear(PackedInt8Module):
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
-        self.per_token = per_token  # activation ranges: one per token (accurate) or one per call (faster)
-        codes = torch.zeros(out_features * in_features, dtype=torch.int8, device=device)
-        self.weight = nn.Parameter(codes, requires_grad=False)
-        self.register_buffer("weight_scale", torch.ones(out_features, dtype=torch.float32, device=device))
-        self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
+        self._init_storage(out_features * in_features, out_features, out_features, bias, per_token, device, dtype)
         # SmoothQuant's 1/s, one per input channel, applied to x before its int8 rounding (None: not smoothed)
         ones = torch.ones(in_features, dtype=torch.float32, device=device)
         self.register_buffer("input_scale", ones if smoothed else None)
-        self._packed = None  # (fbgemm's packed weight, its row sums), rebuilt when the tensors they came from change
-        self._packed_key = None
 
     @classmethod
     @torch.inference_mode(False)
