@@ -1,7 +1,9 @@
 """The headline pipeline on tweets, stage by stage: 3-layer student → distilled → + ALBERT-style E=128 → + FFN pruning
-→ + vocabulary pruning → + int8, beside the fp32 teacher, the int8 teacher and a 3-layer student fine-tuned alone.
+→ + vocabulary pruning → + int8, beside the fp32 teacher, the int8 teacher and a 3-layer student fine-tuned alone;
+and a low-rank branch: the 3-layer student factorised (`low_rank_ratio`, `low_rank_method`) instead of ALBERT-style
+and FFN-pruned, distilled, then vocabulary-pruned and int8 (--low-rank-ratio 0 leaves it out).
 
-Usage: python benchmarks/pipeline.py [--quick] [--part train|report|all]
+Usage: python benchmarks/pipeline.py [--quick] [--part train|report|all] [--low-rank-ratio R] [--low-rank-method M]
 Every distilled stage is `run_recipe` on recipes/tweets-full.yaml with the later stages switched off, on the teacher
 cached by benchmarks/common.py; the last two stages are `prune_vocabulary_` and `quantize_pretrained` on the saved
 model (what `prune_vocabulary: true` and `quantization: dynamic-int8` run at the end of the recipe).
@@ -51,6 +53,10 @@ STAGES = {
     "+ ALBERT-style E=128": dict(ffn_sparsity=0.0, quantization="none"),
     "+ FFN pruned 50%": dict(quantization="none"),
 }
+# The low-rank branch (issue: low-rank): the distilled 3-layer student factorised instead of ALBERT-style and
+# FFN-pruned (the trainer refuses low-rank with pruning), then the same vocabulary pruning and int8.
+LOW_RANK = "3-layer distilled, low-rank {ratio}"
+LOW_RANK_STAGES = (LOW_RANK, f"{LOW_RANK} + vocabulary pruned", f"{LOW_RANK} + int8")
 
 
 def recipe_args(output_dir: str, quick: bool) -> tuple[RecipeArguments, CompressionTrainingArguments]:
@@ -87,6 +93,32 @@ def train_alone(models: str, quick: bool) -> str:
     trainer.train()
     trainer.save_model(args.output_dir)
     return args.output_dir
+
+
+def low_rank_names(ratio: float) -> list[str]:
+    """The low-rank branch's stage names for a rank ratio."""
+    return [name.format(ratio=ratio) for name in LOW_RANK_STAGES]
+
+
+def train_low_rank(models: str, quick: bool, ratio: float, method: str) -> dict:
+    """The low-rank branch: distil a factorised 3-layer student, then prune its vocabulary and quantize it."""
+    seconds = {}
+    trained, pruned, quantized = low_rank_names(ratio)
+    recipe, args = recipe_args(os.path.join(models, trained), quick)
+    for key, value in dict(embedding_size=None, ffn_sparsity=0.0, quantization="none").items():
+        setattr(args, key, value)
+    args.low_rank_ratio, args.low_rank_method = ratio, method
+    recipe.prune_vocabulary = False
+    start = time.time()
+    run_recipe(recipe, args)
+    seconds[f"{trained} (train)"] = time.time() - start
+    start = time.time()
+    prune_vocabulary_stage(args.output_dir, os.path.join(models, pruned), quick)
+    seconds[f"{pruned} (prune)"] = time.time() - start
+    start = time.time()
+    quantize_pretrained(os.path.join(models, pruned), os.path.join(models, quantized))
+    seconds[f"{quantized} (quantize)"] = time.time() - start
+    return seconds
 
 
 def train_part(models: str, quick: bool) -> dict:
@@ -130,12 +162,14 @@ def prune_vocabulary_stage(model_dir: str, output_dir: str, quick: bool) -> str:
     return output_dir
 
 
-def report_part(models: str, quick: bool, repeats: int) -> list:
+def report_part(models: str, quick: bool, repeats: int, low_rank_ratio: float | None) -> list:
     """Evaluate and time every saved model side by side; the fp32 teacher is the reference row."""
     recipe, args = recipe_args(os.path.join(models, "unused"), quick)
     tokenizer = AutoTokenizer.from_pretrained(teacher_path())
     data, _ = prepare_data(recipe, tokenizer, args.seed)
     names = ["teacher int8", "3-layer alone", *STAGES, "+ vocabulary pruned", "+ int8"]
+    if low_rank_ratio is not None:
+        names += low_rank_names(low_rank_ratio)
     loaded = {"teacher (fp32)": (AutoModelForSequenceClassification.from_pretrained(teacher_path()), teacher_path())}
     own_inputs = {}
     for name in names:
@@ -152,7 +186,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="256 training and 300 test tweets: minutes, not an hour")
     parser.add_argument("--part", choices=["train", "report", "all"], default="all")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--low-rank-ratio", type=float, default=0.5, help="the low-rank branch; 0: without it")
+    parser.add_argument("--low-rank-method", default="fisher", choices=["svd", "fisher", "activation"])
     opts = parser.parse_args()
+    low_rank_ratio = opts.low_rank_ratio or None
     suffix = "-quick" if opts.quick else ""
     models = os.path.join(CACHE, f"pipeline{suffix}")
     os.makedirs(RESULTS, exist_ok=True)
@@ -161,6 +198,8 @@ def main() -> None:
         shutil.rmtree(models, ignore_errors=True)
         start = time.time()
         seconds = train_part(models, opts.quick)
+        if low_rank_ratio is not None:
+            seconds.update(train_low_rank(models, opts.quick, low_rank_ratio, opts.low_rank_method))
         stages = {
             **run_info(),
             "stage_seconds": seconds,
@@ -170,7 +209,7 @@ def main() -> None:
             json.dump(stages, f, indent=2)
     if opts.part in ("report", "all"):
         start = time.time()
-        rows = report_part(models, opts.quick, 3 if opts.quick else opts.repeats)
+        rows = report_part(models, opts.quick, 3 if opts.quick else opts.repeats, low_rank_ratio)
         result = {
             **run_info(),
             "report_seconds": time.time() - start,
