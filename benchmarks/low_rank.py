@@ -91,7 +91,7 @@ def accuracy_part(args) -> dict:
     teacher_row["bytes"] = state_dict_bytes(teacher, os.path.join(MODELS, "teacher.safetensors"))
     print(f"teacher: accuracy {teacher_row['accuracy']:.4f}", flush=True)
     result = {**run_info(), "test_examples": len(test), "train_examples": n_train, "teacher": teacher_row, "arms": []}
-    cache: dict = {}  # teacher logits, shared by arms that see the same examples in the same order
+    cache = None  # the first arm's TeacherLogitCache, shared by the later arms (same teacher, same examples)
     for ratio in args.ratios:
         for method in args.methods:
             name = f"{method} {ratio}"
@@ -125,6 +125,8 @@ def accuracy_part(args) -> dict:
                 trainer = DistillationTrainer(
                     model=student, teacher_model=teacher, args=train_args, train_dataset=train, data_collator=collator
                 )
+                if cache is None:
+                    cache = trainer._logit_cache
                 trainer._logit_cache = cache
                 start = time.perf_counter()
                 trainer.train()
