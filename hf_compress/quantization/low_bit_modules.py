@@ -235,7 +235,7 @@ class LowBitEmbedding(nn.Module):
         """The whole float table (num_embeddings, embedding_dim)."""
         return self.rows(torch.arange(self.num_embeddings, device=self.weight.device))
 
-    def select_rows_(self, rows: torch.Tensor, padding_idx: int | None) -> LowBitEmbedding:
+    def select_rows(self, rows: torch.Tensor, padding_idx: int | None) -> LowBitEmbedding:
         """A LowBitEmbedding of the rows `rows` (codes and scales selected, never re-quantized): vocabulary pruning."""
         with torch.inference_mode(False), torch.no_grad():
             rows = rows.to(self.weight.device)
