@@ -116,7 +116,9 @@ def test_baked_and_reloaded_model_equals_the_fake_quantized_one(tmp_path, bits, 
     batch = inputs()
     expected = logits(model, batch)
     fake_weights = {
-        n: dequantize_groups(*quantize_groups(m.weight, bits, group_size, isinstance(m, torch.nn.Embedding)), group_size)
+        n: dequantize_groups(
+            *quantize_groups(m.weight, bits, group_size, isinstance(m, torch.nn.Embedding)), group_size
+        )
         for n, m in model.named_modules()
         if isinstance(m, (FakeQuantLinear, FakeQuantEmbedding))
     }

@@ -119,7 +119,9 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
     low_bit = type(embedding).__name__ == "LowBitEmbedding"  # packed rows, whole bytes each, scales per row or group
     if type(embedding) is not nn.Embedding and not int8 and not low_bit:
         raise invalid(
-            "input embedding", type(embedding).__name__, "nn.Embedding or hf_compress's Int8Embedding / LowBitEmbedding"
+            "input embedding",
+            type(embedding).__name__,
+            "nn.Embedding or hf_compress's Int8Embedding / LowBitEmbedding",
         )
     if embedding.num_embeddings != len(tokenizer):
         raise invalid(
