@@ -189,3 +189,30 @@ def test_low_bit_arguments_are_validated(tmp_path, fields, message):
 def test_low_bit_budget_below_the_minimum_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"budget_mb=1e-05 is invalid; allowed: at least"):
         make_trainer(tmp_path, **LOW_BIT, bit_budget_mb=1e-5)
+
+
+def test_low_bit_albert_student_with_every_module_reloads(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_compress import LowBitEmbedding, LowBitLinear
+
+    trainer = make_trainer(
+        tmp_path,
+        target_sparsity=0.0,
+        embedding_size=16,
+        num_hidden_groups=1,
+        weight_bits=4,
+        weight_quantization_modules="all",
+        max_steps=4,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    kinds = trainer.model.config.quantization_config.quantized_modules
+    assert kinds["classifier"] == kinds["albert.pooler"] == "linear_4bit"
+    assert kinds["albert.embeddings.word_embeddings"] == "embedding_4bit" and len(kinds) == 10  # 6 shared + in map
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    assert isinstance(reloaded.classifier, LowBitLinear)
+    assert isinstance(reloaded.albert.embeddings.word_embeddings, LowBitEmbedding)
+    batch = {"input_ids": torch.tensor([[2, 10, 20, 30, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trainer.model.eval()(**batch).logits, atol=1e-5)
