@@ -207,3 +207,11 @@ def test_bad_arguments_are_refused():
         fake_quantize_(model, 4)
     with pytest.raises(ValueError, match="a model with fake-quantized modules"):
         bake_low_bit_(tiny_bert())
+
+
+def test_int8_only_configs_do_not_write_the_low_bit_fields():
+    # An int8 checkpoint stays readable by hf_compress versions that predate low bits (they refuse unknown keys).
+    int8 = quantize_(tiny_bert()).config.quantization_config.to_dict()
+    assert "weight_group_size" not in int8 and "low_bit_compute" not in int8
+    low_bit = bake_low_bit_(fake_quantized(4, 16)).config.quantization_config.to_dict()
+    assert low_bit["weight_group_size"] == 16 and low_bit["low_bit_compute"] == "int8"
