@@ -10,10 +10,20 @@ from .pruning.heads import HeadImportance  # noqa: E402
 from .pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
 from .pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
 from .quantization import (  # noqa: E402  (registers the loader)
+    FakeQuantEmbedding,
+    FakeQuantLinear,
     Int8QuantizationConfig,
+    LowBitEmbedding,
+    LowBitLinear,
+    bake_low_bit_,
+    choose_bit_widths,
+    fake_quantize_,
+    pack_codes,
     quantize_,
     quantize_pretrained,
+    set_low_bit_compute_,
     smooth_activations_,
+    unpack_codes,
 )
 from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task  # noqa: E402
 from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
@@ -43,8 +53,12 @@ __all__ = [
     "DistillationTrainer",
     "DistillationTrainingArguments",
     "FFNPruner",
+    "FakeQuantEmbedding",
+    "FakeQuantLinear",
     "HeadImportance",
     "Int8QuantizationConfig",
+    "LowBitEmbedding",
+    "LowBitLinear",
     "Pruner",
     "PruningTrainer",
     "PruningTrainingArguments",
@@ -61,6 +75,12 @@ __all__ = [
     "recorded_ranks",
     "restore_low_rank_layout",
     "attention_loss",
+    "bake_low_bit_",
+    "choose_bit_widths",
+    "fake_quantize_",
+    "pack_codes",
+    "set_low_bit_compute_",
+    "unpack_codes",
     "best_spans",
     "ce_loss",
     "create_student",

@@ -110,3 +110,109 @@ def test_embedding_weighting_counts_the_training_data(tmp_path, weighting):
     assert trainer.model.config.compression["albert"]["token_weighted"] is True
     trainer.train()
     assert trainer.model.config.model_type == "albert"
+
+
+LOW_BIT = dict(target_sparsity=0.0, weight_quantization_modules="encoder_embeddings", hidden_loss_weight=1.0)
+
+
+@pytest.mark.parametrize(
+    "low_bit",
+    [
+        dict(weight_bits=4, weight_group_size=16),
+        dict(weight_bits=2),
+        dict(bit_budget_mb=0.02, bit_calibration_batches=2),
+        dict(weight_bits=4, embedding_weight_bits=8, ffn_sparsity=0.5, pruning_end=4),
+    ],
+    ids=["4bit-groups", "ternary", "budget", "4bit-ffn-pruned"],
+)
+def test_low_bit_training_saves_packed_weights_that_reload(tmp_path, low_bit):
+    import os
+
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_compress import FakeQuantLinear, LowBitEmbedding, LowBitLinear, quantize_
+    from hf_compress.quantization.bit_widths import planned_megabytes
+
+    trainer = make_trainer(tmp_path, **{**LOW_BIT, **low_bit})
+    fakes = {n: m for n, m in trainer.model.named_modules() if isinstance(m, FakeQuantLinear)}
+    assert len(fakes) == 12 and set(trainer.low_bit_widths) >= set(fakes)  # 2 layers x 6 Linears, embeddings
+    if "bit_budget_mb" in low_bit:
+        assert planned_megabytes(trainer.model, trainer.low_bit_widths) <= low_bit["bit_budget_mb"]
+        assert len(set(trainer.low_bit_widths.values())) > 1
+    master = fakes["bert.encoder.layer.0.intermediate.dense"].weight
+    before = master.detach().clone()
+    trainer.train()
+    assert not torch.equal(before, master)  # the straight-through gradient trained the float master weight
+    model = trainer.model
+    embeddings = model.bert.embeddings.word_embeddings
+    assert isinstance(embeddings, LowBitEmbedding)
+    assert embeddings.bits == trainer.low_bit_widths["bert.embeddings.word_embeddings"]
+    if "weight_bits" in low_bit:
+        assert embeddings.bits == low_bit.get("embedding_weight_bits", low_bit["weight_bits"])
+        assert {m.bits for m in model.modules() if isinstance(m, LowBitLinear)} == {low_bit["weight_bits"]}
+    dense = model.bert.encoder.layer[0].output.dense
+    assert isinstance(dense, LowBitLinear) and type(model.classifier) is torch.nn.Linear
+    if "ffn_sparsity" in low_bit:
+        assert dense.in_features == 32 and model.config.intermediate_size == 32  # sliced, then packed
+    trainer.save_model(str(tmp_path / "final"))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    batch = {"input_ids": torch.tensor([[2, 10, 20, 30, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, model.eval()(**batch).logits, atol=1e-5)
+    record = reloaded.config.compression["quantization"]
+    assert record["method"] == "low_bit" and record["modules"] == "encoder_embeddings"
+    int8 = quantize_(create_student(tiny_bert(seed=1, num_hidden_layers=4), num_hidden_layers=2))
+    int8.save_pretrained(tmp_path / "int8")
+    size = os.path.getsize(tmp_path / "final" / "model.safetensors")
+    assert size < os.path.getsize(tmp_path / "int8" / "model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(weight_bits=3), "weight_bits=3 is invalid; allowed: null, 8, 4, 2"),
+        (dict(weight_bits=4, weight_group_size=0), "weight_group_size=0 is invalid"),
+        (dict(weight_bits=4, weight_quantization_modules="heads"), "weight_quantization_modules='heads' is invalid"),
+        (dict(bit_budget_mb=-1.0), "bit_budget_mb=-1.0 is invalid"),
+        (dict(weight_bits=4, bit_budget_mb=1.0), "bit_budget_mb=1.0 is invalid; allowed: null when weight_bits=4"),
+        (dict(embedding_weight_bits=4), "embedding_weight_bits=4 is invalid; allowed: null unless weight_bits"),
+        (dict(weight_group_size=16), "weight_group_size=16 is invalid; allowed: null unless weight_bits"),
+        (dict(weight_bits=2, low_rank_ratio=0.5), "low_rank_ratio=0.5 is invalid; allowed: null with weight_bits=2"),
+        (dict(weight_bits=4, quantization="dynamic-int8"), "quantization='dynamic-int8' is invalid; allowed: 'none'"),
+    ],
+)
+def test_low_bit_arguments_are_validated(tmp_path, fields, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        CompressionTrainingArguments(output_dir=str(tmp_path), **fields)
+
+
+def test_low_bit_budget_below_the_minimum_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match=r"budget_mb=1e-05 is invalid; allowed: at least"):
+        make_trainer(tmp_path, **LOW_BIT, bit_budget_mb=1e-5)
+
+
+def test_low_bit_albert_student_with_every_module_reloads(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from hf_compress import LowBitEmbedding, LowBitLinear
+
+    trainer = make_trainer(
+        tmp_path,
+        target_sparsity=0.0,
+        embedding_size=16,
+        num_hidden_groups=1,
+        weight_bits=4,
+        weight_quantization_modules="all",
+        max_steps=4,
+    )
+    trainer.train()
+    trainer.save_model(str(tmp_path / "final"))
+    kinds = trainer.model.config.quantization_config.quantized_modules
+    assert kinds["classifier"] == kinds["albert.pooler"] == "linear_4bit"
+    assert kinds["albert.embeddings.word_embeddings"] == "embedding_4bit" and len(kinds) == 10  # 6 shared + in map
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "final").eval()
+    assert isinstance(reloaded.classifier, LowBitLinear)
+    assert isinstance(reloaded.albert.embeddings.word_embeddings, LowBitEmbedding)
+    batch = {"input_ids": torch.tensor([[2, 10, 20, 30, 3]]), "attention_mask": torch.ones(1, 5, dtype=torch.long)}
+    with torch.no_grad():
+        assert torch.allclose(reloaded(**batch).logits, trainer.model.eval()(**batch).logits, atol=1e-5)

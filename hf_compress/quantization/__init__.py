@@ -1,7 +1,10 @@
-"""Post-training int8 quantization; importing this package registers the int8 loader with transformers."""
+"""Int8 and low-bit (8/4/2) quantization; importing this package registers the loader with transformers."""
 
+from .bit_widths import choose_bit_widths
 from .config import QUANT_METHOD, Int8QuantizationConfig
 from .hf_quantizer import Int8HfQuantizer
+from .low_bit import FakeQuantEmbedding, FakeQuantLinear, fake_quantize_, pack_codes, unpack_codes
+from .low_bit_modules import LowBitEmbedding, LowBitLinear, bake_low_bit_, set_low_bit_compute_
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import quantize_, quantize_pretrained
@@ -9,6 +12,16 @@ from .smoothing import smooth_activations_, smoothing_groups
 
 __all__ = [
     "QUANT_METHOD",
+    "FakeQuantEmbedding",
+    "FakeQuantLinear",
+    "LowBitEmbedding",
+    "LowBitLinear",
+    "bake_low_bit_",
+    "choose_bit_widths",
+    "fake_quantize_",
+    "pack_codes",
+    "set_low_bit_compute_",
+    "unpack_codes",
     "Int8Embedding",
     "Int8HfQuantizer",
     "Int8Linear",

@@ -14,7 +14,11 @@ FORMAT_VERSION = 1
 LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress_then_import_hf_compress"
 # "smoothed_linear": an Int8Linear that multiplies its input by a saved per-channel `input_scale` (SmoothQuant's 1/s).
 # "low_rank_linear": an Int8LowRankLinear, both factors of a LowRankLinear in int8 (ranks in low_rank_ranks).
-KINDS = ("linear", "smoothed_linear", "low_rank_linear", "embedding")
+# "linear_4bit", "embedding_2bit", ...: a LowBitLinear / LowBitEmbedding (low_bit_modules.py), codes of that many bits
+# packed into uint8 with fp32 scales per row or per group of weight_group_size columns (quantization-aware training).
+LOW_BIT_KINDS = tuple(f"{m}_{b}bit" for m in ("linear", "embedding") for b in (8, 4, 2))
+KINDS = ("linear", "smoothed_linear", "low_rank_linear", "embedding", *LOW_BIT_KINDS)
+LOW_BIT_COMPUTES = ("int8", "float")
 # Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
 SMOOTHING_BUFFER = "smoothquant_scale"
 ACTIVATION_RANGES = ("per_token", "per_batch")
@@ -52,8 +56,9 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
     quantized_modules: dict[str, str] = field(
         default_factory=dict,
         metadata={
-            "help": "Written by quantize_, read when loading: name -> 'linear' | 'smoothed_linear' | "
-            "'low_rank_linear' | 'embedding' for every module stored as int8. Leave empty when configuring."
+            "help": "Written by quantize_ / bake_low_bit_, read when loading: name -> 'linear' | 'smoothed_linear' | "
+            "'low_rank_linear' | 'embedding' for every module stored as int8, or 'linear_4bit', 'embedding_2bit', "
+            "... (linear|embedding _ 8|4|2 bit) for packed low-bit modules. Leave empty when configuring."
         },
     )
     low_rank_ranks: dict[str, int] = field(
@@ -61,6 +66,20 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         metadata={
             "help": "Written by quantize_ for a model factorised by factorize_linear_, read when loading: name -> "
             "rank of every LowRankLinear (int8 or kept float). One quantization_config knows both. Leave empty."
+        },
+    )
+    weight_group_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Written by bake_low_bit_, read when loading: input columns per fp32 scale of the low-bit kinds "
+            "(linear_4bit, ...); null: one scale per row. Leave unset."
+        },
+    )
+    low_bit_compute: str = field(
+        default="int8",
+        metadata={
+            "help": "How the low-bit Linears compute once loaded: 'int8' (codes unpacked at load and re-quantized "
+            "per row for the int8 kernel, the fast path on CPU) or 'float' (dequantized fp32 weights)."
         },
     )
     format_version: int = field(
@@ -89,11 +108,26 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         ranks = dict(self.low_rank_ranks)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ranks.values()):
             raise ValueError(f"low_rank_ranks={ranks!r}: each value must be an integer rank >= 1")
+        gs = self.weight_group_size
+        if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int) or gs < 1):
+            raise ValueError(f"weight_group_size={gs!r} is invalid; allowed: null or an integer >= 1")
+        if self.low_bit_compute not in LOW_BIT_COMPUTES:
+            raise ValueError(f"low_bit_compute={self.low_bit_compute!r} is invalid; allowed: {LOW_BIT_COMPUTES}")
         if self.format_version != FORMAT_VERSION:
             raise ValueError(
                 f"format_version={self.format_version!r}: this hf_compress reads format {FORMAT_VERSION}; "
                 "upgrade hf_compress (pip install -U hf_compress) to load this checkpoint"
             )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config.json entry; the low-bit fields only when a low-bit module is listed, so that an int8-only
+        checkpoint stays readable by hf_compress versions that predate them."""
+        values = super().to_dict()
+        if not any(kind in LOW_BIT_KINDS for kind in self.quantized_modules.values()):
+            for name in ("weight_group_size", "low_bit_compute"):
+                if values.get(name) == next(f.default for f in fields(self) if f.name == name):
+                    values.pop(name, None)
+        return values
 
     @classmethod
     def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):

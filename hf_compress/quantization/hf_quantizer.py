@@ -14,6 +14,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 
 from ..transforms.low_rank import restore_low_rank_layout
 from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8QuantizationConfig
+from .low_bit_modules import LowBitEmbedding, LowBitLinear, parse_kind
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import apply_quantization, check_not_quantized
@@ -45,7 +46,25 @@ class Int8HfQuantizer(TrainableQuantizer):
             name = resolve_name(model, saved_name)
             module = model.get_submodule(name)
             device = module.weight.device  # meta: the tensors are allocated when the checkpoint loads
-            if kind == "low_rank_linear":
+            low_bit = parse_kind(kind)
+            group_size = self.quantization_config.weight_group_size
+            if low_bit is not None and low_bit[0] == "linear":
+                compute = self.quantization_config.low_bit_compute
+                new = LowBitLinear(
+                    module.in_features,
+                    module.out_features,
+                    low_bit[1],
+                    group_size,
+                    module.bias is not None,
+                    per_token,
+                    compute,
+                    device=device,
+                )
+            elif low_bit is not None:
+                new = LowBitEmbedding(
+                    module.num_embeddings, module.embedding_dim, low_bit[1], group_size, module.padding_idx, device
+                )
+            elif kind == "low_rank_linear":
                 if not hasattr(module, "rank"):
                     raise ValueError(f"quantization_config lists {saved_name!r} as low_rank_linear without its rank")
                 new = Int8LowRankLinear(
@@ -71,6 +90,9 @@ class Int8HfQuantizer(TrainableQuantizer):
             check_not_quantized(model, check_config=False)
             apply_quantization(model, self.quantization_config, filter_fn=None)
             self.quantization_config = model.config.quantization_config
+        for module in model.modules():
+            if isinstance(module, LowBitLinear):
+                module.prepare()  # packed codes unpacked once, now, into the int8 kernel's (or float) weights
         return model
 
     def get_state_dict_and_metadata(self, model):

@@ -13,6 +13,7 @@ from ..checks import (
     invalid,
     require,
 )
+from ..quantization.low_bit import BITS, MODULE_SELECTIONS
 from ..transforms.low_rank import METHODS as LOW_RANK_METHODS
 from .distillation_args import DistillationTrainingArguments
 from .pruning_args import PruningTrainingArguments
@@ -89,6 +90,46 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         },
     )
 
+    weight_bits: int | None = field(
+        default=None,
+        metadata={
+            "help": "Quantization-aware training below int8: 8, 4 (codes in [-7, 7]) or 2 (ternary, TernaryBERT) "
+            "bits for the modules of weight_quantization_modules, trained with a straight-through estimator while "
+            "distilling; at finalization they are packed into uint8 (LowBitLinear / LowBitEmbedding). null: off. "
+            "Not with bit_budget_mb, low_rank_ratio or quantization='dynamic-int8'."
+        },
+    )
+    weight_group_size: int | None = field(
+        default=None,
+        metadata={"help": "Input columns per fp32 scale of the low-bit weights; null: one scale per output row."},
+    )
+    weight_quantization_modules: str = field(
+        default="encoder",
+        metadata={
+            "help": "Which modules train and store at low bits: 'encoder' (the Linears of the transformer layers), "
+            "'encoder_embeddings' (and the input word embeddings) or 'all' (every Linear, pooler and task head "
+            "included, and the word embeddings). Modules outside stay float."
+        },
+    )
+    embedding_weight_bits: int | None = field(
+        default=None,
+        metadata={
+            "help": "Bits of the word embeddings when weight_quantization_modules selects them (8, 4 or 2); null: "
+            "weight_bits. Only with weight_bits."
+        },
+    )
+    bit_budget_mb: float | None = field(
+        default=None,
+        metadata={
+            "help": "Instead of one weight_bits: megabytes (1e6 bytes) of packed codes + scales for the selected "
+            "modules; choose_bit_widths gives each 8, 4 or 2 bits by Fisher sensitivity on the first "
+            "bit_calibration_batches labelled train batches. null: off."
+        },
+    )
+    bit_calibration_batches: int = field(
+        default=8, metadata={"help": "Train batches (in order) whose gradients rank the modules for bit_budget_mb."}
+    )
+
     quantization: str = field(
         default="none",
         metadata={
@@ -110,6 +151,7 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
             self.sharing_init = int(self.sharing_init)  # a layer index within a group, from YAML or the CLI
         check_sharing_init(self.sharing_init)
         self._check_low_rank()
+        self._check_low_bit()
         checkpointing = self.activation_checkpointing or self.gradient_checkpointing
         if self.albert_conversion and checkpointing:
             raise invalid(
@@ -139,6 +181,50 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
                 f"0 with low_rank_ratio={ratio}: pruning needs dense nn.Linear weights, factorised Linears have none "
                 "(prune in one run, factorise the saved model in another)",
             )
+
+    def _check_low_bit(self) -> None:
+        optional_bits = "null, " + ", ".join(map(str, BITS))
+        for name in ("weight_bits", "embedding_weight_bits"):
+            require(
+                getattr(self, name) is None or getattr(self, name) in BITS, name, getattr(self, name), optional_bits
+            )
+        check_positive_int("weight_group_size", self.weight_group_size, optional=True)
+        check_choice("weight_quantization_modules", self.weight_quantization_modules, MODULE_SELECTIONS)
+        budget = self.bit_budget_mb
+        ok = budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0)
+        require(ok, "bit_budget_mb", budget, "null or a number of megabytes > 0")
+        check_positive_int("bit_calibration_batches", self.bit_calibration_batches)
+        if budget is not None and self.weight_bits is not None:
+            raise invalid("bit_budget_mb", budget, f"null when weight_bits={self.weight_bits} is set (give one)")
+        if self.embedding_weight_bits is not None and self.weight_bits is None:
+            raise invalid("embedding_weight_bits", self.embedding_weight_bits, "null unless weight_bits is set")
+        if not self.low_bit:
+            require(
+                self.weight_group_size is None,
+                "weight_group_size",
+                self.weight_group_size,
+                "null unless weight_bits or bit_budget_mb is set",
+            )
+            return
+        setting = f"weight_bits={self.weight_bits}" if budget is None else f"bit_budget_mb={budget}"
+        if self.low_rank_ratio is not None:
+            raise invalid(
+                "low_rank_ratio",
+                self.low_rank_ratio,
+                f"null with {setting}: low-bit training needs the dense nn.Linear weights that factorisation replaces",
+            )
+        if self.quantization != "none":
+            raise invalid(
+                "quantization",
+                self.quantization,
+                f"'none' with {setting}: the low-bit modules are packed at finalization and the others stay float; "
+                "int8 post-training quantization of the rest is not combined with them",
+            )
+
+    @property
+    def low_bit(self) -> bool:
+        """Whether the student trains with fake-quantized low-bit weights (weight_bits or bit_budget_mb)."""
+        return self.weight_bits is not None or self.bit_budget_mb is not None
 
     @property
     def albert_conversion(self) -> bool:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import itertools
 
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checks import invalid
+from ..provenance import applied, record
 from ..transforms.albert import to_albert, token_frequencies
 from ..transforms.low_rank import factorize_linear_
 from ..transforms.low_rank_loading import is_low_rank_config
@@ -17,9 +19,11 @@ from .pruning_trainer import PruningMixin
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
     """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop; an ALBERT-style and/or low-rank
-    factorised student if asked; int8 at finalization if asked."""
+    factorised student if asked; low-bit quantization-aware training (packed at finalization) or int8 at
+    finalization if asked."""
 
     _tag_names = ["hf_compress", "distillation", "pruning"]
+    low_bit_widths: dict[str, int] | None = None  # module name -> bits of the fake-quantized student, if any
 
     def __init__(self, model=None, args: CompressionTrainingArguments | None = None, teacher_model=None, **kwargs):
         if not isinstance(args, CompressionTrainingArguments):
@@ -28,18 +32,56 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             # Converted before Trainer sees it, so the optimizer holds the shared, factorised parameters.
             weights = self._token_weights(args, model, kwargs.get("train_dataset"))
             model = to_albert(model, args.embedding_size, args.num_hidden_groups, args.sharing_init, weights)
-        if args.low_rank_ratio is not None and (kwargs.get("optimizers") or (None,))[0] is not None:
+        replaced = "factorised" if args.low_rank_ratio is not None else "fake-quantized" if args.low_bit else None
+        if replaced and (kwargs.get("optimizers") or (None,))[0] is not None:
             raise invalid(
                 "optimizers",
                 "(an optimizer, ...)",
-                f"(None, ...) with low_rank_ratio={args.low_rank_ratio}: the student is factorised in __init__, an "
-                "optimizer built before holds the replaced weights",
+                f"(None, ...) with low_rank_ratio={args.low_rank_ratio} / weight_bits={args.weight_bits} / "
+                f"bit_budget_mb={args.bit_budget_mb}: the student is {replaced} in __init__, an optimizer built "
+                "before holds the replaced modules",
             )
         super().__init__(model=model, args=args, teacher_model=teacher_model, **kwargs)
         if args.low_rank_ratio is not None:
             # After Trainer's __init__ (its collator and column rules exist), before any optimizer does.
             self._factorize_student()
-        self._setup_pruning()
+        if args.low_bit:
+            self._fake_quantize_student()
+        self._setup_pruning()  # after: the pruners hold the same Parameters the fake-quantized modules train
+
+    def _calibration_batches(self, count: int, purpose: str) -> list[dict]:
+        """The first `count` train batches (in order, unsharded: every process computes the same result), with the
+        student's inputs only (the teacher's extra columns dropped)."""
+        dataset = self._remove_unused_columns(self.train_dataset, description=purpose)
+        loader = DataLoader(dataset, batch_size=self.args.per_device_train_batch_size, collate_fn=self.data_collator)
+        student_inputs = self._inputs_of["student"]
+        return [{k: v for k, v in b.items() if k in student_inputs} for b in itertools.islice(loader, count)]
+
+    def _fake_quantize_student(self) -> None:
+        """fake_quantize_ on the student: one weight_bits, or widths chosen by choose_bit_widths for bit_budget_mb."""
+        from ..quantization import choose_bit_widths, fake_quantize_
+        from ..quantization.low_bit import select_low_bit_modules
+
+        args = self.args
+        modules = args.weight_quantization_modules
+        if args.bit_budget_mb is not None:
+            if self.train_dataset is None:
+                raise invalid("train_dataset", None, f"a labelled dataset for bit_budget_mb={args.bit_budget_mb}")
+            batches = self._calibration_batches(args.bit_calibration_batches, "bit-width calibration")
+            bits = choose_bit_widths(
+                self.model,
+                batches,
+                args.bit_budget_mb,
+                num_batches=args.bit_calibration_batches,
+                group_size=args.weight_group_size,
+                modules=modules,
+            )
+        else:
+            chosen = select_low_bit_modules(self.model, modules)
+            embedding_bits = args.embedding_weight_bits or args.weight_bits
+            bits = {n: embedding_bits if isinstance(m, nn.Embedding) else args.weight_bits for n, m in chosen.items()}
+        fake_quantize_(self.model, bits, args.weight_group_size)
+        self.low_bit_widths = bits
 
     def _factorize_student(self) -> None:
         """factorize_linear_ on the student, calibrated on its first train batches when the method needs data."""
@@ -54,14 +96,7 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
                     f"a labelled dataset for low_rank_method={args.low_rank_method!r} / low_rank_allocation="
                     f"{args.low_rank_allocation!r} (or low_rank_method='svd' with 'per_module')",
                 )
-            # In order and unsharded: every process of a distributed run computes the same factors.
-            dataset = self._remove_unused_columns(self.train_dataset, description="low-rank calibration")
-            loader = DataLoader(dataset, batch_size=args.per_device_train_batch_size, collate_fn=self.data_collator)
-            student_inputs = self._inputs_of["student"]  # the teacher's extra columns are not the student's
-            batches = [
-                {k: v for k, v in batch.items() if k in student_inputs}
-                for batch in itertools.islice(loader, args.low_rank_calibration_batches)
-            ]
+            batches = self._calibration_batches(args.low_rank_calibration_batches, "low-rank calibration")
         factorize_linear_(
             self.model,
             method=args.low_rank_method,
@@ -87,6 +122,16 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
         """Quantize after pruning has been baked and sliced (the rest of finalization runs first)."""
         super()._finalize_model()
         existing = getattr(self.model.config, "quantization_config", None)
+        if self.args.low_bit and existing is None:
+            from ..quantization import Int8QuantizationConfig, bake_low_bit_
+
+            # The trained master weights are packed as the forward pass saw them; the int8 kernel computes with them.
+            bake_low_bit_(self.model, Int8QuantizationConfig())
+            args = self.args
+            qat = {"weight_bits": args.weight_bits, "bit_budget_mb": args.bit_budget_mb}
+            qat.update(group_size=args.weight_group_size, modules=args.weight_quantization_modules)
+            record(self.model.config, "quantization", {**applied(self.model.config)["quantization"], **qat})
+            return
         if self.args.quantization == "none" or (existing is not None and not is_low_rank_config(existing)):
             return  # already int8 (a resumed or re-finalized run); a low-rank layout is quantized with its factors
         from ..quantization import Int8QuantizationConfig, quantize_

@@ -102,7 +102,7 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
     are unchanged). The returned tokenizer is a stock fast tokenizer over the kept tokens, ids in their old order, with
     ``len(new_tokenizer) == config.vocab_size``. Text made of kept tokens gives the same tokens and logits as before;
     other words are split into kept pieces. Works under torch.no_grad() and torch.inference_mode(), before or after
-    int8 quantization (an int8 table keeps its codes and per-row scales, so the result is the same).
+    int8 or low-bit quantization (a quantized table keeps its codes and scales, so the result is the same).
     Raises ValueError (before changing anything) for a model with an output vocabulary layer, another embedding
     module, a tokenizer of another size or kind, or ids outside the tokenizer.
     Method: vocabulary trimming of multilingual models (Abdaoui et al., 2020, https://arxiv.org/abs/2010.05609).
@@ -116,8 +116,13 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
         )
     embedding = model.get_input_embeddings()
     int8 = type(embedding).__name__ == "Int8Embedding"  # rows are independent (one scale each): select them as well
-    if type(embedding) is not nn.Embedding and not int8:
-        raise invalid("input embedding", type(embedding).__name__, "nn.Embedding or hf_compress's Int8Embedding")
+    low_bit = type(embedding).__name__ == "LowBitEmbedding"  # packed rows, whole bytes each, scales per row or group
+    if type(embedding) is not nn.Embedding and not int8 and not low_bit:
+        raise invalid(
+            "input embedding",
+            type(embedding).__name__,
+            "nn.Embedding or hf_compress's Int8Embedding / LowBitEmbedding",
+        )
     if embedding.num_embeddings != len(tokenizer):
         raise invalid(
             "len(tokenizer)",
@@ -145,6 +150,8 @@ def prune_vocabulary_(model: PreTrainedModel, tokenizer, token_ids: Iterable[Seq
     new_pad = new_id[old_pad] if old_pad is not None else None
     if int8:
         model.set_input_embeddings(_int8_rows(embedding, torch.tensor(keep), new_pad))
+    elif low_bit:
+        model.set_input_embeddings(embedding.select_rows(torch.tensor(keep), new_pad))
     else:
         model.set_input_embeddings(
             _embedding_like(embedding, _copy_rows(embedding.weight, torch.tensor(keep)), new_pad)

@@ -1,0 +1,227 @@
+"""Below 8 bits on tweets: fp32, int8 PTQ, 4-bit QAT, ternary QAT and a mixed-width budget, by accuracy and bytes.
+
+Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
+       [--out benchmarks/results/low_bit.json]
+
+Every arm distils a 3-layer student (`create_student(teacher, num_hidden_layers=3)`) of the cached tweets teacher
+(`benchmarks.common.TEACHER_DIR`; this script waits for it and never trains it) with `CompressionTrainer` on 4,000
+train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils hidden states, lr 1e-4):
+
+- fp32: plain distillation; int8: that fp32 student after `quantize_` (post-training, no extra training);
+- 4bit: weight_bits=4, one scale per 64 input columns, encoder Linears and word embeddings (quantization-aware);
+- ternary: weight_bits=2 for the encoder Linears, word embeddings at 4 bits (embedding_weight_bits=4);
+- mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module.
+
+Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
+model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
+here: they compute with the int8 kernel, so latency is int8's (see benchmarks/quantization.py) and not measured.
+Writes JSON after every arm and prints a Markdown table for RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
+
+from benchmarks.common import TEACHER_DIR, run_info, training_args, tweets_tokenized  # noqa: E402
+from hf_compress import (  # noqa: E402
+    CompressionTrainer,
+    CompressionTrainingArguments,
+    create_student,
+    quantize_,
+)
+from hf_compress.evaluation.measure import predict  # noqa: E402
+from hf_compress.quantization.bit_widths import planned_megabytes  # noqa: E402
+from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E402
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-bit-models")
+ARMS = ("fp32", "int8", "4bit", "ternary", "mixed")
+GROUP_SIZE = 64
+MODULES = "encoder_embeddings"
+LOW_BIT_FIELDS = {
+    "4bit": dict(weight_bits=4),
+    "ternary": dict(weight_bits=2, embedding_weight_bits=4),
+    "mixed": {},  # bit_budget_mb filled in from the 4-bit arm's bytes
+}
+
+
+def wait_for_teacher(timeout_s: float) -> str:
+    """The teacher directory once its weights are written (another process may be training it right now)."""
+    needed = ("config.json", "model.safetensors", "tokenizer.json")
+    start = time.time()
+    while not all(os.path.exists(os.path.join(TEACHER_DIR, f)) for f in needed):
+        if time.time() - start > timeout_s:
+            raise SystemExit(
+                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with benchmarks/common.py"
+            )
+        time.sleep(30)
+    return TEACHER_DIR
+
+
+def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
+    """Accuracy (and agreement with the teacher's predictions) on a tokenised test set, and the logits."""
+    logits = predict(model, test, tokenizer)
+    pred = logits.argmax(-1)
+    row = {"accuracy": float((pred == np.asarray(test["label"])).mean())}
+    if teacher_pred is not None:
+        row["agreement_with_teacher"] = float((pred == teacher_pred).mean())
+    return row, logits
+
+
+def four_bit_budget_mb(teacher) -> float:
+    """Megabytes of the 4-bit arm's packed codes + scales, for the mixed arm's budget (same modules, same shapes)."""
+    student = create_student(teacher, num_hidden_layers=3)
+    chosen = select_low_bit_modules(student, MODULES)
+    return planned_megabytes(student, dict.fromkeys(chosen, 4), GROUP_SIZE)
+
+
+def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budget_mb: float) -> tuple:
+    """Train one arm's student, save it; return the finalized model, its folder and what to record."""
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    student = create_student(teacher, num_hidden_layers=3)
+    fields = {}
+    if arm in LOW_BIT_FIELDS:
+        fields = dict(LOW_BIT_FIELDS[arm], weight_group_size=GROUP_SIZE, weight_quantization_modules=MODULES)
+        if arm == "mixed":
+            fields.update(bit_budget_mb=budget_mb, bit_calibration_batches=2 if args.quick else 8)
+    output_dir = os.path.join(MODELS, f"{arm}-seed{seed}")
+    with tempfile.TemporaryDirectory() as workdir:
+        train_args = CompressionTrainingArguments(
+            **training_args(workdir, seed, args.epochs), temperature=2.0, alpha=0.9, hidden_loss_weight=1.0, **fields
+        )
+        trainer = CompressionTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=train_args,
+            train_dataset=train,
+            data_collator=DataCollatorWithPadding(tokenizer),
+        )
+        widths = dict(trainer.low_bit_widths or {})
+        start = time.perf_counter()
+        trainer.train()
+        seconds = round(time.perf_counter() - start)
+        trainer.save_model(output_dir)
+    record = {"train_seconds": seconds, "train_steps": trainer.state.global_step, **fields}
+    if widths:
+        record["bits_count"] = {str(b): list(widths.values()).count(b) for b in (8, 4, 2)}
+        if arm == "mixed":
+            record["bits"] = widths
+    return trainer.model.eval(), output_dir, record
+
+
+def run(args) -> dict:
+    teacher_dir = wait_for_teacher(args.wait)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    data, _ = tweets_tokenized(tokenizer)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
+    test = data["test"].select(range(200)) if args.quick else data["test"]
+    n_train = 256 if args.quick else 4000
+    train = data["train"].shuffle(seed=1000).select(range(n_train))
+    os.makedirs(MODELS, exist_ok=True)
+    teacher_row, teacher_logits = evaluate(teacher, test, tokenizer)
+    teacher_pred = teacher_logits.argmax(-1)
+    budget_mb = four_bit_budget_mb(teacher)
+    result = {
+        **run_info(),
+        "test_examples": len(test),
+        "train_examples": n_train,
+        "epochs": args.epochs,
+        "group_size": GROUP_SIZE,
+        "modules": MODULES,
+        "mixed_budget_mb": round(budget_mb, 6),
+        "teacher": teacher_row,
+        "arms": [],
+    }
+    print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; mixed budget {budget_mb:.3f} MB", flush=True)
+    for seed in args.seeds:
+        fp32_dir = None
+        for arm in args.arms:
+            row = {"arm": arm, "seed": seed}
+            if arm == "int8":
+                if fp32_dir is None:
+                    raise SystemExit("the int8 arm quantizes the fp32 arm's student: list fp32 before int8")
+                model = AutoModelForSequenceClassification.from_pretrained(fp32_dir)
+                quantize_(model)
+                folder = os.path.join(MODELS, f"int8-seed{seed}")
+                model.save_pretrained(folder)
+            else:
+                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budget_mb)
+                row.update(record)
+                fp32_dir = folder if arm == "fp32" else fp32_dir
+            metrics, logits = evaluate(model, test, tokenizer, teacher_pred)
+            row.update(metrics)
+            row["bytes"] = os.path.getsize(os.path.join(folder, "model.safetensors"))
+            reloaded = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+            row["reload_max_abs_logit_diff"] = float(np.abs(predict(reloaded, test, tokenizer) - logits).max())
+            print(
+                f"seed {seed} {arm}: accuracy {row['accuracy']:.4f}, {row['bytes'] / 1e6:.2f} MB, "
+                f"reload diff {row['reload_max_abs_logit_diff']:.2e}",
+                flush=True,
+            )
+            result["arms"].append(row)
+            write(result, args.out)  # after every arm: CPU time is scarce, keep what is done
+    return result
+
+
+def write(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def table(result: dict) -> str:
+    """Mean (and spread over seeds) accuracy and bytes per arm, as Markdown."""
+    teacher = result["teacher"]["accuracy"]
+    lines = [
+        "| arm | seeds | accuracy (mean ± sd) | vs teacher | agreement | MB (safetensors) | vs fp32 bytes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    by_arm: dict[str, list[dict]] = {}
+    for row in result["arms"]:
+        by_arm.setdefault(row["arm"], []).append(row)
+    fp32_bytes = statistics.mean(r["bytes"] for r in by_arm["fp32"]) if "fp32" in by_arm else None
+    for arm, rows in by_arm.items():
+        acc = [r["accuracy"] for r in rows]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        size = statistics.mean(r["bytes"] for r in rows)
+        ratio = f"{size / fp32_bytes:.1%}" if fp32_bytes else "—"
+        agreement = statistics.mean(r["agreement_with_teacher"] for r in rows)
+        lines.append(
+            f"| {arm} | {len(rows)} | {statistics.mean(acc):.4f} ± {sd:.4f} | {statistics.mean(acc) / teacher:.1%} | "
+            f"{agreement:.1%} | {size / 1e6:.2f} | {ratio} |"
+        )
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
+    parser.add_argument("--epochs", type=float, default=2.0, help="distillation epochs over the train tweets")
+    parser.add_argument(
+        "--quick", action="store_true", help="200 test tweets, 256 train tweets, 2 calibration batches"
+    )
+    parser.add_argument("--wait", type=float, default=4 * 3600, help="seconds to wait for the teacher")
+    parser.add_argument("--out", default=os.path.join(RESULTS, "low_bit.json"))
+    args = parser.parse_args()
+    if args.quick and args.out == os.path.join(RESULTS, "low_bit.json"):
+        args.out = os.path.join(tempfile.gettempdir(), "low_bit_quick.json")  # a smoke run never overwrites results
+    torch.manual_seed(0)
+    result = run(args)
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()

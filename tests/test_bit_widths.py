@@ -1,0 +1,86 @@
+"""choose_bit_widths: the budget is met, and the more sensitive module gets the more bits."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hf_compress import LowBitEmbedding, LowBitLinear, bake_low_bit_, choose_bit_widths, fake_quantize_
+from hf_compress.quantization.bit_widths import planned_megabytes
+from hf_compress.quantization.low_bit import stored_bytes
+from tests.testing_utils import tiny_batch, tiny_bert
+
+
+class TwoBranches(nn.Module):
+    """h = gain_a·a(x) + gain_b·b(x): a and b hold the same weights (the same quantization error at every width), so
+    only the gain on the loss tells them apart: the gradient of a's weight is gain_a / gain_b times b's."""
+
+    def __init__(self, gain_a: float, gain_b: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.head = nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 3)
+        self.b.load_state_dict(self.a.state_dict())
+        self.gains = (gain_a, gain_b)
+
+    def forward(self, x, labels):
+        h = self.gains[0] * self.a(x) + self.gains[1] * self.b(x)
+        return SimpleNamespace(loss=F.cross_entropy(self.head(torch.tanh(h)), labels))
+
+
+def batches(n: int = 4):
+    g = torch.Generator().manual_seed(0)
+    return [
+        {"x": torch.randn(16, 32, generator=g), "labels": torch.randint(0, 3, (16,), generator=g)} for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("gains, expected", [((3.0, 0.03), {"a": 8, "b": 2}), ((0.03, 3.0), {"a": 2, "b": 8})])
+def test_the_more_sensitive_module_gets_more_bits(gains, expected):
+    model = TwoBranches(*gains)
+    # Room for one module at 8 bits and the other at 2, not for both at 4 and one at 8.
+    budget = (stored_bytes(32, 32, 8, None) + stored_bytes(32, 32, 2, None)) / 1e6
+    bits = choose_bit_widths(model, batches(), budget, modules=["a", "b"])
+    assert bits == expected
+    assert planned_megabytes(model, bits) <= budget
+
+
+def test_budget_met_on_bert_and_the_plan_bakes_to_that_size():
+    model = tiny_bert(seed=2)
+    data = [tiny_batch(8, seed=s) for s in range(3)]
+    names = ["encoder_embeddings"]
+    low = choose_bit_widths(model, data, 1e9, bit_choices=(2,), modules=names[0])
+    high = choose_bit_widths(model, data, 1e9, bit_choices=(8,), modules=names[0])
+    lowest, highest = planned_megabytes(model, low, 16), planned_megabytes(model, high, 16)
+    budget = (lowest + highest) / 2
+    bits = choose_bit_widths(model, data, budget, group_size=16, modules=names[0])
+    assert set(bits) == set(low) and set(bits.values()) > {2}  # mixed widths
+    assert budget - 0.01 * (highest - lowest) <= planned_megabytes(model, bits, 16) <= budget  # spent, not exceeded
+    fake_quantize_(model, bits, group_size=16)
+    bake_low_bit_(model)
+    stored = sum(
+        m.weight.numel() + 4 * m.weight_scale.numel()
+        for m in model.modules()
+        if isinstance(m, (LowBitLinear, LowBitEmbedding))
+    )
+    assert stored <= budget * 1e6
+    assert {model.config.quantization_config.quantized_modules[n] for n in bits} >= {"linear_2bit", "linear_8bit"}
+
+
+def test_refusals():
+    model = tiny_bert()
+    data = [tiny_batch(4)]
+    with pytest.raises(ValueError, match=r"budget_mb=1e-06 is invalid; allowed: at least 0\.0"):
+        choose_bit_widths(model, data, 1e-6)
+    with pytest.raises(ValueError, match="budget_mb=0 is invalid"):
+        choose_bit_widths(model, data, 0)
+    with pytest.raises(ValueError, match="bit_choices=.* is invalid"):
+        choose_bit_widths(model, data, 1.0, bit_choices=(3,))
+    unlabelled = [{k: v for k, v in tiny_batch(4).items() if k != "labels"}]
+    with pytest.raises(ValueError, match="batches whose model output has a loss"):
+        choose_bit_widths(model, unlabelled, 1.0)
+    with pytest.raises(ValueError, match="dataloader='empty' is invalid"):
+        choose_bit_widths(model, [], 1.0)
