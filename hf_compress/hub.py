@@ -20,7 +20,7 @@ from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
 from .evaluation.table import ReportRow, markdown_table
-from .provenance import STEPS, TRAINED_STEPS, applied, portable_reference, portable_values
+from .provenance import STEPS, TRAINED_STEPS, applied, portable_reference, portable_values, step_label
 
 CARD_NAME = "README.md"
 RECIPE_NAME = "recipe.yaml"
@@ -35,8 +35,8 @@ PUSH_IGNORE = ["checkpoint-*", "teacher/*", "runs/*", "_*", "training_args.bin"]
 def method_tags(config: PretrainedConfig) -> list[str]:
     """Hub tags for the steps recorded in config.compression, e.g. ["distillation", "pruning"]."""
     tags = []
-    for step in applied(config):
-        for tag in STEPS.get(step, ("", []))[1]:
+    for step, details in applied(config).items():
+        for tag in step_label(step, details)[1] if step != "hf_compress_version" else []:
             if tag not in tags:
                 tags.append(tag)
     return tags
@@ -171,13 +171,15 @@ def _card_scores(row: ReportRow | None, task) -> list[tuple[str, str, str, float
 
 
 def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
-    methods = [STEPS.get(step, (step,))[0] for step in steps if step != "hf_compress_version"]
+    methods = [step_label(step, details)[0] for step, details in steps.items() if step != "hf_compress_version"]
     source = f"`{teacher}`" if teacher else "its base model"
     made = f"This model is a compressed version of {source}, made with hf_compress {steps.get('hf_compress_version')}"
     text = made + (": " + "; ".join(methods) + "." if methods else ".")
     if "quantization" in steps:
+        low_bit = "low-bit" in step_label("quantization", steps["quantization"])[1]
+        stored = "packed low-bit (8/4/2-bit)" if low_bit else "int8"
         loading = (
-            "It stores int8 weights and loads with `from_pretrained` once `hf_compress.quantization` is imported."
+            f"It stores {stored} weights and loads with `from_pretrained` once `hf_compress.quantization` is imported."
         )
     else:
         loading = f"It is a plain `{config.model_type}` checkpoint: `from_pretrained` loads it without hf_compress."
@@ -252,7 +254,7 @@ def _steps_table(steps: dict, recipe: dict | None = None, teacher: str | None = 
             arguments = ", ".join(f"{k}={json.dumps(v)}" for k, v in details.items())
         else:
             arguments = json.dumps(details)
-        lines.append(f"| {STEPS.get(step, (step,))[0]} (`{step}`) | {arguments.replace('|', '/')} |")
+        lines.append(f"| {step_label(step, details)[0]} (`{step}`) | {arguments.replace('|', '/')} |")
     if len(lines) == 2:
         return "No compression step is recorded in `config.compression`."
     return "\n".join(lines) + "\n\nThe same record is in `config.json` under `compression`."

@@ -26,6 +26,19 @@ STEPS: dict[str, tuple[str, list[str]]] = {
     "vocabulary": ("vocabulary pruning", ["vocabulary-pruning"]),
 }
 TRAINED_STEPS = ("distillation", "pruning")
+# A step whose recorded `method` names a variant with its own label and tags (key: (step, method)).
+STEP_VARIANTS: dict[tuple[str, str], tuple[str, list[str]]] = {
+    ("quantization", "low_bit"): (
+        "low-bit quantization-aware training (8/4/2-bit weights, packed)",
+        ["quantization", "low-bit"],
+    ),
+}
+
+
+def step_label(step: str, details: Any = None) -> tuple[str, list[str]]:
+    """(card label, Hub tags) of a step recorded in config.compression, by its recorded method where that matters."""
+    method = details.get("method") if isinstance(details, dict) else None
+    return STEP_VARIANTS.get((step, method)) or STEPS.get(step, (step, []))
 
 
 def record(config: PretrainedConfig, step: str, details: dict[str, Any]) -> None:

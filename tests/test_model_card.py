@@ -141,6 +141,24 @@ def test_tags_and_arguments_of_every_recorded_method():
     assert build_model_card(None, untrained).data.tags == ["hf_compress", "albert", "parameter-sharing"]
 
 
+@pytest.mark.parametrize(
+    "details, tag, label, stored",
+    [
+        ({"method": "hf_compress_int8", "linear": 12}, "int8", "int8 post-training quantization", "int8 weights"),
+        ({"method": "low_bit", "4bit": 12}, "low-bit", "low-bit quantization-aware training", "packed low-bit"),
+    ],
+)
+def test_card_names_the_quantization_that_was_recorded(details, tag, label, stored):
+    config = tiny_bert_config()
+    config.architectures = ["BertForSequenceClassification"]
+    record(config, "quantization", details)
+    card = build_model_card(None, config, model_name="quantized")
+    assert method_tags(config) == ["quantization", tag]
+    assert label in card.text and f"It stores {stored}" in card.text
+    other = "low-bit" if tag == "int8" else "int8 post-training"
+    assert other not in card.text
+
+
 def test_recipe_yaml_reproduces_the_arguments_and_holds_no_token(tmp_path):
     path = os.path.join(REPO, "recipes", "tweets-movement-pruning.yaml")
     overrides = ["--num_train_epochs", "2", "--hub_token", "hf_secret_value"]
