@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
        [--out benchmarks/results/low_bit.json]
+       python benchmarks/low_bit.py --summarize PART.json ... --out benchmarks/results/low_bit.json
 
 Every arm distils a 3-layer student (`create_student(teacher, num_hidden_layers=3)`) of the cached tweets teacher
 (`benchmarks.common.TEACHER_DIR`; this script waits for it and never trains it) with `CompressionTrainer` on 4,000
@@ -188,24 +189,39 @@ def table(result: dict) -> str:
     """Mean (and spread over seeds) accuracy and bytes per arm, as Markdown."""
     teacher = result["teacher"]["accuracy"]
     lines = [
-        "| arm | seeds | accuracy (mean ± sd) | vs teacher | agreement | MB (safetensors) | vs fp32 bytes |",
-        "|---|---|---|---|---|---|---|",
+        "| arm | seeds | accuracy (mean ± sd) | vs teacher | agreement | MB (safetensors) | vs fp32 bytes | "
+        "vs int8 bytes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     by_arm: dict[str, list[dict]] = {}
     for row in result["arms"]:
         by_arm.setdefault(row["arm"], []).append(row)
     fp32_bytes = statistics.mean(r["bytes"] for r in by_arm["fp32"]) if "fp32" in by_arm else None
+    int8_bytes = statistics.mean(r["bytes"] for r in by_arm["int8"]) if "int8" in by_arm else None
     for arm, rows in by_arm.items():
         acc = [r["accuracy"] for r in rows]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
         size = statistics.mean(r["bytes"] for r in rows)
         ratio = f"{size / fp32_bytes:.1%}" if fp32_bytes else "—"
+        ratio_int8 = f"{size / int8_bytes:.1%}" if int8_bytes else "—"
         agreement = statistics.mean(r["agreement_with_teacher"] for r in rows)
         lines.append(
             f"| {arm} | {len(rows)} | {statistics.mean(acc):.4f} ± {sd:.4f} | {statistics.mean(acc) / teacher:.1%} | "
-            f"{agreement:.1%} | {size / 1e6:.2f} | {ratio} |"
+            f"{agreement:.1%} | {size / 1e6:.2f} | {ratio} | {ratio_int8} |"
         )
     return "\n".join(lines)
+
+
+def summarize(paths: list[str]) -> dict:
+    """One result from part files of the same settings (e.g. two processes with different arms)."""
+    merged: dict = {"arms": []}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        merged["arms"].extend(part.pop("arms", []))
+        for key, value in part.items():
+            merged.setdefault(key, value)
+    return merged
 
 
 def main():
@@ -218,7 +234,13 @@ def main():
     )
     parser.add_argument("--wait", type=float, default=4 * 3600, help="seconds to wait for the teacher")
     parser.add_argument("--out", default=os.path.join(RESULTS, "low_bit.json"))
+    parser.add_argument("--summarize", nargs="+", metavar="PART_JSON", help="merge part files into --out, print")
     args = parser.parse_args()
+    if args.summarize:
+        result = summarize(args.summarize)
+        write(result, args.out)
+        print(table(result))
+        return
     if args.quick and args.out == os.path.join(RESULTS, "low_bit.json"):
         args.out = os.path.join(tempfile.gettempdir(), "low_bit_quick.json")  # a smoke run never overwrites results
     torch.manual_seed(0)
