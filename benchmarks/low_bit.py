@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
        [--out benchmarks/results/low_bit.json]
+       python benchmarks/low_bit.py --latency --seeds 0 [--arms ...] --out LATENCY.json   (after the training runs)
        python benchmarks/low_bit.py --summarize PART.json ... --out benchmarks/results/low_bit.json
 
 Every arm distils a 3-layer student (`create_student(teacher, num_hidden_layers=3)`) of the cached tweets teacher
@@ -10,12 +11,13 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
 
 - fp32: plain distillation; int8: that fp32 student after `quantize_` (post-training, no extra training);
 - 4bit: weight_bits=4, one scale per row, every Linear and the word embeddings (as int8 PTQ; quantization-aware);
-- ternary: weight_bits=2 for the encoder Linears, word embeddings at 4 bits (embedding_weight_bits=4);
+- ternary: weight_bits=2 for the same Linears, word embeddings at 4 bits (embedding_weight_bits=4);
 - mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
-here: they compute with the int8 kernel, so latency is int8's (see benchmarks/quantization.py) and not measured.
+here: they compute with the int8 kernel, so their latency should be int8's; `--latency` measures it (teacher and the
+saved students of one seed, reloaded, interleaved on one thread, batch 1 and 32, 48 tokens).
 Writes JSON after every arm and prints a Markdown table for RESULTS.md.
 """
 
@@ -42,7 +44,7 @@ from hf_compress import (  # noqa: E402
     create_student,
     quantize_,
 )
-from hf_compress.evaluation.measure import predict  # noqa: E402
+from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
 from hf_compress.quantization.bit_widths import planned_megabytes  # noqa: E402
 from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E402
 
@@ -179,10 +181,40 @@ def run(args) -> dict:
     return result
 
 
+def latency(args) -> dict:
+    """Teacher vs the saved students of one seed (reloaded with from_pretrained), interleaved on one thread."""
+    teacher_dir = wait_for_teacher(args.wait)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    torch.set_num_threads(1)
+    models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
+    for arm in args.arms:
+        folder = os.path.join(MODELS, f"{arm}-seed{args.seeds[0]}")
+        models[arm] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    repeats = {1: 5 if args.quick else 40, 32: 3 if args.quick else 15}
+    ms = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats[bs]) for bs in (1, 32)}
+    rows = {
+        name: {
+            "latency_ms_batch1": round(ms[1][name], 2),
+            "latency_ms_batch32": round(ms[32][name], 1),
+            "speedup_batch1": round(ms[1]["teacher"] / ms[1][name], 2),
+            "speedup_batch32": round(ms[32]["teacher"] / ms[32][name], 2),
+        }
+        for name in models
+    }
+    for name, row in rows.items():
+        print(f"{name}: batch 1 {row['speedup_batch1']:.2f}×, batch 32 {row['speedup_batch32']:.2f}×", flush=True)
+    return {"latency": {**run_info(), "seed": args.seeds[0], "seq_len": 48, "repeats": repeats, "rows": rows}}
+
+
 def write(result: dict, path: str) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=2)
+
+
+def speedup(row: dict | None) -> str:
+    """'b1× / b32×' of a latency row, or a dash."""
+    return f"{row['speedup_batch1']:.2f}× / {row['speedup_batch32']:.2f}×" if row else "—"
 
 
 def table(result: dict) -> str:
@@ -190,14 +222,15 @@ def table(result: dict) -> str:
     teacher = result["teacher"]["accuracy"]
     lines = [
         "| arm | seeds | accuracy (mean ± sd) | vs teacher | agreement | MB (safetensors) | vs fp32 bytes | "
-        "vs int8 bytes |",
-        "|---|---|---|---|---|---|---|---|",
+        "vs int8 bytes | speed-up b1 / b32 |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by_arm: dict[str, list[dict]] = {}
     for row in result["arms"]:
         by_arm.setdefault(row["arm"], []).append(row)
     fp32_bytes = statistics.mean(r["bytes"] for r in by_arm["fp32"]) if "fp32" in by_arm else None
     int8_bytes = statistics.mean(r["bytes"] for r in by_arm["int8"]) if "int8" in by_arm else None
+    speed = result.get("latency", {}).get("rows", {})
     for arm, rows in by_arm.items():
         acc = [r["accuracy"] for r in rows]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -207,7 +240,7 @@ def table(result: dict) -> str:
         agreement = statistics.mean(r["agreement_with_teacher"] for r in rows)
         lines.append(
             f"| {arm} | {len(rows)} | {statistics.mean(acc):.4f} ± {sd:.4f} | {statistics.mean(acc) / teacher:.1%} | "
-            f"{agreement:.1%} | {size / 1e6:.2f} | {ratio} | {ratio_int8} |"
+            f"{agreement:.1%} | {size / 1e6:.2f} | {ratio} | {ratio_int8} | {speedup(speed.get(arm))} |"
         )
     return "\n".join(lines)
 
@@ -234,8 +267,14 @@ def main():
     )
     parser.add_argument("--wait", type=float, default=4 * 3600, help="seconds to wait for the teacher")
     parser.add_argument("--out", default=os.path.join(RESULTS, "low_bit.json"))
+    parser.add_argument(
+        "--latency", action="store_true", help="time the teacher and the saved students of --seeds[0] (no training)"
+    )
     parser.add_argument("--summarize", nargs="+", metavar="PART_JSON", help="merge part files into --out, print")
     args = parser.parse_args()
+    if args.latency:
+        write(latency(args), args.out)
+        return
     if args.summarize:
         result = summarize(args.summarize)
         write(result, args.out)
