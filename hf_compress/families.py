@@ -169,13 +169,16 @@ class LayerParts:
         return self.up.out_features
 
 
-LINEAR_PARTS = ("query", "key", "value", "attention_output", "ffn_up", "ffn_down")
+ATTENTION_PARTS = ("query", "key", "value", "attention_output")
+FFN_PARTS = ("ffn_up", "ffn_down")
+LINEAR_PARTS = ATTENTION_PARTS + FFN_PARTS
 
 
-def distinct_layers(model: nn.Module, check_linear: bool = True) -> list[LayerParts]:
+def distinct_layers(model: nn.Module, check_linear: bool | tuple[str, ...] = True) -> list[LayerParts]:
     """Every distinct transformer layer (a layer ALBERT shares among several positions appears once), in order.
 
-    With `check_linear`, every projection the family names must be an nn.Linear (not yet quantized).
+    With `check_linear`, every projection the family names (or only the parts named, e.g. FFN_PARTS) must be an
+    nn.Linear: not yet quantized or factorised. Raises ValueError naming the first one that is not.
     """
     fam = family_of(model)
     prefix = base_prefix(model)
@@ -187,9 +190,10 @@ def distinct_layers(model: nn.Module, check_linear: bool = True) -> list[LayerPa
                 found.append(LayerParts(f"{prefix}{fam.layers}.{g}.albert_layers.{i}", layer, fam))
     else:
         found = [LayerParts(f"{prefix}{fam.layers}.{i}", layer, fam) for i, layer in enumerate(container)]
+    checked = LINEAR_PARTS if check_linear is True else tuple(check_linear or ())
     for parts in found:
         for part in LINEAR_PARTS:
-            parts.linear(part) if check_linear else parts.module(part)  # each path is checked on the real model
+            parts.linear(part) if part in checked else parts.module(part)  # each path is checked on the real model
     return found
 
 

@@ -502,8 +502,16 @@ def low_rank_trainer(tmp_path, teacher_layers: int = 4, **overrides):
         {"low_rank_method": "fisher", "low_rank_allocation": "budget"},
         {"low_rank_method": "activation", "num_hidden_groups": 1},  # ALBERT-style student, then factorised
         {"low_rank_method": "svd", "quantization": "dynamic-int8"},  # int8 factors at finalization
+        # attention factorised, FFN neurons pruned (the FFN stays dense), then int8 of both kinds
+        {
+            "low_rank_method": "fisher",
+            "low_rank_modules": "attention",
+            "ffn_sparsity": 0.5,
+            "pruning_frequency": 1,
+            "quantization": "dynamic-int8",
+        },
     ],
-    ids=["svd", "fisher-budget", "activation-albert", "svd-int8"],
+    ids=["svd", "fisher-budget", "activation-albert", "svd-int8", "attention-ffn-pruned-int8"],
 )
 def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(overrides, tmp_path):
     trainer = low_rank_trainer(tmp_path, **overrides)
@@ -515,7 +523,9 @@ def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(ov
     assert record["parameters_after"] <= 0.5 * record["parameters_before"] + 32 * len(record["ranks"])  # + biases
     factors = {n: m.weight for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     shared = "num_hidden_groups" in overrides  # one ALBERT layer shared by both positions: its Linears count once
-    assert sorted(factors) == sorted(recorded_ranks(model.config)) and len(factors) == (6 if shared else 12)
+    per_layer = 4 if overrides.get("low_rank_modules") == "attention" else 6
+    assert sorted(factors) == sorted(recorded_ranks(model.config)) and len(factors) == per_layer * (1 if shared else 2)
+    assert all(".attention." in n for n in factors) or per_layer == 6
     before = {n: w.detach().clone() for n, w in factors.items()}
     trainer.train()
     # The optimizer held the factors: every one of them moved.
@@ -527,6 +537,10 @@ def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(ov
     assert {n: m.rank for n, m in reloaded.named_modules() if isinstance(m, kind)} == record["ranks"]
     assert int8 == (getattr(reloaded.config.quantization_config, "low_rank_ranks", None) == record["ranks"])
     assert (logits(reloaded) - logits(trainer.model.eval())).abs().max() <= 1e-5
+    if "ffn_sparsity" in overrides:  # the dense FFN was pruned and sliced beside the factorised attention
+        assert reloaded.config.intermediate_size == model.config.intermediate_size == 64 // 2
+        up = reloaded.bert.encoder.layer[0].intermediate.dense
+        assert up.out_features == 32 and not isinstance(up, (LowRankLinear, Int8LowRankLinear))
 
 
 @pytest.mark.parametrize(
@@ -539,6 +553,11 @@ def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(ov
         ({"low_rank_ratio": 0.5, "low_rank_calibration_batches": 0}, "low_rank_calibration_batches=0 is invalid"),
         ({"low_rank_ratio": 0.5, "target_sparsity": 0.5}, "target_sparsity=0.5 is invalid; allowed: 0 with"),
         ({"low_rank_ratio": 0.5, "ffn_sparsity": 0.25}, "ffn_sparsity=0.25 is invalid; allowed: 0 with"),
+        ({"low_rank_ratio": 0.5, "low_rank_modules": "ffn"}, "low_rank_modules='ffn' is invalid; allowed: all, att"),
+        (
+            {"low_rank_ratio": 0.5, "low_rank_modules": "attention", "target_sparsity": 0.5},
+            "target_sparsity=0.5 is invalid; allowed: 0 with",
+        ),
     ],
 )
 def test_low_rank_arguments_are_validated(overrides, message, tmp_path):

@@ -378,3 +378,27 @@ def test_prune_ffn_bad_input_names_the_argument_and_leaves_the_model(kwargs, mes
         prune_ffn_(model, **{"dataloader": calibration(), **kwargs})
     assert model.config.intermediate_size == 2
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_head_gate_gradient_through_a_factorised_output_projection_equals_the_dense_one():
+    # A LowRankLinear y = U·D·x has the gate gradients of the dense W = U·D: scaling input column j scales only
+    # column j of D, so the column-block sums of D ⊙ ∂L/∂D equal those of W ⊙ ∂L/∂W.
+    from hf_compress import LowRankLinear
+    from hf_compress.pruning.heads import input_weight_and_grad
+    from hf_compress.pruning.scores import gate_gradients
+
+    torch.manual_seed(0)
+    up, down, bias = torch.randn(12, 5), torch.randn(5, 16), torch.randn(12)
+    factorised = LowRankLinear.from_factors(up, down, bias)
+    dense = torch.nn.Linear(16, 12)
+    with torch.no_grad():
+        dense.weight.copy_(up @ down)
+        dense.bias.copy_(bias)
+    x = torch.randn(7, 16)
+    gates = []
+    for module in (factorised, dense):
+        (module(x).tanh() ** 2).sum().backward()
+        weight, grad = input_weight_and_grad(module)
+        gates.append(gate_gradients(weight, grad, 4))
+    assert gates[0].shape == (4,)
+    torch.testing.assert_close(gates[0], gates[1], rtol=1e-4, atol=1e-5)

@@ -14,9 +14,35 @@ from .scores import ScoreAccumulator, gate_gradients
 logger = logging.getLogger(__name__)
 
 
-def attention_outputs(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    """The distinct attention output projections, named `<layer>.attention` (one per distinct layer)."""
-    return [(f"{layer.name}.attention", layer.linear("attention_output")) for layer in distinct_layers(model)]
+def attention_outputs(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The distinct attention output projections (nn.Linear or LowRankLinear), named `<layer>.attention`.
+
+    Raises ValueError for any other kind (e.g. already quantized).
+    """
+    from ..transforms.low_rank import LowRankLinear  # here: transforms.low_rank imports the quantization package
+
+    layers = distinct_layers(model, check_linear=False)
+    outputs = [(f"{layer.name}.attention", layer.module("attention_output")) for layer in layers]
+    for (_, module), layer in zip(outputs, layers):
+        if not isinstance(module, nn.Linear | LowRankLinear):
+            layer.linear("attention_output")  # raises the one message for a projection that is not a Linear
+    return outputs
+
+
+def input_weight_and_grad(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The (out, in) weight whose input columns meet the heads' context, and its gradient.
+
+    For a LowRankLinear y = U·D·x that is the down factor D (rank, in): scaling input column j scales column j of D
+    only, so ∂L/∂ξ_h is the same column-block sum of D ⊙ ∂L/∂D as of W ⊙ ∂L/∂W for the dense product W = U·D.
+    """
+    from ..transforms.low_rank import LowRankLinear
+
+    if isinstance(module, LowRankLinear):
+        grad = module.weight.grad
+        split = module.rank * module.in_features
+        down_grad = None if grad is None else grad[:split].view(module.rank, module.in_features)
+        return module.down_weight, down_grad
+    return module.weight, module.weight.grad
 
 
 class HeadImportance:
@@ -48,9 +74,10 @@ class HeadImportance:
         """Add this step's |∂L/∂ξ_h|: the column-block sums of W_o ⊙ ∂L/∂W_o."""
         evidence = {}
         for name, dense in self.modules:
-            if dense.weight.grad is not None:
+            weight, grad = input_weight_and_grad(dense)
+            if grad is not None:
                 head_size = dense.in_features // self.num_heads
-                evidence[name] = gate_gradients(dense.weight, dense.weight.grad, head_size).abs()
+                evidence[name] = gate_gradients(weight, grad, head_size).abs()
         self.importance.add(evidence)
 
     def report(self) -> list[dict]:

@@ -21,6 +21,7 @@ from .pruning_args import PruningTrainingArguments
 QUANTIZATIONS = ("none", "dynamic-int8")
 EMBEDDING_WEIGHTINGS = ("uniform", "used", "frequency")
 LOW_RANK_ALLOCATIONS = ("per_module", "budget")
+LOW_RANK_MODULES = ("all", "attention")
 
 
 @dataclass
@@ -66,7 +67,14 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         metadata={
             "help": "Factorise the student's encoder Linears (attention q/k/v/output, FFN up/down) before distilling, "
             "keeping at most this fraction in (0, 1] of their weight parameters (factorize_linear_); null: off. "
-            "Not with target_sparsity > 0 or ffn_sparsity > 0 (pruning needs dense nn.Linear weights)."
+            "Not with target_sparsity > 0; with ffn_sparsity > 0 only when low_rank_modules='attention'."
+        },
+    )
+    low_rank_modules: str = field(
+        default="all",
+        metadata={
+            "help": "Which encoder Linears are factorised: 'all' (attention and FFN) or 'attention' (q/k/v/output; "
+            "the FFN stays dense, so ffn_sparsity can prune its neurons)."
         },
     )
     low_rank_method: str = field(
@@ -167,19 +175,23 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         require(ok, "low_rank_ratio", ratio, "null or a number in (0, 1]")
         check_choice("low_rank_method", self.low_rank_method, LOW_RANK_METHODS)
         check_choice("low_rank_allocation", self.low_rank_allocation, LOW_RANK_ALLOCATIONS)
+        check_choice("low_rank_modules", self.low_rank_modules, LOW_RANK_MODULES)
         check_positive_int("low_rank_calibration_batches", self.low_rank_calibration_batches)
         if ratio is None:
             return
         # Both pruners mask or slice nn.Linear weights (out, in); a LowRankLinear holds one flat vector of factors.
         # Pruning then factorising at finalization is not what a recipe asks for (the factors would not be trained).
-        for name in ("target_sparsity", "ffn_sparsity"):
+        # FFN neurons can still be pruned when only the attention projections are factorised.
+        dense_ffn = self.low_rank_modules == "attention"
+        for name in ("target_sparsity",) if dense_ffn else ("target_sparsity", "ffn_sparsity"):
             value = getattr(self, name)
+            hint = "" if dense_ffn or name == "target_sparsity" else "; or low_rank_modules='attention'"
             require(
                 value == 0,
                 name,
                 value,
                 f"0 with low_rank_ratio={ratio}: pruning needs dense nn.Linear weights, factorised Linears have none "
-                "(prune in one run, factorise the saved model in another)",
+                f"(prune in one run, factorise the saved model in another{hint})",
             )
 
     def _check_low_bit(self) -> None:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..checks import invalid
+from ..families import ATTENTION_PARTS, distinct_layers
 from ..provenance import applied, record
 from ..transforms.albert import to_albert, token_frequencies
 from ..transforms.low_rank import factorize_linear_
@@ -15,6 +16,12 @@ from ..transforms.low_rank_loading import is_low_rank_config
 from .compression_args import CompressionTrainingArguments
 from .distillation_trainer import DistillationTrainer
 from .pruning_trainer import PruningMixin
+
+
+def attention_projections(model):
+    """filter_fn of factorize_linear_ keeping the q/k/v/output projections of every distinct layer."""
+    names = {parts.module_name(part) for parts in distinct_layers(model) for part in ATTENTION_PARTS}
+    return lambda module, name: name in names
 
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
@@ -102,6 +109,7 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             method=args.low_rank_method,
             dataloader=batches,
             num_batches=args.low_rank_calibration_batches,
+            filter_fn=attention_projections(self.model) if args.low_rank_modules == "attention" else None,
             **rule,
         )
 

@@ -16,7 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from ..checks import check_choice, check_positive_int, invalid
-from ..families import LayerParts, distinct_layers, intermediate_size, set_intermediate_size
+from ..families import FFN_PARTS, LayerParts, distinct_layers, intermediate_size, set_intermediate_size
 from ..provenance import record
 from ..pruning.masks import prune_lowest
 from ..pruning.scores import gate_gradients
@@ -27,9 +27,10 @@ FFN_METHODS = ("taylor", "magnitude")
 def ffn_layers(model: nn.Module) -> list[LayerParts]:
     """The distinct FFN blocks (a block ALBERT shares is listed once); `.up`, `.down`, `.size` on each.
 
-    Raises ValueError for an unsupported family, a quantized model, or layers of different intermediate sizes.
+    Raises ValueError for an unsupported family, quantized or factorised FFN Linears, or layers of different
+    intermediate sizes. The attention projections may be anything (e.g. factorised: low_rank_modules='attention').
     """
-    layers = distinct_layers(model)
+    layers = distinct_layers(model, check_linear=FFN_PARTS)
     sizes = {layer.size for layer in layers}
     if len(sizes) > 1:
         raise ValueError(f"FFN layers have different intermediate sizes {sorted(sizes)}; a stock config needs one")
