@@ -553,7 +553,10 @@ def test_compression_trainer_factorises_the_student_distils_it_and_it_reloads(ov
         ({"low_rank_ratio": 0.5, "low_rank_calibration_batches": 0}, "low_rank_calibration_batches=0 is invalid"),
         ({"low_rank_ratio": 0.5, "target_sparsity": 0.5}, "target_sparsity=0.5 is invalid; allowed: 0 with"),
         ({"low_rank_ratio": 0.5, "ffn_sparsity": 0.25}, "ffn_sparsity=0.25 is invalid; allowed: 0 with"),
-        ({"low_rank_ratio": 0.5, "low_rank_modules": "ffn"}, "low_rank_modules='ffn' is invalid; allowed: all, att"),
+        (
+            {"low_rank_ratio": 0.5, "low_rank_modules": "ffn"},
+            "low_rank_modules='ffn' is invalid; allowed: 'all', 'attention'",
+        ),
         (
             {"low_rank_ratio": 0.5, "low_rank_modules": "attention", "target_sparsity": 0.5},
             "target_sparsity=0.5 is invalid; allowed: 0 with",
