@@ -189,3 +189,38 @@ if __name__ == "__main__":
     data, tokenizer = tweets_tokenized()
     model = AutoModelForSequenceClassification.from_pretrained(path)
     print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")
+
+
+def wait_for_teacher(timeout_s: float) -> str:
+    """The cached teacher's directory once its weights are written (another process may be training it right now)."""
+    needed = ("config.json", "model.safetensors", "tokenizer.json")
+    start = time.time()
+    while not all(os.path.exists(os.path.join(TEACHER_DIR, f)) for f in needed):
+        if time.time() - start > timeout_s:
+            raise SystemExit(
+                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with benchmarks/common.py"
+            )
+        time.sleep(30)
+    return TEACHER_DIR
+
+
+def speedup_rows(models: dict, tokenizer, quick: bool) -> tuple[dict, dict]:
+    """Median latency at batch 1 and 32 of every model, interleaved on one thread, and each one's speed-up over the
+    model named "teacher"; returns (rows by name, repeats by batch size)."""
+    from hf_compress.evaluation.measure import latency_ms
+
+    torch.set_num_threads(1)
+    repeats = {1: 5 if quick else 40, 32: 3 if quick else 15}
+    ms = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats[bs]) for bs in (1, 32)}
+    rows = {
+        name: {
+            "latency_ms_batch1": round(ms[1][name], 2),
+            "latency_ms_batch32": round(ms[32][name], 1),
+            "speedup_batch1": round(ms[1]["teacher"] / ms[1][name], 2),
+            "speedup_batch32": round(ms[32]["teacher"] / ms[32][name], 2),
+        }
+        for name in models
+    }
+    for name, row in rows.items():
+        print(f"{name}: batch 1 {row['speedup_batch1']:.2f}×, batch 32 {row['speedup_batch32']:.2f}×", flush=True)
+    return rows, repeats

@@ -37,14 +37,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
 
-from benchmarks.common import TEACHER_DIR, run_info, training_args, tweets_tokenized  # noqa: E402
+from benchmarks.common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher  # noqa: E402
 from hf_compress import (  # noqa: E402
     CompressionTrainer,
     CompressionTrainingArguments,
     create_student,
     quantize_,
 )
-from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
+from hf_compress.evaluation.measure import predict  # noqa: E402
 from hf_compress.quantization.bit_widths import planned_megabytes  # noqa: E402
 from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E402
 
@@ -61,19 +61,6 @@ LOW_BIT_FIELDS = {
     "ternary": dict(weight_bits=2, embedding_weight_bits=4),
     "mixed": {},  # bit_budget_mb filled in from the 4-bit arm's bytes
 }
-
-
-def wait_for_teacher(timeout_s: float) -> str:
-    """The teacher directory once its weights are written (another process may be training it right now)."""
-    needed = ("config.json", "model.safetensors", "tokenizer.json")
-    start = time.time()
-    while not all(os.path.exists(os.path.join(TEACHER_DIR, f)) for f in needed):
-        if time.time() - start > timeout_s:
-            raise SystemExit(
-                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with benchmarks/common.py"
-            )
-        time.sleep(30)
-    return TEACHER_DIR
 
 
 def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
@@ -185,24 +172,11 @@ def latency(args) -> dict:
     """Teacher vs the saved students of one seed (reloaded with from_pretrained), interleaved on one thread."""
     teacher_dir = wait_for_teacher(args.wait)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    torch.set_num_threads(1)
     models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
     for arm in args.arms:
         folder = os.path.join(MODELS, f"{arm}-seed{args.seeds[0]}")
         models[arm] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
-    repeats = {1: 5 if args.quick else 40, 32: 3 if args.quick else 15}
-    ms = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats[bs]) for bs in (1, 32)}
-    rows = {
-        name: {
-            "latency_ms_batch1": round(ms[1][name], 2),
-            "latency_ms_batch32": round(ms[32][name], 1),
-            "speedup_batch1": round(ms[1]["teacher"] / ms[1][name], 2),
-            "speedup_batch32": round(ms[32]["teacher"] / ms[32][name], 2),
-        }
-        for name in models
-    }
-    for name, row in rows.items():
-        print(f"{name}: batch 1 {row['speedup_batch1']:.2f}×, batch 32 {row['speedup_batch32']:.2f}×", flush=True)
+    rows, repeats = speedup_rows(models, tokenizer, args.quick)
     return {"latency": {**run_info(), "seed": args.seeds[0], "seq_len": 48, "repeats": repeats, "rows": rows}}
 
 

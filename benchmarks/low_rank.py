@@ -27,12 +27,11 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
 
-from benchmarks.common import TEACHER_DIR, run_info, training_args, tweets_tokenized  # noqa: E402
+from benchmarks.common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher  # noqa: E402
 from hf_compress import (  # noqa: E402
     DistillationTrainer,
     DistillationTrainingArguments,
@@ -40,23 +39,10 @@ from hf_compress import (  # noqa: E402
     recorded_ranks,
     restore_low_rank_layout,
 )
-from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
+from hf_compress.evaluation.measure import predict  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-rank-models")
-
-
-def wait_for_teacher(timeout_s: float) -> str:
-    """The teacher directory once its weights are written (another process may be training it right now)."""
-    needed = ("config.json", "model.safetensors", "tokenizer.json")
-    start = time.time()
-    while not all(os.path.exists(os.path.join(TEACHER_DIR, f)) for f in needed):
-        if time.time() - start > timeout_s:
-            raise SystemExit(
-                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with benchmarks/common.py"
-            )
-        time.sleep(30)
-    return TEACHER_DIR
 
 
 def state_dict_bytes(model, path: str) -> int:
@@ -148,7 +134,6 @@ def latency_part(args) -> dict:
     """Teacher vs the saved distilled models of `args.latency_method`, reloaded, side by side on one thread."""
     teacher_dir = wait_for_teacher(args.wait)
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    torch.set_num_threads(1)
     models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
     for ratio in args.ratios:
         path = os.path.join(MODELS, f"{args.latency_method}-{ratio}.safetensors")
@@ -157,19 +142,7 @@ def latency_part(args) -> dict:
             restore_low_rank_layout(model, json.load(f))
         model.load_state_dict(load_file(path), strict=True)
         models[f"{args.latency_method} {ratio}"] = model
-    repeats = {1: 5 if args.quick else 40, 32: 3 if args.quick else 15}
-    latency = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats[bs]) for bs in (1, 32)}
-    rows = {
-        name: {
-            "latency_ms_batch1": round(latency[1][name], 2),
-            "latency_ms_batch32": round(latency[32][name], 1),
-            "speedup_batch1": round(latency[1]["teacher"] / latency[1][name], 2),
-            "speedup_batch32": round(latency[32]["teacher"] / latency[32][name], 2),
-        }
-        for name in models
-    }
-    for name, row in rows.items():
-        print(f"{name}: batch 1 {row['speedup_batch1']:.2f}×, batch 32 {row['speedup_batch32']:.2f}×", flush=True)
+    rows, repeats = speedup_rows(models, tokenizer, args.quick)
     result = {"latency": {**run_info(), "seq_len": 48, "repeats": repeats, "statistic": "median", "rows": rows}}
     write(result, args.out)
     return result
