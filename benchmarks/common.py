@@ -204,14 +204,15 @@ def wait_for_teacher(timeout_s: float) -> str:
     return TEACHER_DIR
 
 
-def speedup_rows(models: dict, tokenizer, quick: bool) -> tuple[dict, dict]:
+def speedup_rows(models: dict, tokenizer, quick: bool, tokenizers: dict | None = None) -> tuple[dict, dict]:
     """Median latency at batch 1 and 32 of every model, interleaved on one thread, and each one's speed-up over the
-    model named "teacher"; returns (rows by name, repeats by batch size)."""
+    model named "teacher"; returns (rows by name, repeats by batch size). `tokenizers`: a model's own tokenizer
+    (after vocabulary pruning), by name."""
     from hf_compress.evaluation.measure import latency_ms
 
     torch.set_num_threads(1)
     repeats = {1: 5 if quick else 40, 32: 3 if quick else 15}
-    ms = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats[bs]) for bs in (1, 32)}
+    ms = {bs: latency_ms(models, tokenizer, bs, repeats=repeats[bs], tokenizers=tokenizers) for bs in (1, 32)}
     rows = {
         name: {
             "latency_ms_batch1": round(ms[1][name], 2),

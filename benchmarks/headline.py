@@ -1,0 +1,205 @@
+"""The headline student and the levers tried for it: `recipes/tweets-headline.yaml` run end to end, over seeds.
+
+Usage: python benchmarks/headline.py --part train [--variants headline ...] [--seeds 0 1 2] [--quick]
+           [--out benchmarks/results/headline-part-X.json]
+       python benchmarks/headline.py --part latency --variants ... --seeds 0 --out LATENCY.json
+       python benchmarks/headline.py --summarize PART.json ... --out benchmarks/results/headline.json
+
+Every variant is the recipe `recipes/tweets-headline.yaml` (distillation with logits + hidden states, 50% of FFN
+neurons removed by Taylor importance, vocabulary pruned to the train split's tokens, weights stored at 4 bits)
+with a few fields overridden (the lever), run through `run_recipe` (the code behind `hf-compress compress`) on the
+teacher cached by `benchmarks/common.py` (not the recipe's own fine-tuning; `hf-compress compress
+recipes/tweets-headline.yaml` does that). Seeds change the recipe's `seed` (data order, initialisation of nothing:
+the student is taken from the teacher's layers). Accuracy on the 4,000 test tweets, MB of model.safetensors; the
+latency part reloads seed 0 of every variant with `from_pretrained` and times it against the fp32 teacher,
+interleaved on one thread (batch 1 and 32, 48 tokens).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+
+from benchmarks.common import CACHE, run_info, speedup_rows, tweets_tokenized, wait_for_teacher  # noqa: E402
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
+from hf_compress.cli.train import run_recipe  # noqa: E402
+from hf_compress.evaluation.measure import predict  # noqa: E402
+from hf_compress.trainer.compression_args import CompressionTrainingArguments  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPE = os.path.join(ROOT, "recipes", "tweets-headline.yaml")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+MODELS = os.path.join(CACHE, "headline")
+TEACHER_MB = 90.9  # the fp32 teacher's model.safetensors, measured again in every run below
+
+# Each lever is a set of recipe fields overriding recipes/tweets-headline.yaml (the "headline" variant).
+VARIANTS: dict[str, dict] = {
+    "headline": {},
+    "int8 (no low-bit)": dict(weight_bits=None, quantization="dynamic-int8", alpha=0.5, hidden_loss_weight=0.0),
+    "int8 + hidden states": dict(weight_bits=None, quantization="dynamic-int8"),
+    "4-bit, alpha 0.5, no hidden": dict(alpha=0.5, hidden_loss_weight=0.0),
+    "embeddings 2-bit": dict(embedding_weight_bits=2),
+    "ternary Linears, 4-bit embeddings": dict(weight_bits=2, embedding_weight_bits=4),
+    "ternary Linears, 2-bit embeddings": dict(weight_bits=2, embedding_weight_bits=2),
+    "2 epochs": dict(num_train_epochs=2),
+    "16,000 tweets": dict(max_train_samples=16000),
+}
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+def recipe_args(variant: str, seed: int, quick: bool) -> tuple[RecipeArguments, CompressionTrainingArguments]:
+    """The headline recipe with `variant`'s overrides, on the cached teacher, writing to MODELS/<variant>-seed<k>."""
+    output_dir = os.path.join(MODELS, f"{slug(variant)}-seed{seed}")
+    argv = ["--teacher_model_name_or_path", wait_for_teacher(600), "--finetune_teacher", "false", "--report", "false"]
+    argv += ["--output_dir", output_dir, "--overwrite_output", "true", "--seed", str(seed)]
+    if quick:
+        argv += ["--max_train_samples", "256", "--max_eval_samples", "300"]
+    recipe, args = parse_recipe(RECIPE, argv, RecipeArguments, CompressionTrainingArguments)
+    overrides = VARIANTS[variant]
+    if overrides:  # re-validated through the arguments classes, as a recipe with these fields would be
+        fields = {**{f: getattr(args, f) for f in overrides if hasattr(args, f)}, **overrides}
+        argv += [a for f, v in fields.items() for a in (f"--{f}", "null" if v is None else str(v))]
+        recipe, args = parse_recipe(RECIPE, argv, RecipeArguments, CompressionTrainingArguments)
+    return recipe, args
+
+
+def accuracy(folder: str, test, tokenizer_dir: str) -> dict:
+    """Test accuracy of the saved model reloaded with from_pretrained (its own pruned tokenizer), and its bytes."""
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    logits = predict(model, test, tokenizer)
+    return {
+        "accuracy": float((logits.argmax(-1) == np.asarray(test["label"])).mean()),
+        "bytes": os.path.getsize(os.path.join(folder, "model.safetensors")),
+        "pred": logits.argmax(-1),
+    }
+
+
+def test_split(quick: bool, tokenizer):
+    """The raw test tweets tokenised with `tokenizer` (each student has its own pruned one)."""
+    data, _ = tweets_tokenized(tokenizer)
+    return data["test"].select(range(300)) if quick else data["test"]
+
+
+def train(opts) -> dict:
+    teacher_dir = wait_for_teacher(opts.wait)
+    teacher_tok = AutoTokenizer.from_pretrained(teacher_dir)
+    teacher_eval = accuracy(teacher_dir, test_split(opts.quick, teacher_tok), teacher_dir)
+    result = {
+        **run_info(),
+        "recipe": os.path.relpath(RECIPE, ROOT),
+        "teacher": {"accuracy": teacher_eval["accuracy"], "bytes": teacher_eval["bytes"]},
+        "rows": [],
+    }
+    print(f"teacher: accuracy {teacher_eval['accuracy']:.4f}", flush=True)
+    for variant in opts.variants:
+        for seed in opts.seeds:
+            recipe, args = recipe_args(variant, seed, opts.quick)
+            start = time.time()
+            run_recipe(recipe, args, "compress")
+            seconds = round(time.time() - start)
+            tokenizer = AutoTokenizer.from_pretrained(args.output_dir)
+            row = accuracy(args.output_dir, test_split(opts.quick, tokenizer), args.output_dir)
+            row["agreement_with_teacher"] = float((row.pop("pred") == teacher_eval["pred"]).mean())
+            row.update(variant=variant, overrides=VARIANTS[variant], seed=seed, seconds=seconds)
+            result["rows"].append(row)
+            print(
+                f"{variant} seed {seed}: accuracy {row['accuracy']:.4f} "
+                f"({row['accuracy'] / teacher_eval['accuracy']:.1%}), {row['bytes'] / 1e6:.2f} MB, {seconds} s",
+                flush=True,
+            )
+            write(result, opts.out)  # after every run: CPU time is scarce, keep what is done
+    return result
+
+
+def latency(opts) -> dict:
+    """Teacher vs seed `opts.seeds[0]` of every variant (reloaded), interleaved on one thread."""
+    teacher_dir = wait_for_teacher(opts.wait)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
+    tokenizers = {}
+    for variant in opts.variants:
+        folder = os.path.join(MODELS, f"{slug(variant)}-seed{opts.seeds[0]}")
+        models[variant] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        tokenizers[variant] = AutoTokenizer.from_pretrained(folder)  # the pruned vocabulary's own ids
+    rows, repeats = speedup_rows(models, tokenizer, opts.quick, tokenizers)
+    return {"latency": {**run_info(), "seed": opts.seeds[0], "seq_len": 48, "repeats": repeats, "rows": rows}}
+
+
+def write(result: dict, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=2)
+
+
+def summarize(paths: list[str]) -> dict:
+    """Merge train and latency parts; one row per variant (mean ± sd over seeds)."""
+    merged: dict = {"rows": [], "latency": None, "parts": paths}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        if "latency" in part:
+            merged["latency"] = part["latency"]
+        else:
+            merged["rows"] += part["rows"]
+            merged.setdefault("teacher", part["teacher"])
+            merged.setdefault("machine", part["machine"])
+    return merged
+
+
+def table(result: dict) -> str:
+    teacher = result["teacher"]
+    lines = [
+        "| variant | seeds | accuracy (mean ± sd) | vs teacher | agreement | MB on disk | smaller | faster b1 / b32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    latency_rows = (result.get("latency") or {}).get("rows", {})
+    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["variant"] == variant]
+        acc = [r["accuracy"] for r in rows]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        mb = statistics.mean(r["bytes"] for r in rows) / 1e6
+        agree = statistics.mean(r["agreement_with_teacher"] for r in rows)
+        lat = latency_rows.get(variant)
+        speed = f"{lat['speedup_batch1']:.2f}× / {lat['speedup_batch32']:.2f}×" if lat else "—"
+        lines.append(
+            f"| {variant} | {len(rows)} | {statistics.mean(acc):.4f} ± {sd:.4f} | "
+            f"{statistics.mean(acc) / teacher['accuracy']:.1%} | {agree:.1%} | {mb:.2f} | "
+            f"{teacher['bytes'] / 1e6 / mb:.1f}× | {speed} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--part", choices=("train", "latency"), default="train")
+    parser.add_argument("--variants", nargs="+", default=["headline"], choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--wait", type=float, default=0, help="seconds to wait for the cached teacher")
+    parser.add_argument("--summarize", nargs="+", default=None)
+    parser.add_argument("--out", default=os.path.join(RESULTS, "headline.json"))
+    opts = parser.parse_args()
+    if opts.summarize:
+        result = summarize(opts.summarize)
+    else:
+        result = train(opts) if opts.part == "train" else latency(opts)
+    write(result, opts.out)
+    if "rows" in result:
+        print(table(result))
+
+
+if __name__ == "__main__":
+    main()
