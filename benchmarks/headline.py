@@ -39,6 +39,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "tweets-headline.yaml")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 MODELS = os.path.join(CACHE, "headline")
+PIPELINE_MODELS = os.path.join(CACHE, "pipeline")
+# Points of benchmarks/pipeline.py (one seed, results/pipeline.json) timed in the same latency run, for the plot.
+PIPELINE_POINTS = {"teacher int8": "teacher int8", "3-layer distilled": "3-layer distilled", "ALBERT path": "+ int8"}
 TEACHER_MB = 90.9  # the fp32 teacher's model.safetensors, measured again in every run below
 
 # Each lever is a set of recipe fields overriding recipes/tweets-headline.yaml (the "headline" variant).
@@ -134,6 +137,10 @@ def latency(opts) -> dict:
         folder = os.path.join(MODELS, f"{slug(variant)}-seed{opts.seeds[0]}")
         models[variant] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
         tokenizers[variant] = AutoTokenizer.from_pretrained(folder)  # the pruned vocabulary's own ids
+    for name, stage in PIPELINE_POINTS.items() if opts.with_pipeline else ():
+        folder = os.path.join(PIPELINE_MODELS, stage)
+        models[name] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        tokenizers[name] = AutoTokenizer.from_pretrained(folder)
     rows, repeats = speedup_rows(models, tokenizer, opts.quick, tokenizers)
     return {"latency": {**run_info(), "seed": opts.seeds[0], "seq_len": 48, "repeats": repeats, "rows": rows}}
 
@@ -157,6 +164,37 @@ def summarize(paths: list[str]) -> dict:
             merged.setdefault("teacher", part["teacher"])
             merged.setdefault("machine", part["machine"])
     return merged
+
+
+def plot(result: dict, path: str) -> None:
+    """Accuracy against MB on disk and batch-32 latency: every variant (mean over seeds), the teacher and the
+    pipeline's points timed in the same run (their accuracy from results/pipeline.json)."""
+    from hf_compress.evaluation.table import ReportRow, plot_report
+
+    latency_rows = result["latency"]["rows"]
+    with open(os.path.join(RESULTS, "pipeline.json")) as f:
+        pipeline = {row["name"]: row for row in json.load(f)["rows"]}
+    points = [("teacher", result["teacher"]["accuracy"], result["teacher"]["bytes"])]
+    for name, stage in PIPELINE_POINTS.items():
+        if name in latency_rows:
+            points.append((name, pipeline[stage]["accuracy"], pipeline[stage]["bytes_on_disk"]))
+    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+        rows = [r for r in result["rows"] if r["variant"] == variant]
+        if variant in latency_rows:
+            mean = statistics.mean
+            points.append((variant, mean(r["accuracy"] for r in rows), mean(r["bytes"] for r in rows)))
+    report = [
+        ReportRow(
+            name=name,
+            parameters=0,
+            bytes_on_disk=int(size),
+            score=acc,
+            metric="accuracy",
+            latency_ms={"batch_32": latency_rows[name]["latency_ms_batch32"]},
+        )
+        for name, acc, size in points
+    ]
+    plot_report(report, path, latency_key="batch_32")
 
 
 def table(result: dict) -> str:
@@ -190,10 +228,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--wait", type=float, default=0, help="seconds to wait for the cached teacher")
     parser.add_argument("--summarize", nargs="+", default=None)
+    parser.add_argument(
+        "--with-pipeline", action="store_true", help="latency: also time benchmarks/pipeline.py's saved models"
+    )
     parser.add_argument("--out", default=os.path.join(RESULTS, "headline.json"))
     opts = parser.parse_args()
     if opts.summarize:
         result = summarize(opts.summarize)
+        if result["latency"]:
+            plot(result, os.path.join(ROOT, "benchmarks", "headline.png"))
     else:
         result = train(opts) if opts.part == "train" else latency(opts)
     write(result, opts.out)
