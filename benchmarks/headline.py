@@ -47,13 +47,11 @@ TEACHER_MB = 90.9  # the fp32 teacher's model.safetensors, measured again in eve
 # Each lever is a set of recipe fields overriding recipes/tweets-headline.yaml (the "headline" variant).
 VARIANTS: dict[str, dict] = {
     "headline": {},
-    "int8 (no low-bit)": dict(weight_bits=None, quantization="dynamic-int8", alpha=0.5, hidden_loss_weight=0.0),
-    "int8 + hidden states": dict(weight_bits=None, quantization="dynamic-int8"),
-    "4-bit, alpha 0.5, no hidden": dict(alpha=0.5, hidden_loss_weight=0.0),
     "embeddings 2-bit": dict(embedding_weight_bits=2),
-    "ternary Linears, 4-bit embeddings": dict(weight_bits=2, embedding_weight_bits=4),
+    "alpha 0.9 + hidden states": dict(alpha=0.9, hidden_loss_weight=1.0),
+    "alpha 0.9 + hidden states, embeddings 2-bit": dict(alpha=0.9, hidden_loss_weight=1.0, embedding_weight_bits=2),
+    "int8 (no low-bit)": dict(weight_bits=None, quantization="dynamic-int8"),
     "ternary Linears, 2-bit embeddings": dict(weight_bits=2, embedding_weight_bits=2),
-    "2 epochs": dict(num_train_epochs=2),
     "16,000 tweets": dict(max_train_samples=16000),
 }
 
