@@ -218,6 +218,16 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def per_seed_table(result: dict) -> str:
+    """Accuracy of every run, a row per variant and a column per seed."""
+    seeds = sorted({r["seed"] for r in result["rows"]})
+    lines = ["| variant | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---|" + "---|" * len(seeds)]
+    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+        acc = {r["seed"]: f"{r['accuracy']:.4f}" for r in result["rows"] if r["variant"] == variant}
+        lines.append(f"| {variant} | " + " | ".join(acc.get(k, "") for k in seeds) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=("train", "latency"), default="train")
@@ -240,6 +250,8 @@ def main() -> None:
     write(result, opts.out)
     if "rows" in result:
         print(table(result))
+        print()
+        print(per_seed_table(result))
 
 
 if __name__ == "__main__":
