@@ -1,6 +1,6 @@
 """Below 8 bits on tweets: fp32, int8 PTQ, 4-bit QAT, ternary QAT and a mixed-width budget, by accuracy and bytes.
 
-Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed ...] [--epochs 2] [--quick]
+Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
        [--out benchmarks/results/low_bit.json]
        python benchmarks/low_bit.py --latency --seeds 0 [--arms ...] --out LATENCY.json   (after the training runs)
        python benchmarks/low_bit.py --summarize PART.json ... --out benchmarks/results/low_bit.json
@@ -12,8 +12,7 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
 - fp32: plain distillation; int8: that fp32 student after `quantize_` (post-training, no extra training);
 - 4bit: weight_bits=4, one scale per row, every Linear and the word embeddings (as int8 PTQ; quantization-aware);
 - ternary: weight_bits=2 for the same Linears, word embeddings at 4 bits (embedding_weight_bits=4);
-- mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module;
-- mixed-ternary-bytes: the same with the ternary arm's bytes as the budget.
+- mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -51,7 +50,7 @@ from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E40
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-bit-models")
-ARMS = ("fp32", "int8", "4bit", "ternary", "mixed", "mixed-ternary-bytes")
+ARMS = ("fp32", "int8", "4bit", "ternary", "mixed")
 # One scale per row and every Linear plus the word embeddings: the modules int8 PTQ (`quantize_`) converts, so the
 # arms compare like for like. Per 64-column groups with fp32 scales add 1/16 bits per code: the 4-bit student would
 # be 57.6% of the int8 one's bytes (planned), per row 52.6% (the goal is <= 55%).
@@ -61,10 +60,7 @@ LOW_BIT_FIELDS = {
     "4bit": dict(weight_bits=4),
     "ternary": dict(weight_bits=2, embedding_weight_bits=4),
     "mixed": {},  # bit_budget_mb filled in from the 4-bit arm's bytes
-    "mixed-ternary-bytes": {},  # bit_budget_mb filled in from the ternary arm's bytes
 }
-# The uniform arm whose planned bytes each mixed arm gets as its budget.
-BUDGET_OF = {"mixed": "4bit", "mixed-ternary-bytes": "ternary"}
 
 
 def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
@@ -77,26 +73,22 @@ def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> 
     return row, logits
 
 
-def uniform_budget_mb(teacher, arm: str) -> float:
-    """Megabytes of a uniform arm's packed codes + scales, for a mixed arm's budget (same modules, same shapes)."""
+def four_bit_budget_mb(teacher) -> float:
+    """Megabytes of the 4-bit arm's packed codes + scales, for the mixed arm's budget (same modules, same shapes)."""
     student = create_student(teacher, num_hidden_layers=3)
     chosen = select_low_bit_modules(student, MODULES)
-    fields = LOW_BIT_FIELDS[arm]
-    embedding_bits = fields.get("embedding_weight_bits") or fields["weight_bits"]
-    embeddings = {n for n, m in student.named_modules() if isinstance(m, torch.nn.Embedding)}
-    widths = {n: embedding_bits if n in embeddings else fields["weight_bits"] for n in chosen}
-    return planned_megabytes(student, widths, GROUP_SIZE)
+    return planned_megabytes(student, dict.fromkeys(chosen, 4), GROUP_SIZE)
 
 
-def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budgets: dict[str, float]) -> tuple:
+def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budget_mb: float) -> tuple:
     """Train one arm's student, save it; return the finalized model, its folder and what to record."""
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = create_student(teacher, num_hidden_layers=3)
     fields = {}
     if arm in LOW_BIT_FIELDS:
         fields = dict(LOW_BIT_FIELDS[arm], weight_group_size=GROUP_SIZE, weight_quantization_modules=MODULES)
-        if arm in BUDGET_OF:
-            fields.update(bit_budget_mb=budgets[arm], bit_calibration_batches=2 if args.quick else 8)
+        if arm == "mixed":
+            fields.update(bit_budget_mb=budget_mb, bit_calibration_batches=2 if args.quick else 8)
     output_dir = os.path.join(MODELS, f"{arm}-seed{seed}")
     with tempfile.TemporaryDirectory() as workdir:
         train_args = CompressionTrainingArguments(
@@ -117,7 +109,7 @@ def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budget
     record = {"train_seconds": seconds, "train_steps": trainer.state.global_step, **fields}
     if widths:
         record["bits_count"] = {str(b): list(widths.values()).count(b) for b in (8, 4, 2)}
-        if arm in BUDGET_OF:
+        if arm == "mixed":
             record["bits"] = widths
     return trainer.model.eval(), output_dir, record
 
@@ -133,7 +125,7 @@ def run(args) -> dict:
     os.makedirs(MODELS, exist_ok=True)
     teacher_row, teacher_logits = evaluate(teacher, test, tokenizer)
     teacher_pred = teacher_logits.argmax(-1)
-    budgets = {arm: uniform_budget_mb(teacher, uniform) for arm, uniform in BUDGET_OF.items()}
+    budget_mb = four_bit_budget_mb(teacher)
     result = {
         **run_info(),
         "test_examples": len(test),
@@ -141,12 +133,11 @@ def run(args) -> dict:
         "epochs": args.epochs,
         "group_size": GROUP_SIZE,
         "modules": MODULES,
-        "mixed_budget_mb": round(budgets["mixed"], 6),
-        "mixed_ternary_bytes_budget_mb": round(budgets["mixed-ternary-bytes"], 6),
+        "mixed_budget_mb": round(budget_mb, 6),
         "teacher": teacher_row,
         "arms": [],
     }
-    print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; mixed budgets (MB) {budgets}", flush=True)
+    print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; mixed budget {budget_mb:.3f} MB", flush=True)
     for seed in args.seeds:
         fp32_dir = None
         for arm in args.arms:
@@ -159,7 +150,7 @@ def run(args) -> dict:
                 folder = os.path.join(MODELS, f"int8-seed{seed}")
                 model.save_pretrained(folder)
             else:
-                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budgets)
+                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budget_mb)
                 row.update(record)
                 fp32_dir = folder if arm == "fp32" else fp32_dir
             metrics, logits = evaluate(model, test, tokenizer, teacher_pred)
