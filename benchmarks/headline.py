@@ -164,6 +164,12 @@ def summarize(paths: list[str]) -> dict:
     return merged
 
 
+def variants(result: dict) -> list[str]:
+    """The variants that have rows, in VARIANTS' order (the headline first)."""
+    present = {r["variant"] for r in result["rows"]}
+    return [v for v in VARIANTS if v in present]
+
+
 def plot(result: dict, path: str) -> None:
     """Accuracy against MB on disk and batch-32 latency: every variant (mean over seeds), the teacher and the
     pipeline's points timed in the same run (their accuracy from results/pipeline.json)."""
@@ -176,7 +182,7 @@ def plot(result: dict, path: str) -> None:
     for name, stage in PIPELINE_POINTS.items():
         if name in latency_rows:
             points.append((name, pipeline[stage]["accuracy"], pipeline[stage]["bytes_on_disk"]))
-    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+    for variant in variants(result):
         rows = [r for r in result["rows"] if r["variant"] == variant]
         if variant in latency_rows:
             mean = statistics.mean
@@ -202,7 +208,7 @@ def table(result: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     latency_rows = (result.get("latency") or {}).get("rows", {})
-    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+    for variant in variants(result):
         rows = [r for r in result["rows"] if r["variant"] == variant]
         acc = [r["accuracy"] for r in rows]
         sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
@@ -222,7 +228,7 @@ def per_seed_table(result: dict) -> str:
     """Accuracy of every run, a row per variant and a column per seed."""
     seeds = sorted({r["seed"] for r in result["rows"]})
     lines = ["| variant | " + " | ".join(f"seed {k}" for k in seeds) + " |", "|---|" + "---|" * len(seeds)]
-    for variant in dict.fromkeys(r["variant"] for r in result["rows"]):
+    for variant in variants(result):
         acc = {r["seed"]: f"{r['accuracy']:.4f}" for r in result["rows"] if r["variant"] == variant}
         lines.append(f"| {variant} | " + " | ".join(acc.get(k, "") for k in seeds) + " |")
     return "\n".join(lines)
