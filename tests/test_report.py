@@ -127,6 +127,84 @@ def test_report_without_data_measures_size_and_latency_only(models, tmp_path, ca
     assert not (tmp_path / "compression_report.png").exists()
 
 
+def test_report_reads_a_vocabulary_pruned_model_with_its_own_tokenizer(models, tmp_path):
+    """A model saved with its pruned tokenizer (prune_vocabulary_) is scored and timed on its own token ids; with the
+    teacher's ids it would index rows it no longer has."""
+    from hf_compress import prune_vocabulary_
+
+    tmp, teacher_dir, student_dir, data, texts, labels, tokenizer = models
+    model = AutoModelForSequenceClassification.from_pretrained(student_dir)
+    pruned_tokenizer = prune_vocabulary_(model, tokenizer, tokenizer(texts[:20])["input_ids"])
+    pruned_dir = str(tmp_path / "pruned")
+    model.save_pretrained(pruned_dir)
+    pruned_tokenizer.save_pretrained(pruned_dir)
+    assert model.config.vocab_size < len(tokenizer)  # the teacher's ids would be out of range
+
+    argv = [teacher_dir, pruned_dir, "--dataset", data, "--split", "train", "--max-samples", str(N)]
+    assert main([*argv, "--output", str(tmp_path / "out"), "--repeats", "1", "--batch-sizes", "2"]) == 0
+    teacher, pruned = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    own_ids = predictions_one_by_one(pruned_dir, pruned_tokenizer, texts[:N])
+    assert pruned["accuracy"] == pytest.approx((own_ids == np.array(labels[:N])).mean())
+    assert pruned["latency_ms"]["batch_2"] > 0
+
+
+class ThreadProbe(torch.nn.Module):
+    """Records torch's CPU thread count at every forward pass; raises on the pass numbered `fail_at`."""
+
+    def __init__(self, fail_at: int | None = None):
+        super().__init__()
+        self.seen: list[int] = []
+        self.fail_at = fail_at
+
+    def forward(self, input_ids, **kwargs):
+        self.seen.append(torch.get_num_threads())
+        if self.fail_at is not None and len(self.seen) > self.fail_at:
+            raise RuntimeError("probe failure")
+        return input_ids.float()
+
+
+@pytest.mark.parametrize("num_threads", [1, None])
+def test_latency_runs_at_the_asked_thread_count_and_restores_it(models, num_threads):
+    from hf_compress.evaluation.measure import latency_ms
+
+    tokenizer = AutoTokenizer.from_pretrained(models[1])
+    before = torch.get_num_threads()
+    if num_threads is None or before == 1:
+        torch.set_num_threads(2)  # a setting the call must leave alone (or, with num_threads=1, change and restore)
+    outside = torch.get_num_threads()
+    probe = ThreadProbe()
+    try:
+        latency_ms({"probe": probe}, tokenizer, batch_size=2, repeats=3, num_threads=num_threads)
+        assert probe.seen == [num_threads or outside] * 4  # the warm-up pass and three timed ones
+        assert torch.get_num_threads() == outside
+        with pytest.raises(RuntimeError, match="probe failure"):
+            latency_ms({"probe": ThreadProbe(fail_at=1)}, tokenizer, batch_size=2, repeats=3, num_threads=num_threads)
+        assert torch.get_num_threads() == outside  # restored on the error path too
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_recipe_report_threads_reach_the_timer(models, monkeypatch):
+    """report_latency_threads is what the recipe report hands to the timer; a bad value fails at parse time."""
+    import hf_compress.evaluation.table as table
+    from hf_compress.cli.recipe import RecipeArguments
+
+    assert RecipeArguments(dataset_name="tweets", report_latency_threads=1).report_latency_threads == 1
+    with pytest.raises(ValueError, match=r"report_latency_threads=0 is invalid; allowed: "):
+        RecipeArguments(dataset_name="tweets", report_latency_threads=0)
+    seen = []
+
+    def timer(*args, **kwargs):
+        seen.append(kwargs["num_threads"])
+        return {"t": 1.0}
+
+    monkeypatch.setattr(table, "latency_ms", timer)
+    _, teacher_dir, *_ = models
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    rows = table.build_report({"t": (model, teacher_dir)}, AutoTokenizer.from_pretrained(teacher_dir), num_threads=1)
+    assert seen == [1, 1] and rows[0].latency_ms == {"batch_1": 1.0, "batch_32": 1.0}
+
+
 def one_line_error(capsys) -> str:
     """The error line; anything before it on stderr is progress bars (datasets), never a traceback."""
     err = capsys.readouterr().err

@@ -120,6 +120,13 @@ class RecipeArguments:
     )
     report: bool = field(default=True, metadata={"help": "Evaluate teacher and student and print the comparison."})
     report_latency_repeats: int = field(default=10, metadata={"help": "Timed forward passes per model and batch."})
+    report_latency_threads: int | None = field(
+        default=None,
+        metadata={
+            "help": "CPU threads while the report times the models (restored after); null: torch's current setting. "
+            "1 times them as benchmarks/RESULTS.md does; speed-ups depend on it."
+        },
+    )
 
     def __post_init__(self):
         check_choice("task", self.task, TASKS)
@@ -129,7 +136,7 @@ class RecipeArguments:
         if self.task == "question-answering":
             stride_ok = self.doc_stride < self.max_length
             require(stride_ok, "doc_stride", self.doc_stride, f"below max_length={self.max_length}")
-        for name in ("max_train_samples", "max_eval_samples", "teacher_max_train_samples"):
+        for name in ("max_train_samples", "max_eval_samples", "teacher_max_train_samples", "report_latency_threads"):
             check_positive_int(name, getattr(self, name), optional=True)
         for name in ("validation_size", "test_size"):
             value = getattr(self, name)

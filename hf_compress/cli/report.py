@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=64, help="tokens kept per example (default: 64)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="latency batch sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per model and batch size")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads while timing (default: torch's current setting)"
+    )
     parser.add_argument("--output", default=".", metavar="DIR", help=f"where {STEM}.json/.md(/.png) go (default: .)")
     parser.add_argument("--plot", action="store_true", help=f"also write {STEM}.png: the metric vs size and latency")
 
@@ -56,6 +59,18 @@ def find_tokenizer(model_dirs: list[str]):
     )
 
 
+def own_tokenizers(names: list[str], model_dirs: list[str], reference) -> dict:
+    """Tokenizers saved beside models whose vocabulary differs from `reference`'s (prune_vocabulary_ saves one): those
+    models read their own token ids, in evaluation and timing; by row name."""
+    own = {}
+    for name, model_dir in zip(names, model_dirs):
+        if any(os.path.isfile(os.path.join(model_dir, f)) for f in TOKENIZER_FILES):
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            if tokenizer.get_vocab() != reference.get_vocab():
+                own[name] = tokenizer
+    return own
+
+
 def row_names(model_dirs: list[str]) -> list[str]:
     """Directory names as row names; the paths as given when two directories share a name."""
     names = [os.path.basename(os.path.normpath(d)) for d in model_dirs]
@@ -68,6 +83,7 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
 
     check_positive_int("--max-samples", args.max_eval_samples, optional=True)
     check_positive_int("--repeats", args.repeats)
+    check_positive_int("--threads", args.threads, optional=True)
     for size in args.batch_sizes:
         check_positive_int("--batch-sizes", size)
     if args.plot and args.dataset_name is None:
@@ -76,6 +92,9 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
     for model_dir in model_dirs:
         check_path_or_id("MODEL_DIR", model_dir)
     tokenizer = find_tokenizer(model_dirs)
+    names = row_names(model_dirs)
+    own = own_tokenizers(names, model_dirs, tokenizer)
+    own_inputs = {name: (tok, None) for name, tok in own.items()}
     task, data = get_task(args.task), None
     if args.dataset_name is not None:
         recipe = RecipeArguments(**{name: getattr(args, name) for name in REPORT_RECIPE_FIELDS})
@@ -86,13 +105,23 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
         if task.num_examples(raw[split]) == 0:
             raise ValueError(f"--split {split!r} of {dataset!r} has no examples; allowed: a non-empty split")
         data = task.prepare_eval(raw, tokenizer, recipe)
+        own_inputs = {name: (tok, task.prepare_eval(raw, tok, recipe)) for name, tok in own.items()}
     models = {}
-    for name, model_dir in zip(row_names(model_dirs), model_dirs):
+    for name, model_dir in zip(names, model_dirs):
         model = load_saved_model(model_dir)
         if data is not None:
-            task.check_model_for_data(model, model_dir, data)
+            task.check_model_for_data(model, model_dir, own_inputs.get(name, (None, data))[1])
         models[name] = (model, model_dir)
-    rows = build_report(models, tokenizer, data, batch_sizes=tuple(args.batch_sizes), repeats=args.repeats, task=task)
+    rows = build_report(
+        models,
+        tokenizer,
+        data,
+        batch_sizes=tuple(args.batch_sizes),
+        repeats=args.repeats,
+        own_inputs=own_inputs,
+        task=task,
+        num_threads=args.threads,
+    )
     table = write_report(rows, args.output, STEM)
     where = f" on {task.num_examples(data)} examples of the {args.eval_split!r} split" if data is not None else ""
     print(f"Compression report{where} (ratios against {next(iter(models))}):\n{table}")
@@ -116,7 +145,15 @@ def report_models(recipe: RecipeArguments, plan, teacher, student, student_token
         models = {"original": models["teacher"], "pruned": models["student"]}
         own = {"pruned": own["student"]} if own else None
     announce(f"Stage 4: evaluating and timing on {task.num_examples(data)} examples of {recipe.eval_split!r}")
-    rows = build_report(models, plan.tokenizer, data, repeats=recipe.report_latency_repeats, own_inputs=own, task=task)
+    rows = build_report(
+        models,
+        plan.tokenizer,
+        data,
+        repeats=recipe.report_latency_repeats,
+        own_inputs=own,
+        task=task,
+        num_threads=recipe.report_latency_threads,
+    )
     table = write_report(rows, output_dir)
     print(f"\nEvaluation on the {recipe.eval_split} split ({task.num_examples(data)} examples):\n{table}")
     return rows

@@ -74,6 +74,7 @@ def latency_ms(
     seq_len: int = 48,
     repeats: int = 10,
     tokenizers: dict | None = None,
+    num_threads: int | None = None,
 ) -> dict[str, float]:
     """Median forward latency per model, measured interleaved so every model sees the same machine state.
 
@@ -81,7 +82,20 @@ def latency_ms(
     land on whichever model ran later; interleaving every round over all models keeps the ratios fair.
 
     `tokenizers` maps a model name to its own tokenizer (e.g. after prune_vocabulary_); the others use `tokenizer`.
+    `num_threads`: torch's intra-op CPU threads while timing (restored after); None keeps the current setting.
+    Speed-ups depend on it (int8 kernels gain less from a second thread than fp32 ones), so comparisons name it.
+    Returns milliseconds per forward pass, by model name.
     """
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _interleaved_medians(models, tokenizer, batch_size, seq_len, repeats, tokenizers)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _interleaved_medians(models, tokenizer, batch_size, seq_len, repeats, tokenizers) -> dict[str, float]:
     text = "the self driving car stopped at the light and everyone clapped " * 8
     inputs = {}
     for name in models:

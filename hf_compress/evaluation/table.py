@@ -44,13 +44,15 @@ def build_report(
     repeats: int = 10,
     own_inputs: dict[str, tuple] | None = None,
     task=None,
+    num_threads: int | None = None,
 ) -> list[ReportRow]:
     """Compare models (name → (model, saved dir)); the first one is the reference for ratios.
 
     `dataset` is the evaluation data as `task.prepare` returns it (default task: text classification, a tokenised
     split with `label`). `own_inputs` maps a model name to (its tokenizer, the same examples prepared with it), for a
     model whose vocabulary differs from `tokenizer`'s (prune_vocabulary_); the examples must be in the same order.
-    Latency is the median forward time, measured interleaved over all models (see `latency_ms`).
+    Latency is the median forward time, measured interleaved over all models on `num_threads` CPU threads (None:
+    torch's current setting; see `latency_ms`).
     """
     from ..tasks import get_task
 
@@ -81,7 +83,12 @@ def build_report(
     tokenizers = {name: tok for name, (tok, _) in own_inputs.items()}
     for batch_size in tqdm(batch_sizes, desc="Timing (batch sizes)"):
         medians = latency_ms(
-            {n: m for n, (m, _) in models.items()}, tokenizer, batch_size, repeats=repeats, tokenizers=tokenizers
+            {n: m for n, (m, _) in models.items()},
+            tokenizer,
+            batch_size,
+            repeats=repeats,
+            tokenizers=tokenizers,
+            num_threads=num_threads,
         )
         for row in rows:
             row.latency_ms[f"batch_{batch_size}"] = medians[row.name]
