@@ -14,13 +14,14 @@ import json
 import os
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..checks import check_choice, check_positive_int, check_student_depth, invalid, require
+from ..config_fields import config_field
 from ..loading import resolve_model_path  # noqa: F401  (re-exported: recipes name models with pkg://)
 
 TASKS = ("text-classification", "token-classification", "question-answering")
@@ -30,102 +31,71 @@ TASKS = ("text-classification", "token-classification", "question-answering")
 class RecipeArguments:
     """What to compress and on which data: the recipe fields that are not training arguments."""
 
-    task: str = field(
-        default="text-classification",
-        metadata={"help": f"The task head and data shape: one of {', '.join(TASKS)}."},
+    task: str = config_field("text-classification", f"The task head and data shape: one of {', '.join(TASKS)}.")
+    dataset_name: str = config_field(
+        "tweets",
+        "'tweets' (the packaged example task), a Hub dataset id, or a local file: CSV/JSON(L) for text "
+        "classification, a CoNLL column file or folder for token classification, SQuAD JSON for QA.",
     )
-    dataset_name: str = field(
-        default="tweets",
-        metadata={
-            "help": "'tweets' (the packaged example task), a Hub dataset id, or a local file: CSV/JSON(L) for text "
-            "classification, a CoNLL column file or folder for token classification, SQuAD JSON for QA."
-        },
+    text_column: str = config_field("text", "Column holding the input text (text classification).")
+    label_column: str = config_field(
+        "label", "Column holding the label: class ids or names (text), a tag list (tokens: ner_tags)."
     )
-    text_column: str = field(default="text", metadata={"help": "Column holding the input text (text classification)."})
-    label_column: str = field(
-        default="label",
-        metadata={"help": "Column holding the label: class ids or names (text), a tag list (tokens: ner_tags)."},
+    eval_split: str = config_field("test", "Split the final report evaluates on.")
+    validation_size: float = config_field(
+        0.1,
+        "When the dataset has only a train split: the fraction (< 1) or number (>= 1) of its examples "
+        "held out as a seeded validation split.",
     )
-    eval_split: str = field(default="test", metadata={"help": "Split the final report evaluates on."})
-    validation_size: float = field(
-        default=0.1,
-        metadata={
-            "help": "When the dataset has only a train split: the fraction (< 1) or number (>= 1) of its examples "
-            "held out as a seeded validation split."
-        },
+    test_size: float = config_field(
+        0.1, "When the dataset has no test split: the fraction or number held out as a seeded test split."
     )
-    test_size: float = field(
-        default=0.1,
-        metadata={
-            "help": "When the dataset has no test split: the fraction or number held out as a seeded test split."
-        },
+    split_seed: int = config_field(42, "Seed of the held-out splits made from a train-only dataset.")
+    max_length: int = config_field(64, "Tokens kept per example (> 0); QA: per window.")
+    doc_stride: int = config_field(32, "QA: tokens shared by consecutive windows of a long context.")
+    max_answer_length: int = config_field(30, "QA: longest answer span, in tokens.")
+    n_best_size: int = config_field(20, "QA: start and end candidates considered per window.")
+    max_train_samples: int | None = config_field(
+        None, "Use only the first N training examples (after the seeded shuffle)."
     )
-    split_seed: int = field(
-        default=42, metadata={"help": "Seed of the held-out splits made from a train-only dataset."}
+    max_eval_samples: int | None = config_field(None, "Evaluate on at most N examples.")
+    model_name_or_path: str | None = config_field(
+        None,
+        "prune only: the model to prune while it is fine-tuned on the task (Hub id, dir or pkg://; a base "
+        "checkpoint gets a new head). distill and compress name teacher_model_name_or_path instead.",
     )
-    max_length: int = field(default=64, metadata={"help": "Tokens kept per example (> 0); QA: per window."})
-    doc_stride: int = field(
-        default=32, metadata={"help": "QA: tokens shared by consecutive windows of a long context."}
+    student_model_name_or_path: str | None = config_field(
+        None,
+        "Start the student from this checkpoint (Hub id, dir or pkg://) instead of the teacher, e.g. the "
+        "pretrained model for movement pruning while fine-tuning; it gets a fresh head labelled like the teacher.",
     )
-    max_answer_length: int = field(default=30, metadata={"help": "QA: longest answer span, in tokens."})
-    n_best_size: int = field(default=20, metadata={"help": "QA: start and end candidates considered per window."})
-    max_train_samples: int | None = field(
-        default=None, metadata={"help": "Use only the first N training examples (after the seeded shuffle)."}
+    student_num_hidden_layers: int | None = config_field(
+        None, "Student depth; layers are taken evenly spaced from the teacher (or the student checkpoint)."
     )
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on at most N examples."})
-    model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "prune only: the model to prune while it is fine-tuned on the task (Hub id, dir or pkg://; a base "
-            "checkpoint gets a new head). distill and compress name teacher_model_name_or_path instead."
-        },
+    student_layers: list[int] | None = config_field(
+        None, "Teacher layer ids (0-based, as model.encoder.layer[i]) copied into the student, in order."
     )
-    student_model_name_or_path: str | None = field(
-        default=None,
-        metadata={
-            "help": "Start the student from this checkpoint (Hub id, dir or pkg://) instead of the teacher, e.g. the "
-            "pretrained model for movement pruning while fine-tuning; it gets a fresh head labelled like the teacher."
-        },
+    finetune_teacher: bool = config_field(
+        False, "Fine-tune the teacher on the task first (when it is a base checkpoint without a head)."
     )
-    student_num_hidden_layers: int | None = field(
-        default=None,
-        metadata={
-            "help": "Student depth; layers are taken evenly spaced from the teacher (or the student checkpoint)."
-        },
+    teacher_num_train_epochs: float = config_field(1.0, "Epochs of teacher fine-tuning (> 0).")
+    teacher_learning_rate: float = config_field(1e-4, "Learning rate of teacher fine-tuning.")
+    teacher_max_train_samples: int | None = config_field(None, "Fine-tune the teacher on at most N training examples.")
+    overwrite_output: bool = config_field(
+        False, "Allow the final save to replace a different model already in output_dir."
     )
-    student_layers: list[int] | None = field(
-        default=None,
-        metadata={"help": "Teacher layer ids (0-based, as model.encoder.layer[i]) copied into the student, in order."},
+    prune_vocabulary: bool = config_field(
+        False,
+        "After training, keep only the word embeddings of tokens the training split uses (plus what keeps "
+        "every text spellable) and save a matching stock tokenizer: a smaller model, same outputs on text made "
+        "of kept tokens, other words split into kept pieces.",
     )
-    finetune_teacher: bool = field(
-        default=False,
-        metadata={"help": "Fine-tune the teacher on the task first (when it is a base checkpoint without a head)."},
-    )
-    teacher_num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs of teacher fine-tuning (> 0)."})
-    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of teacher fine-tuning."})
-    teacher_max_train_samples: int | None = field(
-        default=None, metadata={"help": "Fine-tune the teacher on at most N training examples."}
-    )
-    overwrite_output: bool = field(
-        default=False,
-        metadata={"help": "Allow the final save to replace a different model already in output_dir."},
-    )
-    prune_vocabulary: bool = field(
-        default=False,
-        metadata={
-            "help": "After training, keep only the word embeddings of tokens the training split uses (plus what keeps "
-            "every text spellable) and save a matching stock tokenizer: a smaller model, same outputs on text made "
-            "of kept tokens, other words split into kept pieces."
-        },
-    )
-    report: bool = field(default=True, metadata={"help": "Evaluate teacher and student and print the comparison."})
-    report_latency_repeats: int = field(default=10, metadata={"help": "Timed forward passes per model and batch."})
-    report_latency_threads: int | None = field(
-        default=None,
-        metadata={
-            "help": "CPU threads while the report times the models (restored after); null: torch's current setting. "
-            "1 times them as benchmarks/RESULTS.md does; speed-ups depend on it."
-        },
+    report: bool = config_field(True, "Evaluate teacher and student and print the comparison.")
+    report_latency_repeats: int = config_field(10, "Timed forward passes per model and batch.")
+    report_latency_threads: int | None = config_field(
+        None,
+        "CPU threads while the report times the models (restored after); null: torch's current setting. "
+        "1 times them as benchmarks/RESULTS.md does; speed-ups depend on it.",
     )
 
     def __post_init__(self):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from transformers.utils.quantization_config import QuantizationConfigMixin
+
+from ..config_fields import config_field
 
 QUANT_METHOD = "hf_compress_int8"
 FORMAT_VERSION = 1
@@ -28,66 +30,49 @@ ACTIVATION_RANGES = ("per_token", "per_batch")
 class Int8QuantizationConfig(QuantizationConfigMixin):
     """Post-training int8: dynamic int8 for nn.Linear, weight-only int8 (one scale per row) for word embeddings."""
 
-    modules_to_not_convert: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Modules kept in full precision, e.g. ['classifier']: a name, a prefix up to a '.' boundary, "
-            "a regex or a suffix, matched as in transformers' quantizers. Each entry must match some module."
-        },
+    modules_to_not_convert: list[str] | None = config_field(
+        None,
+        "Modules kept in full precision, e.g. ['classifier']: a name, a prefix up to a '.' boundary, "
+        "a regex or a suffix, matched as in transformers' quantizers. Each entry must match some module.",
     )
-    modules_to_convert: list[str] | None = field(
-        default=None,
-        metadata={
-            "help": "Exact names of the nn.Linear / nn.Embedding modules to quantize. None: every nn.Linear, plus "
-            "the input word embeddings if quantize_embeddings."
-        },
+    modules_to_convert: list[str] | None = config_field(
+        None,
+        "Exact names of the nn.Linear / nn.Embedding modules to quantize. None: every nn.Linear, plus "
+        "the input word embeddings if quantize_embeddings.",
     )
-    quantize_embeddings: bool = field(
-        default=True,
-        metadata={"help": "With the default selection, also store the input word embeddings as int8 (per row)."},
+    quantize_embeddings: bool = config_field(
+        True, "With the default selection, also store the input word embeddings as int8 (per row)."
     )
-    activation_range: str = field(
-        default="per_batch",
-        metadata={
-            "help": "Run-time int8 range of Linear inputs: 'per_batch' (one per call, as quantize_dynamic; fastest: "
-            "1.66x fp32 at batch 32 on MiniLM) or 'per_token' (one per row; ~7 dB more SQNR, 1.25x)."
-        },
+    activation_range: str = config_field(
+        "per_batch",
+        "Run-time int8 range of Linear inputs: 'per_batch' (one per call, as quantize_dynamic; fastest: "
+        "1.66x fp32 at batch 32 on MiniLM) or 'per_token' (one per row; ~7 dB more SQNR, 1.25x).",
     )
-    quantized_modules: dict[str, str] = field(
+    quantized_modules: dict[str, str] = config_field(
+        help="Written by quantize_ / bake_low_bit_, read when loading: name -> 'linear' | 'smoothed_linear' | "
+        "'low_rank_linear' | 'embedding' for every module stored as int8, or 'linear_4bit', 'embedding_2bit', "
+        "... (linear|embedding _ 8|4|2 bit) for packed low-bit modules. Leave empty when configuring.",
         default_factory=dict,
-        metadata={
-            "help": "Written by quantize_ / bake_low_bit_, read when loading: name -> 'linear' | 'smoothed_linear' | "
-            "'low_rank_linear' | 'embedding' for every module stored as int8, or 'linear_4bit', 'embedding_2bit', "
-            "... (linear|embedding _ 8|4|2 bit) for packed low-bit modules. Leave empty when configuring."
-        },
     )
-    low_rank_ranks: dict[str, int] = field(
+    low_rank_ranks: dict[str, int] = config_field(
+        help="Written by quantize_ for a model factorised by factorize_linear_, read when loading: name -> "
+        "rank of every LowRankLinear (int8 or kept float). One quantization_config knows both. Leave empty.",
         default_factory=dict,
-        metadata={
-            "help": "Written by quantize_ for a model factorised by factorize_linear_, read when loading: name -> "
-            "rank of every LowRankLinear (int8 or kept float). One quantization_config knows both. Leave empty."
-        },
     )
-    weight_group_size: int | None = field(
-        default=None,
-        metadata={
-            "help": "Written by bake_low_bit_, read when loading: input columns per fp32 scale of the low-bit kinds "
-            "(linear_4bit, ...); null: one scale per row. Leave unset."
-        },
+    weight_group_size: int | None = config_field(
+        None,
+        "Written by bake_low_bit_, read when loading: input columns per fp32 scale of the low-bit kinds "
+        "(linear_4bit, ...); null: one scale per row. Leave unset.",
     )
-    low_bit_compute: str = field(
-        default="int8",
-        metadata={
-            "help": "How the low-bit Linears compute once loaded: 'int8' (codes unpacked at load and re-quantized "
-            "per row for the int8 kernel, the fast path on CPU) or 'float' (dequantized fp32 weights)."
-        },
+    low_bit_compute: str = config_field(
+        "int8",
+        "How the low-bit Linears compute once loaded: 'int8' (codes unpacked at load and re-quantized "
+        "per row for the int8 kernel, the fast path on CPU) or 'float' (dequantized fp32 weights).",
     )
-    format_version: int = field(
-        default=FORMAT_VERSION, metadata={"help": "On-disk format of the int8 tensors; bumped on incompatible change."}
+    format_version: int = config_field(
+        FORMAT_VERSION, "On-disk format of the int8 tensors; bumped on incompatible change."
     )
-    quant_method: str = field(
-        default=QUANT_METHOD, metadata={"help": f"Always {QUANT_METHOD!r}: the key transformers dispatches on."}
-    )
+    quant_method: str = config_field(QUANT_METHOD, f"Always {QUANT_METHOD!r}: the key transformers dispatches on.")
 
     def __post_init__(self):
         if self.quant_method != QUANT_METHOD:

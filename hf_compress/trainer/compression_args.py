@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..checks import (
     check_choice,
@@ -13,6 +13,7 @@ from ..checks import (
     invalid,
     require,
 )
+from ..config_fields import config_field
 from ..quantization.low_bit import BITS, MODULE_SELECTIONS
 from ..transforms.low_rank import METHODS as LOW_RANK_METHODS
 from .distillation_args import DistillationTrainingArguments
@@ -34,119 +35,90 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
     are then factorised (after the ALBERT conversion, before the optimizer exists) and distilled back.
     """
 
-    target_sparsity: float = field(
-        default=0.0,
-        metadata={"help": "Final fraction of pruned weights among the targets, in [0, 1); 0 turns pruning off."},
+    target_sparsity: float = config_field(
+        0.0, "Final fraction of pruned weights among the targets, in [0, 1); 0 turns pruning off."
     )
-    embedding_size: int | None = field(
-        default=None,
-        metadata={"help": "ALBERT-style factorised embedding size E in [1, hidden_size] (V×H becomes V×E·E×H)."},
+    embedding_size: int | None = config_field(
+        None, "ALBERT-style factorised embedding size E in [1, hidden_size] (V×H becomes V×E·E×H)."
     )
-    num_hidden_groups: int | None = field(
-        default=None,
-        metadata={"help": "ALBERT-style sharing: G groups of consecutive layers share weights; G divides the depth."},
+    num_hidden_groups: int | None = config_field(
+        None, "ALBERT-style sharing: G groups of consecutive layers share weights; G divides the depth."
     )
-    embedding_weighting: str = field(
-        default="uniform",
-        metadata={
-            "help": "How the ALBERT-style factorisation weighs vocabulary rows: 'uniform' (every row alike), 'used' "
-            "(only the tokens of the training data count: as if the vocabulary were pruned first) or 'frequency' "
-            "(each token by how often the training data uses it)."
-        },
+    embedding_weighting: str = config_field(
+        "uniform",
+        "How the ALBERT-style factorisation weighs vocabulary rows: 'uniform' (every row alike), 'used' "
+        "(only the tokens of the training data count: as if the vocabulary were pruned first) or 'frequency' "
+        "(each token by how often the training data uses it).",
     )
-    sharing_init: str = field(
-        default="first",
-        metadata={
-            "help": "Initialise a shared layer from its members: 'first' (measured better than 'mean' on tweets), "
-            "'mean', or a layer index in the group."
-        },
+    sharing_init: str = config_field(
+        "first",
+        "Initialise a shared layer from its members: 'first' (measured better than 'mean' on tweets), "
+        "'mean', or a layer index in the group.",
     )
 
-    low_rank_ratio: float | None = field(
-        default=None,
-        metadata={
-            "help": "Factorise the student's encoder Linears (attention q/k/v/output, FFN up/down) before distilling, "
-            "keeping at most this fraction in (0, 1] of their weight parameters (factorize_linear_); null: off. "
-            "Not with target_sparsity > 0; with ffn_sparsity > 0 only when low_rank_modules='attention'."
-        },
+    low_rank_ratio: float | None = config_field(
+        None,
+        "Factorise the student's encoder Linears (attention q/k/v/output, FFN up/down) before distilling, "
+        "keeping at most this fraction in (0, 1] of their weight parameters (factorize_linear_); null: off. "
+        "Not with target_sparsity > 0; with ffn_sparsity > 0 only when low_rank_modules='attention'.",
     )
-    low_rank_modules: str = field(
-        default="all",
-        metadata={
-            "help": "Which encoder Linears are factorised: 'all' (attention and FFN) or 'attention' (q/k/v/output; "
-            "the FFN stays dense, so ffn_sparsity can prune its neurons)."
-        },
+    low_rank_modules: str = config_field(
+        "all",
+        "Which encoder Linears are factorised: 'all' (attention and FFN) or 'attention' (q/k/v/output; "
+        "the FFN stays dense, so ffn_sparsity can prune its neurons).",
     )
-    low_rank_method: str = field(
-        default="svd",
-        metadata={
-            "help": "How the factors are chosen: 'svd' (plain truncated SVD), 'fisher' (Fisher-Weighted SVD, Hsu et "
-            "al. 2022) or 'activation' (data-aware, DRONE); the last two use the first batches of the train dataset."
-        },
+    low_rank_method: str = config_field(
+        "svd",
+        "How the factors are chosen: 'svd' (plain truncated SVD), 'fisher' (Fisher-Weighted SVD, Hsu et "
+        "al. 2022) or 'activation' (data-aware, DRONE); the last two use the first batches of the train dataset.",
     )
-    low_rank_allocation: str = field(
-        default="per_module",
-        metadata={
-            "help": "'per_module': every Linear keeps low_rank_ratio of its parameters; 'budget': all of them "
-            "together do, ranks allocated by Fisher sensitivity (uses labelled train batches)."
-        },
+    low_rank_allocation: str = config_field(
+        "per_module",
+        "'per_module': every Linear keeps low_rank_ratio of its parameters; 'budget': all of them "
+        "together do, ranks allocated by Fisher sensitivity (uses labelled train batches).",
     )
-    low_rank_calibration_batches: int = field(
-        default=8,
-        metadata={
-            "help": "Train batches (per_device_train_batch_size, in order) for 'fisher', 'activation' or a budget."
-        },
+    low_rank_calibration_batches: int = config_field(
+        8, "Train batches (per_device_train_batch_size, in order) for 'fisher', 'activation' or a budget."
     )
 
-    weight_bits: int | None = field(
-        default=None,
-        metadata={
-            "help": "Quantization-aware training below int8: 8, 4 (codes in [-7, 7]) or 2 (ternary, TernaryBERT) "
-            "bits for the modules of weight_quantization_modules, trained with a straight-through estimator while "
-            "distilling; at finalization they are packed into uint8 (LowBitLinear / LowBitEmbedding). null: off. "
-            "Not with bit_budget_mb, low_rank_ratio or quantization='dynamic-int8'."
-        },
+    weight_bits: int | None = config_field(
+        None,
+        "Quantization-aware training below int8: 8, 4 (codes in [-7, 7]) or 2 (ternary, TernaryBERT) "
+        "bits for the modules of weight_quantization_modules, trained with a straight-through estimator while "
+        "distilling; at finalization they are packed into uint8 (LowBitLinear / LowBitEmbedding). null: off. "
+        "Not with bit_budget_mb, low_rank_ratio or quantization='dynamic-int8'.",
     )
-    weight_group_size: int | None = field(
-        default=None,
-        metadata={"help": "Input columns per fp32 scale of the low-bit weights; null: one scale per output row."},
+    weight_group_size: int | None = config_field(
+        None, "Input columns per fp32 scale of the low-bit weights; null: one scale per output row."
     )
-    weight_quantization_modules: str = field(
-        default="encoder",
-        metadata={
-            "help": "Which modules train and store at low bits: 'encoder' (the Linears of the transformer layers), "
-            "'encoder_embeddings' (and the input word embeddings) or 'all' (every Linear, pooler and task head "
-            "included, and the word embeddings). Modules outside stay float."
-        },
+    weight_quantization_modules: str = config_field(
+        "encoder",
+        "Which modules train and store at low bits: 'encoder' (the Linears of the transformer layers), "
+        "'encoder_embeddings' (and the input word embeddings) or 'all' (every Linear, pooler and task head "
+        "included, and the word embeddings). Modules outside stay float.",
     )
-    embedding_weight_bits: int | None = field(
-        default=None,
-        metadata={
-            "help": "Bits of the word embeddings when weight_quantization_modules selects them (8, 4 or 2); null: "
-            "weight_bits. Only with weight_bits."
-        },
+    embedding_weight_bits: int | None = config_field(
+        None,
+        "Bits of the word embeddings when weight_quantization_modules selects them (8, 4 or 2); null: "
+        "weight_bits. Only with weight_bits.",
     )
-    bit_budget_mb: float | None = field(
-        default=None,
-        metadata={
-            "help": "Instead of one weight_bits: megabytes (1e6 bytes) of packed codes + scales for the selected "
-            "modules; choose_bit_widths gives each 8, 4 or 2 bits by Fisher sensitivity on the first "
-            "bit_calibration_batches labelled train batches. null: off."
-        },
+    bit_budget_mb: float | None = config_field(
+        None,
+        "Instead of one weight_bits: megabytes (1e6 bytes) of packed codes + scales for the selected "
+        "modules; choose_bit_widths gives each 8, 4 or 2 bits by Fisher sensitivity on the first "
+        "bit_calibration_batches labelled train batches. null: off.",
     )
-    bit_calibration_batches: int = field(
-        default=8, metadata={"help": "Train batches (in order) whose gradients rank the modules for bit_budget_mb."}
+    bit_calibration_batches: int = config_field(
+        8, "Train batches (in order) whose gradients rank the modules for bit_budget_mb."
     )
 
-    quantization: str = field(
-        default="none",
-        metadata={
-            "help": "Post-training quantization applied after training, before the final save and push: 'none' or "
-            "'dynamic-int8' (int8 Linear weights per channel, activations quantized at run time; int8 embeddings)."
-        },
+    quantization: str = config_field(
+        "none",
+        "Post-training quantization applied after training, before the final save and push: 'none' or "
+        "'dynamic-int8' (int8 Linear weights per channel, activations quantized at run time; int8 embeddings).",
     )
-    quantization_modules_to_not_convert: list[str] | None = field(
-        default=None, metadata={"help": "Modules kept in full precision when quantizing, e.g. ['classifier']."}
+    quantization_modules_to_not_convert: list[str] | None = config_field(
+        None, "Modules kept in full precision when quantizing, e.g. ['classifier']."
     )
 
     def __post_init__(self):

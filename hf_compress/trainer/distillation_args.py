@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import TrainingArguments
 
 from ..checks import check_choice, check_layer_ids, invalid, require
+from ..config_fields import config_field
 
 ATTENTION_LOSS_TYPES = ("kl", "mse")
 
@@ -38,55 +39,42 @@ class DistillationTrainingArguments(TrainingArguments):
 
     renamed_fields = ("layer_mapping",)  # kept only to refuse the old spelling; recipes never write them
 
-    teacher_model_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Hub id or local directory of the teacher; ignored when `teacher_model=` is passed."},
+    teacher_model_name_or_path: str | None = config_field(
+        None, "Hub id or local directory of the teacher; ignored when `teacher_model=` is passed."
     )
-    teacher_model_init_kwargs: dict | str | None = field(
-        default=None,
-        metadata={
-            "help": "Keyword arguments (a dict, or a JSON string on the command line) for the teacher's "
-            '`from_pretrained`, e.g. {"dtype": "bfloat16"} to halve its memory.'
-        },
+    teacher_model_init_kwargs: dict | str | None = config_field(
+        None,
+        "Keyword arguments (a dict, or a JSON string on the command line) for the teacher's "
+        '`from_pretrained`, e.g. {"dtype": "bfloat16"} to halve its memory.',
     )
-    temperature: float = field(
-        default=2.0, metadata={"help": "Softmax temperature T > 0 of the soft targets; the KL term is scaled by T²."}
+    temperature: float = config_field(
+        2.0, "Softmax temperature T > 0 of the soft targets; the KL term is scaled by T²."
     )
-    alpha: float = field(
-        default=0.5,
-        metadata={
-            "help": "Weight in [0, 1] of the distillation term; 1 - alpha weighs the hard-label cross-entropy. "
-            "Use 1.0 for unlabelled (transfer) data."
-        },
+    alpha: float = config_field(
+        0.5,
+        "Weight in [0, 1] of the distillation term; 1 - alpha weighs the hard-label cross-entropy. "
+        "Use 1.0 for unlabelled (transfer) data.",
     )
-    hidden_loss_weight: float = field(
-        default=0.0, metadata={"help": "Weight (>= 0) of the MSE between mapped student and teacher hidden states."}
+    hidden_loss_weight: float = config_field(
+        0.0, "Weight (>= 0) of the MSE between mapped student and teacher hidden states."
     )
-    attention_loss_weight: float = field(
-        default=0.0, metadata={"help": "Weight (>= 0) of the divergence between mapped attention maps."}
+    attention_loss_weight: float = config_field(0.0, "Weight (>= 0) of the divergence between mapped attention maps.")
+    attention_loss_type: str = config_field(
+        "kl", "Attention term: 'kl' (MiniLM) or 'mse' (TinyBERT) on attention maps."
     )
-    attention_loss_type: str = field(
-        default="kl",
-        metadata={"help": "Attention term: 'kl' (MiniLM) or 'mse' (TinyBERT) on attention maps."},
+    teacher_layer_mapping: list[int] | None = config_field(
+        None,
+        "For the hidden-state and attention terms: the teacher layer (0-based, as student_layers) whose "
+        "output each student layer is trained to match, one per student layer, e.g. [1, 3, 5] for 3 of 6. "
+        "Default: uniform, student layer i ↔ teacher layer round((i+1)·L_t/L_s) − 1 (last ↔ last, TinyBERT).",
     )
-    teacher_layer_mapping: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "For the hidden-state and attention terms: the teacher layer (0-based, as student_layers) whose "
-            "output each student layer is trained to match, one per student layer, e.g. [1, 3, 5] for 3 of 6. "
-            "Default: uniform, student layer i ↔ teacher layer round((i+1)·L_t/L_s) − 1 (last ↔ last, TinyBERT)."
-        },
+    layer_mapping: list[int] | None = config_field(
+        None, "Renamed to teacher_layer_mapping (0-based layer ids); refused with the new spelling."
     )
-    layer_mapping: list[int] | None = field(
-        default=None,
-        metadata={"help": "Renamed to teacher_layer_mapping (0-based layer ids); refused with the new spelling."},
-    )
-    cache_teacher_logits: bool = field(
-        default=False,
-        metadata={
-            "help": "Compute teacher logits once per example and reuse them on later epochs (logit-only "
-            "distillation: requires hidden_loss_weight = attention_loss_weight = 0)."
-        },
+    cache_teacher_logits: bool = config_field(
+        False,
+        "Compute teacher logits once per example and reuse them on later epochs (logit-only "
+        "distillation: requires hidden_loss_weight = attention_loss_weight = 0).",
     )
 
     def __post_init__(self):

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
 from ..checks import check_choice, check_fraction, invalid
+from ..config_fields import config_field
 from ..pruning.masks import SCOPES
 from ..pruning.schedule import SparsitySchedule
 from ..pruning.scores import METHODS
@@ -22,49 +23,38 @@ class PruningTrainingArguments(TrainingArguments):
     zeros among the weights the FFN pruning leaves.
     """
 
-    pruning_method: str = field(
-        default="taylor",
-        metadata={
-            "help": "Importance: 'taylor' (mean |W·∂L/∂W|, the best in our benchmark), 'movement' (−Σ W·∂L/∂W; "
-            "re-ranked over all weights at each update, so pruned weights can return; needs a long schedule) or "
-            "'magnitude' (|W|)."
-        },
+    pruning_method: str = config_field(
+        "taylor",
+        "Importance: 'taylor' (mean |W·∂L/∂W|, the best in our benchmark), 'movement' (−Σ W·∂L/∂W; "
+        "re-ranked over all weights at each update, so pruned weights can return; needs a long schedule) or "
+        "'magnitude' (|W|).",
     )
-    target_sparsity: float = field(
-        default=0.5, metadata={"help": "Final fraction of pruned weights among the targets, in [0, 1)."}
+    target_sparsity: float = config_field(0.5, "Final fraction of pruned weights among the targets, in [0, 1).")
+    pruning_start: float = config_field(
+        0.1, "When the ramp starts: a fraction of training (< 1) or an optimizer step (>= 1)."
     )
-    pruning_start: float = field(
-        default=0.1,
-        metadata={"help": "When the ramp starts: a fraction of training (< 1) or an optimizer step (>= 1)."},
+    pruning_end: float = config_field(
+        0.7, "When the target is reached (fraction < 1 or step >= 1); masks stay fixed after it."
     )
-    pruning_end: float = field(
-        default=0.7,
-        metadata={"help": "When the target is reached (fraction < 1 or step >= 1); masks stay fixed after it."},
+    pruning_frequency: int = config_field(10, "Update the masks every N optimizer steps (>= 1).")
+    pruning_scope: str = config_field(
+        "global", "'global': one threshold over all targets; 'per_layer': each tensor alike."
     )
-    pruning_frequency: int = field(default=10, metadata={"help": "Update the masks every N optimizer steps (>= 1)."})
-    pruning_scope: str = field(
-        default="global",
-        metadata={"help": "'global': one threshold over all targets; 'per_layer': each tensor alike."},
+    ffn_sparsity: float = config_field(
+        0.0,
+        "Fraction of FFN intermediate neurons to remove, in [0, 1); 0 turns it off. The same number goes "
+        "in every layer and the final save slices them away, so the saved model is a stock BERT/ALBERT config "
+        "with a smaller intermediate_size (smaller and faster without hf_compress). Combines with "
+        "target_sparsity, which then counts only the weights that remain.",
     )
-    ffn_sparsity: float = field(
-        default=0.0,
-        metadata={
-            "help": "Fraction of FFN intermediate neurons to remove, in [0, 1); 0 turns it off. The same number goes "
-            "in every layer and the final save slices them away, so the saved model is a stock BERT/ALBERT config "
-            "with a smaller intermediate_size (smaller and faster without hf_compress). Combines with "
-            "target_sparsity, which then counts only the weights that remain."
-        },
+    ffn_pruning_method: str = config_field(
+        "taylor",
+        "FFN neuron importance: 'taylor' (mean over steps of |∂L/∂g| for a gate g on the neuron, "
+        "Molchanov et al. 2019) or 'magnitude' (L2 norm of the neuron's weights).",
     )
-    ffn_pruning_method: str = field(
-        default="taylor",
-        metadata={
-            "help": "FFN neuron importance: 'taylor' (mean over steps of |∂L/∂g| for a gate g on the neuron, "
-            "Molchanov et al. 2019) or 'magnitude' (L2 norm of the neuron's weights)."
-        },
-    )
-    prune_embeddings: bool = field(default=False, metadata={"help": "Also prune the word-embedding matrix."})
-    prune_pooler: bool = field(default=False, metadata={"help": "Also prune the pooler's Linear."})
-    prune_classifier: bool = field(default=False, metadata={"help": "Also prune the classifier's Linear."})
+    prune_embeddings: bool = config_field(False, "Also prune the word-embedding matrix.")
+    prune_pooler: bool = config_field(False, "Also prune the pooler's Linear.")
+    prune_classifier: bool = config_field(False, "Also prune the classifier's Linear.")
 
     def __post_init__(self):
         super().__post_init__()

@@ -16,7 +16,7 @@ transformers warns about the unknown quant_method, builds plain nn.Linear and fa
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from transformers.quantizers import register_quantization_config, register_quantizer
@@ -24,6 +24,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
 from ..checks import invalid, is_int, require
+from ..config_fields import config_field
 from ..quantization.trainable_quantizer import TrainableQuantizer
 
 LOW_RANK_METHOD = "hf_compress_low_rank"
@@ -34,16 +35,13 @@ FORMAT_VERSION = 1
 class LowRankConfig(QuantizationConfigMixin):
     """The layout of a factorised checkpoint, as config.json's quantization_config: which Linears are factorised."""
 
-    ranks: dict[str, int] = field(
+    ranks: dict[str, int] = config_field(
+        help="Written by factorize_linear_: module name -> rank of every LowRankLinear of the model.",
         default_factory=dict,
-        metadata={"help": "Written by factorize_linear_: module name -> rank of every LowRankLinear of the model."},
     )
-    format_version: int = field(
-        default=FORMAT_VERSION, metadata={"help": "On-disk layout of the factors; bumped on incompatible change."}
-    )
-    quant_method: str = field(
-        default=LOW_RANK_METHOD,
-        metadata={"help": f"Always {LOW_RANK_METHOD!r}: the key transformers dispatches on."},
+    format_version: int = config_field(FORMAT_VERSION, "On-disk layout of the factors; bumped on incompatible change.")
+    quant_method: str = config_field(
+        LOW_RANK_METHOD, f"Always {LOW_RANK_METHOD!r}: the key transformers dispatches on."
     )
 
     def __post_init__(self):
