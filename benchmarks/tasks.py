@@ -10,6 +10,7 @@ Arms (per seed):
   alone       the same student and data with alpha=0 (CE only: the student trained without the teacher), `distill`
   ffn50-int8  (CoNLL) the distilled student with 50% of FFN neurons pruned during training and int8 at the end,
               `compress`
+  <arm>-full (CoNLL) the same arms on the whole train split (14,041 sentences) instead of 6,000
 Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and the step-time ratio of
 DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
 
@@ -76,6 +77,10 @@ ARMS = {
     "distilled": ("distill", {}),
     "alone": ("distill", {"alpha": 0.0}),
     "ffn50-int8": ("compress", {"ffn_sparsity": 0.5, "quantization": "dynamic-int8"}),
+    # The longer schedule: the students on the whole CoNLL train split (14,041 sentences) instead of 6,000.
+    "distilled-full": ("distill", {"max_train_samples": 14041}),
+    "alone-full": ("distill", {"alpha": 0.0, "max_train_samples": 14041}),
+    "ffn50-int8-full": ("compress", {"ffn_sparsity": 0.5, "quantization": "dynamic-int8", "max_train_samples": 14041}),
 }
 
 
@@ -239,7 +244,7 @@ def main() -> None:
     parser.add_argument("--task", choices=list(TASKS), required=True)
     parser.add_argument("--part", choices=["runs", "teacher-int8", "step-time", "table"], default="runs")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", default=None, help="default: the task's arms")
+    parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="default: the task's arms")
     parser.add_argument("--out", default=os.path.join(CACHE, "tasks-bench"))
     opts = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
