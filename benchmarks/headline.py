@@ -56,6 +56,7 @@ VARIANTS: dict[str, dict] = {
     "alpha 0.9 + hidden states, embeddings 2-bit, 8,000 tweets": dict(
         alpha=0.9, hidden_loss_weight=1.0, embedding_weight_bits=2, **EIGHT_K
     ),
+    "75% of FFN neurons removed": dict(ffn_sparsity=0.75),
     "int8 (no low-bit)": dict(weight_bits=None, quantization="dynamic-int8"),
     "ternary Linears, 2-bit embeddings": dict(weight_bits=2, embedding_weight_bits=2),
 }
