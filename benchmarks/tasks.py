@@ -11,6 +11,7 @@ Arms (per seed):
   ffn50-int8  (CoNLL) the distilled student with 50% of FFN neurons pruned during training and int8 at the end,
               `compress`
   <arm>-full (CoNLL) the same arms on the whole train split (14,041 sentences) instead of 6,000
+  distilled-hidden-full (CoNLL) distilled-full plus the hidden-state MSE (weight 1.0, the default layer map)
 Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and the step-time ratio of
 DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
 
@@ -81,6 +82,12 @@ ARMS = {
     "distilled-full": ("distill", {"max_train_samples": 14041}),
     "alone-full": ("distill", {"alpha": 0.0, "max_train_samples": 14041}),
     "ffn50-int8-full": ("compress", {"ffn_sparsity": 0.5, "quantization": "dynamic-int8", "max_train_samples": 14041}),
+    # Whether the teacher's hidden states add what its soft labels do not, on the whole split (MSE to teacher layers
+    # 1, 3, 5 after student layers 0, 1, 2: the default mapping).
+    "distilled-hidden-full": (
+        "distill",
+        {"max_train_samples": 14041, "hidden_loss_weight": 1.0, "cache_teacher_logits": False},
+    ),
 }
 
 

@@ -23,6 +23,9 @@ KINDS = ("linear", "smoothed_linear", "low_rank_linear", "embedding", *LOW_BIT_K
 LOW_BIT_COMPUTES = ("int8", "float")
 # Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
 SMOOTHING_BUFFER = "smoothquant_scale"
+# Non-persistent buffers that keep_outlier_channels_ and calibrate_gptq_ leave on a float nn.Linear for quantize_.
+OUTLIER_BUFFER = "int8_outlier_channels"
+GPTQ_BUFFER = "gptq_hessian"
 ACTIVATION_RANGES = ("per_token", "per_batch")
 
 
@@ -59,6 +62,11 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         "rank of every LowRankLinear (int8 or kept float). One quantization_config knows both. Leave empty.",
         default_factory=dict,
     )
+    outlier_channels: dict[str, int] = config_field(
+        help="Written by quantize_ for Linears given outlier channels by keep_outlier_channels_, read when loading: "
+        "name -> how many input channels it computes in float. Leave empty.",
+        default_factory=dict,
+    )
     weight_group_size: int | None = config_field(
         None,
         "Written by bake_low_bit_, read when loading: input columns per fp32 scale of the low-bit kinds "
@@ -93,6 +101,9 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         ranks = dict(self.low_rank_ranks)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ranks.values()):
             raise ValueError(f"low_rank_ranks={ranks!r}: each value must be an integer rank >= 1")
+        outliers = dict(self.outlier_channels)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in outliers.values()):
+            raise ValueError(f"outlier_channels={outliers!r} is invalid; allowed: name -> an integer >= 1")
         gs = self.weight_group_size
         if gs is not None and (isinstance(gs, bool) or not isinstance(gs, int) or gs < 1):
             raise ValueError(f"weight_group_size={gs!r} is invalid; allowed: null or an integer >= 1")
@@ -108,6 +119,9 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         """The config.json entry; the low-bit fields only when a low-bit module is listed, so that an int8-only
         checkpoint stays readable by hf_compress versions that predate them."""
         values = super().to_dict()
+        if not self.outlier_channels:
+            # Only checkpoints that need it name it, so that the others stay readable by older hf_compress versions.
+            values.pop("outlier_channels", None)
         if not any(kind in LOW_BIT_KINDS for kind in self.quantized_modules.values()):
             for name in ("weight_group_size", "low_bit_compute"):
                 if values.get(name) == next(f.default for f in fields(self) if f.name == name):

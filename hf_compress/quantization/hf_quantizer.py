@@ -78,6 +78,7 @@ class Int8HfQuantizer(TrainableQuantizer):
                     per_token,
                     device=device,
                     smoothed=kind == "smoothed_linear",
+                    num_outliers=self.quantization_config.outlier_channels.get(saved_name, 0),
                 )
             else:
                 new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device=device)

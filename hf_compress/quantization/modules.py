@@ -100,6 +100,7 @@ class Int8Linear(PackedInt8Module):
         device=None,
         dtype=None,
         smoothed: bool = False,
+        num_outliers: int = 0,
     ):
         super().__init__()
         self.in_features = in_features
@@ -108,18 +109,36 @@ class Int8Linear(PackedInt8Module):
         # SmoothQuant's 1/s, one per input channel, applied to x before its int8 rounding (None: not smoothed)
         ones = torch.ones(in_features, dtype=torch.float32, device=device)
         self.register_buffer("input_scale", ones if smoothed else None)
+        # Input channels computed in float (LLM.int8()'s decomposition, see outliers.py): their indices (k,) and
+        # weight columns (out_features, k); their int8 codes are 0. None: every channel goes through int8.
+        k = num_outliers
+        channels = torch.zeros(k, dtype=torch.long, device=device) if k else None
+        self.register_buffer("outlier_channels", channels)
+        outlier_weight = torch.zeros(out_features, k, dtype=torch.float32, device=device) if k else None
+        self.register_buffer("outlier_weight", outlier_weight)
 
     @classmethod
     @torch.inference_mode(False)
     def from_linear(
-        cls, linear: nn.Linear, per_token: bool = True, smoothing: torch.Tensor | None = None
+        cls,
+        linear: nn.Linear,
+        per_token: bool = True,
+        smoothing: torch.Tensor | None = None,
+        outlier_channels: torch.Tensor | None = None,
+        hessian: torch.Tensor | None = None,
     ) -> Int8Linear:
-        """Quantize an nn.Linear's weight (round to nearest, one scale per output row); the bias stays float.
+        """Quantize an nn.Linear's weight (one scale per output row); the bias stays float.
 
         `smoothing` (in_features,): SmoothQuant's s (see smoothing.py). The int8 codes are then those of
         W diag(s), and the module multiplies its input by 1/s before rounding it: the same y = x W^T + b in float.
+        `outlier_channels` (k,) long: input channels kept in float (see outliers.py); their columns leave the int8
+        weight (codes 0) for `outlier_weight`, and the module zeroes them in x before rounding x.
+        `hessian` (in_features, in_features): E[x x^T] of the float Linear's inputs (see gptq.py). The codes are then
+        GPTQ's, which round column by column and fold each column's rounding error into the columns not yet rounded;
+        without it, round to nearest.
         """
         smoothed = smoothing is not None
+        k = 0 if outlier_channels is None else outlier_channels.numel()
         module = cls(
             linear.in_features,
             linear.out_features,
@@ -127,12 +146,30 @@ class Int8Linear(PackedInt8Module):
             per_token,
             device="cpu",
             smoothed=smoothed,
+            num_outliers=k,
         )
-        weight = linear.weight.detach()
+        weight = linear.weight.detach().float()
+        if hessian is not None:
+            hessian = hessian.detach().to(weight.device, torch.float64)
         if smoothed:
-            weight = weight.float() * smoothing.to(weight.device, torch.float32)
+            s = smoothing.to(weight.device, torch.float32)
+            weight = weight * s
             module.input_scale = smoothing.detach().float().reciprocal().to(linear.weight.device)
-        codes, scale = quantize_rows(weight, LINEAR_QMAX)
+            if hessian is not None:  # E[(x/s)(x/s)^T]: the inputs the int8 weight will see
+                hessian = hessian / s.double()[:, None] / s.double()[None, :]
+        if k:
+            channels = outlier_channels.to(weight.device, torch.long)
+            module.outlier_channels = channels.clone()
+            module.outlier_weight = weight[:, channels].clone()
+            weight = weight.index_fill(1, channels, 0.0)
+            if hessian is not None:  # those channels reach the int8 weight as zeros
+                hessian = hessian.index_fill(0, channels, 0.0).index_fill(1, channels, 0.0)
+        if hessian is None:
+            codes, scale = quantize_rows(weight, LINEAR_QMAX)
+        else:
+            from .gptq import gptq_quantize_rows  # gptq.py imports this module
+
+            codes, scale = gptq_quantize_rows(weight, hessian, LINEAR_QMAX)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:
@@ -162,10 +199,29 @@ class Int8Linear(PackedInt8Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = x W^T + b for x (..., in_features) -> (..., out_features), int8 kernel on CPU float32; under autograd
-        the gradient of the float matmul with the same int8 weights (see `int8_value_float_gradient`)."""
-        if self.input_scale is not None:
+        the gradient of the float matmul with the same int8 weights (see `int8_value_float_gradient`). With outlier
+        channels, y = int8(x with them zeroed) + x[..., outliers] @ outlier_weight^T in float; x is left as it was.
+        """
+        owned = self.input_scale is not None  # x is then a tensor of this call's own, free to edit in place
+        if owned:
             x = x * self.input_scale.to(x.dtype)
-        return self.int8_value_float_gradient(x)
+        if self.outlier_channels is None:
+            return self.int8_value_float_gradient(x)
+        channels = self.outlier_channels
+        outliers = x.index_select(-1, channels)  # a copy, taken before x loses them
+        needs_grad = torch.is_grad_enabled() and x.requires_grad
+        if owned and not needs_grad:
+            y = self.int8_value_float_gradient(x.index_fill_(-1, channels, 0.0))
+        elif needs_grad or not x.is_contiguous() or (x.is_inference() and not torch.is_inference_mode_enabled()):
+            # Autograd keeps x for the backward, a view may share memory between elements, and an inference tensor
+            # cannot change outside inference mode: copy.
+            y = self.int8_value_float_gradient(x.index_fill(-1, channels, 0.0))
+        else:
+            # The caller's tensor: zero k columns in place and put them back after, instead of copying all of x
+            # (a copy of a 1536-wide FFN activation costs a few % of the int8 model's time).
+            y = self.int8_value_float_gradient(x.index_fill_(-1, channels, 0.0))
+            x.index_copy_(-1, channels, outliers)
+        return y + F.linear(outliers, self.outlier_weight.to(x.dtype))
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
         packed, row_sums = self._packed_weight()
@@ -180,7 +236,8 @@ class Int8Linear(PackedInt8Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
-            f"per_token={self.per_token}, smoothed={self.input_scale is not None}"
+            f"per_token={self.per_token}, smoothed={self.input_scale is not None}, "
+            f"outlier_channels={0 if self.outlier_channels is None else self.outlier_channels.numel()}"
         )
 
 

@@ -17,7 +17,7 @@ from transformers.quantizers.quantizers_utils import should_convert_module
 from .. import provenance
 from ..transforms.low_rank import LowRankLinear
 from ..transforms.low_rank_loading import is_low_rank_config
-from .config import QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
+from .config import GPTQ_BUFFER, OUTLIER_BUFFER, QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 
@@ -131,6 +131,8 @@ def apply_quantization(
     per_token = config.activation_range == "per_token"
     # Every factorised module, int8 or kept float: the loader rebuilds the layout before swapping in int8 modules.
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    outliers: dict[str, int] = {}
+    gptq = 0
     for name, kind in list(selected.items()):
         module = model.get_submodule(name)
         if kind == "low_rank_linear":
@@ -138,12 +140,17 @@ def apply_quantization(
         elif kind == "linear":
             # Left by smooth_activations_ where SmoothQuant's 1/s cannot be folded into the float model.
             smoothing = getattr(module, SMOOTHING_BUFFER, None)
-            new = Int8Linear.from_linear(module, per_token, smoothing)
+            # Left by keep_outlier_channels_ and calibrate_gptq_ (outliers.py, gptq.py).
+            channels, hessian = getattr(module, OUTLIER_BUFFER, None), getattr(module, GPTQ_BUFFER, None)
+            new = Int8Linear.from_linear(module, per_token, smoothing, channels, hessian)
             selected[name] = "linear" if smoothing is None else "smoothed_linear"
+            if channels is not None:
+                outliers[name] = channels.numel()
+            gptq += hessian is not None
         else:
             new = Int8Embedding.from_embedding(module)
         model.set_submodule(name, new)
-    config = dataclasses.replace(config, quantized_modules=selected, low_rank_ranks=ranks)
+    config = dataclasses.replace(config, quantized_modules=selected, low_rank_ranks=ranks, outlier_channels=outliers)
     attach(model, config)
     provenance.record(
         model.config,
@@ -153,6 +160,8 @@ def apply_quantization(
             "linear": sum(k in ("linear", "smoothed_linear") for k in selected.values()),
             "low_rank_linear": sum(k == "low_rank_linear" for k in selected.values()),
             "smoothed_linear": sum(k == "smoothed_linear" for k in selected.values()),
+            "with_outlier_channels": len(outliers),
+            "gptq_rounded": gptq,
             "embedding": sum(k == "embedding" for k in selected.values()),
             "seconds": round(time.perf_counter() - start, 2),
         },
