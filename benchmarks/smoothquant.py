@@ -3,8 +3,10 @@
 Usage: python benchmarks/smoothquant.py [--model PATH] [--quick] [--alphas 0.5 0.75 0.85] [--breakdown-examples N]
 --model defaults to the tweets teacher (benchmarks.common.TEACHER_DIR; this script never trains it).
 Rows: fp32, int8 per_batch, int8 per_token, and smooth_activations_ (8 calibration batches of 32 train tweets) then
-int8 per_batch for each alpha; an experiment with per-token ranges for the FFN down projections only; and the fp32
-model with 1/s folded into the LayerNorms (the paper's pre-LN recipe), to show what that does to post-LN BERT.
+int8 per_batch for each alpha; an experiment with per-token ranges for the FFN down projections only; the middle
+alpha with one outlier channel per FFN down projection in float (keep_outlier_channels_), without and with GPTQ
+rounding (calibrate_gptq_), and both without SmoothQuant; and the fp32 model with 1/s folded into the LayerNorms (the
+paper's pre-LN recipe), to show what that does to post-LN BERT. Agreement at batch 128 (predict's default) and 32.
 One thread; latencies are medians of interleaved rounds (evaluation.measure).
 The breakdown quantizes one kind of module at a time (the rest fp32) to show whose rounding error dominates: errors of
 independent modules add up in noise power, so the kind with the lowest SQNR is the one to fix.
@@ -29,7 +31,14 @@ from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E
 from benchmarks.quantization import rounded_sqnr  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
 from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
-from hf_compress.quantization import Int8Linear, Int8QuantizationConfig, quantize_, smooth_activations_  # noqa: E402
+from hf_compress.quantization import (  # noqa: E402
+    Int8Linear,
+    Int8QuantizationConfig,
+    calibrate_gptq_,
+    keep_outlier_channels_,
+    quantize_,
+    smooth_activations_,
+)
 from hf_compress.quantization.smoothing import fold_reciprocal, input_maxima, smoothing_factors  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -164,16 +173,34 @@ def main():
             module.per_token = True
     models[f"SmoothQuant a={best_guess} + int8 per_batch, FFN down per_token (experiment)"] = mixed
 
+    # The FFN down projections' outlier channel in float (keep_outlier_channels_), then GPTQ rounding
+    # (calibrate_gptq_), on the same calibration batches; with and without SmoothQuant.
+    def calibrated(model, gptq: bool):
+        keep_outlier_channels_(model, calibration, num_channels=1, num_batches=len(calibration))
+        if gptq:
+            calibrate_gptq_(model, calibration, num_batches=len(calibration))
+        return quantize_(model, Int8QuantizationConfig(**per_batch))
+
+    smoothed_name = f"SmoothQuant a={best_guess} + int8 per_batch"
+    models[f"{smoothed_name} + outlier channels"] = calibrated(copy.deepcopy(smoothed[best_guess]), gptq=False)
+    models[f"{smoothed_name} + outlier channels + GPTQ"] = calibrated(copy.deepcopy(smoothed[best_guess]), gptq=True)
+    models["int8 per_batch + outlier channels + GPTQ (no SmoothQuant)"] = calibrated(copy.deepcopy(fp32), gptq=True)
+
     repeats = 5 if args.quick else 30
     latency = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats) for bs in (1, 32)}
     logits = {name: predict(model, test, tokenizer) for name, model in models.items()}
     ref = logits["fp32"]
+    # One int8 range per call makes the outputs depend on the batch (its largest activation sets the step): the
+    # agreement at batch 32, the batch size of the speed goal, beside predict's default of 128.
+    logits32 = {name: predict(model, test, tokenizer, batch_size=32) for name, model in models.items()}
     rows = []
     for name in models:
+        agreement32 = (logits32[name].argmax(-1) == logits32["fp32"].argmax(-1)).mean()
         rows.append(
             {
                 "model": name,
                 **scores(ref, logits[name], labels),
+                "argmax_agreement_vs_fp32_batch32": round(float(agreement32), 4),
                 "latency_ms_batch1": round(latency[1][name], 2),
                 "latency_ms_batch32": round(latency[32][name], 1),
                 "speedup_batch1": round(latency[1]["fp32"] / latency[1][name], 2),
@@ -221,13 +248,18 @@ def logits_sqnr(ref: np.ndarray, approx: np.ndarray) -> float:
 
 def print_tables(result: dict) -> None:
     print(f"\n{result['machine']}, {result['date']}, 1 thread; {result['model']}; {result['test_examples']} tweets\n")
-    print("| model | argmax agreement | accuracy | logits SQNR dB | batch 1 ms | batch 32 ms | speed-up b1 / b32 |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| model | argmax agreement (batch 128) | agreement (batch 32) | accuracy | logits SQNR dB | batch 1 ms | "
+        "batch 32 ms | speed-up b1 / b32 |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in result["rows"]:
         sqnr = "—" if r["logits_sqnr_db_vs_fp32"] is None else r["logits_sqnr_db_vs_fp32"]
         timed = "latency_ms_batch1" in r
+        a32 = r.get("argmax_agreement_vs_fp32_batch32")
         print(
-            f"| {r['model']} | {r['argmax_agreement_vs_fp32']:.4f} | {r['accuracy']:.4f} | {sqnr} | "
+            f"| {r['model']} | {r['argmax_agreement_vs_fp32']:.4f} | {'—' if a32 is None else f'{a32:.4f}'} | "
+            f"{r['accuracy']:.4f} | {sqnr} | "
             + (
                 f"{r['latency_ms_batch1']:.2f} | {r['latency_ms_batch32']:.1f} | "
                 f"{r['speedup_batch1']:.2f}× / {r['speedup_batch32']:.2f}× |"
