@@ -183,3 +183,9 @@ def test_test_batch_is_untouched_by_the_int8_forward():
     ids = TEST_BATCH["input_ids"].clone()
     first, second = logits(model), logits(model)
     assert torch.equal(first, second) and torch.equal(TEST_BATCH["input_ids"], ids)
+
+
+@pytest.mark.parametrize("value", [{"a": 0}, {"a": True}, {"a": 1.5}])
+def test_config_refuses_bad_outlier_counts(value):
+    with pytest.raises(ValueError, match="outlier_channels=.* is invalid; allowed: name -> an integer >= 1"):
+        Int8QuantizationConfig(outlier_channels=value)

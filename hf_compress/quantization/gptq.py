@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from .. import provenance
-from ..checks import check_positive_int, invalid, require
+from ..checks import check_positive_int, require
 from .config import GPTQ_BUFFER
 from .modules import MIN_SCALE
 from .quantize import check_not_quantized
-from .smoothing import MODEL_INPUTS
+from .smoothing import run_calibration
 
 # Added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorisation defined when calibration
 # inputs do not span every direction (the paper's default, 1%).
@@ -71,28 +71,16 @@ def calibrate_gptq_(
 
         return record
 
-    device = next(model.parameters()).device
+    def set_mask(inputs):
+        attention = inputs.get("attention_mask")
+        mask[0] = None if attention is None else attention.bool()
+
     handles = [named[n].register_forward_pre_hook(hook(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    batches = 0
     try:
-        for batch in dataloader:
-            if not isinstance(batch, Mapping) or "input_ids" not in batch:
-                keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
-                raise invalid("dataloader", f"a batch of {keys}", "batches that are dicts holding 'input_ids'")
-            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
-            attention = inputs.get("attention_mask")
-            mask[0] = None if attention is None else attention.bool()
-            model(**inputs)
-            batches += 1
-            if batches == num_batches:
-                break
+        batches = run_calibration(model, dataloader, num_batches, before_forward=set_mask)
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
-    require(batches > 0, "dataloader", "an empty iterable", "at least one batch holding 'input_ids'")
     for name in names:
         if counts[name]:  # a Linear the batches never reached (e.g. an unused head) keeps round-to-nearest
             h = (sums[name] / counts[name]).float()

@@ -20,7 +20,7 @@ non-persistent buffers (never saved) that `quantize_` turns into int8 weights of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -161,26 +161,45 @@ def input_maxima(
 
         return record
 
-    device = next(model.parameters()).device
     handles = [modules[n].register_forward_pre_hook(hook(n)) for n in dict.fromkeys(names)]
+    try:
+        batches = run_calibration(model, dataloader, num_batches)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return maxima, batches
+
+
+def run_calibration(
+    model: nn.Module,
+    dataloader: Iterable[Mapping[str, torch.Tensor]],
+    num_batches: int,
+    before_forward: Callable[[dict[str, torch.Tensor]], None] | None = None,
+) -> int:
+    """Forward up to `num_batches` batches of `dataloader` in eval mode (no dropout: the activations the model will
+    run on), for the caller's hooks to observe; `before_forward(inputs)` sees each batch's model inputs first. The
+    training mode is restored after. Returns the number of batches run; raises ValueError for a batch that is not a
+    dict holding input_ids, or for an empty dataloader."""
+    device = next(model.parameters()).device
     was_training = model.training
-    model.eval()  # no dropout: the maxima of the activations the model will run on
+    model.eval()
     batches = 0
     try:
         for batch in dataloader:
             if not isinstance(batch, Mapping) or "input_ids" not in batch:
                 keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
                 raise invalid("dataloader", f"a batch of {keys}", "batches that are dicts holding 'input_ids'")
-            model(**{k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS})
+            inputs = {k: v.to(device) for k, v in batch.items() if k in MODEL_INPUTS}
+            if before_forward is not None:
+                before_forward(inputs)
+            model(**inputs)
             batches += 1
             if batches == num_batches:
                 break  # before asking the dataloader for one more batch
     finally:
-        for handle in handles:
-            handle.remove()
         model.train(was_training)
     require(batches > 0, "dataloader", "an empty iterable", "at least one batch holding 'input_ids'")
-    return maxima, batches
+    return batches
 
 
 def smoothing_factors(x_max: torch.Tensor, w_max: torch.Tensor, alpha: float) -> torch.Tensor:
