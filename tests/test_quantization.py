@@ -279,6 +279,32 @@ def test_activation_ranges_are_per_token_unless_per_batch_is_asked():
     assert sqnr_db(reference[0], per_batch(x)[0]) >= 30
 
 
+def test_per_batch_bias_fused_into_the_kernel_follows_every_bias_change():
+    from hf_compress.quantization import fbgemm
+
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 48), per_token=False)
+    x = torch.randn(5, 7, 64)
+    packed, _ = module._packed_weight()
+    unfused = torch.ops.quantized.linear_dynamic(x, packed.plain(), False) + module.bias.detach()
+    with torch.no_grad():
+        torch.testing.assert_close(module(x), unfused, rtol=0, atol=1e-5)
+        # An edit that leaves the version counter alone (.data, or a fused optimizer's kernel) still reaches the
+        # output: the fused copy is checked against the bias's values.
+        version = module.bias._version
+        module.bias.data.add_(1.0)
+        assert module.bias._version == version
+        torch.testing.assert_close(module(x), unfused + 1.0, rtol=0, atol=1e-5)
+    # A training call (the bias changes every step) adds the bias after the kernel instead of repacking it.
+    fused_bias = packed._fused_bias.clone()
+    with torch.no_grad():
+        module.bias.add_(1.0)
+    y = module(x.requires_grad_(True))
+    torch.testing.assert_close(y.detach(), unfused + 2.0, rtol=0, atol=1e-5)
+    assert torch.equal(packed._fused_bias, fused_bias)
+    assert isinstance(packed, fbgemm.PackedWeight)
+
+
 def test_per_batch_activation_range_round_trips(tmp_path):
     model = tiny_bert()
     reference = logits(model)

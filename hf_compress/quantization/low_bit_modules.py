@@ -25,6 +25,7 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_choice, invalid
+from .fbgemm import version
 from .low_bit import (
     dequantize_groups,
     fake_quantized_modules,
@@ -34,7 +35,7 @@ from .low_bit import (
     quantize_groups,
     unpack_codes,
 )
-from .modules import LINEAR_QMAX, PackedInt8Module, quantize_rows, version
+from .modules import LINEAR_QMAX, PackedInt8Module, quantize_rows
 
 COMPUTES = ("int8", "float")
 
@@ -148,7 +149,14 @@ class LowBitLinear(PackedInt8Module):
     def prepare(self) -> None:
         """Unpack now (at load or bake time) into the cache the forward uses, so the first call pays nothing."""
         if self.weight.device.type != "meta":
-            self._float_weight() if self.compute == "float" else self._packed_weight()
+            if self.compute == "float":
+                self._float_weight()
+                return
+            from . import fbgemm
+
+            packed = self._packed_weight()[0]
+            if packed is not None:
+                fbgemm.warm(packed, self.bias, self.per_token)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = x W^T + b for x (..., in_features) -> (..., out_features); int8 kernel on CPU float32 (compute="int8")
@@ -158,11 +166,11 @@ class LowBitLinear(PackedInt8Module):
             return F.linear(x, self._float_weight().to(x.dtype), bias)
         return self.int8_value_float_gradient(x)
 
-    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
         from . import fbgemm
 
         packed, row_sums, _, _ = self._packed_weight()
-        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
+        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         _, _, codes, scale = self._packed_weight()

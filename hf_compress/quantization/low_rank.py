@@ -50,7 +50,10 @@ class Int8LowRankLinear(PackedInt8Module):
             # clone() outside inference mode: a normal tensor even if the model was built inside it
             new.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
         if new.weight.is_cpu and fbgemm.available():
-            new._packed_weights()  # pack now, so that quantize_ pays the whole cost and not the first call
+            # pack now, so that quantize_ pays the whole cost and not the first call
+            (down, _), (up, _) = new._packed_weights()
+            fbgemm.warm(down, None, new.per_token)
+            fbgemm.warm(up, new.bias, new.per_token)
         return new
 
     def int8_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -89,10 +92,10 @@ class Int8LowRankLinear(PackedInt8Module):
         """
         return self.int8_value_float_gradient(x)
 
-    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
         (down, down_sums), (up, up_sums) = self._packed_weights()
         h = fbgemm.linear(x, down, down_sums, None, self.per_token)
-        return fbgemm.linear(h, up, up_sums, self.bias, self.per_token)
+        return fbgemm.linear(h, up, up_sums, self.bias, self.per_token, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Other devices or dtypes, a torch without fbgemm, or autograd: the same int8 weights, float matmuls.

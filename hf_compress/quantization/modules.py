@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fbgemm
+from .fbgemm import version
 
 # A row whose largest |w| is below qmax * MIN_SCALE is stored coarser; an all-zero (pruned) row gets codes 0.
 MIN_SCALE = 1e-10
@@ -33,12 +34,6 @@ def quantize_rows(weight: torch.Tensor, qmax: int = EMBEDDING_QMAX) -> tuple[tor
     scale = (weight.abs().amax(dim=1) / qmax).clamp(min=MIN_SCALE)
     codes = torch.round(weight / scale[:, None]).clamp_(-qmax, qmax).to(torch.int8)
     return codes, scale
-
-
-def version(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place version counter; None for an inference tensor, which has none (and which can only be
-    edited in place inside inference mode)."""
-    return None if tensor.is_inference() else tensor._version
 
 
 class PackedInt8Module(nn.Module):
@@ -78,7 +73,7 @@ class PackedInt8Module(nn.Module):
         if not fast:
             return reference
         with torch.no_grad():
-            exact = self._int8_forward(x)
+            exact = self._int8_forward(x, fuse_bias=False)  # the bias may change every step: do not repack it
         return reference + (exact - reference).detach()
 
     def __getstate__(self):
@@ -176,7 +171,8 @@ class Int8Linear(PackedInt8Module):
             # clone() outside inference mode: a normal tensor even if the model was built inside it
             module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
         if module.weight.is_cpu and fbgemm.available():
-            module._packed_weight()  # pack now, so that quantize_ pays the whole cost and not the first call
+            # pack now, so that quantize_ pays the whole cost and not the first call
+            fbgemm.warm(module._packed_weight()[0], module.bias, per_token)
         return module
 
     def int8_weight(self) -> torch.Tensor:
@@ -223,9 +219,9 @@ class Int8Linear(PackedInt8Module):
             x.index_copy_(-1, channels, outliers)
         return y + F.linear(outliers, self.outlier_weight.to(x.dtype))
 
-    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
         packed, row_sums = self._packed_weight()
-        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token)
+        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Reference path (other devices or dtypes, a torch without fbgemm, or autograd): same int8 weights, float
