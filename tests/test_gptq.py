@@ -13,7 +13,7 @@ from transformers import AutoModelForSequenceClassification
 from hf_compress import Int8QuantizationConfig, calibrate_gptq_, keep_outlier_channels_, quantize_, smooth_activations_
 from hf_compress.quantization.config import GPTQ_BUFFER
 from hf_compress.quantization.gptq import gptq_quantize_rows
-from hf_compress.quantization.modules import LINEAR_QMAX, quantize_rows
+from hf_compress.quantization.rounding import LINEAR_QMAX, linear_codes, pairs_fit
 from tests.test_outliers import with_ffn_outlier
 from tests.test_smoothing import batches, logits
 from tests.testing_utils import tiny_bert
@@ -38,10 +38,10 @@ def test_gptq_rounds_to_a_lower_output_error_with_round_to_nearest_scales():
     weight = torch.randn(48, 64)
     x = correlated_inputs()
     h = x.T @ x / len(x)
-    rtn_codes, rtn_scale = quantize_rows(weight, LINEAR_QMAX)
-    codes, scale = gptq_quantize_rows(weight, h, LINEAR_QMAX)
+    rtn_codes, rtn_scale = linear_codes(weight, h.double() + 0.01 * h.diagonal().mean().double() * torch.eye(64))
+    codes, scale = gptq_quantize_rows(weight, h)
     assert torch.equal(scale, rtn_scale)  # the on-disk format is round-to-nearest's
-    assert codes.dtype == torch.int8 and codes.abs().max() <= LINEAR_QMAX
+    assert codes.dtype == torch.int8 and codes.abs().max() <= LINEAR_QMAX and pairs_fit(codes)
     assert not torch.equal(codes, rtn_codes)
     assert output_error(weight, codes, scale, h) < 0.5 * output_error(weight, rtn_codes, rtn_scale, h)
 
@@ -51,7 +51,7 @@ def test_channels_without_input_get_zero_codes():
     weight = torch.randn(16, 32)
     x = correlated_inputs(500, 32)
     x[:, 3] = 0.0
-    codes, _ = gptq_quantize_rows(weight, x.T @ x / len(x), LINEAR_QMAX)
+    codes, _ = gptq_quantize_rows(weight, x.T @ x / len(x))
     assert torch.equal(codes[:, 3], torch.zeros(16, dtype=torch.int8))
 
 

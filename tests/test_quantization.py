@@ -40,6 +40,7 @@ from hf_compress.quantization import (
     quantize_pretrained,
 )
 from hf_compress.quantization.modules import quantize_rows
+from hf_compress.quantization.rounding import linear_codes
 from tests.testing_utils import (
     VOCAB,
     load_in_stock_transformers,
@@ -781,12 +782,13 @@ def test_int8_low_rank_kernel_matches_its_factors_and_the_reference_path():
     float_module = LowRankLinear.from_factors(torch.randn(48, 16) / 4, torch.randn(16, 64) / 8, torch.randn(48))
     module = Int8LowRankLinear.from_low_rank(float_module)
     down, up = module.dequantized_weights()
-    # Rounding to nearest: every factor entry within half a step of its row's scale.
-    for exact, approx, scale in (
-        (float_module.down_weight, down, module.weight_scale[:16]),
-        (float_module.up_weight, up, module.weight_scale[16:]),
+    # Each factor rounded like an Int8Linear's weight (rounding.linear_codes): same codes, same scales.
+    for exact, codes, scale in (
+        (float_module.down_weight, module.int8_weights()[0], module.weight_scale[:16]),
+        (float_module.up_weight, module.int8_weights()[1], module.weight_scale[16:]),
     ):
-        assert ((exact - approx).abs() <= scale[:, None] / 2 + 1e-7).all()
+        expected_codes, expected_scale = linear_codes(exact)
+        assert torch.equal(codes, expected_codes) and torch.equal(scale, expected_scale)
     x = torch.randn(5, 7, 64)
     with torch.no_grad():
         reference = nn.functional.linear(nn.functional.linear(x, down), up, module.bias)  # a torch without fbgemm

@@ -3,7 +3,7 @@
 Round-to-nearest rounds every weight on its own. GPTQ (Frantar et al., ICLR 2023, https://arxiv.org/abs/2210.17323,
 after Optimal Brain Quantization) rounds one input column at a time and moves that column's rounding error onto the
 columns not yet rounded, weighted by the inverse Hessian H = E[x x^T] of the layer's inputs, so that the errors
-cancel in W x for the inputs the layer sees. The scales (one per output row, absmax / qmax) and the on-disk format
+cancel in W x for the inputs the layer sees. The scales (one per output row, see rounding.py) and the on-disk format
 are round-to-nearest's: only the codes change, so a GPTQ checkpoint loads exactly like any int8 one.
 
 `calibrate_gptq_` collects H on a float model; `quantize_` then rounds with it (`Int8Linear.from_linear`).
@@ -20,8 +20,8 @@ from torch import nn
 from .. import provenance
 from ..checks import check_positive_int, require
 from .config import GPTQ_BUFFER
-from .modules import MIN_SCALE
 from .quantize import check_not_quantized
+from .rounding import LINEAR_QMAX, linear_codes, pair_room
 from .smoothing import run_calibration
 
 # Added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorisation defined when calibration
@@ -100,27 +100,29 @@ def calibrate_gptq_(
 
 
 @torch.no_grad()
-def gptq_quantize_rows(weight: torch.Tensor, hessian: torch.Tensor, qmax: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """GPTQ codes in [-qmax, qmax] (int8, (out, in)) and round-to-nearest's per-row scales (out,) for `weight`.
+def gptq_quantize_rows(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """GPTQ codes (int8, (out, in)) within rounding.py's pair limit, and one scale per row (out,), for `weight`.
 
     `hessian` (in, in): E[x x^T] of the inputs. Channels with zero input energy get codes 0 (they never reach the
-    output). The sequential update follows the paper's Algorithm 1 with one column at a time (no lazy batching:
-    BERT-sized layers take well under a second).
+    output). The scales are round-to-nearest's (`rounding.linear_codes` with this H). The sequential update follows
+    the paper's Algorithm 1 with one column at a time (no lazy batching: BERT-sized layers take about a second); an
+    odd column is rounded within the room its pair partner left, and its clipping error is spread like any other.
     """
     w = weight.detach().double().clone()
     h = hessian.detach().double().clone()
     dead = torch.diagonal(h) <= 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    # The scales are fixed from the original rows, so that the on-disk format is round-to-nearest's.
-    scale = (weight.detach().float().abs().amax(dim=1) / qmax).clamp(min=MIN_SCALE)
-    step = scale.double()
     h.diagonal().add_(DAMPING * torch.diagonal(h).mean())
+    _, scale = linear_codes(w, h)
+    step = scale.double()
     # Upper Cholesky factor of H^-1: row i holds the weights that spread column i's error over columns i+1.. .
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)
     codes = torch.empty_like(w)
     for i in range(w.shape[1]):
-        q = torch.round(w[:, i] / step).clamp_(-qmax, qmax)
+        q = torch.round(w[:, i] / step)
+        limit = pair_room(codes[:, i - 1]) if i % 2 else torch.full_like(q, LINEAR_QMAX)
+        q = torch.maximum(torch.minimum(q, limit), -limit)
         codes[:, i] = q
         error = (w[:, i] - q * step) / inverse[i, i]
         w[:, i + 1 :].sub_(error[:, None] * inverse[i, i + 1 :][None, :])

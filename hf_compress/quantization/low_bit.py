@@ -4,8 +4,8 @@ training, and the packing of 4-bit and 2-bit codes into bytes.
 Quantizers (`quantize_groups`), for a weight (out, in) cut into groups of `group_size` consecutive input columns
 (None: one group per row; a last, shorter group when group_size does not divide `in`):
 
-- 8 bits: codes in [-63, 63] (`LINEAR_QMAX`, as int8 post-training quantization of a Linear) or [-127, 127] for an
-  embedding, scale = max|w| / qmax per group.
+- 8 bits: codes in [-63, 63] (`SEVEN_BIT_QMAX`: no int16 saturation in the int8 kernel, see rounding.py) or
+  [-127, 127] for an embedding, scale = max|w| / qmax per group.
 - 4 bits: codes in [-7, 7], scale = max|w| / 7 per group (symmetric uniform, as in Q8BERT/GPTQ's absmax form).
 - 2 bits: ternary codes in {-1, 0, 1}: threshold Δ = 0.7·mean|w| and scale α = mean of |w| over |w| > Δ, per group
   (Ternary Weight Networks, Li et al. 2016, arXiv:1605.04711, the approximation-aware scale TernaryBERT uses: Zhang et
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_positive_int, invalid
-from .modules import EMBEDDING_QMAX, LINEAR_QMAX, MIN_SCALE
+from .modules import EMBEDDING_QMAX, MIN_SCALE, SEVEN_BIT_QMAX
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +39,10 @@ MODULE_SELECTIONS = ("encoder", "encoder_embeddings", "all")
 
 
 def qmax(bits: int, embedding: bool = False) -> int:
-    """Largest code magnitude: 63 (int8 Linear, see LINEAR_QMAX) or 127 (int8 embedding), 7 (4 bits), 1 (ternary)."""
+    """Largest code magnitude: 63 (int8 Linear, SEVEN_BIT_QMAX) or 127 (int8 embedding), 7 (4 bits), 1 (ternary)."""
     check_choice("bits", bits, BITS)
     if bits == 8:
-        return EMBEDDING_QMAX if embedding else LINEAR_QMAX
+        return EMBEDDING_QMAX if embedding else SEVEN_BIT_QMAX
     return 2 ** (bits - 1) - 1
 
 

@@ -35,7 +35,7 @@ from .low_bit import (
     quantize_groups,
     unpack_codes,
 )
-from .modules import LINEAR_QMAX, PackedInt8Module, quantize_rows
+from .modules import SEVEN_BIT_QMAX, PackedInt8Module, quantize_rows
 
 COMPUTES = ("int8", "float")
 
@@ -120,7 +120,7 @@ class LowBitLinear(PackedInt8Module):
         """Int8 codes (out, in) in [-63, 63] and one scale per row for the int8 kernel (exact for per-row scales)."""
         # Per-row scales, max |code| = m: int8 scale m·s/63 and codes c·63/m, exact since 63/m is an integer (m = 1, 7,
         # 63: ternary, 4-bit and 8-bit absmax rows). Per-group scales: rounded to nearest, half an int8 step at most.
-        return quantize_rows(self.dequantized_weight(), LINEAR_QMAX)
+        return quantize_rows(self.dequantized_weight(), SEVEN_BIT_QMAX)
 
     def _key(self) -> tuple:
         return tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fbgemm
-from .modules import LINEAR_QMAX, PackedInt8Module, quantize_rows, version
+from .modules import PackedInt8Module, version
+from .rounding import linear_codes
 
 
 class Int8LowRankLinear(PackedInt8Module):
@@ -42,8 +43,8 @@ class Int8LowRankLinear(PackedInt8Module):
         """Quantize a LowRankLinear's two factors (round to nearest, one scale per row); the bias stays float."""
         device = module.weight.device
         new = cls(module.in_features, module.out_features, module.rank, module.bias is not None, per_token, "cpu")
-        down_codes, down_scale = quantize_rows(module.down_weight, LINEAR_QMAX)
-        up_codes, up_scale = quantize_rows(module.up_weight, LINEAR_QMAX)
+        down_codes, down_scale = linear_codes(module.down_weight)
+        up_codes, up_scale = linear_codes(module.up_weight)
         new.weight = nn.Parameter(torch.cat([down_codes.reshape(-1), up_codes.reshape(-1)]).to(device), False)
         new.weight_scale = torch.cat([down_scale, up_scale]).to(device)
         if module.bias is not None:

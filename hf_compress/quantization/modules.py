@@ -17,14 +17,12 @@ from torch import nn
 
 from . import fbgemm
 from .fbgemm import version
+from .rounding import MIN_SCALE, linear_codes
 
-# A row whose largest |w| is below qmax * MIN_SCALE is stored coarser; an all-zero (pruned) row gets codes 0.
-MIN_SCALE = 1e-10
-# Linear weights use codes in [-63, 63]: x86 int8 dot products without VNNI (vpmaddubsw) add two uint8 x int8
-# products in int16, which 8-bit activations times 7-bit weights cannot overflow (255 * 63 * 2 < 2**15). Measured on
-# MiniLM, 8-bit activations with 7-bit weights beat 7-bit activations with 8-bit weights (quantize_dynamic's choice)
-# by 3 dB of SQNR; ONNX Runtime makes the same trade (reduce_range). Embeddings have no matmul: full 8 bits.
-LINEAR_QMAX = 63
+# Linear weights: 8-bit codes within a pair limit, so that fbgemm's AVX2 kernel never saturates (see rounding.py).
+# SEVEN_BIT_QMAX: codes that cannot saturate whatever their neighbours, the 8-bit format of low-bit QAT (low_bit.py)
+# and of this project's int8 checkpoints before 2026-11-30. Embeddings have no matmul: full 8 bits.
+SEVEN_BIT_QMAX = 63
 EMBEDDING_QMAX = 127
 
 
@@ -122,7 +120,8 @@ class Int8Linear(PackedInt8Module):
         outlier_channels: torch.Tensor | None = None,
         hessian: torch.Tensor | None = None,
     ) -> Int8Linear:
-        """Quantize an nn.Linear's weight (one scale per output row); the bias stays float.
+        """Quantize an nn.Linear's weight (8-bit codes within rounding.py's pair limit, one scale per output row); the
+        bias stays float.
 
         `smoothing` (in_features,): SmoothQuant's s (see smoothing.py). The int8 codes are then those of
         W diag(s), and the module multiplies its input by 1/s before rounding it: the same y = x W^T + b in float.
@@ -160,11 +159,11 @@ class Int8Linear(PackedInt8Module):
             if hessian is not None:  # those channels reach the int8 weight as zeros
                 hessian = hessian.index_fill(0, channels, 0.0).index_fill(1, channels, 0.0)
         if hessian is None:
-            codes, scale = quantize_rows(weight, LINEAR_QMAX)
+            codes, scale = linear_codes(weight)
         else:
             from .gptq import gptq_quantize_rows  # gptq.py imports this module
 
-            codes, scale = gptq_quantize_rows(weight, hessian, LINEAR_QMAX)
+            codes, scale = gptq_quantize_rows(weight, hessian)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:
