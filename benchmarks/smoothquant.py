@@ -1,6 +1,7 @@
 """SmoothQuant vs plain int8 on the tweets teacher: argmax agreement with fp32, accuracy, logits SQNR, latency.
 
 Usage: python benchmarks/smoothquant.py [--model PATH] [--quick] [--alphas 0.5 0.75 0.85] [--breakdown-examples N]
+                                       [--split test|validation] [--skip-latency] [--output PATH]
 --model defaults to the tweets teacher (benchmarks.common.TEACHER_DIR; this script never trains it).
 Rows: fp32, int8 per_batch, int8 per_token, and smooth_activations_ (8 calibration batches of 32 train tweets) then
 int8 per_batch for each alpha; an experiment with per-token ranges for the FFN down projections only; the middle
@@ -136,6 +137,13 @@ def main():
     parser.add_argument("--calibration-batches", type=int, default=8)
     parser.add_argument("--breakdown-examples", type=int, default=1000, help="0 skips the per-kind breakdown")
     parser.add_argument("--output", default=os.path.join(RESULTS, "smoothquant.json"))
+    parser.add_argument(
+        "--split",
+        default="test",
+        choices=["test", "validation"],
+        help="tweets split scored (validation: a check on examples no choice was made on)",
+    )
+    parser.add_argument("--skip-latency", action="store_true", help="agreement only (e.g. beside another job)")
     args = parser.parse_args()
     if not os.path.exists(os.path.join(args.model, "config.json")):
         raise SystemExit(f"{args.model} has no config.json (the teacher is not trained yet? pass --model PATH)")
@@ -146,7 +154,7 @@ def main():
     has_tokenizer = os.path.exists(os.path.join(args.model, "tokenizer_config.json"))
     tokenizer = AutoTokenizer.from_pretrained(args.model if has_tokenizer else minilm_path())
     data, _ = tweets_tokenized(tokenizer)
-    test = data["test"].select(range(500)) if args.quick else data["test"]
+    test = data[args.split].select(range(500)) if args.quick else data[args.split]
     labels = np.asarray(test["label"])
     calibration = calibration_batches(data["train"], tokenizer, args.calibration_batches)
 
@@ -187,7 +195,10 @@ def main():
     models["int8 per_batch + outlier channels + GPTQ (no SmoothQuant)"] = calibrated(copy.deepcopy(fp32), gptq=True)
 
     repeats = 5 if args.quick else 30
-    latency = {bs: latency_ms(models, tokenizer, batch_size=bs, repeats=repeats) for bs in (1, 32)}
+    latency = {
+        bs: None if args.skip_latency else latency_ms(models, tokenizer, batch_size=bs, repeats=repeats)
+        for bs in (1, 32)
+    }
     logits = {name: predict(model, test, tokenizer) for name, model in models.items()}
     ref = logits["fp32"]
     # One int8 range per call makes the outputs depend on the batch (its largest activation sets the step): the
@@ -201,10 +212,16 @@ def main():
                 "model": name,
                 **scores(ref, logits[name], labels),
                 "argmax_agreement_vs_fp32_batch32": round(float(agreement32), 4),
-                "latency_ms_batch1": round(latency[1][name], 2),
-                "latency_ms_batch32": round(latency[32][name], 1),
-                "speedup_batch1": round(latency[1]["fp32"] / latency[1][name], 2),
-                "speedup_batch32": round(latency[32]["fp32"] / latency[32][name], 2),
+                **(
+                    {}
+                    if args.skip_latency
+                    else {
+                        "latency_ms_batch1": round(latency[1][name], 2),
+                        "latency_ms_batch32": round(latency[32][name], 1),
+                        "speedup_batch1": round(latency[1]["fp32"] / latency[1][name], 2),
+                        "speedup_batch32": round(latency[32]["fp32"] / latency[32][name], 2),
+                    }
+                ),
             }
         )
 
@@ -219,6 +236,7 @@ def main():
     result = {
         **run_info(),
         "model": args.model,
+        "split": args.split,
         "test_examples": len(test),
         "calibration": {"batches": len(calibration), "batch_size": 32, "split": "train"},
         "latency": {"seq_len": 48, "repeats": repeats, "statistic": "median, interleaved", "threads": 1},

@@ -12,6 +12,7 @@ Arms (per seed):
               `compress`
   <arm>-full (CoNLL) the same arms on the whole train split (14,041 sentences) instead of 6,000
   distilled-hidden-full (CoNLL) distilled-full plus the hidden-state MSE (weight 1.0, the default layer map)
+  distilled-a09-full (CoNLL) distilled-full with alpha=0.9 (KD weighted 0.9, CE 0.1) instead of 0.5
 Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and the step-time ratio of
 DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
 
@@ -88,6 +89,8 @@ ARMS = {
         "distill",
         {"max_train_samples": 14041, "hidden_loss_weight": 1.0, "cache_teacher_logits": False},
     ),
+    # More weight on the teacher's soft labels (alpha 0.9 instead of 0.5), on the whole split.
+    "distilled-a09-full": ("distill", {"max_train_samples": 14041, "alpha": 0.9}),
 }
 
 
