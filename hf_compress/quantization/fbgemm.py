@@ -50,9 +50,10 @@ class PackedWeight:
     """fbgemm's prepacked int8 weight (out, in), one fp32 scale per output row (symmetric, zero point 0), without
     and with the bias fused into the kernel's output stage; each variant is packed when first asked for.
 
-    Why two: fusing the bias saves a pass over the output (measured 3-8% of a MiniLM Linear's int8 time at 1,536
-    tokens), but packing costs more than a forward call (~8 ms for 384 x 1536), so the fused copy is only kept while
-    the bias is unchanged: calls that train the bias (every step changes it) use the plain copy and add it after.
+    Why two: fusing the bias saves a pass over the output (measured 2-7% of a MiniLM Linear's int8 time at 1,536
+    tokens, benchmarks/int8_kernel.py), but packing costs more than a forward call (~8 ms for 384 x 1536), so the
+    fused copy is only kept while the bias is unchanged: calls that train the bias (every step changes it) use the
+    plain copy and add it after.
     """
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor):

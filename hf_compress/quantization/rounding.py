@@ -11,8 +11,9 @@ Here the guard is put only where it is needed: codes use [-127, 127], and each p
 |c[2k]| + |c[2k+1]| <= PAIR_LIMIT = 128, so that 255 * 128 = 32640 < 2**15 for any activations. The few pairs above the
 limit are moved to the nearest point that fits (both magnitudes shrink equally; an L2 projection). Each row's scale is
 absmax / q for the q in SCALE_GRID whose codes give the row the smallest error after that fit (a smaller q makes fewer
-pairs collide; a larger one rounds finer). Measured on the tweets MiniLM: +3 to +5 dB of weight SQNR over 7-bit codes
-in every Linear. Machines with VNNI accumulate in int32 and never saturate: the limit costs them almost nothing.
+pairs collide; a larger one rounds finer). Measured on the tweets MiniLM (benchmarks/int8_kernel.py): +2.8 to +5.0 dB
+of weight SQNR over 7-bit codes in every encoder Linear. Machines with VNNI accumulate in int32 and never saturate:
+the limit costs them almost nothing.
 The on-disk format is unchanged (int8 codes, one fp32 scale per row): older checkpoints with 7-bit codes load and
 compute as before.
 """
