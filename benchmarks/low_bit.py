@@ -12,7 +12,8 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
 - fp32: plain distillation; int8: that fp32 student after `quantize_` (post-training, no extra training);
 - 4bit: weight_bits=4, one scale per row, every Linear and the word embeddings (as int8 PTQ; quantization-aware);
 - ternary: weight_bits=2 for the same Linears, word embeddings at 4 bits (embedding_weight_bits=4);
-- mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module.
+- mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module;
+- mixed-ternary: the same at the ternary arm's bytes (Linears at 2 bits, word embeddings at 4), a tighter budget.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -50,7 +51,7 @@ from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E40
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-bit-models")
-ARMS = ("fp32", "int8", "4bit", "ternary", "mixed")
+ARMS = ("fp32", "int8", "4bit", "ternary", "mixed", "mixed-ternary")
 # One scale per row and every Linear plus the word embeddings: the modules int8 PTQ (`quantize_`) converts, so the
 # arms compare like for like. Per 64-column groups with fp32 scales add 1/16 bits per code: the 4-bit student would
 # be 57.6% of the int8 one's bytes (planned), per row 52.6% (the goal is <= 55%).
@@ -60,6 +61,7 @@ LOW_BIT_FIELDS = {
     "4bit": dict(weight_bits=4),
     "ternary": dict(weight_bits=2, embedding_weight_bits=4),
     "mixed": {},  # bit_budget_mb filled in from the 4-bit arm's bytes
+    "mixed-ternary": {},  # bit_budget_mb filled in from the ternary arm's bytes
 }
 
 
@@ -73,22 +75,28 @@ def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> 
     return row, logits
 
 
-def four_bit_budget_mb(teacher) -> float:
-    """Megabytes of the 4-bit arm's packed codes + scales, for the mixed arm's budget (same modules, same shapes)."""
+def budgets_mb(teacher) -> dict[str, float]:
+    """Megabytes of packed codes + scales of the 4-bit and the ternary arms (same modules, same shapes): the budgets
+    of the mixed arms."""
     student = create_student(teacher, num_hidden_layers=3)
     chosen = select_low_bit_modules(student, MODULES)
-    return planned_megabytes(student, dict.fromkeys(chosen, 4), GROUP_SIZE)
+    word = student.get_input_embeddings()
+    ternary = {name: 4 if module is word else 2 for name, module in chosen.items()}
+    return {
+        "mixed": planned_megabytes(student, dict.fromkeys(chosen, 4), GROUP_SIZE),
+        "mixed-ternary": planned_megabytes(student, ternary, GROUP_SIZE),
+    }
 
 
-def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budget_mb: float) -> tuple:
+def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budgets: dict[str, float]) -> tuple:
     """Train one arm's student, save it; return the finalized model, its folder and what to record."""
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = create_student(teacher, num_hidden_layers=3)
     fields = {}
     if arm in LOW_BIT_FIELDS:
         fields = dict(LOW_BIT_FIELDS[arm], weight_group_size=GROUP_SIZE, weight_quantization_modules=MODULES)
-        if arm == "mixed":
-            fields.update(bit_budget_mb=budget_mb, bit_calibration_batches=2 if args.quick else 8)
+        if arm in budgets:
+            fields.update(bit_budget_mb=budgets[arm], bit_calibration_batches=2 if args.quick else 8)
     output_dir = os.path.join(MODELS, f"{arm}-seed{seed}")
     with tempfile.TemporaryDirectory() as workdir:
         train_args = CompressionTrainingArguments(
@@ -109,7 +117,7 @@ def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budget
     record = {"train_seconds": seconds, "train_steps": trainer.state.global_step, **fields}
     if widths:
         record["bits_count"] = {str(b): list(widths.values()).count(b) for b in (8, 4, 2)}
-        if arm == "mixed":
+        if arm in budgets:
             record["bits"] = widths
     return trainer.model.eval(), output_dir, record
 
@@ -125,7 +133,7 @@ def run(args) -> dict:
     os.makedirs(MODELS, exist_ok=True)
     teacher_row, teacher_logits = evaluate(teacher, test, tokenizer)
     teacher_pred = teacher_logits.argmax(-1)
-    budget_mb = four_bit_budget_mb(teacher)
+    budgets = budgets_mb(teacher)
     result = {
         **run_info(),
         "test_examples": len(test),
@@ -133,11 +141,12 @@ def run(args) -> dict:
         "epochs": args.epochs,
         "group_size": GROUP_SIZE,
         "modules": MODULES,
-        "mixed_budget_mb": round(budget_mb, 6),
+        "mixed_budget_mb": round(budgets["mixed"], 6),
+        "mixed_ternary_budget_mb": round(budgets["mixed-ternary"], 6),
         "teacher": teacher_row,
         "arms": [],
     }
-    print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; mixed budget {budget_mb:.3f} MB", flush=True)
+    print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; budgets {budgets} MB", flush=True)
     for seed in args.seeds:
         fp32_dir = None
         for arm in args.arms:
@@ -150,7 +159,7 @@ def run(args) -> dict:
                 folder = os.path.join(MODELS, f"int8-seed{seed}")
                 model.save_pretrained(folder)
             else:
-                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budget_mb)
+                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budgets)
                 row.update(record)
                 fp32_dir = folder if arm == "fp32" else fp32_dir
             metrics, logits = evaluate(model, test, tokenizer, teacher_pred)

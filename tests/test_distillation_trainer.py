@@ -5,9 +5,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
+from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student, quantize_
+from hf_compress.quantization import Int8Linear
+from hf_compress.trainer.distillation_trainer import int8_teacher
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset, training_args
 
 
@@ -228,11 +230,59 @@ def test_teacher_loaded_by_name(tmp_path):
         ("hidden_loss_weight", -1.0),
         ("attention_loss_type", "cosine"),
         ("layer_mapping", []),
+        ("teacher_quantization", "int4"),
+        ("teacher_quantization", True),
     ],
 )
 def test_bad_arguments_name_the_field(tmp_path, field, value):
     with pytest.raises(ValueError, match=field):
         make_args(tmp_path, **{field: value})
+
+
+def test_int8_teacher_gives_the_soft_targets_and_leaves_the_passed_teacher_float(tmp_path):
+    teacher, student = tiny_bert(seed=1, num_hidden_layers=4), tiny_bert(seed=2)
+    with torch.no_grad():  # sharpen the near-uniform logits of a random model, so the two teachers' KL differ
+        teacher.classifier.weight.mul_(100)
+    original = copy.deepcopy(teacher.state_dict())
+    trainer = make_trainer(tmp_path, student=student, teacher=teacher, teacher_quantization="int8", alpha=1.0)
+    assert isinstance(trainer.teacher.bert.encoder.layer[0].intermediate.dense, Int8Linear)
+    assert isinstance(teacher.bert.encoder.layer[0].intermediate.dense, torch.nn.Linear)  # the caller's is untouched
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in original.items())
+    batch = tiny_batch(batch_size=6)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        int8_logits = quantize_(copy.deepcopy(teacher))(**inputs).logits
+        float_logits = teacher(**inputs).logits
+        s = trainer.model(**inputs).logits
+    assert not torch.allclose(int8_logits, float_logits, atol=1e-4)  # the int8 teacher is really another teacher
+
+    def kd(t):
+        return 4 * F.kl_div(F.log_softmax(s / 2, -1), F.softmax(t / 2, -1), reduction="batchmean")
+
+    loss = trainer.compute_loss(trainer.model.eval(), batch)
+    assert loss.item() == pytest.approx(kd(int8_logits).item(), rel=1e-5)
+    assert abs(kd(int8_logits).item() - kd(float_logits).item()) > 1e-5 * kd(float_logits).item()
+
+
+def test_int8_teacher_trains_with_hidden_states_and_is_recorded(tmp_path):
+    trainer = make_trainer(tmp_path, teacher_quantization="int8", hidden_loss_weight=1.0, max_steps=2)
+    trainer.train()
+    assert trainer.state.log_history[0]["hidden_loss"] > 0
+    trainer.save_model(str(tmp_path / "final"))
+    config = AutoConfig.from_pretrained(tmp_path / "final")
+    assert config.compression["distillation"]["teacher_quantization"] == "int8"
+
+
+@pytest.mark.parametrize("case", ["cuda", "bfloat16", "already int8"])
+def test_int8_teacher_refuses_what_it_cannot_quantize(case):
+    teacher = tiny_bert(seed=1)
+    device = "cuda" if case == "cuda" else "cpu"
+    if case == "bfloat16":
+        teacher = teacher.to(torch.bfloat16)
+    if case == "already int8":
+        teacher = quantize_(teacher)
+    with pytest.raises(ValueError, match="teacher_quantization='int8' is invalid; allowed: null"):
+        int8_teacher(teacher, torch.device(device))
 
 
 def test_caching_with_intermediate_terms_is_refused(tmp_path):

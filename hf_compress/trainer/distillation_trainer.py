@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 import os
 
@@ -74,6 +75,30 @@ def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None
         raise ValueError("teacher and student are incompatible: " + "; ".join(problems))
 
 
+def int8_teacher(teacher: PreTrainedModel, device: torch.device) -> PreTrainedModel:
+    """An int8 copy of the teacher for `teacher_quantization="int8"` (`quantize_`, one activation range per batch).
+
+    A copy, so the caller's teacher keeps its float weights. Raises ValueError off the CPU (fbgemm's int8 kernels
+    are CPU-only; elsewhere the int8 modules fall back to float matmuls, slower than the float teacher), for a
+    teacher that is not float32 (the kernels take float32 activations) or that is already quantized.
+    """
+    from ..checks import invalid
+    from ..quantization import quantize_
+    from ..quantization.quantize import check_not_quantized
+
+    field = "teacher_quantization"
+    if torch.device(device).type != "cpu":
+        raise invalid(field, "int8", f"null on {device} (the int8 kernels are CPU-only: fbgemm)")
+    dtype = next(teacher.parameters()).dtype
+    if dtype != torch.float32:
+        raise invalid(field, "int8", f"null for a {dtype} teacher (int8 is quantized from a float32 teacher)")
+    try:
+        check_not_quantized(teacher)
+    except ValueError as err:
+        raise invalid(field, "int8", f"null for a teacher that is already quantized ({err})") from None
+    return quantize_(copy.deepcopy(teacher)).eval().requires_grad_(False)
+
+
 def forward_arguments(model: nn.Module) -> set[str]:
     """The inputs a model's forward names (not its **kwargs): Trainer keeps a batch's columns by these names."""
     parameters = inspect.signature(model.forward).parameters.values()
@@ -129,6 +154,8 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         # Our loss is normalised by num_items_in_batch, so Trainer must count items and not divide again.
         self.model_accepts_loss_kwargs = True
         self.teacher = teacher_model.to(self.args.device).eval().requires_grad_(False)
+        if args.teacher_quantization == "int8":
+            self.teacher = int8_teacher(self.teacher, self.args.device)
         self.head_kind = head_kind(self.model)
         projection = self._build_projection(model, teacher_model)
         if projection is not None:
@@ -161,6 +188,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             "attention_loss_weight": a.attention_loss_weight,
             "teacher_layer_mapping": self.layer_mapping,
             "cache_teacher_logits": a.cache_teacher_logits,
+            "teacher_quantization": a.teacher_quantization,
         }
 
     @staticmethod
