@@ -21,7 +21,7 @@ Usage:
   python benchmarks/task_data.py                                   # once: the data cache
   python benchmarks/tasks.py --task conll2003 --seeds 0 1 2
   python benchmarks/tasks.py --task squad --seeds 0 1 2
-  python benchmarks/tasks.py --task squad --part step-time
+  python benchmarks/tasks.py --task squad --part step-time [--steps 20]
 Results: benchmarks/results/tasks-<task>.json (one entry per run, appended as runs finish).
 """
 
@@ -272,6 +272,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="default: the task's arms")
     parser.add_argument("--out", default=os.path.join(CACHE, "tasks-bench"))
+    parser.add_argument("--steps", type=int, default=20, help="--part step-time: steps per trainer (blocks of 5)")
     opts = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     path = os.path.join(RESULTS, f"tasks-{opts.task}.json")
@@ -283,7 +284,7 @@ def main() -> None:
         append(path, teacher_int8(opts.task, teacher_dir))
         return
     if opts.part == "step-time":
-        append(path, step_time(opts.task, teacher_dir))
+        append(path, step_time(opts.task, teacher_dir, opts.steps))
         return
     for seed in opts.seeds:
         for arm in opts.arms or TASKS[opts.task]["arms"]:

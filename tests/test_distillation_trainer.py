@@ -264,10 +264,20 @@ def test_int8_teacher_gives_the_soft_targets_and_leaves_the_passed_teacher_float
     assert abs(kd(int8_logits).item() - kd(float_logits).item()) > 1e-5 * kd(float_logits).item()
 
 
-def test_int8_teacher_trains_with_hidden_states_and_is_recorded(tmp_path):
-    trainer = make_trainer(tmp_path, teacher_quantization="int8", hidden_loss_weight=1.0, max_steps=2)
+@pytest.mark.parametrize("extra", [{"hidden_loss_weight": 1.0}, {"cache_teacher_logits": True, "num_train_epochs": 2}])
+def test_int8_teacher_trains_with_hidden_states_or_the_logit_cache_and_is_recorded(tmp_path, extra):
+    trainer = make_trainer(tmp_path, dataset=tiny_dataset(16), teacher_quantization="int8", **extra)
+    assert isinstance(trainer.teacher.bert.encoder.layer[0].output.dense, Int8Linear)
+    calls = []
+    trainer.teacher.register_forward_hook(
+        lambda module, args, kwargs, out: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+    )
     trainer.train()
-    assert trainer.state.log_history[0]["hidden_loss"] > 0
+    if "hidden_loss_weight" in extra:
+        assert trainer.state.log_history[0]["hidden_loss"] > 0
+        assert sum(calls) == 16  # one epoch, the int8 teacher on every example
+    else:
+        assert sum(calls) == 16 and len(trainer._logit_cache) == 16  # filled by the int8 teacher, once per example
     trainer.save_model(str(tmp_path / "final"))
     config = AutoConfig.from_pretrained(tmp_path / "final")
     assert config.compression["distillation"]["teacher_quantization"] == "int8"
