@@ -13,7 +13,7 @@ Arms (per seed):
   <arm>-full (CoNLL) the same arms on the whole train split (14,041 sentences) instead of 6,000
   distilled-hidden-full (CoNLL) distilled-full plus the hidden-state MSE (weight 1.0, the default layer map)
   distilled-a09-full (CoNLL) distilled-full with alpha=0.9 (KD weighted 0.9, CE 0.1) instead of 0.5
-  distilled-2ep (SQuAD) distilled with two epochs over the same windows instead of one
+  distilled-2ep, distilled-3ep (SQuAD) distilled with two or three epochs over the same windows instead of one
 Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and the step-time ratio of
 DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
 
@@ -95,6 +95,7 @@ ARMS = {
     # (SQuAD) the longer schedule: two epochs over the same 4,000 windows; the logit cache (the recipe's) serves the
     # second epoch's soft labels without the teacher.
     "distilled-2ep": ("distill", {"num_train_epochs": 2}),
+    "distilled-3ep": ("distill", {"num_train_epochs": 3}),
 }
 
 
