@@ -18,11 +18,13 @@ this module by the fastest CPU kernel that takes plain torch.int8 tensors (torch
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import torch
 
 
+@functools.cache  # asked on every int8 call; a torch build's ops do not change while it runs
 def available() -> bool:
     """Whether this torch build still has fbgemm's prepack and dynamic linear ops."""
     try:
@@ -35,6 +37,12 @@ def version(tensor: torch.Tensor) -> int | None:
     """The tensor's in-place version counter; None for an inference tensor, which has none (and which can only be
     edited in place inside inference mode)."""
     return None if tensor.is_inference() else tensor._version
+
+
+def cache_key(weight: torch.Tensor, scale: torch.Tensor) -> tuple:
+    """What a packed-weight cache is keyed on: the storages and in-place versions of the codes and their scales."""
+    # Written out rather than built from a generator: it runs on every int8 call, where microseconds show at batch 1.
+    return weight.data_ptr(), version(weight), scale.data_ptr(), version(scale)
 
 
 def _prepack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.ScriptObject:
@@ -71,7 +79,7 @@ class PackedWeight:
     def fused(self, bias: torch.Tensor) -> torch.ScriptObject:
         # Compared by value, not by version counter: fused optimizers (Trainer's default adamw_torch_fused) update
         # parameters without bumping it. Comparing out_features floats costs microseconds.
-        if self._fused_bias is None or not torch.equal(self._fused_bias, bias.detach()):
+        if self._fused_bias is None or not torch.equal(self._fused_bias, bias.data):
             with torch.inference_mode(False), torch.no_grad():
                 self._fused_bias = bias.detach().float().clone()
                 self._fused = _prepack(self.codes, self.scale, self._fused_bias)

@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_choice, invalid
-from .fbgemm import version
+from . import fbgemm
 from .low_bit import (
     dequantize_groups,
     fake_quantized_modules,
@@ -123,13 +123,11 @@ class LowBitLinear(PackedInt8Module):
         return quantize_rows(self.dequantized_weight(), SEVEN_BIT_QMAX)
 
     def _key(self) -> tuple:
-        return tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))
+        return fbgemm.cache_key(self.weight, self.weight_scale)
 
     def _packed_weight(self):
         key = self._key()
         if self._packed_key != key:
-            from . import fbgemm
-
             with torch.inference_mode(False), torch.no_grad():
                 codes, scale = self.int8_rows()
                 row_sums = (codes.float() * scale[:, None]).sum(dim=1)
@@ -152,7 +150,6 @@ class LowBitLinear(PackedInt8Module):
             if self.compute == "float":
                 self._float_weight()
                 return
-            from . import fbgemm
 
             packed = self._packed_weight()[0]
             if packed is not None:

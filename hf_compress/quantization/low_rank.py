@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fbgemm
-from .modules import PackedInt8Module, version
+from .modules import PackedInt8Module
 from .rounding import linear_codes
 
 
@@ -72,7 +72,7 @@ class Int8LowRankLinear(PackedInt8Module):
         return down.float() * scale[: self.rank, None], up.float() * scale[self.rank :, None]
 
     def _packed_weights(self):
-        key = tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))
+        key = fbgemm.cache_key(self.weight, self.weight_scale)
         if self._packed_key != key:
             # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
             with torch.inference_mode(False), torch.no_grad():

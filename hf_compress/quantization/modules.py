@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fbgemm
-from .fbgemm import version
 from .rounding import MIN_SCALE, linear_codes
 
 # Linear weights: 8-bit codes within a pair limit, so that fbgemm's AVX2 kernel never saturates (see rounding.py).
@@ -183,7 +182,7 @@ class Int8Linear(PackedInt8Module):
         return self.int8_weight().float() * self.weight_scale[:, None]
 
     def _packed_weight(self) -> tuple[torch.ScriptObject, torch.Tensor]:
-        key = tuple((t.data_ptr(), version(t)) for t in (self.weight, self.weight_scale))
+        key = fbgemm.cache_key(self.weight, self.weight_scale)
         if self._packed_key != key:
             # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
             with torch.inference_mode(False), torch.no_grad():
