@@ -295,6 +295,13 @@ def test_int8_teacher_refuses_what_it_cannot_quantize(case):
         int8_teacher(teacher, torch.device(device))
 
 
+def test_int8_teacher_is_refused_when_the_trainer_is_built(tmp_path):
+    teacher = tiny_bert(seed=1).to(torch.bfloat16)
+    with pytest.raises(ValueError, match="teacher_quantization='int8' is invalid; allowed: null for a torch.bfloat16"):
+        make_trainer(tmp_path, student=tiny_bert(seed=2), teacher=teacher, teacher_quantization="int8")
+    assert teacher.bert.encoder.layer[0].output.dense.weight.dtype == torch.bfloat16  # left as it was
+
+
 def test_caching_with_intermediate_terms_is_refused(tmp_path):
     with pytest.raises(ValueError, match="cache_teacher_logits"):
         make_args(tmp_path, cache_teacher_logits=True, hidden_loss_weight=1.0)

@@ -143,6 +143,8 @@ class DistillationTrainer(FinalizeMixin, Trainer):
 
             teacher_model = load_teacher(teacher_model, model, args.teacher_model_init_kwargs)
         check_compatible(teacher_model, model)
+        if args.teacher_quantization == "int8":
+            teacher_model = int8_teacher(teacher_model, args.device)  # refused or copied before any other work
         check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         self.layer_mapping = self._resolve_layer_mapping(args, model, teacher_model)
         if args.attention_loss_weight > 0:
@@ -154,8 +156,6 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         # Our loss is normalised by num_items_in_batch, so Trainer must count items and not divide again.
         self.model_accepts_loss_kwargs = True
         self.teacher = teacher_model.to(self.args.device).eval().requires_grad_(False)
-        if args.teacher_quantization == "int8":
-            self.teacher = int8_teacher(self.teacher, self.args.device)
         self.head_kind = head_kind(self.model)
         projection = self._build_projection(model, teacher_model)
         if projection is not None:
