@@ -27,15 +27,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer  # no
 
 from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E402
 from benchmarks.smoothquant import calibration_batches  # noqa: E402
+from benchmarks.smoothquant_alpha import calibrated_int8  # noqa: E402
 from hf_compress.data import minilm_path  # noqa: E402
 from hf_compress.evaluation.measure import latency_ms  # noqa: E402
-from hf_compress.quantization import (  # noqa: E402
-    Int8QuantizationConfig,
-    calibrate_gptq_,
-    keep_outlier_channels_,
-    quantize_,
-    smooth_activations_,
-)
+from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -46,16 +41,13 @@ def models() -> tuple[dict, object]:
     data, _ = tweets_tokenized(tokenizer)
     calibration = calibration_batches(data["train"], tokenizer, 8)
     per_batch = Int8QuantizationConfig(activation_range="per_batch")
-    best = smooth_activations_(copy.deepcopy(fp32), calibration, alpha=0.75, num_batches=len(calibration))
-    keep_outlier_channels_(best, calibration, num_channels=1, num_batches=len(calibration))
-    calibrate_gptq_(best, calibration, num_batches=len(calibration))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation: this is the reference, not a recommendation
         reference = torch.ao.quantization.quantize_dynamic(copy.deepcopy(fp32), {torch.nn.Linear}, dtype=torch.qint8)
     return {
         "fp32": fp32,
         "int8 per_batch (quantize_)": quantize_(copy.deepcopy(fp32), per_batch),
-        "int8 best variant (SmoothQuant + outliers + GPTQ)": quantize_(best, per_batch),
+        "int8 best variant (SmoothQuant + outliers + GPTQ)": calibrated_int8(fp32, calibration, alpha=0.75),
         "torch.ao quantize_dynamic": reference,
     }, tokenizer
 
