@@ -82,7 +82,7 @@ class DistillationTrainingArguments(TrainingArguments):
         None,
         "'int8': the teacher's forward runs with int8 weights and activations (hf_compress.quantize_, one "
         "activation range per batch; fbgemm, so CPU only) on a quantized copy, the teacher passed in is left as "
-        "it is. The teacher's share of a step shrinks (its forward ran 1.4-1.6x faster on this project's AVX2 CPU) "
+        "it is. The teacher's share of a step shrinks (1.2-1.7x less of it in benchmarks/tasks.py's QA step times) "
         "at the cost of int8's rounding in the soft targets (the SQuAD teacher kept 99.8 percent of its F1). "
         "null: the teacher as loaded.",
     )
