@@ -40,7 +40,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.common import CACHE, run_info  # noqa: E402
+from benchmarks.common import CACHE, machine, run_info  # noqa: E402
 from hf_compress.cli.main import RECIPE_COMMANDS, build_parser  # noqa: E402
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
 from hf_compress.cli.train import run_recipe  # noqa: E402
@@ -99,18 +99,28 @@ ARMS = {
 }
 
 
-def run_arm(task: str, arm: str, seed: int, out: str, teacher_dir: str | None) -> dict:
-    """One recipe run; returns its report rows (teacher first) and wall time."""
+def run_arm(task: str, arm: str, seed: int, out: str, teacher_dir: str | None, teacher_epochs: int = 1) -> dict:
+    """One recipe run; returns its report rows (teacher first) and wall time. `teacher_epochs` only matters for the
+    run that fine-tunes the teacher (teacher_dir None)."""
     spec = TASKS[task]
     command, arm_flags = ARMS[arm]
     flags = {**spec["flags"], **arm_flags, "seed": seed, "output_dir": out, "overwrite_output": True}
+    flags["teacher_num_train_epochs"] = teacher_epochs
     flags["disable_tqdm"] = True
     if teacher_dir is not None:
         flags.update(teacher_model_name_or_path=teacher_dir, finetune_teacher=False)
     recipe, args = parsed_recipe(task, command, flags)
     start = time.time()
     result = run_recipe(recipe, args, command)
-    return {"task": task, "arm": arm, "seed": seed, "seconds": round(time.time() - start), "rows": result["report"]}
+    return {
+        "task": task,
+        "arm": arm,
+        "seed": seed,
+        "teacher_epochs": teacher_epochs,
+        "machine": machine(),
+        "seconds": round(time.time() - start),
+        "rows": result["report"],
+    }
 
 
 def parsed_recipe(task: str, command: str, flags: dict) -> tuple:
@@ -203,6 +213,12 @@ def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
     }
 
 
+def label(run: dict) -> str:
+    """A run's row name in the table: its arm, and its teacher's epochs when the teacher is not the 1-epoch one."""
+    epochs = run.get("teacher_epochs", 1)
+    return run["arm"] if epochs == 1 else f"{run['arm']} (teacher {epochs} epochs)"
+
+
 def table(path: str) -> str:
     """Markdown of one task's runs: per arm, mean ± sd over seeds of the primary metric, its share of the teacher's
     (each run's own teacher row), size and speed ratios; then the extra parts (teacher int8, step time)."""
@@ -219,9 +235,9 @@ def table(path: str) -> str:
         f"| teacher | — | {teacher['score']:.4f} | 100% | {fmt(teacher)} | {teacher['bytes_on_disk'] / 1e6:.1f} "
         "| 1.00× | 1.00× | 1.00× |"
     )
-    for arm in dict.fromkeys(r["arm"] for r in runs if "seed" in r):
-        rows = [r["rows"][-1] for r in runs if r.get("arm") == arm and "seed" in r]
-        teachers = [r["rows"][0] for r in runs if r.get("arm") == arm and "seed" in r]
+    for arm in dict.fromkeys(label(r) for r in runs if "seed" in r):
+        rows = [r["rows"][-1] for r in runs if "seed" in r and label(r) == arm]
+        teachers = [r["rows"][0] for r in runs if "seed" in r and label(r) == arm]
         scores = [row["score"] for row in rows]
         share = statistics.mean(row["score_vs_reference"] for row in rows)
         size = statistics.mean(t["bytes_on_disk"] / row["bytes_on_disk"] for t, row in zip(teachers, rows))
@@ -274,10 +290,17 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=None, choices=list(ARMS), help="default: the task's arms")
     parser.add_argument("--out", default=os.path.join(CACHE, "tasks-bench"))
     parser.add_argument("--steps", type=int, default=20, help="--part step-time: steps per trainer (blocks of 5)")
+    parser.add_argument(
+        "--teacher-epochs",
+        type=int,
+        default=1,
+        help="epochs of teacher fine-tuning; each value has its own cached teacher (teacher-run, teacher-run-<N>ep)",
+    )
     opts = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     path = os.path.join(RESULTS, f"tasks-{opts.task}.json")
-    teacher_dir = os.path.join(opts.out, opts.task, "teacher-run", "teacher")
+    run_dir = "teacher-run" if opts.teacher_epochs == 1 else f"teacher-run-{opts.teacher_epochs}ep"
+    teacher_dir = os.path.join(opts.out, opts.task, run_dir, "teacher")
     if opts.part == "table":
         print(table(path))
         return
@@ -290,15 +313,16 @@ def main() -> None:
     for seed in opts.seeds:
         for arm in opts.arms or TASKS[opts.task]["arms"]:
             have_teacher = os.path.exists(os.path.join(teacher_dir, "config.json"))
-            out = os.path.join(opts.out, opts.task, "teacher-run" if not have_teacher else f"{arm}-seed{seed}")
-            if not have_teacher and (arm, seed) != ("distilled", 0):
-                raise SystemExit("the first run (distilled, seed 0) fine-tunes the teacher: run it first")
-            entry = run_arm(opts.task, arm, seed, out, teacher_dir if have_teacher else None)
+            suffix = "" if opts.teacher_epochs == 1 else f"-teacher{opts.teacher_epochs}ep"
+            out = os.path.join(opts.out, opts.task, run_dir if not have_teacher else f"{arm}-seed{seed}{suffix}")
+            if not have_teacher and ARMS[arm][1].get("alpha") == 0.0:
+                raise SystemExit(f"the first run fine-tunes the teacher; {arm} uses none: run a distilled arm first")
+            entry = run_arm(opts.task, arm, seed, out, teacher_dir if have_teacher else None, opts.teacher_epochs)
             append(path, entry)
             student = entry["rows"][-1]
             print(f"{opts.task} {arm} seed {seed}: {student['metric']}={student['score']:.4f} "
                   f"({student['score_vs_reference']:.2%} of teacher), {entry['seconds']} s", flush=True)  # fmt: skip
-            if out.endswith("teacher-run"):
+            if out.endswith(run_dir):
                 continue
             shutil.rmtree(out, ignore_errors=True)  # keep the cache small; the figures are in the JSON
 
