@@ -1,11 +1,12 @@
 """Whether the int8 batch-32 speed-up is ours to raise or this machine's: our int8 against torch's own int8 path.
 
 Usage: python benchmarks/int8_speed_rounds.py [--rounds 4] [--repeats 10] [--output PATH]
-Models: the cached tweets teacher in fp32; `quantize_` with one activation range per batch (plain int8); the #19
+Models: the cached tweets teacher in fp32; `quantize_` with one activation range per batch (plain int8) and with one
+per token (no calibration; the most faithful variant of benchmarks/smoothquant.py, and its slowest on AVX2); the #19
 best variant (SmoothQuant a=0.75 + one outlier channel per FFN down projection + GPTQ, 8 calibration batches of 32
 train tweets, as benchmarks/smoothquant.py); and torch's `torch.ao.quantization.quantize_dynamic` on every Linear
 (the same fbgemm kernel, torch's own wrapper: the reference for what this kernel gives here).
-Each round times all four interleaved (`evaluation.measure.latency_ms`, 48 tokens, batch 32 and 1) at one thread and
+Each round times all five interleaved (`evaluation.measure.latency_ms`, 48 tokens, batch 32 and 1) at one thread and
 then at two; rounds repeat that, so the spread between rounds shows how much of a speed-up figure is the machine.
 Writes benchmarks/results/int8-speed-rounds.json and prints a Markdown table.
 """
@@ -47,6 +48,9 @@ def models() -> tuple[dict, object]:
     return {
         "fp32": fp32,
         "int8 per_batch (quantize_)": quantize_(copy.deepcopy(fp32), per_batch),
+        "int8 per_token (quantize_)": quantize_(
+            copy.deepcopy(fp32), Int8QuantizationConfig(activation_range="per_token")
+        ),
         "int8 best variant (SmoothQuant + outliers + GPTQ)": calibrated_int8(fp32, calibration, alpha=0.75),
         "torch.ao quantize_dynamic": reference,
     }, tokenizer
