@@ -190,3 +190,25 @@ def test_string_labels_and_a_single_file_get_classes_and_held_out_splits(tmp_pat
     # Nothing the product saved is a pickle, the fine-tuned teacher included.
     for root, _, files in os.walk(tmp_path / "out"):
         assert not [f for f in files if f.endswith((".bin", ".pt", ".pth", ".pkl"))], root
+
+
+def test_the_recipe_seed_fixes_the_fine_tuned_teacher_whatever_ran_before(tmp_path):
+    """A teacher checkpoint without the task's head (a base model, as the packaged MiniLM) gets a new head at
+    `from_pretrained`. Its initial weights come from torch's global generator, so without seeding first they depend
+    on whatever drew random numbers earlier in the process; `seed` must fix them, as in transformers' examples."""
+    import torch
+    from transformers import BertModel
+
+    from tests.testing_utils import tiny_bert, tiny_tokenizer
+
+    base = tmp_path / "base"
+    BertModel(tiny_bert(0).config).save_pretrained(base)  # no classifier in the checkpoint
+    tiny_tokenizer(base).save_pretrained(base)
+    teachers = []
+    for i, prior in enumerate((1, 2)):
+        out = str(tmp_path / f"o{i}")
+        recipe = write_recipe(tmp_path / f"run{i}", teacher_model_name_or_path=str(base), report=False, output_dir=out)
+        torch.manual_seed(prior)  # what earlier code (or an earlier test) left in the global generator
+        assert main(["distill", recipe]) == 0
+        teachers.append((tmp_path / f"o{i}" / "teacher" / "model.safetensors").read_bytes())
+    assert teachers[0] == teachers[1]

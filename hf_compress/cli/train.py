@@ -9,7 +9,7 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments
+from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments, set_seed
 
 from ..checks import check_embedding_size, check_num_hidden_groups, check_student_depth, invalid
 from ..data import ensure_splits
@@ -144,6 +144,10 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
     task = plan.task
     kwargs = {"use_safetensors": True, **(getattr(args, "teacher_model_init_kwargs", None) or {})}
     label_kwargs = task.label_kwargs(plan.labels, plan.num_labels)
+    # A base checkpoint gets a new task head here, drawn from torch's global generator: seed it first (as
+    # transformers' example scripts do), or the head, and the teacher trained from it, depend on whatever drew
+    # random numbers earlier in the process. Trainer's own set_seed comes after the model exists.
+    set_seed(args.seed)
     teacher = task.auto_class.from_pretrained(plan.teacher_path, **label_kwargs, **kwargs)
     teacher_dir = os.path.join(args.output_dir, "teacher")
     teacher_args = TrainingArguments(
@@ -221,6 +225,7 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
     task = plan.task
     data = task.prepare_splits(plan.raw, plan.tokenizer, recipe)
     teacher = load_teacher_model(recipe, args, plan, data)
+    set_seed(args.seed)  # a student checkpoint without the task head gets a new one (see finetune_teacher)
     student = make_student(recipe, teacher, task)
     trainer_class = {"distill": DistillationTrainer, "compress": CompressionTrainer, "prune": PruningTrainer}[command]
     common = dict(
