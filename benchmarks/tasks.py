@@ -213,10 +213,13 @@ def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
     }
 
 
-def label(run: dict) -> str:
-    """A run's row name in the table: its arm, and its teacher's epochs when the teacher is not the 1-epoch one."""
-    epochs = run.get("teacher_epochs", 1)
-    return run["arm"] if epochs == 1 else f"{run['arm']} (teacher {epochs} epochs)"
+def label(run: dict, reference: float) -> str:
+    """A run's row name in the table: its arm, and its teacher when that is not the table's (`reference` is the
+    first run's teacher score): runs distilled from different teachers are different rows."""
+    teacher = run["rows"][0]["score"]
+    if abs(teacher - reference) < 1e-9:
+        return run["arm"]
+    return f"{run['arm']} (teacher {teacher:.4f}, {run.get('teacher_epochs', 1)} epoch(s))"
 
 
 def table(path: str) -> str:
@@ -235,9 +238,10 @@ def table(path: str) -> str:
         f"| teacher | — | {teacher['score']:.4f} | 100% | {fmt(teacher)} | {teacher['bytes_on_disk'] / 1e6:.1f} "
         "| 1.00× | 1.00× | 1.00× |"
     )
-    for arm in dict.fromkeys(label(r) for r in runs if "seed" in r):
-        rows = [r["rows"][-1] for r in runs if "seed" in r and label(r) == arm]
-        teachers = [r["rows"][0] for r in runs if "seed" in r and label(r) == arm]
+    name = {id(r): label(r, teacher["score"]) for r in runs if "seed" in r}
+    for arm in dict.fromkeys(name.values()):
+        rows = [r["rows"][-1] for r in runs if name.get(id(r)) == arm]
+        teachers = [r["rows"][0] for r in runs if name.get(id(r)) == arm]
         scores = [row["score"] for row in rows]
         share = statistics.mean(row["score_vs_reference"] for row in rows)
         size = statistics.mean(t["bytes_on_disk"] / row["bytes_on_disk"] for t, row in zip(teachers, rows))
