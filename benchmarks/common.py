@@ -16,6 +16,7 @@ from transformers import (
     Trainer,
     TrainerCallback,
     TrainingArguments,
+    set_seed,
 )
 
 from hf_compress.data import TWEETS_LABELS, load_tweets, minilm_path, tokenize
@@ -66,6 +67,7 @@ def teacher_path() -> str:
     if os.path.exists(os.path.join(TEACHER_DIR, "config.json")):
         return TEACHER_DIR
     data, tokenizer = tweets_tokenized()
+    set_seed(0)  # the new classifier head is drawn from torch's global generator (see cli/train.finetune_teacher)
     model = AutoModelForSequenceClassification.from_pretrained(
         minilm_path(),
         num_labels=3,
@@ -199,6 +201,7 @@ def compress_teacher_copy(
 if __name__ == "__main__":
     path = teacher_path()
     data, tokenizer = tweets_tokenized()
+    set_seed(0)  # the new classifier head is drawn from torch's global generator (see cli/train.finetune_teacher)
     model = AutoModelForSequenceClassification.from_pretrained(path)
     print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")
 
