@@ -210,6 +210,8 @@ def step_time(task: str, teacher_dir: str, steps: int = 20) -> dict:
         "ratio": medians["distillation"] / medians["plain"],
         "ratio_int8_teacher": medians["distillation-int8-teacher"] / medians["plain"],
         "threads": torch.get_num_threads(),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d"),
     }
 
 
@@ -273,6 +275,8 @@ def table(path: str) -> str:
                     f"; with teacher_quantization='int8' {m['distillation-int8-teacher']:.3f} s, ratio "
                     f"**{extra['ratio_int8_teacher']:.2f}**"
                 )
+            if "machine" in extra:
+                line += f" ({extra['machine']}, {extra['date']})"
             lines.append(line + ".")
     return "\n".join(lines)
 
