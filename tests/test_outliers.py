@@ -11,7 +11,13 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoModelForSequenceClassification, DistilBertConfig, DistilBertForSequenceClassification
 
-from hf_compress import Int8QuantizationConfig, keep_outlier_channels_, quantize_, smooth_activations_
+from hf_compress import (
+    Int8QuantizationConfig,
+    calibrate_gptq_,
+    keep_outlier_channels_,
+    quantize_,
+    smooth_activations_,
+)
 from hf_compress.quantization import Int8Linear
 from hf_compress.quantization.config import OUTLIER_BUFFER
 from tests.test_smoothing import TEST_BATCH, batches, logits, sqnr_db
@@ -129,9 +135,13 @@ def test_outlier_channels_raise_int8_sqnr(family):
     assert split >= plain + 6, (plain, split)
 
 
-def test_round_trip_with_smoothing(tmp_path):
+@pytest.mark.parametrize("activation_range", ["per_batch", "per_token"])
+def test_round_trip_with_smoothing_and_gptq(tmp_path, activation_range):
+    """The whole calibrated chain (SmoothQuant, outlier channels, GPTQ), with either activation range: per-token
+    ranges are the most faithful variant where the int8 matmul is fast (benchmarks/int8_fidelity_choice.py)."""
     model = smooth_activations_(with_ffn_outlier(tiny_bert(0)), batches(), alpha=0.5)
-    quantize_(keep_outlier_channels_(model, batches()), PER_BATCH).save_pretrained(tmp_path)
+    calibrate_gptq_(keep_outlier_channels_(model, batches()), batches())
+    quantize_(model, Int8QuantizationConfig(activation_range=activation_range)).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert saved["outlier_channels"] == {FFN_DOWN["bert"].format(i): 1 for i in range(2)}
     assert saved["quantized_modules"]["bert.encoder.layer.0.attention.self.query"] == "smoothed_linear"
@@ -139,6 +149,7 @@ def test_round_trip_with_smoothing(tmp_path):
         assert f.get_tensor("bert.encoder.layer.0.output.dense.outlier_channels").tolist() == [CHANNEL]
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert loaded.bert.encoder.layer[1].output.dense.outlier_weight.shape == (32, 1)
+    assert all(m.per_token is (activation_range == "per_token") for m in loaded.modules() if isinstance(m, Int8Linear))
     assert torch.equal(logits(loaded), logits(model))
 
 
