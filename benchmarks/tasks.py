@@ -95,6 +95,9 @@ ARMS = {
     # (SQuAD) the longer schedule: two epochs over the same 4,000 windows; the logit cache (the recipe's) serves the
     # second epoch's soft labels without the teacher.
     "distilled-2ep": ("distill", {"num_train_epochs": 2}),
+    # (CoNLL) two epochs over the whole train split, distilled and alone: the same schedule for both.
+    "distilled-2ep-full": ("distill", {"max_train_samples": 14041, "num_train_epochs": 2}),
+    "alone-2ep-full": ("distill", {"alpha": 0.0, "max_train_samples": 14041, "num_train_epochs": 2}),
     "distilled-3ep": ("distill", {"num_train_epochs": 3}),
 }
 
