@@ -98,6 +98,10 @@ ARMS = {
     # (CoNLL) two epochs over the whole train split, distilled and alone: the same schedule for both.
     "distilled-2ep-full": ("distill", {"max_train_samples": 14041, "num_train_epochs": 2}),
     "alone-2ep-full": ("distill", {"alpha": 0.0, "max_train_samples": 14041, "num_train_epochs": 2}),
+    "ffn50-int8-2ep-full": (
+        "compress",
+        {"ffn_sparsity": 0.5, "quantization": "dynamic-int8", "max_train_samples": 14041, "num_train_epochs": 2},
+    ),
     "distilled-3ep": ("distill", {"num_train_epochs": 3}),
 }
 
