@@ -13,7 +13,11 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
 - 4bit: weight_bits=4, one scale per row, every Linear and the word embeddings (as int8 PTQ; quantization-aware);
 - ternary: weight_bits=2 for the same Linears, word embeddings at 4 bits (embedding_weight_bits=4);
 - mixed: bit_budget_mb = the 4-bit arm's stored bytes of the same modules; choose_bit_widths picks 8/4/2 per module;
-- mixed-ternary: the same at the ternary arm's bytes (Linears at 2 bits, word embeddings at 4), a tighter budget.
+- mixed-ternary: the same at the ternary arm's bytes (Linears at 2 bits, word embeddings at 4), a tighter budget;
+- 4bit-ptq, ternary-ptq, mixed-ptq, mixed-ternary-ptq: the same plans applied to the saved fp32 student with no
+  training at all (round to nearest, then packed): `choose_bit_widths` ranks the trained fp32 student's modules on the
+  same 8 train batches the trainer calibrates on. They ask whether the sensitivity ranking spends bytes better than a
+  uniform width where nothing repairs the rounding (with QAT, uniform 4-bit already matches the fp32 student).
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -25,24 +29,31 @@ Writes JSON after every arm and prints a Markdown table for RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
 
 from benchmarks.common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher  # noqa: E402
 from hf_compress import (  # noqa: E402
     CompressionTrainer,
     CompressionTrainingArguments,
+    Int8QuantizationConfig,
+    bake_low_bit_,
+    choose_bit_widths,
     create_student,
+    fake_quantize_,
     quantize_,
 )
 from hf_compress.evaluation.measure import predict  # noqa: E402
@@ -51,7 +62,20 @@ from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E40
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-bit-models")
-ARMS = ("fp32", "int8", "4bit", "ternary", "mixed", "mixed-ternary")
+ARMS = (
+    "fp32",
+    "int8",
+    "4bit",
+    "ternary",
+    "mixed",
+    "mixed-ternary",
+    "4bit-ptq",
+    "ternary-ptq",
+    "mixed-ptq",
+    "mixed-ternary-ptq",
+)
+# Arms made from the saved fp32 student of the same seed, with no training (int8 PTQ and the low-bit plans, rounded).
+FROM_FP32 = ("int8", "4bit-ptq", "ternary-ptq", "mixed-ptq", "mixed-ternary-ptq")
 # One scale per row and every Linear plus the word embeddings: the modules int8 PTQ (`quantize_`) converts, so the
 # arms compare like for like. Per 64-column groups with fp32 scales add 1/16 bits per code: the 4-bit student would
 # be 57.6% of the int8 one's bytes (planned), per row 52.6% (the goal is <= 55%).
@@ -79,16 +103,58 @@ def budgets_mb(teacher) -> dict[str, float]:
     """Megabytes of packed codes + scales of the 4-bit and the ternary arms (same modules, same shapes): the budgets
     of the mixed arms."""
     student = create_student(teacher, num_hidden_layers=3)
-    chosen = select_low_bit_modules(student, MODULES)
-    word = student.get_input_embeddings()
-    ternary = {name: 4 if module is word else 2 for name, module in chosen.items()}
     return {
-        "mixed": planned_megabytes(student, dict.fromkeys(chosen, 4), GROUP_SIZE),
-        "mixed-ternary": planned_megabytes(student, ternary, GROUP_SIZE),
+        "mixed": planned_megabytes(student, uniform_plan(student, "4bit"), GROUP_SIZE),
+        "mixed-ternary": planned_megabytes(student, uniform_plan(student, "ternary"), GROUP_SIZE),
     }
 
 
-def distil(arm: str, seed: int, teacher_dir: str, train, tokenizer, args, budgets: dict[str, float]) -> tuple:
+def uniform_plan(model, arm: str) -> dict[str, int]:
+    """{module: bits} of the 4bit or ternary arm: every selected module at 4 bits, or Linears at 2 and the word
+    embeddings at 4."""
+    word = model.get_input_embeddings()
+    chosen = select_low_bit_modules(model, MODULES)
+    return {name: 4 if arm == "4bit" or module is word else 2 for name, module in chosen.items()}
+
+
+def calibration_batches(train, tokenizer, model, count: int) -> list[dict]:
+    """The first `count` train batches in order, model inputs and labels only: what CompressionTrainer calibrates
+    choose_bit_widths on (batch 32, unshuffled)."""
+    keep = set(tokenizer.model_input_names) | {"label", "labels"}
+    columns = [c for c in train.column_names if c in keep]
+    loader = DataLoader(train.select_columns(columns), batch_size=32, collate_fn=DataCollatorWithPadding(tokenizer))
+    return list(itertools.islice(loader, count))
+
+
+def from_fp32(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float]) -> tuple:
+    """int8 PTQ or a rounded low-bit plan of the saved fp32 student of `seed`: the model, its folder, the record."""
+    fp32_dir = os.path.join(MODELS, f"fp32-seed{seed}")
+    if not os.path.isdir(fp32_dir):
+        raise SystemExit(f"the {arm} arm starts from the fp32 arm's student: run --arms fp32 for seed {seed} first")
+    model = AutoModelForSequenceClassification.from_pretrained(fp32_dir).eval()
+    record = {}
+    if arm == "int8":
+        quantize_(model)
+    else:
+        base = arm.removesuffix("-ptq")
+        if base in budgets:
+            count = 2 if args.quick else 8
+            batches = calibration_batches(train, tokenizer, model, count)
+            bits = choose_bit_widths(
+                model, batches, budgets[base], num_batches=count, group_size=GROUP_SIZE, modules=MODULES
+            )
+            record.update(bit_budget_mb=budgets[base], bit_calibration_batches=count, bits=bits)
+        else:
+            bits = uniform_plan(model, base)
+        record["bits_count"] = {str(b): list(bits.values()).count(b) for b in (8, 4, 2)}
+        fake_quantize_(model, bits, GROUP_SIZE)
+        bake_low_bit_(model, Int8QuantizationConfig())
+    folder = os.path.join(MODELS, f"{arm}-seed{seed}")
+    model.save_pretrained(folder)
+    return model.eval(), folder, record
+
+
+def distil(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float], teacher_dir: str) -> tuple:
     """Train one arm's student, save it; return the finalized model, its folder and what to record."""
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     student = create_student(teacher, num_hidden_layers=3)
@@ -148,20 +214,11 @@ def run(args) -> dict:
     }
     print(f"teacher: accuracy {teacher_row['accuracy']:.4f}; budgets {budgets} MB", flush=True)
     for seed in args.seeds:
-        fp32_dir = None
         for arm in args.arms:
             row = {"arm": arm, "seed": seed}
-            if arm == "int8":
-                if fp32_dir is None:
-                    raise SystemExit("the int8 arm quantizes the fp32 arm's student: list fp32 before int8")
-                model = AutoModelForSequenceClassification.from_pretrained(fp32_dir)
-                quantize_(model)
-                folder = os.path.join(MODELS, f"int8-seed{seed}")
-                model.save_pretrained(folder)
-            else:
-                model, folder, record = distil(arm, seed, teacher_dir, train, tokenizer, args, budgets)
-                row.update(record)
-                fp32_dir = folder if arm == "fp32" else fp32_dir
+            build = from_fp32 if arm in FROM_FP32 else partial(distil, teacher_dir=teacher_dir)
+            model, folder, record = build(arm, seed, train=train, tokenizer=tokenizer, args=args, budgets=budgets)
+            row.update(record)
             metrics, logits = evaluate(model, test, tokenizer, teacher_pred)
             row.update(metrics)
             row["bytes"] = os.path.getsize(os.path.join(folder, "model.safetensors"))
