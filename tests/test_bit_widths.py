@@ -1,7 +1,9 @@
-"""choose_bit_widths: the budget is met, and the more sensitive module gets the more bits."""
+"""choose_bit_widths: the budget is met, the more sensitive module gets the more bits, and allocate_bits finds the
+plan of least summed sensitivity within the budget."""
 
 from __future__ import annotations
 
+import itertools
 from types import SimpleNamespace
 
 import pytest
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_compress import LowBitEmbedding, LowBitLinear, bake_low_bit_, choose_bit_widths, fake_quantize_
-from hf_compress.quantization.bit_widths import planned_megabytes
+from hf_compress.quantization.bit_widths import allocate_bits, planned_megabytes
 from hf_compress.quantization.low_bit import stored_bytes
 from tests.testing_utils import tiny_batch, tiny_bert
 
@@ -46,6 +48,47 @@ def test_the_more_sensitive_module_gets_more_bits(gains, expected):
     bits = choose_bit_widths(model, batches(), budget, modules=["a", "b"])
     assert bits == expected
     assert planned_megabytes(model, bits) <= budget
+
+
+def total(plan: dict[str, int], table: dict[str, dict[int, float]]) -> float:
+    return sum(table[name][bits] for name, bits in plan.items())
+
+
+def test_a_large_sensitive_module_is_not_starved_at_uniform_4_bit_bytes():
+    # A big, sensitive table and a small module. Best Ω drop per byte first would take the small module's two cheap
+    # upgrades, then have no room left for the table's 4 bits (summed Ω 100.1); at uniform 4-bit's own bytes the
+    # least sensitive plan is uniform 4-bit itself (Ω 6).
+    sizes = {"table": {2: 1000, 4: 2000, 8: 4000}, "small": {2: 10, 4: 20, 8: 40}}
+    omega = {"table": {2: 100.0, 4: 1.0, 8: 0.01}, "small": {2: 10.0, 4: 5.0, 8: 0.1}}
+    budget = sizes["table"][4] + sizes["small"][4]
+    assert allocate_bits(sizes, omega, budget) == {"table": 4, "small": 4}
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_allocation_is_the_least_sensitive_plan_within_the_budget(seed):
+    # Five modules of unlike sizes (one 30× the rest, as a word table beside Linears) and sensitivities over four
+    # orders of magnitude; every plan is enumerated.
+    g = torch.Generator().manual_seed(seed)
+    names = [f"m{i}" for i in range(5)]
+    weights = {n: int(torch.randint(500, 2000, (1,), generator=g)) * (30 if n == "m0" else 1) for n in names}
+    sizes = {n: {b: weights[n] * b // 8 + 4 * 16 for b in (2, 4, 8)} for n in names}
+    omega = {}
+    for n in names:
+        base = float(10 ** (4 * torch.rand(1, generator=g)))
+        omega[n] = {2: base, 4: base * float(0.05 + 0.2 * torch.rand(1, generator=g)), 8: base * 1e-3}
+    fewest = sum(s[2] for s in sizes.values())
+    budget = fewest + float(torch.rand(1, generator=g)) * (sum(s[8] for s in sizes.values()) - fewest)
+    plans = [dict(zip(names, widths)) for widths in itertools.product((2, 4, 8), repeat=len(names))]
+    feasible = [p for p in plans if total(p, sizes) <= budget]
+
+    plan = allocate_bits(sizes, omega, budget)
+
+    assert total(plan, sizes) <= budget
+    assert total(plan, omega) <= min(total(p, omega) for p in feasible) * (1 + 1e-9)
+    for bits in (2, 4, 8):  # in particular never worse than a uniform width of no more bytes
+        uniform = dict.fromkeys(names, bits)
+        if total(uniform, sizes) <= budget:
+            assert total(plan, omega) <= total(uniform, omega)
 
 
 def test_budget_met_on_bert_and_the_plan_bakes_to_that_size():
@@ -84,3 +127,5 @@ def test_refusals():
         choose_bit_widths(model, unlabelled, 1.0)
     with pytest.raises(ValueError, match="dataloader='empty' is invalid"):
         choose_bit_widths(model, [], 1.0)
+    with pytest.raises(ValueError, match=r"budget_bytes=9 is invalid; allowed: at least 10"):
+        allocate_bits({"a": {2: 10, 4: 20}}, {"a": {2: 1.0, 4: 0.5}}, 9)

@@ -1,6 +1,6 @@
 """Int8 and low-bit (8/4/2) quantization; importing this package registers the loader with transformers."""
 
-from .bit_widths import choose_bit_widths
+from .bit_widths import allocate_bits, choose_bit_widths
 from .config import QUANT_METHOD, Int8QuantizationConfig
 from .gptq import calibrate_gptq_
 from .hf_quantizer import Int8HfQuantizer
@@ -23,6 +23,7 @@ __all__ = [
     "Int8QuantizationConfig",
     "LowBitEmbedding",
     "LowBitLinear",
+    "allocate_bits",
     "bake_low_bit_",
     "calibrate_gptq_",
     "choose_bit_widths",

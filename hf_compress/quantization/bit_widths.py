@@ -4,15 +4,21 @@ Sensitivity follows HAWQ (Dong et al., ICCV 2019, arXiv:1905.03696) with the emp
 Hessian: the loss increase of quantizing module i to b bits is estimated as Ω_i(b) = (Tr F_i / n_i)·‖Q_b(W_i) − W_i‖²,
 where Tr F_i = Σ over calibration batches of ‖∂L/∂W_i‖² (the Fisher trace, a cheap stand-in for the Hessian trace at
 a trained minimum) and n_i the number of weights. Bytes are counted as stored: packed codes plus fp32 scales.
+
+The widths minimise Σ_i Ω_i(b_i) subject to Σ_i bytes_i(b_i) ≤ budget: a multiple-choice knapsack, solved exactly as
+an integer linear program, as HAWQ-V3 does (Yao et al., ICML 2021, arXiv:2011.10680), with scipy's HiGHS solver. A
+greedy "best Ω drop per byte" pass is not enough: once it has spent the budget on small upgrades it can no longer
+afford a large module's, and can end worse than a uniform width of the same bytes by its own estimate.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 from collections.abc import Iterable
 
+import numpy as np
 import torch
+from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from ..checks import check_positive_int, invalid, require
@@ -73,9 +79,9 @@ def choose_bit_widths(
     """{module name: bits} for the selected modules (see `select_low_bit_modules`) within `budget_mb` megabytes.
 
     `budget_mb`: 1e6-byte units of the selected modules' stored weights (packed codes + fp32 scales at `group_size`;
-    biases and other modules not counted). Every module starts at the fewest bits of `bit_choices`; then the upgrade
-    (a module to its next larger width) with the largest drop of Ω per extra byte is taken while it fits, until none
-    does. Ω is HAWQ's sensitivity with the Fisher trace of `num_batches` labelled batches (see the module docstring).
+    biases and other modules not counted). The plan minimises the summed Ω within the budget (`allocate_bits`, an
+    exact integer program); Ω is HAWQ's sensitivity with the Fisher trace of `num_batches` labelled batches (see the
+    module docstring).
     Raises ValueError for bits outside (8, 4, 2), a non-positive budget, or a budget below every module at the
     fewest bits (the message gives that minimum).
     """
@@ -87,12 +93,14 @@ def choose_bit_widths(
     selected = select_low_bit_modules(model, modules)
     if not selected:
         raise invalid("modules", modules, "a selection with at least one module")
+    sizes = {name: {b: stored_bytes(*_shape(m), b, group_size) for b in choices} for name, m in selected.items()}
+    fewest = sum(sizes[n][choices[0]] for n in selected)
+    if fewest > budget_mb * 1e6:  # before the gradients: a budget that cannot be met costs no calibration
+        raise invalid("budget_mb", budget_mb, f"at least {fewest / 1e6:.6f} (every module at {choices[0]} bits)")
     traces = fisher_traces(model, selected, dataloader, num_batches)
-    sizes, omega = {}, {}
+    omega = {}
     for name, module in selected.items():
-        rows, cols = _shape(module)
         embedding = isinstance(module, nn.Embedding)
-        sizes[name] = {b: stored_bytes(rows, cols, b, group_size) for b in choices}
         w = module.weight.detach().float()
         mean_trace = float(traces[name]) / w.numel()
         omega[name] = {}
@@ -100,33 +108,51 @@ def choose_bit_widths(
             codes, scales = quantize_groups(w, b, group_size, embedding)
             error = float((dequantize_groups(codes, scales, group_size) - w).double().square().sum())
             omega[name][b] = mean_trace * error
+    return allocate_bits(sizes, omega, budget_mb * 1e6)
 
-    allowance = budget_mb * 1e6
-    bits = dict.fromkeys(selected, choices[0])
-    spent = sum(sizes[n][choices[0]] for n in selected)
-    if spent > allowance:
-        raise invalid("budget_mb", budget_mb, f"at least {spent / 1e6:.6f} (every module at {choices[0]} bits)")
 
-    def upgrade(name: str):
-        """(-gain per byte, name, next bits, extra bytes) of the module's next larger width, or None at the top."""
-        current = choices.index(bits[name])
-        if current + 1 == len(choices):
-            return None
-        nxt = choices[current + 1]
-        extra = sizes[name][nxt] - sizes[name][bits[name]]
-        return (-(omega[name][bits[name]] - omega[name][nxt]) / extra, name, nxt, extra)
+def allocate_bits(
+    sizes: dict[str, dict[int, float]], sensitivities: dict[str, dict[int, float]], budget_bytes: float
+) -> dict[str, int]:
+    """{name: bits} minimising Σ sensitivities[name][bits] with Σ sizes[name][bits] ≤ budget_bytes, exactly.
 
-    heap = [u for u in map(upgrade, selected) if u is not None]
-    heapq.heapify(heap)
-    while heap:
-        _, name, nxt, extra = heapq.heappop(heap)
-        if spent + extra > allowance:
-            continue  # does not fit; a smaller module's upgrade may still
-        bits[name], spent = nxt, spent + extra
-        following = upgrade(name)
-        if following is not None:
-            heapq.heappush(heap, following)
-    return bits
+    `sizes` and `sensitivities` map every module name to {bits: stored bytes} and {bits: estimated loss increase}
+    over the same widths (e.g. HAWQ's Ω, as `choose_bit_widths` computes it). Solved as an integer linear program
+    (one binary per module and width, one width per module, the byte budget) by scipy's HiGHS with no optimality gap,
+    as HAWQ-V3 (arXiv:2011.10680) allocates. Ties between equally sensitive plans are the solver's choice.
+    Raises ValueError when even the smallest widths do not fit.
+    """
+    names = list(sizes)
+    options = [(name, bits) for name in names for bits in sorted(sizes[name])]
+    cost = np.array([float(sensitivities[n][b]) for n, b in options])
+    nbytes = np.array([float(sizes[n][b]) for n, b in options])
+    one_width = np.array([[float(n == name) for n, _ in options] for name in names])
+    fewest = sum(min(sizes[n].values()) for n in names)
+    if fewest > budget_bytes:
+        raise invalid("budget_bytes", budget_bytes, f"at least {fewest} (every module at its smallest width)")
+    # HiGHS stops within an absolute objective gap of 1e-6: scale so that any plan's total is at least 1 (the sum of
+    # every module's smallest sensitivity bounds it below), which makes that gap a relative 1e-6 at most.
+    floor = sum(min(sensitivities[n].values()) for n in names)
+    scale = floor if floor > 0 else (cost.max() if cost.max() > 0 else 1.0)
+    limit = budget_bytes
+    for _ in range(4):
+        result = milp(
+            cost / scale,
+            integrality=np.ones(len(options)),
+            bounds=Bounds(0, 1),
+            constraints=[LinearConstraint(one_width, 1, 1), LinearConstraint(nbytes[None, :], -np.inf, limit)],
+            options={"mip_rel_gap": 0.0},
+        )
+        if result.x is None:  # cannot happen for a feasible budget; say what the solver said rather than guess
+            raise RuntimeError(f"the bit-width program found no plan: {result.message}")
+        chosen = result.x > 0.5
+        spent = float(nbytes[chosen].sum())
+        if spent <= budget_bytes:
+            return {name: bits for (name, bits), take in zip(options, chosen) if take}
+        # The solver's integrality tolerance (1e-6) times a large module's bytes can overshoot by a few bytes once
+        # rounded: solve again with that overshoot taken off the limit.
+        limit -= spent - budget_bytes
+    raise RuntimeError(f"the bit-width program kept exceeding budget_bytes={budget_bytes} after rounding")
 
 
 def planned_megabytes(model: nn.Module, bits: dict[str, int], group_size: int | None = None) -> float:
