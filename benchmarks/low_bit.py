@@ -4,6 +4,7 @@ Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit terna
        [--out benchmarks/results/low_bit.json]
        python benchmarks/low_bit.py --latency --seeds 0 [--arms ...] --out LATENCY.json   (after the training runs)
        python benchmarks/low_bit.py --summarize PART.json ... --out benchmarks/results/low_bit.json
+       python benchmarks/low_bit.py --fidelity --seeds 0 1 2 --out FIDELITY.json   (after the PTQ arms)
 
 Every arm distils a 3-layer student (`create_student(teacher, num_hidden_layers=3)`) of the cached tweets teacher
 (`benchmarks.common.TEACHER_DIR`; this script waits for it and never trains it) with `CompressionTrainer` on 4,000
@@ -23,6 +24,9 @@ Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the s
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
 here: they compute with the int8 kernel, so their latency should be int8's; `--latency` measures it (teacher and the
 saved students of one seed, reloaded, interleaved on one thread, batch 1 and 32, 48 tokens).
+`--fidelity` compares the saved arms made from the fp32 student (int8 and the -ptq arms) with that student on the
+test tweets: argmax agreement and logits SQNR, finer than accuracy (whose binomial standard error on 4,000 tweets is
+±0.65 points) at telling how much the rounding itself changed.
 Writes JSON after every arm and prints a Markdown table for RESULTS.md.
 """
 
@@ -240,10 +244,43 @@ def latency(args) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
     models = {"teacher": AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()}
     for arm in args.arms:
-        folder = os.path.join(MODELS, f"{arm}-seed{args.seeds[0]}")
-        models[arm] = AutoModelForSequenceClassification.from_pretrained(folder).eval()
+        models[arm] = saved(arm, args.seeds[0])
     rows, repeats = speedup_rows(models, tokenizer, args.quick)
     return {"latency": {**run_info(), "seed": args.seeds[0], "seq_len": 48, "repeats": repeats, "rows": rows}}
+
+
+def saved(arm: str, seed: int):
+    """The saved model of an arm and seed, reloaded with from_pretrained, in eval mode."""
+    return AutoModelForSequenceClassification.from_pretrained(os.path.join(MODELS, f"{arm}-seed{seed}")).eval()
+
+
+def fidelity(args) -> dict:
+    """Agreement with, and logits SQNR against, the fp32 student of the same seed, for its saved FROM_FP32 arms."""
+    from benchmarks.quantization import rounded_sqnr
+
+    teacher_dir = wait_for_teacher(args.wait)
+    tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+    data, _ = tweets_tokenized(tokenizer)
+    test = data["test"].select(range(200)) if args.quick else data["test"]
+    rows = []
+    for seed in args.seeds:
+        reference = predict(saved("fp32", seed), test, tokenizer)
+        for arm in [a for a in args.arms if a in FROM_FP32]:
+            logits = predict(saved(arm, seed), test, tokenizer)
+            agreement = float((logits.argmax(-1) == reference.argmax(-1)).mean())
+            rows.append(
+                {
+                    "arm": arm,
+                    "seed": seed,
+                    "agreement_with_fp32": agreement,
+                    "logits_sqnr_db": rounded_sqnr(reference, logits),
+                }
+            )
+            print(
+                f"seed {seed} {arm}: agreement with fp32 {agreement:.4f}, SQNR {rows[-1]['logits_sqnr_db']} dB",
+                flush=True,
+            )
+    return {"fidelity": {**run_info(), "test_examples": len(test), "rows": rows}}
 
 
 def write(result: dict, path: str) -> None:
@@ -310,10 +347,18 @@ def main():
     parser.add_argument(
         "--latency", action="store_true", help="time the teacher and the saved students of --seeds[0] (no training)"
     )
+    parser.add_argument(
+        "--fidelity",
+        action="store_true",
+        help="the FROM_FP32 arms of --seeds against their fp32 student (no training)",
+    )
     parser.add_argument("--summarize", nargs="+", metavar="PART_JSON", help="merge part files into --out, print")
     args = parser.parse_args()
     if args.latency:
         write(latency(args), args.out)
+        return
+    if args.fidelity:
+        write(fidelity(args), args.out)
         return
     if args.summarize:
         result = summarize(args.summarize)
