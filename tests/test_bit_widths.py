@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_compress import LowBitEmbedding, LowBitLinear, bake_low_bit_, choose_bit_widths, fake_quantize_
-from hf_compress.quantization.bit_widths import allocate_bits, planned_megabytes
-from hf_compress.quantization.low_bit import stored_bytes
+from hf_compress.quantization.bit_widths import allocate_bits, output_divergences, planned_megabytes
+from hf_compress.quantization.low_bit import dequantize_groups, quantize_groups, stored_bytes
 from tests.testing_utils import tiny_batch, tiny_bert
 
 
@@ -28,9 +28,10 @@ class TwoBranches(nn.Module):
         self.b.load_state_dict(self.a.state_dict())
         self.gains = (gain_a, gain_b)
 
-    def forward(self, x, labels):
+    def forward(self, x, labels=None):
         h = self.gains[0] * self.a(x) + self.gains[1] * self.b(x)
-        return SimpleNamespace(loss=F.cross_entropy(self.head(torch.tanh(h)), labels))
+        logits = self.head(torch.tanh(h))
+        return SimpleNamespace(logits=logits, loss=None if labels is None else F.cross_entropy(logits, labels))
 
 
 def batches(n: int = 4):
@@ -40,14 +41,43 @@ def batches(n: int = 4):
     ]
 
 
+@pytest.mark.parametrize("sensitivity", ["fisher", "kl"])
 @pytest.mark.parametrize("gains, expected", [((3.0, 0.03), {"a": 8, "b": 2}), ((0.03, 3.0), {"a": 2, "b": 8})])
-def test_the_more_sensitive_module_gets_more_bits(gains, expected):
+def test_the_more_sensitive_module_gets_more_bits(gains, expected, sensitivity):
     model = TwoBranches(*gains)
     # Room for one module at 8 bits and the other at 2, not for both at 4 and one at 8.
     budget = (stored_bytes(32, 32, 8, None) + stored_bytes(32, 32, 2, None)) / 1e6
-    bits = choose_bit_widths(model, batches(), budget, modules=["a", "b"])
+    bits = choose_bit_widths(model, batches(), budget, modules=["a", "b"], sensitivity=sensitivity)
     assert bits == expected
     assert planned_megabytes(model, bits) <= budget
+
+
+def test_output_divergences_measure_each_module_alone_and_restore_it():
+    model = tiny_bert(seed=3).train()
+    data = [tiny_batch(8, seed=s) for s in range(2)]
+    modules = {n: model.get_submodule(n) for n in ("bert.encoder.layer.0.intermediate.dense", "bert.pooler.dense")}
+    before = {n: m.weight.detach().clone() for n, m in modules.items()}
+    with torch.no_grad():
+        reference = model.eval()(**data[0]).logits
+    model.train()
+
+    kl = output_divergences(model, modules, data, num_batches=2)
+
+    assert model.training and all(torch.equal(m.weight, before[n]) for n, m in modules.items())
+    with torch.no_grad():
+        assert torch.equal(model.eval()(**data[0]).logits, reference)
+    for name in modules:
+        assert 0 < kl[name][8] < kl[name][4] < kl[name][2]  # fewer bits, further from the float output
+    # By hand for one module and width: round only it, then the mean KL over both batches.
+    dense = modules["bert.pooler.dense"]
+    codes, scales = quantize_groups(dense.weight.detach(), 2)
+    with torch.no_grad():
+        p = [torch.log_softmax(model(**b).logits.double(), -1) for b in data]
+        dense.weight.copy_(dequantize_groups(codes, scales))
+        q = [torch.log_softmax(model(**b).logits.double(), -1) for b in data]
+        dense.weight.copy_(before["bert.pooler.dense"])
+    expected = sum(float((a.exp() * (a - b)).sum(-1).mean()) for a, b in zip(p, q)) / 2
+    assert kl["bert.pooler.dense"][2] == pytest.approx(expected, rel=1e-6)
 
 
 def total(plan: dict[str, int], table: dict[str, dict[int, float]]) -> float:
@@ -127,5 +157,9 @@ def test_refusals():
         choose_bit_widths(model, unlabelled, 1.0)
     with pytest.raises(ValueError, match="dataloader='empty' is invalid"):
         choose_bit_widths(model, [], 1.0)
+    with pytest.raises(ValueError, match="dataloader='empty' is invalid"):
+        choose_bit_widths(model, [], 1.0, sensitivity="kl")
+    with pytest.raises(ValueError, match="sensitivity='hessian' is invalid; allowed: 'fisher', 'kl'"):
+        choose_bit_widths(model, data, 1.0, sensitivity="hessian")
     with pytest.raises(ValueError, match=r"budget_bytes=9 is invalid; allowed: at least 10"):
         allocate_bits({"a": {2: 10, 4: 20}}, {"a": {2: 1.0, 4: 0.5}}, 9)

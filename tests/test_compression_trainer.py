@@ -121,9 +121,10 @@ LOW_BIT = dict(target_sparsity=0.0, weight_quantization_modules="encoder_embeddi
         dict(weight_bits=4, weight_group_size=16),
         dict(weight_bits=2),
         dict(bit_budget_mb=0.02, bit_calibration_batches=2),
+        dict(bit_budget_mb=0.02, bit_calibration_batches=2, bit_sensitivity="kl"),
         dict(weight_bits=4, embedding_weight_bits=8, ffn_sparsity=0.5, pruning_end=4),
     ],
-    ids=["4bit-groups", "ternary", "budget", "4bit-ffn-pruned"],
+    ids=["4bit-groups", "ternary", "budget", "budget-kl", "4bit-ffn-pruned"],
 )
 def test_low_bit_training_saves_packed_weights_that_reload(tmp_path, low_bit):
     import os
@@ -161,6 +162,8 @@ def test_low_bit_training_saves_packed_weights_that_reload(tmp_path, low_bit):
         assert torch.allclose(reloaded(**batch).logits, model.eval()(**batch).logits, atol=1e-5)
     record = reloaded.config.compression["quantization"]
     assert record["method"] == "low_bit" and record["modules"] == "encoder_embeddings"
+    sensitivity = low_bit.get("bit_sensitivity", "fisher") if "bit_budget_mb" in low_bit else None
+    assert record.get("bit_sensitivity") == sensitivity
     int8 = quantize_(create_student(tiny_bert(seed=1, num_hidden_layers=4), num_hidden_layers=2))
     int8.save_pretrained(tmp_path / "int8")
     size = os.path.getsize(tmp_path / "final" / "model.safetensors")
@@ -174,6 +177,7 @@ def test_low_bit_training_saves_packed_weights_that_reload(tmp_path, low_bit):
         (dict(weight_bits=4, weight_group_size=0), "weight_group_size=0 is invalid"),
         (dict(weight_bits=4, weight_quantization_modules="heads"), "weight_quantization_modules='heads' is invalid"),
         (dict(bit_budget_mb=-1.0), "bit_budget_mb=-1.0 is invalid"),
+        (dict(bit_budget_mb=1.0, bit_sensitivity="hessian"), "bit_sensitivity='hessian' is invalid; allowed: 'f"),
         (dict(weight_bits=4, bit_budget_mb=1.0), "bit_budget_mb=1.0 is invalid; allowed: null when weight_bits=4"),
         (dict(embedding_weight_bits=4), "embedding_weight_bits=4 is invalid; allowed: null unless weight_bits"),
         (dict(weight_group_size=16), "weight_group_size=16 is invalid; allowed: null unless weight_bits"),

@@ -1,9 +1,17 @@
 """choose_bit_widths: 8, 4 or 2 bits per module, the most sensitive modules given the most bits, within a size budget.
 
-Sensitivity follows HAWQ (Dong et al., ICCV 2019, arXiv:1905.03696) with the empirical Fisher in place of the
+Two sensitivities, both an estimate Ω_i(b) of what quantizing module i alone to b bits costs:
+
+- "fisher" follows HAWQ (Dong et al., ICCV 2019, arXiv:1905.03696) with the empirical Fisher in place of the
 Hessian: the loss increase of quantizing module i to b bits is estimated as Ω_i(b) = (Tr F_i / n_i)·‖Q_b(W_i) − W_i‖²,
 where Tr F_i = Σ over calibration batches of ‖∂L/∂W_i‖² (the Fisher trace, a cheap stand-in for the Hessian trace at
-a trained minimum) and n_i the number of weights. Bytes are counted as stored: packed codes plus fp32 scales.
+a trained minimum) and n_i the number of weights. A second-order estimate: one backward pass per batch, but it
+  trusts a quadratic model of the loss even for the large steps of 2-bit weights.
+- "kl" follows ZeroQ (Cai et al., CVPR 2020, arXiv:2001.00281): Ω_i(b) is measured, the mean KL divergence from
+  the model's output distribution to that of the model with only module i rounded to b bits, over the calibration
+  batches (no labels needed). One forward pass per module, width and batch.
+
+Bytes are counted as stored: packed codes plus fp32 scales.
 
 The widths minimise Σ_i Ω_i(b_i) subject to Σ_i bytes_i(b_i) ≤ budget: a multiple-choice knapsack, solved exactly as
 an integer linear program, as HAWQ-V3 does (Yao et al., ICML 2021, arXiv:2011.10680), with scipy's HiGHS solver. A
@@ -21,7 +29,7 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
-from ..checks import check_positive_int, invalid, require
+from ..checks import check_choice, check_positive_int, invalid, require
 from .low_bit import BITS, dequantize_groups, quantize_groups, select_low_bit_modules, stored_bytes
 
 
@@ -67,6 +75,66 @@ def fisher_traces(model: nn.Module, modules: dict[str, nn.Module], dataloader: I
     return traces
 
 
+SENSITIVITIES = ("fisher", "kl")
+# Output fields that are distributions over their last dimension: classes, token labels, answer start / end.
+LOGIT_FIELDS = ("logits", "start_logits", "end_logits")
+
+
+def _output_log_probs(model: nn.Module, batch: dict) -> list[torch.Tensor]:
+    """Log-softmax of every logits field of the model's output for `batch`, in float64: the divergences of 8-bit
+    rounding are ~1e-8, where float32 cancellation can make a KL negative."""
+    output = model(**{k: v for k, v in batch.items() if k not in ("labels", "start_positions", "end_positions")})
+    fields = [getattr(output, f, None) for f in LOGIT_FIELDS]
+    fields = [f for f in fields if isinstance(f, torch.Tensor)]
+    if not fields:
+        raise invalid("model", type(model).__name__, f"a model whose output has one of {', '.join(LOGIT_FIELDS)}")
+    return [torch.log_softmax(f.double(), dim=-1) for f in fields]
+
+
+def output_divergences(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    dataloader: Iterable,
+    num_batches: int,
+    bit_choices: tuple[int, ...] = BITS,
+    group_size: int | None = None,
+) -> dict[str, dict[int, float]]:
+    """{name: {bits: mean KL(p_model ‖ p_model with only that module's weight rounded to bits)}} (ZeroQ's Ω).
+
+    The KL is summed over the last dimension of every logits field (`logits`, `start_logits`, `end_logits`), averaged
+    over all other positions and the first `num_batches` batches (dicts of model inputs; labels are ignored). Weights
+    are rounded as `fake_quantize_` rounds them and restored exactly afterwards; the model's mode is restored.
+    Raises ValueError for an empty dataloader or a model output without logits.
+    """
+    device = next(model.parameters()).device
+    batches = [
+        {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()}
+        for b in itertools.islice(dataloader, num_batches)
+    ]
+    require(bool(batches), "dataloader", "empty", "at least one batch")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            reference = [_output_log_probs(model, b) for b in batches]
+            divergences = {}
+            for name, module in modules.items():
+                original = module.weight.detach().clone()
+                divergences[name] = {}
+                for bits in sorted(set(bit_choices)):
+                    codes, scales = quantize_groups(original, bits, group_size, isinstance(module, nn.Embedding))
+                    module.weight.data.copy_(dequantize_groups(codes, scales, group_size).to(original.dtype))
+                    total = 0.0
+                    for batch, ref in zip(batches, reference):
+                        for p, q in zip(ref, _output_log_probs(model, batch)):
+                            total += float((p.exp() * (p - q)).sum(-1).mean())
+                    divergences[name][bits] = total / len(batches)
+                module.weight.data.copy_(original)
+    finally:
+        model.train(was_training)
+    return divergences
+
+
 def choose_bit_widths(
     model: nn.Module,
     dataloader: Iterable,
@@ -75,21 +143,24 @@ def choose_bit_widths(
     num_batches: int = 8,
     group_size: int | None = None,
     modules: str | list[str] = "encoder",
+    sensitivity: str = "fisher",
 ) -> dict[str, int]:
     """{module name: bits} for the selected modules (see `select_low_bit_modules`) within `budget_mb` megabytes.
 
     `budget_mb`: 1e6-byte units of the selected modules' stored weights (packed codes + fp32 scales at `group_size`;
     biases and other modules not counted). The plan minimises the summed Ω within the budget (`allocate_bits`, an
-    exact integer program); Ω is HAWQ's sensitivity with the Fisher trace of `num_batches` labelled batches (see the
+    exact integer program). `sensitivity`: "fisher", HAWQ's Ω from the Fisher trace of `num_batches` labelled
+    batches; "kl", ZeroQ's measured output KL of rounding each module alone on `num_batches` batches (see the
     module docstring).
-    Raises ValueError for bits outside (8, 4, 2), a non-positive budget, or a budget below every module at the
-    fewest bits (the message gives that minimum).
+    Raises ValueError for bits outside (8, 4, 2), an unknown sensitivity, a non-positive budget, or a budget below
+    every module at the fewest bits (the message gives that minimum).
     """
     choices = sorted(set(bit_choices))
     require(bool(choices) and all(b in BITS for b in choices), "bit_choices", bit_choices, "a subset of (8, 4, 2)")
     ok = isinstance(budget_mb, (int, float)) and not isinstance(budget_mb, bool) and budget_mb > 0
     require(ok, "budget_mb", budget_mb, "a number of megabytes > 0")
     check_positive_int("num_batches", num_batches)
+    check_choice("sensitivity", sensitivity, SENSITIVITIES)
     selected = select_low_bit_modules(model, modules)
     if not selected:
         raise invalid("modules", modules, "a selection with at least one module")
@@ -97,6 +168,9 @@ def choose_bit_widths(
     fewest = sum(sizes[n][choices[0]] for n in selected)
     if fewest > budget_mb * 1e6:  # before the gradients: a budget that cannot be met costs no calibration
         raise invalid("budget_mb", budget_mb, f"at least {fewest / 1e6:.6f} (every module at {choices[0]} bits)")
+    if sensitivity == "kl":
+        omega = output_divergences(model, selected, dataloader, num_batches, tuple(choices), group_size)
+        return allocate_bits(sizes, omega, budget_mb * 1e6)
     traces = fisher_traces(model, selected, dataloader, num_batches)
     omega = {}
     for name, module in selected.items():

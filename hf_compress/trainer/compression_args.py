@@ -14,6 +14,7 @@ from ..checks import (
     require,
 )
 from ..config_fields import config_field
+from ..quantization.bit_widths import SENSITIVITIES
 from ..quantization.low_bit import BITS, MODULE_SELECTIONS
 from ..transforms.low_rank import METHODS as LOW_RANK_METHODS
 from .distillation_args import DistillationTrainingArguments
@@ -105,11 +106,17 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
     bit_budget_mb: float | None = config_field(
         None,
         "Instead of one weight_bits: megabytes (1e6 bytes) of packed codes + scales for the selected "
-        "modules; choose_bit_widths gives each 8, 4 or 2 bits by Fisher sensitivity on the first "
-        "bit_calibration_batches labelled train batches. null: off.",
+        "modules; choose_bit_widths gives each 8, 4 or 2 bits by bit_sensitivity on the first "
+        "bit_calibration_batches train batches. null: off.",
     )
     bit_calibration_batches: int = config_field(
-        8, "Train batches (in order) whose gradients rank the modules for bit_budget_mb."
+        8, "Train batches (in order) on which bit_sensitivity ranks the modules for bit_budget_mb."
+    )
+    bit_sensitivity: str = config_field(
+        "fisher",
+        "How bit_budget_mb ranks modules: 'fisher' (HAWQ: Fisher trace × rounding error, one backward pass per "
+        "batch) or 'kl' (ZeroQ: the measured output KL of rounding each module alone, one forward pass per "
+        "module, width and batch).",
     )
 
     quantization: str = config_field(
@@ -178,6 +185,7 @@ class CompressionTrainingArguments(PruningTrainingArguments, DistillationTrainin
         ok = budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0)
         require(ok, "bit_budget_mb", budget, "null or a number of megabytes > 0")
         check_positive_int("bit_calibration_batches", self.bit_calibration_batches)
+        check_choice("bit_sensitivity", self.bit_sensitivity, SENSITIVITIES)
         if budget is not None and self.weight_bits is not None:
             raise invalid("bit_budget_mb", budget, f"null when weight_bits={self.weight_bits} is set (give one)")
         if self.embedding_weight_bits is not None and self.weight_bits is None:

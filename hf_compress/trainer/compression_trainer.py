@@ -82,6 +82,7 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
                 num_batches=args.bit_calibration_batches,
                 group_size=args.weight_group_size,
                 modules=modules,
+                sensitivity=args.bit_sensitivity,
             )
         else:
             chosen = select_low_bit_modules(self.model, modules)
@@ -137,6 +138,8 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             bake_low_bit_(self.model, Int8QuantizationConfig())
             args = self.args
             qat = {"weight_bits": args.weight_bits, "bit_budget_mb": args.bit_budget_mb}
+            if args.bit_budget_mb is not None:
+                qat["bit_sensitivity"] = args.bit_sensitivity
             qat.update(group_size=args.weight_group_size, modules=args.weight_quantization_modules)
             record(self.model.config, "quantization", {**applied(self.model.config)["quantization"], **qat})
             return
