@@ -18,7 +18,9 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
 - 4bit-ptq, ternary-ptq, mixed-ptq, mixed-ternary-ptq: the same plans applied to the saved fp32 student with no
   training at all (round to nearest, then packed): `choose_bit_widths` ranks the trained fp32 student's modules on the
   same 8 train batches the trainer calibrates on. They ask whether the sensitivity ranking spends bytes better than a
-  uniform width where nothing repairs the rounding (with QAT, uniform 4-bit already matches the fp32 student).
+  uniform width where nothing repairs the rounding (with QAT, uniform 4-bit already matches the fp32 student);
+- mixed-kl, mixed-ternary-kl (and their -ptq arms): the same budgets ranked by ZeroQ's measured output KL
+  (`bit_sensitivity: kl`) instead of the Fisher estimate.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -73,13 +75,24 @@ ARMS = (
     "ternary",
     "mixed",
     "mixed-ternary",
+    "mixed-kl",
+    "mixed-ternary-kl",
     "4bit-ptq",
     "ternary-ptq",
     "mixed-ptq",
     "mixed-ternary-ptq",
+    "mixed-kl-ptq",
+    "mixed-ternary-kl-ptq",
 )
 # Arms made from the saved fp32 student of the same seed, with no training (int8 PTQ and the low-bit plans, rounded).
-FROM_FP32 = ("int8", "4bit-ptq", "ternary-ptq", "mixed-ptq", "mixed-ternary-ptq")
+FROM_FP32 = ("int8", *(arm for arm in ARMS if arm.endswith("-ptq")))
+# The budget (the uniform arm's bytes) each mixed arm spends.
+BUDGET_OF = {
+    "mixed": "mixed",
+    "mixed-kl": "mixed",
+    "mixed-ternary": "mixed-ternary",
+    "mixed-ternary-kl": "mixed-ternary",
+}
 # One scale per row and every Linear plus the word embeddings: the modules int8 PTQ (`quantize_`) converts, so the
 # arms compare like for like. Per 64-column groups with fp32 scales add 1/16 bits per code: the 4-bit student would
 # be 57.6% of the int8 one's bytes (planned), per row 52.6% (the goal is <= 55%).
@@ -90,6 +103,8 @@ LOW_BIT_FIELDS = {
     "ternary": dict(weight_bits=2, embedding_weight_bits=4),
     "mixed": {},  # bit_budget_mb filled in from the 4-bit arm's bytes
     "mixed-ternary": {},  # bit_budget_mb filled in from the ternary arm's bytes
+    "mixed-kl": dict(bit_sensitivity="kl"),
+    "mixed-ternary-kl": dict(bit_sensitivity="kl"),
 }
 
 
@@ -141,13 +156,21 @@ def from_fp32(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, fl
         quantize_(model)
     else:
         base = arm.removesuffix("-ptq")
-        if base in budgets:
+        if base in BUDGET_OF:
             count = 2 if args.quick else 8
             batches = calibration_batches(train, tokenizer, model, count)
+            budget = budgets[BUDGET_OF[base]]
+            sensitivity = LOW_BIT_FIELDS[base].get("bit_sensitivity", "fisher")
             bits = choose_bit_widths(
-                model, batches, budgets[base], num_batches=count, group_size=GROUP_SIZE, modules=MODULES
+                model,
+                batches,
+                budget,
+                num_batches=count,
+                group_size=GROUP_SIZE,
+                modules=MODULES,
+                sensitivity=sensitivity,
             )
-            record.update(bit_budget_mb=budgets[base], bit_calibration_batches=count, bits=bits)
+            record.update(bit_budget_mb=budget, bit_calibration_batches=count, bit_sensitivity=sensitivity, bits=bits)
         else:
             bits = uniform_plan(model, base)
         record["bits_count"] = {str(b): list(bits.values()).count(b) for b in (8, 4, 2)}
@@ -165,8 +188,8 @@ def distil(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float
     fields = {}
     if arm in LOW_BIT_FIELDS:
         fields = dict(LOW_BIT_FIELDS[arm], weight_group_size=GROUP_SIZE, weight_quantization_modules=MODULES)
-        if arm in budgets:
-            fields.update(bit_budget_mb=budgets[arm], bit_calibration_batches=2 if args.quick else 8)
+        if arm in BUDGET_OF:
+            fields.update(bit_budget_mb=budgets[BUDGET_OF[arm]], bit_calibration_batches=2 if args.quick else 8)
     output_dir = os.path.join(MODELS, f"{arm}-seed{seed}")
     with tempfile.TemporaryDirectory() as workdir:
         train_args = CompressionTrainingArguments(
@@ -187,7 +210,7 @@ def distil(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float
     record = {"train_seconds": seconds, "train_steps": trainer.state.global_step, **fields}
     if widths:
         record["bits_count"] = {str(b): list(widths.values()).count(b) for b in (8, 4, 2)}
-        if arm in budgets:
+        if arm in BUDGET_OF:
             record["bits"] = widths
     return trainer.model.eval(), output_dir, record
 
