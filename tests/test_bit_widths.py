@@ -163,3 +163,5 @@ def test_refusals():
         choose_bit_widths(model, data, 1.0, sensitivity="hessian")
     with pytest.raises(ValueError, match=r"budget_bytes=9 is invalid; allowed: at least 10"):
         allocate_bits({"a": {2: 10, 4: 20}}, {"a": {2: 1.0, 4: 0.5}}, 9)
+    with pytest.raises(ValueError, match=r"sensitivities='other modules or widths than sizes' is invalid"):
+        allocate_bits({"a": {2: 10, 4: 20}}, {"a": {2: 1.0}}, 30)

@@ -75,6 +75,31 @@ def fisher_traces(model: nn.Module, modules: dict[str, nn.Module], dataloader: I
     return traces
 
 
+def fisher_sensitivities(
+    model: nn.Module,
+    modules: dict[str, nn.Module],
+    dataloader: Iterable,
+    num_batches: int,
+    bit_choices: tuple[int, ...] = BITS,
+    group_size: int | None = None,
+) -> dict[str, dict[int, float]]:
+    """{name: {bits: HAWQ's Ω}}: (Tr F / n)·‖Q_b(W) − W‖² with the Fisher trace of `fisher_traces` (labelled batches).
+
+    Weights are rounded as `fake_quantize_` rounds them. Raises ValueError as `fisher_traces` does.
+    """
+    traces = fisher_traces(model, modules, dataloader, num_batches)
+    omega = {}
+    for name, module in modules.items():
+        w = module.weight.detach().float()
+        mean_trace = float(traces[name]) / w.numel()
+        omega[name] = {}
+        for b in sorted(set(bit_choices)):
+            codes, scales = quantize_groups(w, b, group_size, isinstance(module, nn.Embedding))
+            error = float((dequantize_groups(codes, scales, group_size) - w).double().square().sum())
+            omega[name][b] = mean_trace * error
+    return omega
+
+
 SENSITIVITIES = ("fisher", "kl")
 # Output fields that are distributions over their last dimension: classes, token labels, answer start / end.
 LOGIT_FIELDS = ("logits", "start_logits", "end_logits")
@@ -168,20 +193,8 @@ def choose_bit_widths(
     fewest = sum(sizes[n][choices[0]] for n in selected)
     if fewest > budget_mb * 1e6:  # before the gradients: a budget that cannot be met costs no calibration
         raise invalid("budget_mb", budget_mb, f"at least {fewest / 1e6:.6f} (every module at {choices[0]} bits)")
-    if sensitivity == "kl":
-        omega = output_divergences(model, selected, dataloader, num_batches, tuple(choices), group_size)
-        return allocate_bits(sizes, omega, budget_mb * 1e6)
-    traces = fisher_traces(model, selected, dataloader, num_batches)
-    omega = {}
-    for name, module in selected.items():
-        embedding = isinstance(module, nn.Embedding)
-        w = module.weight.detach().float()
-        mean_trace = float(traces[name]) / w.numel()
-        omega[name] = {}
-        for b in choices:
-            codes, scales = quantize_groups(w, b, group_size, embedding)
-            error = float((dequantize_groups(codes, scales, group_size) - w).double().square().sum())
-            omega[name][b] = mean_trace * error
+    measure = output_divergences if sensitivity == "kl" else fisher_sensitivities
+    omega = measure(model, selected, dataloader, num_batches, tuple(choices), group_size)
     return allocate_bits(sizes, omega, budget_mb * 1e6)
 
 
@@ -194,9 +207,12 @@ def allocate_bits(
     over the same widths (e.g. HAWQ's Ω, as `choose_bit_widths` computes it). Solved as an integer linear program
     (one binary per module and width, one width per module, the byte budget) by scipy's HiGHS with no optimality gap,
     as HAWQ-V3 (arXiv:2011.10680) allocates. Ties between equally sensitive plans are the solver's choice.
-    Raises ValueError when even the smallest widths do not fit.
+    Raises ValueError when the two maps differ in modules or widths, or when even the smallest widths do not fit.
     """
     names = list(sizes)
+    shapes = {n: sorted(sizes[n]) for n in names}
+    given = {n: sorted(v) for n, v in sensitivities.items()}
+    require(given == shapes, "sensitivities", "other modules or widths than sizes", f"the same as sizes: {shapes}")
     options = [(name, bits) for name in names for bits in sorted(sizes[name])]
     cost = np.array([float(sensitivities[n][b]) for n, b in options])
     nbytes = np.array([float(sizes[n][b]) for n, b in options])
