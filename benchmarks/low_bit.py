@@ -20,7 +20,10 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
   same 8 train batches the trainer calibrates on. They ask whether the sensitivity ranking spends bytes better than a
   uniform width where nothing repairs the rounding (with QAT, uniform 4-bit already matches the fp32 student);
 - mixed-kl, mixed-ternary-kl (and their -ptq arms): the same budgets ranked by ZeroQ's measured output KL
-  (`bit_sensitivity: kl`) instead of the Fisher estimate.
+  (`bit_sensitivity: kl`) instead of the Fisher estimate;
+- ternary-from-fp32: the ternary arm's fields, but its student starts from the saved fp32 student of the same seed
+  (TernaryBERT initialises quantization-aware training from a fine-tuned full-precision model), not from the
+  teacher's layers: twice the training of the other arms.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -83,6 +86,7 @@ ARMS = (
     "mixed-ternary-ptq",
     "mixed-kl-ptq",
     "mixed-ternary-kl-ptq",
+    "ternary-from-fp32",
 )
 # Arms made from the saved fp32 student of the same seed, with no training (int8 PTQ and the low-bit plans, rounded).
 FROM_FP32 = ("int8", *(arm for arm in ARMS if arm.endswith("-ptq")))
@@ -105,7 +109,12 @@ LOW_BIT_FIELDS = {
     "mixed-ternary": {},  # bit_budget_mb filled in from the ternary arm's bytes
     "mixed-kl": dict(bit_sensitivity="kl"),
     "mixed-ternary-kl": dict(bit_sensitivity="kl"),
+    "ternary-from-fp32": dict(weight_bits=2, embedding_weight_bits=4),
 }
+# Quantization-aware arms whose student starts from the saved fp32 student of the same seed instead of
+# create_student(teacher): TernaryBERT (arXiv:2009.12812, Sec. 3.3) initialises the quantized model from a fine-tuned
+# full-precision one. Two epochs of fp32 distillation then two of QAT: twice the other arms' training.
+INIT_FROM_FP32 = ("ternary-from-fp32",)
 
 
 def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
@@ -145,12 +154,17 @@ def calibration_batches(train, tokenizer, model, count: int) -> list[dict]:
     return list(itertools.islice(loader, count))
 
 
+def fp32_folder(arm: str, seed: int) -> str:
+    """The saved fp32 student of `seed`, which `arm` starts from; exits with what to run when it is missing."""
+    folder = os.path.join(MODELS, f"fp32-seed{seed}")
+    if not os.path.isdir(folder):
+        raise SystemExit(f"the {arm} arm starts from the fp32 arm's student: run --arms fp32 for seed {seed} first")
+    return folder
+
+
 def from_fp32(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float]) -> tuple:
     """int8 PTQ or a rounded low-bit plan of the saved fp32 student of `seed`: the model, its folder, the record."""
-    fp32_dir = os.path.join(MODELS, f"fp32-seed{seed}")
-    if not os.path.isdir(fp32_dir):
-        raise SystemExit(f"the {arm} arm starts from the fp32 arm's student: run --arms fp32 for seed {seed} first")
-    model = AutoModelForSequenceClassification.from_pretrained(fp32_dir).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(fp32_folder(arm, seed)).eval()
     record = {}
     if arm == "int8":
         quantize_(model)
@@ -184,7 +198,10 @@ def from_fp32(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, fl
 def distil(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float], teacher_dir: str) -> tuple:
     """Train one arm's student, save it; return the finalized model, its folder and what to record."""
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
-    student = create_student(teacher, num_hidden_layers=3)
+    if arm in INIT_FROM_FP32:
+        student = AutoModelForSequenceClassification.from_pretrained(fp32_folder(arm, seed))
+    else:
+        student = create_student(teacher, num_hidden_layers=3)
     fields = {}
     if arm in LOW_BIT_FIELDS:
         fields = dict(LOW_BIT_FIELDS[arm], weight_group_size=GROUP_SIZE, weight_quantization_modules=MODULES)
