@@ -362,6 +362,32 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def paired(result: dict, arm: str, baseline: str) -> dict:
+    """Accuracy of `arm` minus `baseline` on the seeds both ran: per seed, mean, sd, two-sided 95% t-interval of the
+    mean and how many seeds were positive. (The interval assumes the differences are roughly normal; the sign count
+    does not.)"""
+    from scipy import stats
+
+    accuracy = {(r["arm"], r["seed"]): r["accuracy"] for r in result["arms"]}
+    seeds = sorted(s for a, s in accuracy if a == arm and (baseline, s) in accuracy)
+    if len(seeds) < 2:
+        raise SystemExit(f"--paired {arm} {baseline}: needs both arms on at least 2 seeds; found {seeds}")
+    diffs = [accuracy[arm, s] - accuracy[baseline, s] for s in seeds]
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    return {
+        "arm": arm,
+        "baseline": baseline,
+        "seeds": seeds,
+        "differences": [round(d, 6) for d in diffs],
+        "mean": round(mean, 6),
+        "sd": round(sd, 6),
+        "ci95": [round(mean - half, 6), round(mean + half, 6)],
+        "positive": sum(d > 0 for d in diffs),
+        "negative": sum(d < 0 for d in diffs),
+    }
+
+
 def summarize(paths: list[str]) -> dict:
     """One result from part files of the same settings (e.g. two processes with different arms)."""
     merged: dict = {"arms": []}
@@ -393,6 +419,13 @@ def main():
         help="the FROM_FP32 arms of --seeds against their fp32 student (no training)",
     )
     parser.add_argument("--summarize", nargs="+", metavar="PART_JSON", help="merge part files into --out, print")
+    parser.add_argument(
+        "--paired",
+        nargs=2,
+        action="append",
+        metavar=("ARM", "BASELINE"),
+        help="with --summarize: ARM minus BASELINE accuracy per seed, its mean and 95%% t-interval (repeatable)",
+    )
     args = parser.parse_args()
     if args.latency:
         write(latency(args), args.out)
@@ -402,8 +435,16 @@ def main():
         return
     if args.summarize:
         result = summarize(args.summarize)
+        if args.paired:
+            result["paired"] = [paired(result, arm, baseline) for arm, baseline in args.paired]
         write(result, args.out)
         print(table(result))
+        for row in result.get("paired", []):
+            low, high = row["ci95"]
+            print(
+                f"{row['arm']} - {row['baseline']} over {len(row['seeds'])} seeds: mean {row['mean']:+.4f}, "
+                f"sd {row['sd']:.4f}, 95% CI [{low:+.4f}, {high:+.4f}], {row['positive']} up / {row['negative']} down"
+            )
         return
     if args.quick and args.out == os.path.join(RESULTS, "low_bit.json"):
         args.out = os.path.join(tempfile.gettempdir(), "low_bit_quick.json")  # a smoke run never overwrites results
