@@ -23,7 +23,9 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
   (`bit_sensitivity: kl`) instead of the Fisher estimate;
 - ternary-from-fp32: the ternary arm's fields, but its student starts from the saved fp32 student of the same seed
   (TernaryBERT initialises quantization-aware training from a fine-tuned full-precision model), not from the
-  teacher's layers: twice the training of the other arms.
+  teacher's layers: twice the training of the other arms;
+- ternary-long: the ternary arm trained for twice --epochs, from the teacher's layers: the control of
+  ternary-from-fp32 (same total training, other initialisation).
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -87,6 +89,7 @@ ARMS = (
     "mixed-kl-ptq",
     "mixed-ternary-kl-ptq",
     "ternary-from-fp32",
+    "ternary-long",
 )
 # Arms made from the saved fp32 student of the same seed, with no training (int8 PTQ and the low-bit plans, rounded).
 FROM_FP32 = ("int8", *(arm for arm in ARMS if arm.endswith("-ptq")))
@@ -110,11 +113,15 @@ LOW_BIT_FIELDS = {
     "mixed-kl": dict(bit_sensitivity="kl"),
     "mixed-ternary-kl": dict(bit_sensitivity="kl"),
     "ternary-from-fp32": dict(weight_bits=2, embedding_weight_bits=4),
+    "ternary-long": dict(weight_bits=2, embedding_weight_bits=4),
 }
 # Quantization-aware arms whose student starts from the saved fp32 student of the same seed instead of
 # create_student(teacher): TernaryBERT (arXiv:2009.12812, Sec. 3.3) initialises the quantized model from a fine-tuned
 # full-precision one. Two epochs of fp32 distillation then two of QAT: twice the other arms' training.
 INIT_FROM_FP32 = ("ternary-from-fp32",)
+# Arms trained for a multiple of --epochs: ternary-long is the control of ternary-from-fp32 (the same total training,
+# from the teacher's layers), which tells the initialisation from the longer training.
+EPOCH_FACTOR = {"ternary-long": 2}
 
 
 def evaluate(model, test, tokenizer, teacher_pred: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
@@ -210,7 +217,11 @@ def distil(arm: str, seed: int, train, tokenizer, args, budgets: dict[str, float
     output_dir = os.path.join(MODELS, f"{arm}-seed{seed}")
     with tempfile.TemporaryDirectory() as workdir:
         train_args = CompressionTrainingArguments(
-            **training_args(workdir, seed, args.epochs), temperature=2.0, alpha=0.9, hidden_loss_weight=1.0, **fields
+            **training_args(workdir, seed, args.epochs * EPOCH_FACTOR.get(arm, 1)),
+            temperature=2.0,
+            alpha=0.9,
+            hidden_loss_weight=1.0,
+            **fields,
         )
         trainer = CompressionTrainer(
             model=student,
