@@ -375,8 +375,8 @@ def table(result: dict) -> str:
 
 def paired(result: dict, arm: str, baseline: str) -> dict:
     """Accuracy of `arm` minus `baseline` on the seeds both ran: per seed, mean, sd, two-sided 95% t-interval of the
-    mean and how many seeds were positive. (The interval assumes the differences are roughly normal; the sign count
-    does not.)"""
+    mean with its t and p, the Wilcoxon signed-rank p and how many seeds were positive. (The interval assumes the
+    differences are roughly normal; the rank test and the sign count do not.)"""
     from scipy import stats
 
     accuracy = {(r["arm"], r["seed"]): r["accuracy"] for r in result["arms"]}
@@ -386,6 +386,7 @@ def paired(result: dict, arm: str, baseline: str) -> dict:
     diffs = [accuracy[arm, s] - accuracy[baseline, s] for s in seeds]
     mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
     half = stats.t.ppf(0.975, len(diffs) - 1) * sd / len(diffs) ** 0.5
+    test = stats.ttest_1samp(diffs, 0.0)
     return {
         "arm": arm,
         "baseline": baseline,
@@ -394,6 +395,10 @@ def paired(result: dict, arm: str, baseline: str) -> dict:
         "mean": round(mean, 6),
         "sd": round(sd, 6),
         "ci95": [round(mean - half, 6), round(mean + half, 6)],
+        "t": round(float(test.statistic), 3),
+        "p_t": round(float(test.pvalue), 4),
+        # A rank test beside the t-interval: it does not assume normal differences (zero differences are dropped).
+        "p_wilcoxon": round(float(stats.wilcoxon(diffs).pvalue), 4) if any(diffs) else None,
         "positive": sum(d > 0 for d in diffs),
         "negative": sum(d < 0 for d in diffs),
     }
@@ -454,7 +459,8 @@ def main():
             low, high = row["ci95"]
             print(
                 f"{row['arm']} - {row['baseline']} over {len(row['seeds'])} seeds: mean {row['mean']:+.4f}, "
-                f"sd {row['sd']:.4f}, 95% CI [{low:+.4f}, {high:+.4f}], {row['positive']} up / {row['negative']} down"
+                f"sd {row['sd']:.4f}, 95% CI [{low:+.4f}, {high:+.4f}], t {row['t']} (p {row['p_t']}), "
+                f"Wilcoxon p {row['p_wilcoxon']}, {row['positive']} up / {row['negative']} down"
             )
         return
     if args.quick and args.out == os.path.join(RESULTS, "low_bit.json"):
