@@ -20,7 +20,7 @@ from transformers import (
 from .checks import invalid
 
 PACKAGE_SCHEME = "pkg://"
-# `task-data://<folder>` names a folder of the benchmark data cache that benchmarks/task_data.py fills (CoNLL-2003 as
+# `task-data://<folder>` names a folder of the data cache that hf_compress.task_data fills (CoNLL-2003 as
 # task-data://conll2003-en, SQuAD v1.1 as task-data://squad-v1.1), so that a recipe can name it without a machine path.
 TASK_DATA_SCHEME = "task-data://"
 HEAD_AUTO_CLASSES = {
@@ -49,19 +49,18 @@ def resolve_model_path(name_or_path: str | None) -> str | None:
 
 
 def task_data_dir() -> str:
-    """The benchmark data cache: $HF_COMPRESS_TASK_DATA, else $HF_COMPRESS_CACHE/task-data, else
-    ~/.cache/hf_compress/task-data (benchmarks/task_data.py's `cache_dir`, which a test keeps equal to this)."""
-    if os.environ.get("HF_COMPRESS_TASK_DATA"):
-        return os.path.abspath(os.path.expanduser(os.environ["HF_COMPRESS_TASK_DATA"]))
-    root = os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress"))
-    return os.path.abspath(os.path.join(os.path.expanduser(root), "task-data"))
+    """The data cache `task-data://` names resolve in: `hf_compress.task_data.cache_dir()`, the one rule for it."""
+    from .task_data import cache_dir  # on use: `python -m hf_compress.task_data` must not find it imported already
+
+    return cache_dir()
 
 
 def resolve_data_path(name_or_path: str, field: str = "dataset_name") -> str:
     """`task-data://<folder>` as the folder in `task_data_dir()`; anything else unchanged (a path or a Hub id).
 
-    Raises ValueError naming `field` when the folder is not there (the data is fetched by benchmarks/task_data.py,
-    never by this call) or the name tries to leave the cache.
+    Raises ValueError naming `field` when the folder is not there (the data is fetched by `python -m
+    hf_compress.task_data` or by `hf_compress.task_data.conll2003_dir()` / `squad_dir()`, never by this call) or the
+    name tries to leave the cache.
     """
     if not isinstance(name_or_path, str) or not name_or_path.startswith(TASK_DATA_SCHEME):
         return name_or_path
@@ -70,10 +69,12 @@ def resolve_data_path(name_or_path: str, field: str = "dataset_name") -> str:
         raise invalid(field, name_or_path, "task-data://<folder>, a folder of the task-data cache")
     path = os.path.join(task_data_dir(), *folder.split("/"))
     if not os.path.exists(path):
+        from .task_data import FETCH_COMMAND
+
         raise invalid(
             field,
             name_or_path,
-            f"task-data://<folder> of fetched data (no {path}): run `python benchmarks/task_data.py` to fetch "
+            f"task-data://<folder> of fetched data (no {path}): run `{FETCH_COMMAND}` to fetch "
             "CoNLL-2003 and SQuAD v1.1, or point HF_COMPRESS_TASK_DATA at a folder holding them",
         )
     return path

@@ -10,8 +10,7 @@ import zipfile
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from benchmarks import task_data
-from hf_compress import load_conll, load_squad
+from hf_compress import load_conll, load_squad, task_data
 from hf_compress.data import CONLL2003_LABELS, SQUAD_FEATURES
 
 # Two documents; blank-line runs (one with spaces) between sentences; the last sentence has no final newline.

@@ -1,26 +1,23 @@
-"""The README's "Model families" table is the one benchmarks/support_table.py generates from the matrix's cases."""
+"""The README's "Model families" table is the one tests/support_table.py generates from the matrix's cases."""
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from tests import support_table
 from tests.test_families import CASES, FEATURES, Refusal
 
 ROOT = Path(__file__).resolve().parent.parent
-spec = importlib.util.spec_from_file_location("support_table", ROOT / "benchmarks" / "support_table.py")
-support_table = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(support_table)
 
 
 def test_readme_table_is_the_one_generated_from_the_matrix_cases():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     assert support_table.readme_table(readme) == support_table.render(CASES, FEATURES), (
         "README.md's Model families table differs from tests/test_families.py's cases: run "
-        "python benchmarks/support_table.py --write"
+        "python -m tests.support_table --write"
     )
 
 

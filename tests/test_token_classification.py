@@ -171,14 +171,14 @@ def test_default_columns_map_to_tokens_and_ner_tags_and_string_tags_get_conll_id
 
 
 def test_task_data_scheme_names_the_benchmark_cache(tmp_path, monkeypatch):
-    from benchmarks import task_data
+    from hf_compress import task_data
     from hf_compress.loading import check_path_or_id, task_data_dir
 
     monkeypatch.delenv("HF_COMPRESS_TASK_DATA", raising=False)
     monkeypatch.setenv("HF_COMPRESS_CACHE", str(tmp_path / "cache"))
     assert task_data_dir() == task_data.cache_dir() == str(tmp_path / "cache" / "task-data")
     monkeypatch.setenv("HF_COMPRESS_TASK_DATA", str(tmp_path / "data"))
-    assert task_data_dir() == task_data.cache_dir() == str(tmp_path / "data")  # one rule, here and in benchmarks/
+    assert task_data_dir() == task_data.cache_dir() == str(tmp_path / "data")  # one rule, in task_data
 
     folder = tmp_path / "data" / "conll2003-en"
     folder.mkdir(parents=True)
@@ -186,7 +186,8 @@ def test_task_data_scheme_names_the_benchmark_cache(tmp_path, monkeypatch):
     assert check_path_or_id("dataset_name", "task-data://conll2003-en", kind="dataset") == str(folder)
     raw, names = get_task("token-classification").load(recipe("task-data://conll2003-en"))
     assert raw["train"]["tokens"] == [["john", "lives"]] and names == NAMES
-    with pytest.raises(ValueError, match=r"dataset_name='task-data://squad-v1.1' is invalid.*benchmarks/task_data.py"):
+    missing = r"dataset_name='task-data://squad-v1.1' is invalid.*python -m hf_compress.task_data"
+    with pytest.raises(ValueError, match=missing):
         check_path_or_id("dataset_name", "task-data://squad-v1.1", kind="dataset")
     with pytest.raises(ValueError, match="a folder of the task-data cache"):
         check_path_or_id("dataset_name", "task-data://../outside", kind="dataset")
@@ -382,7 +383,7 @@ def test_distill_recipe_end_to_end_on_a_tiny_conll_file(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_conll2003_quickstart_runs_on_a_slice_of_the_real_data(tmp_path, capsys):
-    from benchmarks import task_data
+    from hf_compress import task_data
 
     try:
         task_data.conll2003_dir()

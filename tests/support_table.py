@@ -4,9 +4,10 @@ Each cell says what the matrix asserts for that family and feature over the thre
 builds, trains where it trains, saves, and reloads in a fresh process with the same logits) or the documented
 refusal. The table is never edited by hand; tests/test_support_table.py fails when README.md and the cases differ.
 
-Usage: python benchmarks/support_table.py            print the table
-       python benchmarks/support_table.py --write    write it into README.md, between the markers
-       python benchmarks/support_table.py --check    exit 1 when README.md's table is not the generated one
+Usage, from the repository root:
+    python -m tests.support_table            print the table
+    python -m tests.support_table --write    write it into README.md, between the markers
+    python -m tests.support_table --check    exit 1 when README.md's table is not the generated one
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import argparse
 import inspect
 import os
 import sys
+
+from tests.test_families import CASES, FEATURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
@@ -67,9 +70,6 @@ def render(cases: list, features: dict) -> str:
 
 def generated() -> str:
     """The table for the matrix as it is now."""
-    sys.path.insert(0, ROOT)
-    from tests.test_families import CASES, FEATURES
-
     return render(CASES, FEATURES)
 
 

