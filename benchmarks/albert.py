@@ -1,6 +1,6 @@
 """ALBERT-style compression of the fine-tuned MiniLM teacher on tweets, each arm distilled from the teacher.
 
-Usage: python benchmarks/albert.py [--quick] [--arms 384x6 128x1 ...] [--n-train 8000] [--epochs 1]
+Usage: python -m benchmarks.albert [--quick] [--arms 384x6 128x1 ...] [--n-train 8000] [--epochs 1]
 Arms are EMBEDDINGxGROUPS; the default grid is E ∈ {384 (none), 128, 64} × G ∈ {6, 3, 1}.
 Writes benchmarks/results/albert.json and prints a Markdown table.
 """
@@ -10,18 +10,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding  # noqa: E402
+from hf_compress import CompressionTrainer, CompressionTrainingArguments
+from hf_compress.evaluation.measure import bytes_on_disk, predict
 
-from benchmarks.common import run_info, teacher_path, training_args, tweets_tokenized  # noqa: E402
-from hf_compress import CompressionTrainer, CompressionTrainingArguments  # noqa: E402
-from hf_compress.evaluation.measure import bytes_on_disk, predict  # noqa: E402
+from .common import run_info, teacher_path, training_args, tweets_tokenized
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 DEFAULT_ARMS = [f"{e}x{g}" for e in (384, 128, 64) for g in (6, 3, 1)]

@@ -48,10 +48,12 @@ def run_info() -> dict:
     """Machine, date, command line and thread count: the header of every benchmark's JSON."""
     import sys
 
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # run as `python -m benchmarks.X`: spec.name
+    program = f"-m {spec.name}" if spec is not None else sys.argv[0]
     return {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python " + " ".join(sys.argv),
+        "command": " ".join(["python", program, *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
     }
 
@@ -198,14 +200,6 @@ def compress_teacher_copy(
     return seconds
 
 
-if __name__ == "__main__":
-    path = teacher_path()
-    data, tokenizer = tweets_tokenized()
-    set_seed(0)  # the new classifier head is drawn from torch's global generator (see cli/train.finetune_teacher)
-    model = AutoModelForSequenceClassification.from_pretrained(path)
-    print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")
-
-
 def wait_for_teacher(timeout_s: float) -> str:
     """The cached teacher's directory once its weights are written (another process may be training it right now)."""
     needed = ("config.json", "model.safetensors", "tokenizer.json")
@@ -213,7 +207,7 @@ def wait_for_teacher(timeout_s: float) -> str:
     while not all(os.path.exists(os.path.join(TEACHER_DIR, f)) for f in needed):
         if time.time() - start > timeout_s:
             raise SystemExit(
-                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with benchmarks/common.py"
+                f"{TEACHER_DIR} is not complete after {timeout_s:.0f} s; train it with `python -m benchmarks.common`"
             )
         time.sleep(30)
     return TEACHER_DIR
@@ -240,3 +234,11 @@ def speedup_rows(models: dict, tokenizer, quick: bool, tokenizers: dict | None =
     for name, row in rows.items():
         print(f"{name}: batch 1 {row['speedup_batch1']:.2f}×, batch 32 {row['speedup_batch32']:.2f}×", flush=True)
     return rows, repeats
+
+
+if __name__ == "__main__":
+    path = teacher_path()
+    data, tokenizer = tweets_tokenized()
+    set_seed(0)  # the new classifier head is drawn from torch's global generator (see cli/train.finetune_teacher)
+    model = AutoModelForSequenceClassification.from_pretrained(path)
+    print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")

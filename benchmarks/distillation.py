@@ -1,6 +1,6 @@
 """Distillation on tweets: teacher vs students fine-tuned alone vs distilled (≥3 seeds), and step-time ratios.
 
-Usage: python benchmarks/distillation.py [--quick] [--seeds 0 1 2] [--part accuracy|timing|all]
+Usage: python -m benchmarks.distillation [--quick] [--seeds 0 1 2] [--part accuracy|timing|all]
 Writes benchmarks/results/distillation.json and prints Markdown tables for RESULTS.md.
 """
 
@@ -10,23 +10,21 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
 )
 
-from benchmarks.common import StepTimer, machine, teacher_path, training_args, tweets_tokenized  # noqa: E402
-from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student  # noqa: E402
-from hf_compress.evaluation.measure import predict  # noqa: E402
+from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
+from hf_compress.evaluation.measure import predict
+
+from .common import StepTimer, machine, teacher_path, training_args, tweets_tokenized
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -1,9 +1,9 @@
 """The headline student and the levers tried for it: `recipes/tweets-headline.yaml` run end to end, over seeds.
 
-Usage: python benchmarks/headline.py --part train [--variants headline ...] [--seeds 0 1 2] [--quick]
+Usage: python -m benchmarks.headline --part train [--variants headline ...] [--seeds 0 1 2] [--quick]
            [--out benchmarks/results/headline-part-X.json]
-       python benchmarks/headline.py --part latency --variants ... --seeds 0 --out LATENCY.json
-       python benchmarks/headline.py --summarize PART.json ... --out benchmarks/results/headline.json
+       python -m benchmarks.headline --part latency --variants ... --seeds 0 --out LATENCY.json
+       python -m benchmarks.headline --summarize PART.json ... --out benchmarks/results/headline.json
 
 Every variant is the recipe `recipes/tweets-headline.yaml` (distillation on 16,000 tweets, 75% of FFN neurons removed
 by Taylor importance, vocabulary pruned to the train split's tokens, weights stored at 4 bits)
@@ -21,19 +21,17 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import numpy as np  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe
+from hf_compress.cli.train import run_recipe
+from hf_compress.evaluation.measure import predict
+from hf_compress.trainer.compression_args import CompressionTrainingArguments
 
-from benchmarks.common import CACHE, run_info, speedup_rows, tweets_tokenized, wait_for_teacher  # noqa: E402
-from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
-from hf_compress.cli.train import run_recipe  # noqa: E402
-from hf_compress.evaluation.measure import predict  # noqa: E402
-from hf_compress.trainer.compression_args import CompressionTrainingArguments  # noqa: E402
+from .common import CACHE, run_info, speedup_rows, tweets_tokenized, wait_for_teacher
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(ROOT, "recipes", "tweets-headline.yaml")

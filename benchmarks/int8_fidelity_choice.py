@@ -1,6 +1,6 @@
 """Choose the most faithful int8 variant on the validation split, then score and time only that choice.
 
-Usage: python benchmarks/int8_fidelity_choice.py [--output PATH]
+Usage: python -m benchmarks.int8_fidelity_choice [--output PATH]
 The #19 int8-fidelity goal: argmax agreement with fp32 >= 99.5% on the test tweets at >= 1.6x fp32's batch-32 speed.
 Per-token activation ranges cost four elementwise passes per Linear (fbgemm.linear); where the int8 matmul is fast
 (AVX-512 VNNI) that leaves room for them, so the candidates combine per-token ranges with the calibrated steps of
@@ -18,24 +18,22 @@ import argparse
 import copy
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-
-from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E402
-from benchmarks.smoothquant import calibration_batches  # noqa: E402
-from benchmarks.smoothquant_alpha import score  # noqa: E402
-from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
-from hf_compress.quantization import (  # noqa: E402
+from hf_compress.evaluation.measure import latency_ms, predict
+from hf_compress.quantization import (
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
     quantize_,
     smooth_activations_,
 )
+
+from .common import TEACHER_DIR, run_info, tweets_tokenized
+from .smoothquant import calibration_batches
+from .smoothquant_alpha import score
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 ALPHA = 0.75  # chosen on validation by benchmarks/smoothquant_alpha.py

@@ -1,6 +1,6 @@
 """The int8 kernel facts behind rounding.py and fbgemm.py, measured on this machine.
 
-Usage: python benchmarks/int8_kernel.py [--repeats 100]
+Usage: python -m benchmarks.int8_kernel [--repeats 100]
 1. Saturation: fbgemm's int8 linear with codes 127 on two input channels and activations at the uint8 maximum, for
    channel pairs (0, 1), (1, 2), (2, 3): without VNNI, pairs (2k, 2k+1) add in a saturating int16.
 2. Weight SQNR of the cached tweets teacher's Linears: 7-bit codes ([-63, 63], absmax) against rounding.linear_codes
@@ -15,18 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoModelForSequenceClassification
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification  # noqa: E402
+from hf_compress.quantization import fbgemm
+from hf_compress.quantization.modules import SEVEN_BIT_QMAX, quantize_rows
+from hf_compress.quantization.rounding import linear_codes
 
-from benchmarks.common import TEACHER_DIR, run_info  # noqa: E402
-from hf_compress.quantization import fbgemm  # noqa: E402
-from hf_compress.quantization.modules import SEVEN_BIT_QMAX, quantize_rows  # noqa: E402
-from hf_compress.quantization.rounding import linear_codes  # noqa: E402
+from .common import TEACHER_DIR, run_info
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

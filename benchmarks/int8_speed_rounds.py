@@ -1,6 +1,6 @@
 """Whether the int8 batch-32 speed-up is ours to raise or this machine's: our int8 against torch's own int8 path.
 
-Usage: python benchmarks/int8_speed_rounds.py [--rounds 4] [--repeats 10] [--output PATH]
+Usage: python -m benchmarks.int8_speed_rounds [--rounds 4] [--repeats 10] [--output PATH]
 Models: the cached tweets teacher in fp32; `quantize_` with one activation range per batch (plain int8) and with one
 per token (no calibration; the most faithful variant of benchmarks/smoothquant.py, and its slowest on AVX2); the #19
 best variant (SmoothQuant a=0.75 + one outlier channel per FFN down projection + GPTQ, 8 calibration batches of 32
@@ -18,20 +18,18 @@ import copy
 import json
 import os
 import statistics
-import sys
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
+from hf_compress.data import minilm_path
+from hf_compress.evaluation.measure import latency_ms
+from hf_compress.quantization import Int8QuantizationConfig, quantize_
 
-from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E402
-from benchmarks.smoothquant import calibration_batches  # noqa: E402
-from benchmarks.smoothquant_alpha import calibrated_int8  # noqa: E402
-from hf_compress.data import minilm_path  # noqa: E402
-from hf_compress.evaluation.measure import latency_ms  # noqa: E402
-from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
+from .common import TEACHER_DIR, run_info, tweets_tokenized
+from .smoothquant import calibration_batches
+from .smoothquant_alpha import calibrated_int8
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

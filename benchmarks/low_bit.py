@@ -1,10 +1,10 @@
 """Below 8 bits on tweets: fp32, int8 PTQ, 4-bit QAT, ternary QAT and a mixed-width budget, by accuracy and bytes.
 
-Usage: python benchmarks/low_bit.py [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
+Usage: python -m benchmarks.low_bit [--seeds 0 1 2] [--arms fp32 int8 4bit ternary mixed] [--epochs 2] [--quick]
        [--out benchmarks/results/low_bit.json]
-       python benchmarks/low_bit.py --latency --seeds 0 [--arms ...] --out LATENCY.json   (after the training runs)
-       python benchmarks/low_bit.py --summarize PART.json ... --out benchmarks/results/low_bit.json
-       python benchmarks/low_bit.py --fidelity --seeds 0 1 2 --out FIDELITY.json   (after the PTQ arms)
+       python -m benchmarks.low_bit --latency --seeds 0 [--arms ...] --out LATENCY.json   (after the training runs)
+       python -m benchmarks.low_bit --summarize PART.json ... --out benchmarks/results/low_bit.json
+       python -m benchmarks.low_bit --fidelity --seeds 0 1 2 --out FIDELITY.json   (after the PTQ arms)
 
 Every arm distils a 3-layer student (`create_student(teacher, num_hidden_layers=3)`) of the cached tweets teacher
 (`benchmarks.common.TEACHER_DIR`; this script waits for it and never trains it) with `CompressionTrainer` on 4,000
@@ -44,20 +44,16 @@ import itertools
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 from functools import partial
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
-
-from benchmarks.common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher  # noqa: E402
-from hf_compress import (  # noqa: E402
+from hf_compress import (
     CompressionTrainer,
     CompressionTrainingArguments,
     Int8QuantizationConfig,
@@ -67,9 +63,11 @@ from hf_compress import (  # noqa: E402
     fake_quantize_,
     quantize_,
 )
-from hf_compress.evaluation.measure import predict  # noqa: E402
-from hf_compress.quantization.bit_widths import planned_megabytes  # noqa: E402
-from hf_compress.quantization.low_bit import select_low_bit_modules  # noqa: E402
+from hf_compress.evaluation.measure import predict
+from hf_compress.quantization.bit_widths import planned_megabytes
+from hf_compress.quantization.low_bit import select_low_bit_modules
+
+from .common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-bit-models")

@@ -1,8 +1,8 @@
 """Low-rank factorisation of MiniLM's encoder Linears: plain vs Fisher-weighted vs activation-aware SVD, on tweets.
 
-Usage: python benchmarks/low_rank.py [--part accuracy|latency|all] [--ratios 0.5 0.25]
+Usage: python -m benchmarks.low_rank [--part accuracy|latency|all] [--ratios 0.5 0.25]
        [--methods svd fisher activation] [--quick] [--out PATH]
-       python benchmarks/low_rank.py --summarize PART.json ... --out benchmarks/results/low_rank.json
+       python -m benchmarks.low_rank --summarize PART.json ... --out benchmarks/results/low_rank.json
 
 Every arm factorises a copy of the cached tweets teacher (`benchmarks.common.TEACHER_DIR`; this script waits for its
 config.json and never trains it) with `factorize_linear_(rank_ratio=ratio, method=method)`, 8 calibration batches of
@@ -20,26 +20,24 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-import numpy as np  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
-
-from benchmarks.common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher  # noqa: E402
-from hf_compress import (  # noqa: E402
+from hf_compress import (
     DistillationTrainer,
     DistillationTrainingArguments,
     factorize_linear_,
     recorded_ranks,
     restore_low_rank_layout,
 )
-from hf_compress.evaluation.measure import predict  # noqa: E402
+from hf_compress.evaluation.measure import predict
+
+from .common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(tempfile.gettempdir(), "hf-compress-low-rank-models")

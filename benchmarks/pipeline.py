@@ -3,7 +3,7 @@
 and a low-rank branch: the 3-layer student factorised (`low_rank_ratio`, `low_rank_method`) instead of ALBERT-style
 and FFN-pruned, distilled, then vocabulary-pruned and int8 (--low-rank-ratio 0 leaves it out).
 
-Usage: python benchmarks/pipeline.py [--quick] [--part train|report|all] [--low-rank-ratio R] [--low-rank-method M]
+Usage: python -m benchmarks.pipeline [--quick] [--part train|report|all] [--low-rank-ratio R] [--low-rank-method M]
 Every distilled stage is `run_recipe` on recipes/tweets-full.yaml with the later stages switched off, on the teacher
 cached by benchmarks/common.py; the last two stages are `prune_vocabulary_` and `quantize_pretrained` on the saved
 model (what `prune_vocabulary: true` and `quantization: dynamic-int8` run at the end of the recipe).
@@ -19,12 +19,9 @@ import argparse
 import json
 import os
 import shutil
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from transformers import (  # noqa: E402
+from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorWithPadding,
@@ -32,17 +29,18 @@ from transformers import (  # noqa: E402
     TrainingArguments,
 )
 
-from benchmarks.common import CACHE, run_info, teacher_path, training_args  # noqa: E402
-from hf_compress import (  # noqa: E402
+from hf_compress import (
     CompressionTrainingArguments,
     create_student,
     prune_vocabulary_,
     quantize_pretrained,
 )
-from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
-from hf_compress.cli.train import run_recipe, subset  # noqa: E402
-from hf_compress.evaluation.table import build_report, markdown_table, plot_report  # noqa: E402
-from hf_compress.tasks import get_task  # noqa: E402
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe
+from hf_compress.cli.train import run_recipe, subset
+from hf_compress.evaluation.table import build_report, markdown_table, plot_report
+from hf_compress.tasks import get_task
+
+from .common import CACHE, run_info, teacher_path, training_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = os.path.join(os.path.dirname(HERE), "recipes", "tweets-full.yaml")

@@ -1,6 +1,6 @@
 """One end-to-end run of recipes/tweets-full.yaml through `run_recipe`, optionally without its ALBERT step.
 
-Usage: python benchmarks/pipeline_variant.py [--no-albert] [--output-dir DIR]
+Usage: python -m benchmarks.pipeline_variant [--no-albert] [--output-dir DIR]
 Runs the whole recipe in one call (distillation, FFN pruning, vocabulary pruning and int8 inside the trainer's final
 save) on the teacher cached by benchmarks/common.py, and prints the recipe's own report (teacher vs student on the
 test split, latency side by side). --no-albert keeps BERT's embeddings (embedding_size unset), which shows what the
@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hf_compress.cli.train import run_recipe
 
-from benchmarks.common import CACHE, run_info  # noqa: E402
-from benchmarks.pipeline import recipe_args  # noqa: E402
-from hf_compress.cli.train import run_recipe  # noqa: E402
+from .common import CACHE, run_info
+from .pipeline import recipe_args
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

@@ -4,8 +4,9 @@ Issue: the projection lived outside the student, so Trainer's zero_grad never re
 sum of every past gradient. This script trains the same student before and after the fix and reports accuracy and
 the projection's gradient norm at the start of each optimizer step (0 when it is cleared as it should be).
 
-It uses only the API both versions share, so it runs against an older checkout too:
-    OMP_NUM_THREADS=1 python benchmarks/projection.py --label after
+It uses only the API both versions share and imports nothing else from benchmarks/, so it also runs as a file
+against an older checkout (as a file, PYTHONPATH comes before this checkout; with -m the current folder would):
+    OMP_NUM_THREADS=1 python -m benchmarks.projection --label after
     git worktree add /tmp/before d6a6f2c && OMP_NUM_THREADS=1 PYTHONPATH=/tmp/before \\
         python benchmarks/projection.py --label before
 Teacher: the fine-tuned tweets MiniLM cached by benchmarks/common.py (6 x 384). Student: BERT 3 x 256 (heads 4,

@@ -1,6 +1,6 @@
 """Post-training int8: fp32 vs hf_compress int8 vs ONNX Runtime int8: latency, bytes on disk, accuracy.
 
-Usage: python benchmarks/quantization.py [--model PATH] [--quick] [--no-onnx]
+Usage: python -m benchmarks.quantization [--model PATH] [--quick] [--no-onnx]
 --model defaults to the tweets teacher (benchmarks.common.TEACHER_DIR; this script never trains it). A model without a
 trained classification head (e.g. the raw MiniLM) gets a random 3-label head and no accuracy.
 Writes benchmarks/results/quantization.json and prints a Markdown table for RESULTS.md.
@@ -18,17 +18,16 @@ import tempfile
 import time
 import warnings
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.modeling_outputs import SequenceClassifierOutput
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
+from hf_compress.data import minilm_path
+from hf_compress.evaluation.measure import latency_ms, predict
+from hf_compress.quantization import Int8QuantizationConfig, quantize_
 
-from benchmarks.common import TEACHER_DIR, machine, tweets_tokenized  # noqa: E402
-from hf_compress.data import minilm_path  # noqa: E402
-from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
-from hf_compress.quantization import Int8QuantizationConfig, quantize_  # noqa: E402
+from .common import TEACHER_DIR, machine, tweets_tokenized
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -181,7 +180,7 @@ def main():
         )
 
     result = {
-        "command": "python benchmarks/quantization.py " + " ".join(sys.argv[1:]),
+        "command": "python -m benchmarks.quantization " + " ".join(sys.argv[1:]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
         "torch_threads": torch.get_num_threads(),

@@ -1,6 +1,6 @@
 """SmoothQuant vs plain int8 on the tweets teacher: argmax agreement with fp32, accuracy, logits SQNR, latency.
 
-Usage: python benchmarks/smoothquant.py [--model PATH] [--quick] [--alphas 0.5 0.75 0.85] [--breakdown-examples N]
+Usage: python -m benchmarks.smoothquant [--model PATH] [--quick] [--alphas 0.5 0.75 0.85] [--breakdown-examples N]
                                        [--split test|validation] [--skip-latency] [--output PATH]
 --model defaults to the tweets teacher (benchmarks.common.TEACHER_DIR; this script never trains it).
 Rows: fp32, int8 per_batch, int8 per_token, and smooth_activations_ (8 calibration batches of 32 train tweets) then
@@ -20,19 +20,14 @@ import argparse
 import copy
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding  # noqa: E402
-
-from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E402
-from benchmarks.quantization import rounded_sqnr  # noqa: E402
-from hf_compress.data import minilm_path  # noqa: E402
-from hf_compress.evaluation.measure import latency_ms, predict  # noqa: E402
-from hf_compress.quantization import (  # noqa: E402
+from hf_compress.data import minilm_path
+from hf_compress.evaluation.measure import latency_ms, predict
+from hf_compress.quantization import (
     Int8Linear,
     Int8QuantizationConfig,
     calibrate_gptq_,
@@ -40,7 +35,10 @@ from hf_compress.quantization import (  # noqa: E402
     quantize_,
     smooth_activations_,
 )
-from hf_compress.quantization.smoothing import fold_reciprocal, input_maxima, smoothing_factors  # noqa: E402
+from hf_compress.quantization.smoothing import fold_reciprocal, input_maxima, smoothing_factors
+
+from .common import TEACHER_DIR, run_info, tweets_tokenized
+from .quantization import rounded_sqnr
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")

@@ -1,6 +1,6 @@
 """Choose SmoothQuant's alpha on the validation split, then score the choice on the test split.
 
-Usage: python benchmarks/smoothquant_alpha.py [--alphas 0.6 0.75 0.85 0.9] [--output PATH]
+Usage: python -m benchmarks.smoothquant_alpha [--alphas 0.6 0.75 0.85 0.9] [--output PATH]
 The variant is the best of benchmarks/smoothquant.py: smooth_activations_(alpha) + keep_outlier_channels_ (one
 channel per FFN down projection) + calibrate_gptq_, then quantize_ with per-batch activation ranges, all calibrated on
 the same 8 batches of 32 train tweets. For each alpha: argmax agreement with fp32 (batch 128 and 32) and logits SQNR on
@@ -16,24 +16,22 @@ import argparse
 import copy
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, AutoTokenizer  # noqa: E402
-
-from benchmarks.common import TEACHER_DIR, run_info, tweets_tokenized  # noqa: E402
-from benchmarks.smoothquant import calibration_batches, scores  # noqa: E402
-from hf_compress.evaluation.measure import predict  # noqa: E402
-from hf_compress.quantization import (  # noqa: E402
+from hf_compress.evaluation.measure import predict
+from hf_compress.quantization import (
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
     quantize_,
     smooth_activations_,
 )
+
+from .common import TEACHER_DIR, run_info, tweets_tokenized
+from .smoothquant import calibration_batches, scores
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 

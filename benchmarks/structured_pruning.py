@@ -1,6 +1,6 @@
 """Structured FFN pruning on tweets: remove 0/25/50/75% of FFN neurons (Taylor vs magnitude), each with distillation.
 
-Usage: python benchmarks/structured_pruning.py [--quick] [--part train|latency|all] [--sparsities 0 0.25 0.5 0.75]
+Usage: python -m benchmarks.structured_pruning [--quick] [--part train|latency|all] [--sparsities 0 0.25 0.5 0.75]
        [--methods taylor magnitude] [--n-train 4000] [--epochs 1]
 The student starts as a copy of the fine-tuned MiniLM teacher (6 layers); neurons are masked on the cubic schedule
 while it is distilled from the teacher, then sliced away by the final save (a stock BertConfig with a smaller
@@ -17,17 +17,17 @@ import argparse
 import copy
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from torch.utils.data import DataLoader
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
-import torch  # noqa: E402
-from torch.utils.data import DataLoader  # noqa: E402
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding  # noqa: E402
+from hf_compress import prune_ffn_, quantize_
+from hf_compress.evaluation.measure import bytes_on_disk, latency_ms
 
-from benchmarks.common import (  # noqa: E402
+from .common import (
     CACHE,
     accuracy,
     compress_teacher_copy,
@@ -35,8 +35,6 @@ from benchmarks.common import (  # noqa: E402
     teacher_path,
     tweets_tokenized,
 )
-from hf_compress import prune_ffn_, quantize_  # noqa: E402
-from hf_compress.evaluation.measure import bytes_on_disk, latency_ms  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 MODELS = os.path.join(CACHE, "structured-pruning")

@@ -18,10 +18,10 @@ Extra figures: the teacher's int8 (`quantize_`) against its fp32 (SQuAD), and th
 DistillationTrainer to a plain Trainer on QA batches (`--part step-time`).
 
 Usage:
-  python benchmarks/task_data.py                                   # once: the data cache
-  python benchmarks/tasks.py --task conll2003 --seeds 0 1 2
-  python benchmarks/tasks.py --task squad --seeds 0 1 2
-  python benchmarks/tasks.py --task squad --part step-time [--steps 20]
+  python -m hf_compress.task_data                                  # once: the data cache
+  python -m benchmarks.tasks --task conll2003 --seeds 0 1 2
+  python -m benchmarks.tasks --task squad --seeds 0 1 2
+  python -m benchmarks.tasks --task squad --part step-time [--steps 20]
 Results: benchmarks/results/tasks-<task>.json (one entry per run, appended as runs finish).
 """
 
@@ -33,17 +33,15 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hf_compress.cli.main import RECIPE_COMMANDS, build_parser
+from hf_compress.cli.recipe import RecipeArguments, parse_recipe
+from hf_compress.cli.train import run_recipe
 
-from benchmarks.common import CACHE, machine, run_info  # noqa: E402
-from hf_compress.cli.main import RECIPE_COMMANDS, build_parser  # noqa: E402
-from hf_compress.cli.recipe import RecipeArguments, parse_recipe  # noqa: E402
-from hf_compress.cli.train import run_recipe  # noqa: E402
+from .common import CACHE, machine, run_info
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
