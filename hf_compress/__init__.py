@@ -4,11 +4,24 @@ __version__ = "0.2.0"
 
 from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .families import FAMILIES, family_of  # noqa: E402
-from .losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
-from .pruning.ffn_pruner import FFNPruner  # noqa: E402
-from .pruning.heads import HeadImportance  # noqa: E402
-from .pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
-from .pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
+from .methods.albert.transform import albert_num_parameters, to_albert  # noqa: E402
+from .methods.distillation.config import DistillationTrainingArguments  # noqa: E402
+from .methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
+from .methods.ffn_pruning.pruner import FFNPruner  # noqa: E402
+from .methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
+from .methods.low_rank.layout import LowRankConfig  # noqa: E402  (registers the factorised-layout loader)
+from .methods.low_rank.transform import (  # noqa: E402
+    LowRankLinear,
+    factorize_linear_,
+    recorded_ranks,
+    restore_low_rank_layout,
+)
+from .methods.pruning.config import PruningTrainingArguments  # noqa: E402
+from .methods.pruning.heads import HeadImportance  # noqa: E402
+from .methods.pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
+from .methods.pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
+from .methods.student.transform import create_student  # noqa: E402
+from .methods.vocabulary.transform import prune_vocabulary_  # noqa: E402
 from .quantization import (  # noqa: E402  (registers the loader)
     FakeQuantEmbedding,
     FakeQuantLinear,
@@ -33,21 +46,8 @@ from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
 from .tasks.token_classification import align_labels  # noqa: E402
 from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
 from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
-from .trainer.distillation_args import DistillationTrainingArguments  # noqa: E402
 from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
-from .trainer.pruning_args import PruningTrainingArguments  # noqa: E402
 from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
-from .transforms.albert import albert_num_parameters, to_albert  # noqa: E402
-from .transforms.ffn import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
-from .transforms.low_rank import (  # noqa: E402
-    LowRankLinear,
-    factorize_linear_,
-    recorded_ranks,
-    restore_low_rank_layout,
-)
-from .transforms.low_rank_loading import LowRankConfig  # noqa: E402  (registers the factorised-layout loader)
-from .transforms.student import create_student  # noqa: E402
-from .transforms.vocabulary import prune_vocabulary_  # noqa: E402
 
 __all__ = [
     "FAMILIES",

@@ -11,27 +11,21 @@ from typing import Any
 
 from transformers import PretrainedConfig
 
+from .methods import METHODS
+
 KEY = "compression"
 
-# What each step recorded in config.compression is called in a model card, and its tags on the Hub.
+# What each step recorded in config.compression is called in a model card, and its tags on the Hub: the teacher's
+# fine-tuning (a recipe stage, not a compression method), then each method of the table under its record key.
+TEACHER_FINETUNING = ("teacher fine-tuned on the task first", [])
 STEPS: dict[str, tuple[str, list[str]]] = {
-    "teacher_finetuning": ("teacher fine-tuned on the task first", []),
-    "student": ("student initialised from teacher layers (DistilBERT-style)", ["distillation"]),
-    "albert": ("ALBERT-style embedding factorisation and layer sharing", ["albert", "parameter-sharing"]),
-    "distillation": ("knowledge distillation", ["distillation"]),
-    "pruning": ("pruning (unstructured and/or FFN neurons)", ["pruning"]),
-    "ffn_pruning": ("one-shot FFN neuron pruning", ["pruning"]),
-    "low_rank": ("low-rank factorisation of Linear layers (SVD, Fisher-weighted or activation-aware)", ["low-rank"]),
-    "quantization": ("int8 post-training quantization", ["quantization", "int8"]),
-    "vocabulary": ("vocabulary pruning", ["vocabulary-pruning"]),
+    "teacher_finetuning": TEACHER_FINETUNING,
+    **{m.record_key: (m.label, list(m.tags)) for m in METHODS if m.variant is None},
 }
 TRAINED_STEPS = ("distillation", "pruning")
 # A step whose recorded `method` names a variant with its own label and tags (key: (step, method)).
 STEP_VARIANTS: dict[tuple[str, str], tuple[str, list[str]]] = {
-    ("quantization", "low_bit"): (
-        "low-bit quantization-aware training (8/4/2-bit weights, packed)",
-        ["quantization", "low-bit"],
-    ),
+    (m.record_key, m.variant): (m.label, list(m.tags)) for m in METHODS if m.variant is not None
 }
 
 

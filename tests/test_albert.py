@@ -11,6 +11,7 @@ import types
 
 import pytest
 import torch
+from hf_compress.methods.albert import transform as albert_module
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -54,8 +55,7 @@ from transformers import (
     XLMRobertaModel,
 )
 
-from hf_compress.transforms import albert as albert_module
-from hf_compress.transforms.albert import albert_num_parameters, to_albert
+from hf_compress.methods.albert.transform import albert_num_parameters, to_albert
 from tests.family_models import family_tokenizer
 from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config, tiny_tokenizer
 
@@ -787,7 +787,7 @@ def test_family_reloads_as_stock_albert_with_its_tokenizer_in_a_fresh_process(ca
 
 def test_token_weights_spend_the_factorisation_on_the_rows_that_matter():
     """Weighting vocabulary rows by use lowers the weighted reconstruction error of the word table."""
-    from hf_compress.transforms.albert import token_frequencies
+    from hf_compress.methods.albert.transform import token_frequencies
 
     model = tiny_bert(seed=4)
     used = torch.arange(5, 45)  # the tokens a "task" uses, some far more often

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from hf_compress.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
+from hf_compress.methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
 
 
 def reference_kd(s: torch.Tensor, t: torch.Tensor, temperature: float) -> float:

@@ -2,10 +2,10 @@ import pytest
 import torch
 from torch import nn
 
-from hf_compress.pruning.masks import mask_sparsity, update_masks
-from hf_compress.pruning.pruner import Pruner, select_targets
-from hf_compress.pruning.schedule import SparsitySchedule, cubic_sparsity, resolve_step
-from hf_compress.pruning.scores import Importance
+from hf_compress.methods.pruning.masks import mask_sparsity, update_masks
+from hf_compress.methods.pruning.pruner import Pruner, select_targets
+from hf_compress.methods.pruning.schedule import SparsitySchedule, cubic_sparsity, resolve_step
+from hf_compress.methods.pruning.scores import Importance
 from tests.testing_utils import tiny_bert
 
 
@@ -159,7 +159,7 @@ def test_pruner_state_round_trip():
 
 
 def test_prune_lowest_equals_the_first_entries_of_a_stable_sort():
-    from hf_compress.pruning.masks import prune_lowest as _prune_lowest
+    from hf_compress.methods.pruning.masks import prune_lowest as _prune_lowest
 
     g = torch.Generator().manual_seed(0)
     for trial in range(200):

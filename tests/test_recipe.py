@@ -7,7 +7,7 @@ import yaml
 
 from hf_compress.cli import RECIPE_COMMANDS, main
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe, resolve_model_path
-from hf_compress.trainer.distillation_args import DistillationTrainingArguments
+from hf_compress.methods.distillation.config import DistillationTrainingArguments
 
 ROOT = os.path.dirname(os.path.dirname(__file__))
 RECIPES = sorted(glob.glob(os.path.join(ROOT, "recipes", "*.yaml")))

@@ -10,11 +10,11 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from hf_compress import CompressionTrainer, CompressionTrainingArguments, PruningTrainer, create_student, to_albert
-from hf_compress.pruning.ffn_pruner import FFNPruner
-from hf_compress.pruning.heads import HeadImportance, attention_outputs
-from hf_compress.pruning.schedule import SparsitySchedule
-from hf_compress.pruning.scores import gate_gradients
-from hf_compress.transforms.ffn import ffn_layers, prune_ffn_, slice_ffn_
+from hf_compress.methods.ffn_pruning.pruner import FFNPruner
+from hf_compress.methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_
+from hf_compress.methods.pruning.heads import HeadImportance, attention_outputs
+from hf_compress.methods.pruning.schedule import SparsitySchedule
+from hf_compress.methods.pruning.scores import gate_gradients
 from tests.test_pruning_trainer import make_args
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset
 
@@ -384,8 +384,8 @@ def test_head_gate_gradient_through_a_factorised_output_projection_equals_the_de
     # A LowRankLinear y = U·D·x has the gate gradients of the dense W = U·D: scaling input column j scales only
     # column j of D, so the column-block sums of D ⊙ ∂L/∂D equal those of W ⊙ ∂L/∂W.
     from hf_compress import LowRankLinear
-    from hf_compress.pruning.heads import input_weight_and_grad
-    from hf_compress.pruning.scores import gate_gradients
+    from hf_compress.methods.pruning.heads import input_weight_and_grad
+    from hf_compress.methods.pruning.scores import gate_gradients
 
     torch.manual_seed(0)
     up, down, bias = torch.randn(12, 5), torch.randn(5, 16), torch.randn(12)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from hf_compress import create_student
-from hf_compress.transforms.student import uniform_layers
+from hf_compress.methods.student.transform import uniform_layers
 from tests.testing_utils import tiny_batch, tiny_bert
 
 

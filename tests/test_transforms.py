@@ -18,7 +18,7 @@ from hf_compress import (
     smooth_activations_,
     to_albert,
 )
-from hf_compress.transforms.ffn import ffn_layers
+from hf_compress.methods.ffn_pruning.transform import ffn_layers
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_tokenizer
 
 CONTEXTS = {

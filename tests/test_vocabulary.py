@@ -22,7 +22,7 @@ from transformers import (
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
 from hf_compress import prune_vocabulary_, quantize_, to_albert
-from hf_compress.transforms.vocabulary import tokens_to_keep
+from hf_compress.methods.vocabulary.transform import tokens_to_keep
 from tests.family_models import CORPUS, KINDS, roles, trained
 from tests.family_models import TOKENIZERS as FAMILIES
 from tests.family_models import family_model as tiny_family_model

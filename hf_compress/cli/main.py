@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..methods.distillation.config import DistillationTrainingArguments
+from ..methods.pruning.config import PruningTrainingArguments
 from ..trainer.compression_args import CompressionTrainingArguments
-from ..trainer.distillation_args import DistillationTrainingArguments
-from ..trainer.pruning_args import PruningTrainingArguments
 from . import quantize, report
 from .recipe import RecipeArguments, RecipeParser
 

@@ -84,12 +84,6 @@ class RecipeArguments:
     overwrite_output: bool = config_field(
         False, "Allow the final save to replace a different model already in output_dir."
     )
-    prune_vocabulary: bool = config_field(
-        False,
-        "After training, keep only the word embeddings of tokens the training split uses (plus what keeps "
-        "every text spellable) and save a matching stock tokenizer: a smaller model, same outputs on text made "
-        "of kept tokens, other words split into kept pieces.",
-    )
     report: bool = config_field(True, "Evaluate teacher and student and print the comparison.")
     report_latency_repeats: int = config_field(10, "Timed forward passes per model and batch.")
     report_latency_threads: int | None = config_field(

@@ -15,11 +15,12 @@ from ..checks import check_embedding_size, check_num_hidden_groups, check_studen
 from ..data import ensure_splits
 from ..hub import write_model_card
 from ..loading import check_path_or_id, is_saved_model, resolve_model_path
+from ..methods import enabled_methods
+from ..methods.distillation.config import DistillationTrainingArguments
+from ..methods.pruning.config import PruningTrainingArguments
 from ..provenance import portable_reference
 from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
-from ..trainer.distillation_args import DistillationTrainingArguments
-from ..trainer.pruning_args import PruningTrainingArguments
 from ..trainer.saving import apply_umask, replace_pickled_args
 from .recipe import RecipeArguments, recipe_as_dict
 
@@ -193,7 +194,7 @@ def load_teacher_model(recipe: RecipeArguments, args: TrainingArguments, plan: P
 
 def make_student(recipe: RecipeArguments, teacher, task):
     """The student: layers chosen by the recipe from the teacher (DistilBERT-style) or from a student checkpoint."""
-    from ..transforms.student import create_student
+    from ..methods.student.transform import create_student
 
     source = teacher
     if recipe.student_model_name_or_path is not None:
@@ -239,14 +240,11 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
     )
     trainer = trainer_class(**common, teacher_model=teacher) if command != "prune" else trainer_class(**common)
     announce(f"Stage 2: {command} ({len(common['train_dataset'])} examples, {args.num_train_epochs} epochs)")
-    trainer.train()  # finalizes: masks baked, pruned FFN neurons sliced, quantized if asked, provenance recorded
-    announce("Stage 3: finalized (masks baked, FFN sliced, quantized where asked)")
-    student_tokenizer = plan.tokenizer
-    if recipe.prune_vocabulary:
-        from ..transforms.vocabulary import prune_vocabulary_
-
-        student_tokenizer = prune_vocabulary_(trainer.model, plan.tokenizer, common["train_dataset"]["input_ids"])
-        trainer.processing_class = student_tokenizer  # saved beside the model by save_model
+    # train() finalizes: each enabled method's final step in table order (masks baked, pruned FFN neurons sliced,
+    # packed or quantized, vocabulary cut with its tokenizer), provenance recorded.
+    trainer.train()
+    announce("Stage 3: finalized (" + ", ".join(m.name for m in enabled_methods(args, "finalize")) + ")")
+    student_tokenizer = trainer.processing_class  # the pruned tokenizer when the vocabulary was cut
     trainer.save_model(args.output_dir)
     result = {"output_dir": args.output_dir}
     rows = None

@@ -30,6 +30,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from ..checks import check_choice, check_positive_int, invalid, require
+from ..methods.low_bit.config import SENSITIVITIES  # noqa: F401  (re-exported)
 from .low_bit import BITS, dequantize_groups, quantize_groups, select_low_bit_modules, stored_bytes
 
 
@@ -100,7 +101,6 @@ def fisher_sensitivities(
     return omega
 
 
-SENSITIVITIES = ("fisher", "kl")
 # Output fields that are distributions over their last dimension: classes, token labels, answer start / end.
 LOGIT_FIELDS = ("logits", "start_logits", "end_logits")
 

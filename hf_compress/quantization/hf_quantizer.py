@@ -12,13 +12,13 @@ import torch
 from transformers.quantizers import register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
-from ..transforms.low_rank import restore_low_rank_layout
+from ..format.trainable import TrainableQuantizer
+from ..methods.low_rank.transform import restore_low_rank_layout
 from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8QuantizationConfig
 from .low_bit_modules import LowBitEmbedding, LowBitLinear, parse_kind
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 from .quantize import apply_quantization, check_not_quantized
-from .trainable_quantizer import TrainableQuantizer
 
 
 class Int8HfQuantizer(TrainableQuantizer):

@@ -27,15 +27,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check_choice, check_positive_int, invalid
+from ..methods.low_bit.config import BITS, MODULE_SELECTIONS  # noqa: F401  (MODULE_SELECTIONS re-exported)
 from .modules import EMBEDDING_QMAX, MIN_SCALE, SEVEN_BIT_QMAX
 
 logger = logging.getLogger(__name__)
 
-BITS = (8, 4, 2)
 TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|w|: TWN's approximation of the optimal ternary threshold
 # Which modules `select_low_bit_modules` picks by name: the Linears inside the transformer layers; those plus the
 # input word embeddings (TernaryBERT's choice); or every Linear (pooler and task head too) and the word embeddings.
-MODULE_SELECTIONS = ("encoder", "encoder_embeddings", "all")
 
 
 def qmax(bits: int, embedding: bool = False) -> int:

@@ -1,4 +1,4 @@
-"""Int8LowRankLinear: a factorised Linear (hf_compress.transforms.low_rank) with both factors in int8.
+"""Int8LowRankLinear: a factorised Linear (hf_compress.methods.low_rank.transform) with both factors in int8.
 
 y = up(down(x)) runs as two int8 matmuls on the fbgemm path, as Int8Linear does: x is quantized at run time, down's
 int8 codes give the rank-r h, which is quantized again for up. Each factor has its own scale per row (down: r rows,

@@ -15,8 +15,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.quantizers.quantizers_utils import should_convert_module
 
 from .. import provenance
-from ..transforms.low_rank import LowRankLinear
-from ..transforms.low_rank_loading import is_low_rank_config
+from ..methods.low_rank.layout import is_low_rank_config
+from ..methods.low_rank.transform import LowRankLinear
 from .config import GPTQ_BUFFER, OUTLIER_BUFFER, QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
 from .low_rank import Int8LowRankLinear
 from .modules import Int8Embedding, Int8Linear

@@ -28,7 +28,7 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_fraction, check_positive_int, invalid, require
-from ..transforms.low_rank import LowRankLinear
+from ..methods.low_rank.transform import LowRankLinear
 from .config import SMOOTHING_BUFFER
 from .quantize import check_not_quantized
 

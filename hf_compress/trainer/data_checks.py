@@ -9,7 +9,7 @@ from __future__ import annotations
 from datasets import ClassLabel, Dataset, Sequence
 
 from ..checks import invalid
-from .distillation_loss import SPAN_LABELS, head_kind
+from ..methods.distillation.loss import SPAN_LABELS, head_kind
 
 LABEL_COLUMNS = ("labels", "label", "label_ids")
 

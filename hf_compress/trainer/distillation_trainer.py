@@ -11,11 +11,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, Trainer
 
-from ..losses import attention_loss, hidden_state_loss
-from ..provenance import portable_reference, record
-from .data_checks import check_trainer_datasets
-from .distillation_args import DistillationTrainingArguments, default_teacher_layer_mapping
-from .distillation_loss import (
+from ..methods.distillation.config import DistillationTrainingArguments, default_teacher_layer_mapping
+from ..methods.distillation.loss import (
     LossTermLog,
     count_items,
     head_kind,
@@ -23,7 +20,10 @@ from .distillation_loss import (
     logit_terms,
     pop_labels,
 )
-from .logit_cache import TeacherLogitCache
+from ..methods.distillation.losses import attention_loss, hidden_state_loss
+from ..methods.distillation.teacher_cache import TeacherLogitCache
+from ..provenance import portable_reference, record
+from .data_checks import check_trainer_datasets
 from .saving import FinalizeMixin
 
 # The hidden-state projection is trained with the student but is not part of it. It is attached to the student as
@@ -168,6 +168,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         self._terms = LossTermLog()
         self._steps_since_log = 0
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself (TRL does this)
+        self._after_init()
 
     @property
     def hidden_projection(self) -> nn.ModuleList | None:
@@ -351,9 +352,9 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             output.metrics.update({f"{prefix}_{k}": v for k, v in terms.items()})
         return output
 
-    def _finalize_model(self) -> None:
-        """Detach the training-only projection and record the distillation in config.compression."""
-        super()._finalize_model()
+    def _finalize_distillation(self) -> None:
+        """Distillation's part of finalize(): detach the training-only projection and record the distillation in
+        config.compression."""
         if getattr(self.model, PROJECTION_MODULE, None) is not None:
             self._detached_projection = getattr(self.model, PROJECTION_MODULE)
             delattr(self.model, PROJECTION_MODULE)

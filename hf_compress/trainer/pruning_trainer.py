@@ -10,13 +10,13 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from ..methods.ffn_pruning.pruner import FFNPruner
+from ..methods.pruning.callback import PruningCallback
+from ..methods.pruning.config import PruningTrainingArguments
+from ..methods.pruning.heads import HeadImportance
+from ..methods.pruning.pruner import Pruner, RemainingPruner, format_layer_table, select_targets
 from ..provenance import record
-from ..pruning.ffn_pruner import FFNPruner
-from ..pruning.heads import HeadImportance
-from ..pruning.pruner import Pruner, RemainingPruner, format_layer_table, select_targets
-from .callbacks import PruningCallback
 from .data_checks import check_trainer_datasets
-from .pruning_args import PruningTrainingArguments
 from .saving import FinalizeMixin
 
 logger = logging.getLogger(__name__)
@@ -35,8 +35,8 @@ class PruningMixin:
     def _setup_pruning(self) -> None:
         """Create the pruners over the model's targets; no-op when target_sparsity and ffn_sparsity are both 0."""
         args = self.args
-        if not args.prunes:
-            return
+        if not args.prunes or self.head_importance is not None:
+            return  # off, or already set up (the pruning and FFN pruning methods share this setup)
         schedule = args.pruning_schedule()
         if args.ffn_sparsity > 0:
             # Checks that the model has FFN layers and that ffn_sparsity leaves neurons, before any training.
@@ -117,11 +117,14 @@ class PruningMixin:
         super()._load_best_model()
         self._load_pruning_state(self.state.best_model_checkpoint)
 
-    def _finalize_model(self) -> None:
-        """Bake the masks (zeros in place, loadable without us), slice pruned FFN neurons away, record the pruning."""
-        super()._finalize_model()
-        if self.head_importance is None:
+    _pruning_finalized = False
+
+    def _finalize_pruning(self) -> None:
+        """Pruning's part of finalize(), once for both pruning methods: bake the masks (zeros in place, loadable
+        without us), slice pruned FFN neurons away, record the pruning."""
+        if self.head_importance is None or self._pruning_finalized:
             return
+        self._pruning_finalized = True
         for pruner in self._pruners():
             pruner.apply_masks()
         if self.ffn_pruner is not None:
@@ -183,5 +186,5 @@ class PruningTrainer(PruningMixin, FinalizeMixin, Trainer):
         if model is not None:
             check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)
-        self._setup_pruning()
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself
+        self._after_init()

@@ -86,14 +86,31 @@ def staged_directory(target: str):
 
 
 class FinalizeMixin:
-    """finalize() once, at the end of train() or at the first final save; checkpoints untouched; atomic final saves.
+    """The lifecycle our trainers share: the enabled methods' checks and training hooks at the end of __init__;
+    finalize() once, at the end of train() or at the first final save; checkpoints untouched; atomic final saves.
 
-    Each mixin of a trainer adds its part of finalization in `_finalize_model` (calling super() first, so steps run
-    and are recorded in the order they were applied) and its final files in `_write_final_files`.
+    Each method of `hf_compress.methods.METHODS` adds its part of finalization as its `finalize` hook, run in table
+    order (so steps run and are recorded in the order they were applied); mixins add final files in
+    `_write_final_files`.
     """
 
     _finalized = False
     _saving_checkpoint = False
+
+    def _after_init(self) -> None:
+        """At the end of __init__: each enabled method's `after_trainer` conversion, its `validate` checks, then its
+        training hooks (`setup`), in table order, before any training."""
+        from ..methods import enabled_methods
+
+        for method in enabled_methods(self.args, "convert"):
+            if method.after_trainer is not None:
+                method.after_trainer(self)
+        for method in enabled_methods(self.args):
+            if method.validate is not None:
+                method.validate(self)
+        for method in enabled_methods(self.args, "train"):
+            if method.setup is not None:
+                method.setup(self)
 
     def finalize(self) -> PreTrainedModel:
         """Bake masks, slice pruned FFN neurons, drop training-only modules, quantize and record provenance, once.
@@ -107,7 +124,11 @@ class FinalizeMixin:
         return self.model
 
     def _finalize_model(self) -> None:
-        """The base of the cooperative chain: nothing to do."""
+        """Each enabled method's `finalize` hook, in table order."""
+        from ..methods import enabled_methods
+
+        for method in enabled_methods(self.args, "finalize"):
+            method.finalize(self)
 
     def _write_final_files(self, output_dir: str) -> None:
         """The base of the cooperative chain: nothing beside the model."""

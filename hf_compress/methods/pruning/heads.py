@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..families import distinct_layers
+from ...families import distinct_layers
 from .scores import ScoreAccumulator, gate_gradients
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ def attention_outputs(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
     Raises ValueError for any other kind (e.g. already quantized).
     """
-    from ..transforms.low_rank import LowRankLinear  # here: transforms.low_rank imports the quantization package
+    from ..low_rank.transform import LowRankLinear  # here: transforms.low_rank imports the quantization package
 
     layers = distinct_layers(model, check_linear=False)
     outputs = [(f"{layer.name}.attention", layer.module("attention_output")) for layer in layers]
@@ -35,7 +35,7 @@ def input_weight_and_grad(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor
     For a LowRankLinear y = U·D·x that is the down factor D (rank, in): scaling input column j scales column j of D
     only, so ∂L/∂ξ_h is the same column-block sum of D ⊙ ∂L/∂D as of W ⊙ ∂L/∂W for the dense product W = U·D.
     """
-    from ..transforms.low_rank import LowRankLinear
+    from ..low_rank.transform import LowRankLinear
 
     if isinstance(module, LowRankLinear):
         grad = module.weight.grad

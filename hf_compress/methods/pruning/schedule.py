@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..checks import invalid, require
+from ...checks import invalid, require
 
 
 def resolve_step(value: float, max_steps: int) -> int:

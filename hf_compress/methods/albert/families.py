@@ -56,8 +56,8 @@ from transformers import (
 )
 from transformers.activations import ACT2FN
 
-from ..checks import invalid
-from ..families import FAMILIES, layer_list
+from ...checks import invalid
+from ...families import FAMILIES, layer_list
 
 BASE, SEQUENCE, TOKEN, QA, CHOICE = (
     "base model",

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..checks import invalid
-from ..provenance import record
-from .tokenizer_pruning import pruned_tokenizer, tokenizer_kind, tokenizer_spec, tokens_to_keep
+from ...checks import invalid
+from ...provenance import record
+from .tokenizer import pruned_tokenizer, tokenizer_kind, tokenizer_spec, tokens_to_keep
 
 __all__ = ["prune_vocabulary_", "tokens_to_keep"]
 
@@ -57,7 +57,7 @@ def _embedding_like(old: nn.Embedding, weight: torch.Tensor, padding_idx: int | 
 
 def _int8_rows(old: nn.Module, rows: torch.Tensor, padding_idx: int | None) -> nn.Module:
     """An Int8Embedding holding `old`'s rows `rows`: codes and per-row scales are selected, never re-quantized."""
-    from ..quantization.modules import Int8Embedding
+    from ...quantization.modules import Int8Embedding
 
     with torch.inference_mode(False), torch.no_grad():
         new = Int8Embedding(len(rows), old.embedding_dim, padding_idx, device=old.weight.device)

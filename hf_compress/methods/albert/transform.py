@@ -12,9 +12,9 @@ import math
 import torch
 from transformers import AlbertConfig, PreTrainedModel
 
-from ..checks import check_embedding_size, check_num_hidden_groups, check_sharing_init, is_int, require
-from ..provenance import KEY, portable_reference, record
-from .albert_families import ALBERT_HEAD, Embeddings, Source, check_convertible, describe, tokenizer_class
+from ...checks import check_embedding_size, check_num_hidden_groups, check_sharing_init, is_int, require
+from ...provenance import KEY, portable_reference, record
+from .families import ALBERT_HEAD, Embeddings, Source, check_convertible, describe, tokenizer_class
 
 
 def albert_num_parameters(config: AlbertConfig, add_pooling_layer: bool = True) -> int:

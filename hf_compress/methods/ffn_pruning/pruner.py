@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from ..checks import check_choice
-from ..families import set_intermediate_size
-from ..transforms.ffn import (
+from ...checks import check_choice
+from ...families import set_intermediate_size
+from ..pruning.masks import prune_lowest
+from ..pruning.pruner import ScheduledPruner
+from ..pruning.schedule import SparsitySchedule
+from ..pruning.scores import ScoreAccumulator, gate_gradients
+from .transform import (
     FFN_METHODS,
     check_ffn_sparsity,
     ffn_layers,
@@ -16,10 +20,6 @@ from ..transforms.ffn import (
     slice_layer,
     zero_neurons,
 )
-from .masks import prune_lowest
-from .pruner import ScheduledPruner
-from .schedule import SparsitySchedule
-from .scores import ScoreAccumulator, gate_gradients
 
 
 class FFNPruner(ScheduledPruner):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..checks import check_choice
+from ...checks import check_choice
 
 SCOPES = ("global", "per_layer")
 

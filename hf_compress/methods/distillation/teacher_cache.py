@@ -42,7 +42,7 @@ class TeacherLogitCache:
 
         The teacher runs only on examples not seen before.
         """
-        from .distillation_loss import head_logits
+        from .loss import head_logits
 
         keys = example_keys(inputs)
         ids = inputs["input_ids"]

@@ -32,7 +32,7 @@ from tokenizers import pre_tokenizers
 from transformers import AutoTokenizer
 from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
-from ..checks import invalid
+from ...checks import invalid
 
 ALLOWED_KINDS = (
     "a fast tokenizer (tokenizer.json) whose model is WordPiece, byte-level BPE (ByteLevel pre-tokenizer) or Unigram"

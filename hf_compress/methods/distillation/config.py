@@ -8,8 +8,9 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from ..checks import check_choice, check_layer_ids, invalid, require
-from ..config_fields import config_field
+from ...checks import check_choice, check_layer_ids, invalid, require
+from ...config_fields import config_field
+from ..vocabulary.config import VocabularyArguments
 
 ATTENTION_LOSS_TYPES = ("kl", "mse")
 TEACHER_QUANTIZATIONS = (None, "int8")
@@ -35,7 +36,7 @@ def refuse_old_layer_mapping(value: Any) -> None:
 
 
 @dataclass
-class DistillationTrainingArguments(TrainingArguments):
+class DistillationTrainingArguments(VocabularyArguments, TrainingArguments):
     """TrainingArguments for knowledge distillation (Hinton et al. 2015; TinyBERT-style intermediate terms)."""
 
     renamed_fields = ("layer_mapping",)  # kept only to refuse the old spelling; recipes never write them
@@ -127,6 +128,9 @@ class DistillationTrainingArguments(TrainingArguments):
             "False when hidden_loss_weight or attention_loss_weight > 0 (those terms need a teacher forward "
             "on every step, so caching logits saves nothing)",
         )
+        from .. import check_methods  # the table imports this module's package
+
+        check_methods(self)
 
     @property
     def intermediate_terms(self) -> bool:

@@ -23,9 +23,9 @@ from transformers.quantizers import register_quantization_config, register_quant
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
-from ..checks import invalid, is_int, require
-from ..config_fields import config_field
-from ..quantization.trainable_quantizer import TrainableQuantizer
+from ...checks import invalid, is_int, require
+from ...config_fields import config_field
+from ...format.trainable import TrainableQuantizer
 
 LOW_RANK_METHOD = "hf_compress_low_rank"
 FORMAT_VERSION = 1
@@ -72,7 +72,7 @@ class LowRankHfQuantizer(TrainableQuantizer):
     quantization_config: LowRankConfig
 
     def _process_model_before_weight_loading(self, model, **kwargs):
-        from .low_rank import restore_low_rank_layout  # low_rank imports this module
+        from .transform import restore_low_rank_layout  # low_rank imports this module
 
         return restore_low_rank_layout(model, self.quantization_config.ranks)
 

@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import torch
 
-from ..losses import ce_loss, kd_loss
+from .losses import ce_loss, kd_loss
 
 SPAN_KEYS = ("start_logits", "end_logits")
 SPAN_LABELS = ("start_positions", "end_positions")

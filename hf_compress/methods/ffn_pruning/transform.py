@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from ..checks import check_choice, check_positive_int, invalid
-from ..families import FFN_PARTS, LayerParts, distinct_layers, intermediate_size, set_intermediate_size
-from ..provenance import record
+from ...checks import check_choice, check_positive_int, invalid
+from ...families import FFN_PARTS, LayerParts, distinct_layers, intermediate_size, set_intermediate_size
+from ...provenance import record
 from ..pruning.masks import prune_lowest
 from ..pruning.scores import gate_gradients
 

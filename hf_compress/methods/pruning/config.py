@@ -6,16 +6,17 @@ from dataclasses import dataclass
 
 from transformers import TrainingArguments
 
-from ..checks import check_choice, check_fraction, invalid
-from ..config_fields import config_field
-from ..pruning.masks import SCOPES
-from ..pruning.schedule import SparsitySchedule
-from ..pruning.scores import METHODS
-from ..transforms.ffn import FFN_METHODS
+from ...checks import check_choice, check_fraction, invalid
+from ...config_fields import config_field
+from ..ffn_pruning.transform import FFN_METHODS
+from ..vocabulary.config import VocabularyArguments
+from .masks import SCOPES
+from .schedule import SparsitySchedule
+from .scores import METHODS
 
 
 @dataclass
-class PruningTrainingArguments(TrainingArguments):
+class PruningTrainingArguments(VocabularyArguments, TrainingArguments):
     """TrainingArguments for gradient-based pruning on a cubic schedule: of weights, of whole FFN neurons, or both.
 
     `target_sparsity` prunes single weights (zeros in place); `ffn_sparsity` removes whole FFN neurons, which the final
@@ -72,6 +73,9 @@ class PruningTrainingArguments(TrainingArguments):
                 "empty when pruning (masks are kept on whole tensors, which sharding splits across ranks); "
                 "use DDP (torchrun / accelerate launch without FSDP or DeepSpeed)",
             )
+        from .. import check_methods  # the table imports this module's package
+
+        check_methods(self)
 
     @property
     def prunes(self) -> bool:

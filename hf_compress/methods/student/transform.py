@@ -7,9 +7,9 @@ import copy
 import torch
 from transformers import PreTrainedModel
 
-from ..checks import check_student_depth
-from ..families import base_prefix, family_of, layer_list
-from ..provenance import portable_reference, record
+from ...checks import check_student_depth
+from ...families import base_prefix, family_of, layer_list
+from ...provenance import portable_reference, record
 
 
 def uniform_layers(num_teacher_layers: int, num_student_layers: int) -> list[int]:

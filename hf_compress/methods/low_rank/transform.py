@@ -34,15 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import invalid, is_int, require
-from ..provenance import applied, record
-from .low_rank_calibration import calibrate
-from .low_rank_loading import LowRankConfig, attach_low_rank
-from .low_rank_ranks import allocate_budget, rank_for_energy, rank_for_ratio, saves_parameters
+from ...checks import invalid, is_int, require
+from ...provenance import applied, record
+from .calibration import calibrate
+from .config import LOW_RANK_METHODS as METHODS
+from .layout import LowRankConfig, attach_low_rank
+from .ranks import allocate_budget, rank_for_energy, rank_for_ratio, saves_parameters
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("svd", "fisher", "activation")
 STEP = "low_rank"  # provenance key in config.compression
 FilterFn = Callable[[nn.Module, str], bool]
 # Rows with no gradient at all get this fraction of the mean row Fisher, so that they still weigh a little.
@@ -274,7 +274,7 @@ def factorize_linear_(
     targets = select_linears(model, filter_fn)
     if not targets:
         raise invalid("filter_fn", filter_fn, "a selection of at least one nn.Linear of the model")
-    from ..quantization.config import SMOOTHING_BUFFER  # the quantization package imports this module
+    from ...quantization.config import SMOOTHING_BUFFER  # the quantization package imports this module
 
     # smooth_activations_ leaves run-time scales on dense Linears for quantize_; factorising would drop them.
     smoothed = [n for n, m in targets.items() if getattr(m, SMOOTHING_BUFFER, None) is not None]

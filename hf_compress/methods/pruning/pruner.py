@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..families import base_model, encoder_linears, head_names
+from ...families import base_model, encoder_linears, head_names
 from .masks import mask_sparsity, update_masks
 from .schedule import SparsitySchedule
 from .scores import Importance

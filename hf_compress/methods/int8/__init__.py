@@ -1,0 +1,64 @@
+"""Int8 post-training quantization (dynamic int8 Linears, int8 embeddings), optionally calibrated first."""
+
+from __future__ import annotations
+
+from ..method import Method
+from .config import Int8Arguments, check_int8_arguments
+
+
+def quantize_calibrated_(model, args, batches=None):
+    """SmoothQuant, outlier channels and GPTQ as `args` asks (in that order, on the same `batches`), then
+    `quantize_`; returns the int8 model. `args`: an `Int8Arguments` (or anything with its fields).
+
+    Raises ValueError when a calibrated step is asked for without batches, or as each step does.
+    """
+    from ...checks import invalid
+    from ...quantization import (
+        Int8QuantizationConfig,
+        calibrate_gptq_,
+        keep_outlier_channels_,
+        quantize_,
+        smooth_activations_,
+    )
+
+    if args.calibrated:
+        if not batches:
+            raise invalid("calibration_batches", args.calibration_batches, "batches of data to calibrate on (none)")
+        n = len(batches)
+        if args.smoothquant_alpha is not None:
+            model = smooth_activations_(model, batches, alpha=args.smoothquant_alpha, num_batches=n)
+        if args.num_outlier_channels:
+            keep_outlier_channels_(model, batches, num_channels=args.num_outlier_channels, num_batches=n)
+        if args.gptq:
+            calibrate_gptq_(model, batches, num_batches=n)
+    config = Int8QuantizationConfig(
+        modules_to_not_convert=args.quantization_modules_to_not_convert, activation_range=args.activation_range
+    )
+    return quantize_(model, config)
+
+
+def quantize(trainer) -> None:
+    """After pruning is baked and sliced; a low-rank layout is quantized with its factors."""
+    from ..low_rank.layout import is_low_rank_config
+
+    existing = getattr(trainer.model.config, "quantization_config", None)
+    if existing is not None and not is_low_rank_config(existing):
+        return  # already int8 (a resumed or re-finalized run)
+    args = trainer.args
+    batches = None
+    if args.calibrated:
+        batches = trainer.calibration_batches(args.calibration_batches, "int8 calibration")
+    quantize_calibrated_(trainer.model, args, batches)
+
+
+METHOD = Method(
+    name="int8",
+    record="quantization",
+    label="int8 post-training quantization",
+    tags=("quantization", "int8"),
+    arguments=Int8Arguments,
+    stages=("finalize",),
+    enabled=lambda args: args.quantization != "none",
+    check=check_int8_arguments,
+    finalize=quantize,
+)

@@ -1,0 +1,68 @@
+"""Low-bit quantization-aware training: 8/4/2-bit weights (straight-through), packed into uint8 at finalization."""
+
+from __future__ import annotations
+
+from ..method import Method
+from .config import LowBitArguments, check_low_bit_arguments
+
+
+def fake_quantize(trainer) -> None:
+    """fake_quantize_ on the student: one weight_bits, or widths chosen by choose_bit_widths for bit_budget_mb."""
+    from torch import nn
+
+    from ...checks import invalid
+    from ...quantization import choose_bit_widths, fake_quantize_
+    from ...quantization.low_bit import select_low_bit_modules
+
+    args = trainer.args
+    modules = args.weight_quantization_modules
+    if args.bit_budget_mb is not None:
+        if trainer.train_dataset is None:
+            raise invalid("train_dataset", None, f"a labelled dataset for bit_budget_mb={args.bit_budget_mb}")
+        batches = trainer.calibration_batches(args.bit_calibration_batches, "bit-width calibration")
+        bits = choose_bit_widths(
+            trainer.model,
+            batches,
+            args.bit_budget_mb,
+            num_batches=args.bit_calibration_batches,
+            group_size=args.weight_group_size,
+            modules=modules,
+            sensitivity=args.bit_sensitivity,
+        )
+    else:
+        chosen = select_low_bit_modules(trainer.model, modules)
+        embedding_bits = args.embedding_weight_bits or args.weight_bits
+        bits = {n: embedding_bits if isinstance(m, nn.Embedding) else args.weight_bits for n, m in chosen.items()}
+    fake_quantize_(trainer.model, bits, args.weight_group_size)
+    trainer.low_bit_widths = bits
+
+
+def pack(trainer) -> None:
+    """The trained master weights packed as the forward pass saw them; the int8 kernel computes with them."""
+    if getattr(trainer.model.config, "quantization_config", None) is not None:
+        return  # already packed (a resumed or re-finalized run)
+    from ...provenance import applied, record
+    from ...quantization import Int8QuantizationConfig, bake_low_bit_
+
+    bake_low_bit_(trainer.model, Int8QuantizationConfig())
+    args = trainer.args
+    qat = {"weight_bits": args.weight_bits, "bit_budget_mb": args.bit_budget_mb}
+    if args.bit_budget_mb is not None:
+        qat["bit_sensitivity"] = args.bit_sensitivity
+    qat.update(group_size=args.weight_group_size, modules=args.weight_quantization_modules)
+    record(trainer.model.config, "quantization", {**applied(trainer.model.config)["quantization"], **qat})
+
+
+METHOD = Method(
+    name="low_bit",
+    record="quantization",
+    variant="low_bit",
+    label="low-bit quantization-aware training (8/4/2-bit weights, packed)",
+    tags=("quantization", "low-bit"),
+    arguments=LowBitArguments,
+    stages=("convert", "finalize"),
+    enabled=lambda args: args.low_bit,
+    check=check_low_bit_arguments,
+    after_trainer=fake_quantize,
+    finalize=pack,
+)

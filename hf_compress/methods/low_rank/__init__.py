@@ -1,0 +1,54 @@
+"""Low-rank factorisation of Linear layers (SVD, Fisher-weighted or activation-aware), trained back by distilling."""
+
+from __future__ import annotations
+
+from ..method import Method
+from .config import LowRankArguments, check_low_rank_arguments
+
+
+def attention_projections(model):
+    """filter_fn of factorize_linear_ keeping the q/k/v/output projections of every distinct layer."""
+    from ...families import ATTENTION_PARTS, distinct_layers
+
+    names = {parts.module_name(part) for parts in distinct_layers(model) for part in ATTENTION_PARTS}
+    return lambda module, name: name in names
+
+
+def factorize(trainer) -> None:
+    """factorize_linear_ on the student after Trainer.__init__ (its collator and column rules exist), before any
+    optimizer does; calibrated on the first train batches when the method needs data."""
+    from ...checks import invalid
+    from .transform import factorize_linear_
+
+    args = trainer.args
+    rule = {"budget" if args.low_rank_allocation == "budget" else "rank_ratio": args.low_rank_ratio}
+    batches = None
+    if args.low_rank_method != "svd" or args.low_rank_allocation == "budget":
+        if trainer.train_dataset is None:
+            raise invalid(
+                "train_dataset",
+                None,
+                f"a labelled dataset for low_rank_method={args.low_rank_method!r} / low_rank_allocation="
+                f"{args.low_rank_allocation!r} (or low_rank_method='svd' with 'per_module')",
+            )
+        batches = trainer.calibration_batches(args.low_rank_calibration_batches, "low-rank calibration")
+    factorize_linear_(
+        trainer.model,
+        method=args.low_rank_method,
+        dataloader=batches,
+        num_batches=args.low_rank_calibration_batches,
+        filter_fn=attention_projections(trainer.model) if args.low_rank_modules == "attention" else None,
+        **rule,
+    )
+
+
+METHOD = Method(
+    name="low_rank",
+    label="low-rank factorisation of Linear layers (SVD, Fisher-weighted or activation-aware)",
+    tags=("low-rank",),
+    arguments=LowRankArguments,
+    stages=("convert",),
+    enabled=lambda args: args.low_rank_ratio is not None,
+    check=check_low_rank_arguments,
+    after_trainer=factorize,
+)

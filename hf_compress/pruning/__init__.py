@@ -1,1 +1,0 @@
-"""Pruning while training: one schedule, one score accumulator, masks, and the weight, FFN and head pruners."""

@@ -1,1 +1,0 @@
-"""Transforms of a model, `transform_(model, ...) -> model` (in place when the name ends in `_`)."""
