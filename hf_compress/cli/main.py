@@ -1,7 +1,7 @@
 """`hf-compress <command>`: one parser for every command; each command's body lives in its own module.
 
 distill | prune | compress  run a YAML recipe (`train.py`): RecipeArguments + the command's arguments class
-quantize                    int8 post-training quantization of a saved model (`quantize.py`)
+quantize                    int8 post-training quantization of a saved model, calibrated if asked (`quantize.py`)
 report                      size, sparsity, latency and task metric of saved models side by side (`report.py`)
 
 Bad input ends in one line on stderr and exit code 2, before any model is loaded.
@@ -49,7 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("recipe", nargs="?", help="path to a YAML recipe (see recipes/)")
     for command, (module, text) in TOOL_COMMANDS.items():
-        module.add_arguments(sub.add_parser(command, help=text, description=module.__doc__.splitlines()[0]))
+        classes = getattr(module, "CLASSES", ())  # a command whose fields are dataclasses (quantize)
+        p = sub.add_parser(command, dataclass_types=classes, help=text, description=module.__doc__.splitlines()[0])
+        module.add_arguments(p)
     return parser
 
 
@@ -72,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             rest = argv[2:] if path is not None else argv[1:]
             recipe, training_args = parse_recipe(path, rest, *classes, parser=subparser)
             run_recipe(recipe, training_args, command)
+        elif hasattr(TOOL_COMMANDS[command][0], "CLASSES"):
+            TOOL_COMMANDS[command][0].run(argv[1:])  # parses its recipe and flags into its dataclasses
         else:
             TOOL_COMMANDS[command][0].run(subparser.parse_args(argv[1:]))
     except (ValueError, OSError) as err:  # OSError: from_pretrained's and the file system's own messages

@@ -1,27 +1,124 @@
-"""`hf-compress quantize MODEL_DIR OUTPUT_DIR [--keep MODULE ...]`: int8 quantization of a saved model."""
+"""`hf-compress quantize [RECIPE.yaml | MODEL_DIR OUTPUT_DIR] [--field value ...]`: int8 of a saved model.
+
+The fields are those of the int8 method in a training recipe (`Int8Arguments`: activation_range, smoothquant_alpha,
+num_outlier_channels, gptq, calibration_batches, quantization_modules_to_not_convert), with the same names, plus where
+the model comes from and goes to. The calibrated steps measure the first `calibration_batches` batches of
+`calibration_batch_size` examples of the recipe's train split (after a seeded shuffle), read by the recipe's task
+fields (task, dataset_name, text_column, max_length, ...), as a training recipe reads them.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from ..checks import check_positive_int, invalid
+from ..config_fields import config_field
+from ..methods.int8.config import Int8Arguments, check_int8_arguments
+from .recipe import RecipeArguments, RecipeParser, parse_recipe
+
+
+@dataclass
+class QuantizeArguments(Int8Arguments):
+    """The int8 method's fields, on by default, and where the int8 model goes."""
+
+    quantization: str = config_field("dynamic-int8", "Always 'dynamic-int8' for this command.")
+    output_dir: str | None = config_field(None, "Where the int8 model and its tokenizer go (OUTPUT_DIR).")
+    calibration_batch_size: int = config_field(32, "Examples per calibration batch (calibrated steps only).")
+
+    def __post_init__(self):
+        if self.quantization != "dynamic-int8":
+            raise invalid("quantization", self.quantization, "'dynamic-int8' for hf-compress quantize")
+        check_int8_arguments(self)
+        check_positive_int("calibration_batch_size", self.calibration_batch_size)
+
+
+CLASSES = (RecipeArguments, QuantizeArguments)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `hf-compress quantize`."""
-    parser.add_argument("model_dir", metavar="MODEL_DIR", help="a saved model directory (save_pretrained)")
-    parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the int8 model and its tokenizer go")
-    parser.add_argument("--keep", nargs="*", default=None, help="modules kept in full precision, e.g. classifier")
-    parser.add_argument("--overwrite", action="store_true", help="replace a model already in OUTPUT_DIR")
+    """Arguments of `hf-compress quantize`: the recipe or the two folders, then any field as a flag."""
+    parser.add_argument(
+        "source", nargs="?", metavar="RECIPE.yaml | MODEL_DIR", help="a YAML recipe, or a saved model directory"
+    )
+    parser.add_argument("target", nargs="?", metavar="OUTPUT_DIR", help="with MODEL_DIR: where the int8 model goes")
+    parser.add_argument("--keep", nargs="*", default=None, help="quantization_modules_to_not_convert, for short")
+    parser.add_argument("--overwrite", action="store_true", help="overwrite_output, for short")
 
 
-def run(args: argparse.Namespace) -> None:
-    """Check both directories, quantize, and write the result atomically."""
-    from ..loading import check_path_or_id
-    from ..quantization import Int8QuantizationConfig, quantize_pretrained
+def build_parser(prog: str = "hf-compress quantize") -> RecipeParser:
+    """Every field of RecipeArguments and QuantizeArguments as a flag (recipe keys have the same names)."""
+    parser = RecipeParser(CLASSES, prog=prog, description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return parser
+
+
+def parse(argv: list[str]) -> tuple[RecipeArguments, QuantizeArguments]:
+    """The two dataclasses from a recipe and/or flags; MODEL_DIR / OUTPUT_DIR fill model_name_or_path / output_dir."""
+    parser = build_parser()
+    first = argv[0] if argv and not argv[0].startswith("-") else None
+    is_recipe = first is not None and first.endswith((".yaml", ".yml"))
+    rest = argv[1:] if is_recipe else argv
+    recipe, args, extra = parse_recipe(first if is_recipe else None, rest, *CLASSES, parser=parser, extra=True)
+    if not is_recipe and extra.source is not None:
+        recipe = dataclasses.replace(recipe, model_name_or_path=extra.source)
+    if extra.target is not None:
+        args = dataclasses.replace(args, output_dir=extra.target)
+    if extra.keep is not None:
+        args = dataclasses.replace(args, quantization_modules_to_not_convert=extra.keep)
+    if extra.overwrite:
+        recipe = dataclasses.replace(recipe, overwrite_output=True)
+    if recipe.model_name_or_path is None:
+        raise invalid("MODEL_DIR", None, "a saved model directory (or model_name_or_path in the recipe)")
+    if args.output_dir is None:
+        raise invalid("OUTPUT_DIR", None, "a directory for the int8 model (or output_dir in the recipe)")
+    return recipe, args
+
+
+def calibration_data(recipe: RecipeArguments, args: QuantizeArguments, tokenizer) -> list[dict]:
+    """The first `calibration_batches` batches of the recipe's train split after a seeded shuffle, padded."""
+    from itertools import islice
+
+    from torch.utils.data import DataLoader
+
+    from ..data import ensure_splits
+    from ..tasks import get_task
+
+    task = get_task(recipe.task)
+    raw, _ = task.load(recipe)
+    raw, _ = ensure_splits(raw, recipe.validation_size, recipe.test_size, recipe.split_seed)
+    needed = args.calibration_batches * args.calibration_batch_size
+    train = raw["train"].shuffle(seed=recipe.split_seed)
+    train = train.select(range(min(needed, len(train))))
+    prepared = task.prepare_splits({"train": train}, tokenizer, recipe)["train"]
+    inputs = [c for c in prepared.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
+    loader = DataLoader(
+        prepared.select_columns(inputs), batch_size=args.calibration_batch_size, collate_fn=task.collator(tokenizer)
+    )
+    return list(islice(loader, args.calibration_batches))
+
+
+def run(namespace_or_argv) -> None:
+    """Check both directories (and the calibration data), quantize, and write the result atomically."""
+    from transformers import AutoTokenizer
+
+    from ..loading import check_path_or_id, load_saved_model
+    from ..methods.int8 import quantize_calibrated_
     from ..trainer.saving import staged_directory
     from .train import check_output_dir
 
-    check_path_or_id("MODEL_DIR", args.model_dir)
-    check_output_dir(args.output_dir, args.overwrite)
+    recipe, args = parse(namespace_or_argv)
+    source = check_path_or_id("MODEL_DIR", recipe.model_name_or_path)
+    check_output_dir(args.output_dir, recipe.overwrite_output, flag="--overwrite")
+    tokenizer = AutoTokenizer.from_pretrained(source) if args.calibrated else None
+    batches = calibration_data(recipe, args, tokenizer) if args.calibrated else None
+    model = load_saved_model(source)
+    quantize_calibrated_(model, args, batches)
     with staged_directory(args.output_dir) as staging:
-        quantize_pretrained(args.model_dir, staging, Int8QuantizationConfig(modules_to_not_convert=args.keep))
+        model.save_pretrained(staging)
+        try:
+            AutoTokenizer.from_pretrained(source).save_pretrained(staging)
+        except (OSError, ValueError):
+            pass  # a model saved without its tokenizer stays so
     print(f"int8 model saved to {args.output_dir}")

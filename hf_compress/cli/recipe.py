@@ -8,6 +8,7 @@ run.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
 import json
@@ -238,8 +239,9 @@ def build_recipe_parser(classes: tuple, prog: str, description: str | None = Non
     return parser
 
 
-def parse_recipe(path: str | None, argv: list[str], *classes, parser: RecipeParser | None = None):
-    """Parse the recipe's keys, then command-line flags on top of them, into the given dataclasses."""
+def parse_recipe(path: str | None, argv: list[str], *classes, parser: RecipeParser | None = None, extra: bool = False):
+    """Parse the recipe's keys, then command-line flags on top of them, into the given dataclasses (and, with
+    `extra`, the namespace of the parser's other arguments last)."""
     values = coerce_recipe(load_recipe(path) if path else {}, *classes)
     parser = parser or build_recipe_parser(classes, prog="hf-compress")
     parser.set_defaults(**values)
@@ -248,7 +250,11 @@ def parse_recipe(path: str | None, argv: list[str], *classes, parser: RecipePars
         if action.dest in values:
             action.required = False
     parsed = parser.parse_args_into_dataclasses(args=argv)
-    return tuple(p for p in parsed if dataclasses.is_dataclass(p))
+    dataclass_values = tuple(p for p in parsed if dataclasses.is_dataclass(p))
+    if not extra:
+        return dataclass_values
+    rest = [p for p in parsed if not dataclasses.is_dataclass(p)]
+    return (*dataclass_values, rest[0] if rest else argparse.Namespace())
 
 
 # ---- dumping ----

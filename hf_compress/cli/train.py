@@ -32,12 +32,11 @@ def announce(message: str) -> None:
     print(f"[hf-compress] {message}", flush=True)
 
 
-def check_output_dir(output_dir: str, overwrite: bool) -> None:
-    """Refuse to save over a different model the user already has, unless asked to (nothing is lost by default)."""
+def check_output_dir(output_dir: str, overwrite: bool, flag: str = "overwrite_output=true") -> None:
+    """Refuse to save over a different model the user already has, unless asked to (nothing is lost by default);
+    `flag` is the remedy as the command takes it."""
     if is_saved_model(output_dir) and not overwrite:
-        raise invalid(
-            "output_dir", output_dir, "an empty or new directory, or overwrite_output=true to replace the model in it"
-        )
+        raise invalid("output_dir", output_dir, f"an empty or new directory, or {flag} to replace the model in it")
 
 
 def subset(dataset, n: int | None, seed: int):
