@@ -49,7 +49,7 @@ def run_info() -> dict:
     import sys
 
     spec = getattr(sys.modules["__main__"], "__spec__", None)  # run as `python -m benchmarks.X`: spec.name
-    program = f"-m {spec.name}" if spec is not None else sys.argv[0]
+    program = f"-m {spec.name.removesuffix('.__main__')}" if spec is not None else sys.argv[0]
     return {
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
