@@ -31,6 +31,11 @@ class Family:
     output_layer_norm: str  # normalises the layer's output; feeds the next layer's query/key/value
     intermediate_size_field: str = "intermediate_size"
     has_token_types: bool = True
+    pooler: str | None = "pooler.dense"  # from the base model to the pooler's Linear, if the family has one
+    # From the base model to the Linear that maps factorised embeddings (E) to the hidden size, and the LayerNorm
+    # feeding it (ALBERT only): SmoothQuant folds into that LayerNorm.
+    embedding_projection: str | None = None
+    embedding_layer_norm: str | None = None
 
 
 _BERT_LIKE = dict(
@@ -72,6 +77,7 @@ FAMILIES: dict[str, Family] = {
         output_layer_norm="output_layer_norm",
         intermediate_size_field="hidden_dim",
         has_token_types=False,
+        pooler=None,
     ),
     # ALBERT's layers live in groups (`encoder.albert_layer_groups[g].albert_layers[i]`); `layers` below names the
     # group list and `distinct_layers` flattens it, so a shared layer is yielded once.
@@ -86,6 +92,9 @@ FAMILIES: dict[str, Family] = {
         ffn_down="ffn_output",
         attention_layer_norm="attention.LayerNorm",
         output_layer_norm="full_layer_layer_norm",
+        pooler="pooler",
+        embedding_projection="encoder.embedding_hidden_mapping_in",
+        embedding_layer_norm="embeddings.LayerNorm",
     ),
 }
 

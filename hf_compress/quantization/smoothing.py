@@ -28,6 +28,7 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_fraction, check_positive_int, invalid, require
+from ..families import base_model, base_prefix, distinct_layers, family_of
 from ..methods.low_rank.transform import LowRankLinear
 from .config import SMOOTHING_BUFFER
 from .quantize import check_not_quantized
@@ -46,43 +47,28 @@ class SmoothingGroup:
 
 
 def smoothing_groups(model: nn.Module) -> list[SmoothingGroup]:
-    """Where SmoothQuant applies in a BERT or ALBERT(-converted) model, by module name; other families raise.
+    """Where SmoothQuant applies in a BERT or ALBERT(-converted) model, by module name (paths from `families`);
+    other families raise.
 
-    The one place that knows the layer layout (to move onto the shared model-family description). Smoothed: query /
-    key / value, attention output dense, FFN up projection, pooler. FFN down projections read a GELU output, which
-    nothing can absorb a scale into, and stay unsmoothed, as in the paper; so do task heads.
+    Smoothed: query / key / value, attention output dense, FFN up projection, pooler, and ALBERT's embedding
+    projection. FFN down projections read a GELU output, which nothing can absorb a scale into, and stay unsmoothed,
+    as in the paper; so do task heads. Only BERT and ALBERT are offered: the value -> attention output fold is exact
+    for their attention, and the other families are not measured.
     """
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     require(model_type in FAMILIES, "model_type", model_type, ", ".join(repr(f) for f in FAMILIES))
-    base = model.base_model
-    prefix = "" if base is model else f"{model.base_model_prefix}."
+    family, prefix, base = family_of(model), base_prefix(model), base_model(model)
     groups = []
-    if model_type == "bert":
-        layers = [f"{prefix}encoder.layer.{i}." for i in range(len(base.encoder.layer))]
-        attention, value, dense, up = (
-            "attention.self.",
-            "attention.self.value",
-            "attention.output.dense",
-            "intermediate.dense",
-        )
-    else:
-        groups.append(
-            SmoothingGroup((f"{prefix}encoder.embedding_hidden_mapping_in",), f"{prefix}embeddings.LayerNorm")
-        )
-        layers = [
-            f"{prefix}encoder.albert_layer_groups.{g}.albert_layers.{k}."
-            for g, group in enumerate(base.encoder.albert_layer_groups)
-            for k in range(len(group.albert_layers))
-        ]
-        attention, value, dense, up = "attention.", "attention.value", "attention.dense", "ffn"
-    for layer in layers:
-        groups.append(SmoothingGroup(tuple(f"{layer}{attention}{p}" for p in ("query", "key", "value"))))
-        groups.append(SmoothingGroup((layer + dense,), layer + value))
-        groups.append(SmoothingGroup((layer + up,)))
+    if family.embedding_projection is not None:
+        fold = prefix + family.embedding_layer_norm
+        groups.append(SmoothingGroup((prefix + family.embedding_projection,), fold))
+    for parts in distinct_layers(model, check_linear=False):
+        groups.append(SmoothingGroup(tuple(parts.module_name(p) for p in ("query", "key", "value"))))
+        groups.append(SmoothingGroup((parts.module_name("attention_output"),), parts.module_name("value")))
+        groups.append(SmoothingGroup((parts.module_name("ffn_up"),)))
     # The pooler reads the last LayerNorm's output ([CLS] only: its run-time multiply costs nothing).
-    pooler = {"bert": "pooler.dense", "albert": "pooler"}[model_type]
-    if isinstance(getattr(base, "pooler", None), nn.Module):
-        groups.append(SmoothingGroup((prefix + pooler,)))
+    if family.pooler is not None and isinstance(getattr(base, "pooler", None), nn.Module):
+        groups.append(SmoothingGroup((prefix + family.pooler,)))
     return groups
 
 
