@@ -83,3 +83,19 @@ class Method:
         """Its field checks and combination rules, when `args` carries its fields."""
         if self.check is not None and (self.arguments is None or isinstance(args, self.arguments)):
             self.check(args)
+
+
+@dataclass(frozen=True)
+class ModuleKind:
+    """One kind of module a method saves, as config.json's `quantized_modules` names it (e.g. "linear_4bit").
+
+    Attributes:
+        name: the kind, as recorded per module in the quantization config.
+        method: the name of the method that owns it (a row of METHODS).
+        empty: `(module, config, saved_name) -> nn.Module`, the empty module `from_pretrained` fills, built in place
+            of the float `module` (on its device: meta while loading) from what the config records.
+    """
+
+    name: str
+    method: str
+    empty: Hook

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..method import Method
+from ..method import Method, ModuleKind
 from .config import Int8Arguments, check_int8_arguments
 
 
@@ -61,4 +61,33 @@ METHOD = Method(
     enabled=lambda args: args.quantization != "none",
     check=check_int8_arguments,
     finalize=quantize,
+)
+
+
+def _per_token(config) -> bool:
+    return config.activation_range == "per_token"
+
+
+def _empty_linear(module, config, saved_name):
+    from ...quantization.modules import Int8Linear
+
+    smoothed = config.quantized_modules[saved_name] == "smoothed_linear"
+    outliers = config.outlier_channels.get(saved_name, 0)
+    bias, device = module.bias is not None, module.weight.device
+    return Int8Linear(
+        module.in_features, module.out_features, bias, _per_token(config), device, None, smoothed, outliers
+    )
+
+
+def _empty_embedding(module, config, saved_name):
+    from ...quantization.modules import Int8Embedding
+
+    return Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, module.weight.device)
+
+
+# "smoothed_linear": an Int8Linear that multiplies its input by a saved per-channel `input_scale` (SmoothQuant's 1/s).
+KINDS = (
+    ModuleKind("linear", "int8", _empty_linear),
+    ModuleKind("smoothed_linear", "int8", _empty_linear),
+    ModuleKind("embedding", "int8", _empty_embedding),
 )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..method import Method
-from .config import LowBitArguments, check_low_bit_arguments
+from ..method import Method, ModuleKind
+from .config import BITS, LowBitArguments, check_low_bit_arguments
 
 
 def fake_quantize(trainer) -> None:
@@ -66,3 +66,27 @@ METHOD = Method(
     after_trainer=fake_quantize,
     finalize=pack,
 )
+
+
+def _empty_packed(module, config, saved_name):
+    """A LowBitLinear / LowBitEmbedding of the recorded width, codes packed into uint8 (see its module)."""
+    from ...quantization.low_bit_modules import LowBitEmbedding, LowBitLinear
+
+    kind = config.quantized_modules[saved_name]
+    bits, group_size, device = (
+        int(kind.split("_")[1].removesuffix("bit")),
+        config.weight_group_size,
+        module.weight.device,
+    )
+    if kind.startswith("linear"):
+        per_token = config.activation_range == "per_token"
+        bias = module.bias is not None
+        return LowBitLinear(
+            module.in_features, module.out_features, bits, group_size, bias, per_token, config.low_bit_compute, device
+        )
+    return LowBitEmbedding(module.num_embeddings, module.embedding_dim, bits, group_size, module.padding_idx, device)
+
+
+# "linear_4bit", "embedding_2bit", ...: codes of that many bits packed into uint8 with fp32 scales per row or per group
+# of weight_group_size columns.
+KINDS = tuple(ModuleKind(f"{m}_{b}bit", "low_bit", _empty_packed) for m in ("linear", "embedding") for b in BITS)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..method import Method
+from ..method import Method, ModuleKind
 from .config import LowRankArguments, check_low_rank_arguments
 
 
@@ -52,3 +52,17 @@ METHOD = Method(
     check=check_low_rank_arguments,
     after_trainer=factorize,
 )
+
+
+def _empty_int8_factors(module, config, saved_name):
+    """Both factors of a LowRankLinear in int8 (the layout was restored first, so `module` knows its rank)."""
+    from ...quantization.low_rank import Int8LowRankLinear
+
+    if not hasattr(module, "rank"):
+        raise ValueError(f"quantization_config lists {saved_name!r} as low_rank_linear without its rank")
+    per_token = config.activation_range == "per_token"
+    bias, device = module.bias is not None, module.weight.device
+    return Int8LowRankLinear(module.in_features, module.out_features, module.rank, bias, per_token, device)
+
+
+KINDS = (ModuleKind("low_rank_linear", "low_rank", _empty_int8_factors),)
