@@ -26,6 +26,7 @@ from hf_compress.cli.recipe import RecipeArguments
 from hf_compress.data import CONLL2003_LABELS
 from hf_compress.tasks import get_task
 from hf_compress.tasks.token_classification import align_labels, word_predictions
+from tests.family_models import TOKENIZERS, family_tokenizer
 from tests.testing_utils import run_python, tiny_bert_config, tiny_tokenizer, training_args
 
 NAMES = CONLL2003_LABELS  # O, B-PER, I-PER, B-ORG, I-ORG, B-LOC, I-LOC, B-MISC, I-MISC
@@ -146,6 +147,110 @@ def test_a_later_sub_token_never_decides_the_word(tmp_path):
     oracle = OracleForTokenClassification(table, names, len(PIECES))
     assert task.predict(oracle, data, tokenizer) == [[names.index("B-PER"), names.index("B-LOC")]]
     assert task.score(task.predict(oracle, data, tokenizer), data)["f1"] == 1.0
+
+
+# ---- tokenizer properties ----
+
+
+def ner_rows(words: list[str], tags: list[str]):
+    from datasets import ClassLabel, Dataset, Features, Sequence, Value
+
+    features = Features({"tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=NAMES))})
+    return Dataset.from_dict({"tokens": [words], "ner_tags": [[NAMES.index(t) for t in tags]]}, features=features)
+
+
+SENTENCE = ["The", "quick", "fox", "jumps", "over", "the", "lazy", "dog", "near", "Zeppelin"]
+SENTENCE_TAGS = ["O", "O", "B-PER", "O", "O", "O", "O", "B-LOC", "O", "B-ORG"]
+
+
+@pytest.mark.parametrize("family", list(TOKENIZERS))
+def test_pre_split_words_are_tokenised_as_in_running_text_in_every_family(tmp_path, family):
+    tokenizer = family_tokenizer(family, tmp_path / family)
+    features = get_task("token-classification").prepare(
+        ner_rows(SENTENCE, SENTENCE_TAGS), tokenizer, recipe("unused"), word_ids=True
+    )[0]
+    running = tokenizer(" ".join(SENTENCE))
+    pieces = {}
+    for token, word in zip(running["input_ids"], running.word_ids()):
+        if word is not None:
+            pieces.setdefault(word, []).append(token)
+    for w in range(1, len(SENTENCE)):  # every word after the first, as in the running text
+        assert [t for t, i in zip(features["input_ids"], features["word_ids"]) if i == w] == pieces[w], SENTENCE[w]
+    firsts = [i for i, w in enumerate(features["word_ids"]) if w >= 0 and features["word_ids"][i - 1] != w]
+    assert [features["labels"][i] for i in firsts] == [NAMES.index(t) for t in SENTENCE_TAGS]
+    assert all(label == -100 for i, label in enumerate(features["labels"]) if i not in firsts)
+
+
+def test_roberta_tokenizer_with_and_without_prefix_space_gives_the_same_word_aligned_labels(tmp_path):
+    from transformers import AutoTokenizer
+
+    without = family_tokenizer("roberta", tmp_path / "roberta")  # saved with add_prefix_space=False, as roberta-base
+    with_space = AutoTokenizer.from_pretrained(tmp_path / "roberta", add_prefix_space=True)
+    task, data = get_task("token-classification"), ner_rows(SENTENCE, SENTENCE_TAGS)
+    a, b = (task.prepare(data, tok, recipe("unused"), word_ids=True)[0] for tok in (without, with_space))
+    assert a == b
+    assert without.convert_ids_to_tokens(a["input_ids"])[2] == "Ġquick"  # a word inside the sentence, not a start
+    assert without.add_prefix_space is False  # the tokenizer given (saved with the model) is not changed
+    assert without.convert_ids_to_tokens(without(["a", "quick"], is_split_into_words=True)["input_ids"])[2] != (
+        "Ġquick"
+    )
+
+
+def test_a_tokenizer_that_cannot_split_words_as_running_text_is_refused_with_the_fix(tmp_path):
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "a": 1, "b": 2, " b": 3}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(" ?[a-z]+"), behavior="isolated")  # " b" keeps its space
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    with pytest.raises(ValueError, match=r"tokenizer=.* is invalid; allowed: .*add_prefix_space=True"):
+        get_task("token-classification").prepare(ner_rows(["a", "b"], ["O", "O"]), tokenizer, recipe("unused"))
+
+
+def test_left_padding_tokenizer_pads_on_the_right_and_scores_the_same(tmp_path):
+    tokenizer = piece_tokenizer(tmp_path / "tok")
+    sentences = [[("john", "B-PER")], [("lives", "O"), ("in", "O"), ("new", "B-LOC"), ("york", "I-LOC")]]
+    path = write_conll(tmp_path / "train.txt", sentences)
+    task, args = get_task("token-classification"), recipe(path, eval_split="train")
+    raw, names = task.load(args)
+    vocab = tokenizer.get_vocab()
+    table = {vocab["john"]: names.index("B-PER"), vocab["new"]: names.index("B-LOC"), vocab["york"]: 6}
+    oracle = OracleForTokenClassification(table, names, len(PIECES))
+    right = task.predict(oracle, task.prepare_eval(raw, tokenizer, args), tokenizer)
+    tokenizer.padding_side = "left"
+    left = task.predict(oracle, task.prepare_eval(raw, tokenizer, args), tokenizer)
+    assert left == right == [[names.index("B-PER")], [0, 0, names.index("B-LOC"), names.index("I-LOC")]]
+    batch = task.collator(tokenizer)(
+        [{"input_ids": [2, 5, 3], "labels": [-100, 1, -100]}, {"input_ids": [2, 3], "labels": [-100, -100]}]
+    )
+    assert batch["input_ids"][1].tolist() == [2, 3, 0] and batch["labels"][1].tolist() == [-100, -100, -100]
+    assert tokenizer.padding_side == "left"  # the tokenizer given is not changed
+
+
+def test_max_length_beyond_the_tokenizers_model_max_length_is_refused(tmp_path):
+    tokenizer = piece_tokenizer(tmp_path / "tok")
+    tokenizer.model_max_length = 16
+    data = ner_rows(["john"], ["B-PER"])
+    with pytest.raises(ValueError, match="max_length=32 is invalid; allowed: at most 16, the tokenizer's model_max"):
+        get_task("token-classification").prepare(data, tokenizer, recipe("unused", max_length=32))
+
+
+def test_a_tokenizer_that_makes_most_words_unknown_is_refused_before_training(tmp_path, capsys):
+    data = tiny_conll(tmp_path / "train.txt", n=40)
+    recipe_path = cli_recipe(tmp_path, "token-classification", data, eval_split="test", max_length=16)
+    for name in os.listdir(tmp_path / "teacher"):  # a teacher folder without its tokenizer files
+        if "tokenizer" in name or name in ("vocab.txt", "special_tokens_map.json"):
+            os.remove(tmp_path / "teacher" / name)
+    assert main(["distill", recipe_path]) == 2
+    out, err = capsys.readouterr()
+    assert "tokenizer=" in err and "is invalid; allowed: a tokenizer that knows the data's words" in err
+    assert "100% of 40 sampled words unknown" in err and "Stage 1" not in out
+    assert not (tmp_path / "out" / "teacher").exists()  # nothing was trained
+    with pytest.raises(ValueError, match="knows the data's words"):
+        get_task("token-classification").prepare_splits(
+            get_task("token-classification").load(recipe(data))[0], piece_tokenizer(tmp_path / "tok"), recipe(data)
+        )
 
 
 # ---- loading ----

@@ -16,6 +16,14 @@ from transformers import AutoModelForTokenClassification, DataCollatorForTokenCl
 
 from ..checks import invalid, require
 from .text_classification import TextClassification
+from .tokenizer_checks import (
+    SAMPLE_EXAMPLES,
+    check_known_words,
+    check_max_length,
+    for_pre_split_words,
+    right_padded,
+    sample_words,
+)
 
 IGNORE = -100  # the label of positions that carry no loss (transformers' CrossEntropyLoss ignore_index)
 NO_WORD = -1  # `word_ids` of special tokens, stored as int in Arrow (None cannot share a column with ints)
@@ -142,7 +150,12 @@ class TokenClassification(TextClassification):
             )
 
     def prepare_splits(self, raw: DatasetDict, tokenizer, recipe) -> DatasetDict:
-        """Every split tokenised with aligned `labels`; the evaluation splits cut to max_eval_samples."""
+        """Every split tokenised with aligned `labels`; the evaluation splits cut to max_eval_samples.
+
+        Raises ValueError, before anything is tokenised, for a tokenizer that makes most of the data's words unknown.
+        """
+        first = raw["train"] if "train" in raw else next(iter(raw.values()))
+        check_known_words(tokenizer, sample_words(first.select(range(min(SAMPLE_EXAMPLES, len(first))))[TOKENS]))
         return DatasetDict(
             {split: self.prepare(self._cut(ds, split, recipe), tokenizer, recipe) for split, ds in raw.items()}
         )
@@ -163,15 +176,14 @@ class TokenClassification(TextClassification):
     def prepare(self, dataset: Dataset, tokenizer, recipe, word_ids: bool = False) -> Dataset:
         """Tokenise the word lists (`is_split_into_words`, truncated to max_length) and align the tags as `labels`.
 
-        With `word_ids`, each row also keeps the word index of every token (-1 for special tokens), for scoring words.
-        Raises ValueError for a slow tokenizer (only fast ones map tokens back to words).
+        Every word is tokenised as it is in running text (`for_pre_split_words`: a byte-level BPE tokenizer saved
+        without the prefix space gets it, on a copy). With `word_ids`, each row also keeps the word index of every
+        token (-1 for special tokens), for scoring words.
+        Raises ValueError for a slow tokenizer (only fast ones map tokens back to words), one that cannot tokenise
+        pre-split words as running text, and a max_length beyond the tokenizer's model_max_length.
         """
-        require(
-            getattr(tokenizer, "is_fast", False),
-            "tokenizer",
-            type(tokenizer).__name__,
-            "a fast tokenizer (token classification maps sub-tokens back to words with word_ids())",
-        )
+        tokenizer = for_pre_split_words(tokenizer)
+        check_max_length(tokenizer, recipe.max_length)
 
         def encode(batch):
             enc = tokenizer(batch[TOKENS], is_split_into_words=True, truncation=True, max_length=recipe.max_length)
@@ -184,8 +196,8 @@ class TokenClassification(TextClassification):
         return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
 
     def collator(self, tokenizer):
-        """Pads inputs and pads the word labels with -100, which the losses skip."""
-        return DataCollatorForTokenClassification(tokenizer)
+        """Pads inputs (on the right) and pads the word labels with -100, which the losses skip."""
+        return DataCollatorForTokenClassification(right_padded(tokenizer))
 
     def trainer_metrics(self, raw_validation, tokenizer, recipe):
         """`compute_metrics` for Trainer's evaluation of the validation split that `prepare_splits` made.
@@ -222,7 +234,7 @@ class TokenClassification(TextClassification):
     def predict(self, model, data: NerEvalData, tokenizer, batch_size: int = 64) -> list[list[int]]:
         """Predicted tag id per word (its first sub-token's argmax), per sentence, in dataset order."""
         model.eval()
-        collator = DataCollatorWithPadding(tokenizer)
+        collator = DataCollatorWithPadding(right_padded(tokenizer))  # logits are read by position from the left
         features = data.features
         keys = [k for k in INPUT_KEYS if k in features.column_names]
         device = next(model.parameters()).device
