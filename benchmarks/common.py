@@ -19,7 +19,8 @@ from transformers import (
     set_seed,
 )
 
-from hf_compress.data import TWEETS_LABELS, load_tweets, minilm_path, tokenize
+from hf_compress import load_tweets, minilm_path, tokenize
+from hf_compress.data import TWEETS_LABELS
 from hf_compress.evaluation.measure import predict
 
 CACHE = os.environ.get("HF_COMPRESS_CACHE", os.path.expanduser("~/.cache/hf_compress"))

@@ -26,10 +26,10 @@ import time
 import numpy as np
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from hf_compress import CompressionTrainingArguments
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe
 from hf_compress.cli.train import run_recipe
 from hf_compress.evaluation.measure import predict
-from hf_compress.trainer.compression_args import CompressionTrainingArguments
 
 from .common import CACHE, run_info, speedup_rows, tweets_tokenized, wait_for_teacher
 

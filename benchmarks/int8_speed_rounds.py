@@ -23,9 +23,8 @@ import warnings
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_compress.data import minilm_path
+from hf_compress import Int8QuantizationConfig, minilm_path, quantize_
 from hf_compress.evaluation.measure import latency_ms
-from hf_compress.quantization import Int8QuantizationConfig, quantize_
 
 from .common import TEACHER_DIR, run_info, tweets_tokenized
 from .smoothquant import calibration_batches

@@ -32,13 +32,13 @@ from transformers import (
 from hf_compress import (
     CompressionTrainingArguments,
     create_student,
+    get_task,
     prune_vocabulary_,
     quantize_pretrained,
 )
 from hf_compress.cli.recipe import RecipeArguments, parse_recipe
 from hf_compress.cli.train import run_recipe, subset
 from hf_compress.evaluation.table import build_report, markdown_table, plot_report
-from hf_compress.tasks import get_task
 
 from .common import CACHE, run_info, teacher_path, training_args
 

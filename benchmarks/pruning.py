@@ -1,6 +1,6 @@
 """Unstructured pruning on tweets: sparsity × importance (magnitude, movement, Taylor), each with distillation.
 
-Usage: python benchmarks/pruning.py [--quick] [--sparsities 0.5 0.7 0.8 0.9] [--methods magnitude movement taylor]
+Usage: python -m benchmarks.pruning [--quick] [--sparsities 0.5 0.7 0.8 0.9] [--methods magnitude movement taylor]
        [--n-train 4000] [--epochs 1] [--part accuracy|timing|all]
 The student starts as a copy of the fine-tuned MiniLM teacher (6 layers), or with --student pretrained as the
 pretrained MiniLM that is fine-tuned while pruned (Sanh et al. 2020's setting), and is distilled from the teacher.
@@ -16,22 +16,22 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import time
 import zlib
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import torch  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from transformers import (
     AutoModelForSequenceClassification,
     DataCollatorWithPadding,
     Trainer,
     TrainingArguments,
 )
 
-from benchmarks.common import (  # noqa: E402
+from hf_compress import PruningTrainer, PruningTrainingArguments
+from hf_compress.evaluation.measure import bytes_on_disk, latency_ms, linear_sparsity
+
+from .common import (
     StepTimer,
     accuracy,
     compress_teacher_copy,
@@ -41,8 +41,6 @@ from benchmarks.common import (  # noqa: E402
     training_args,
     tweets_tokenized,
 )
-from hf_compress import PruningTrainer, PruningTrainingArguments  # noqa: E402
-from hf_compress.evaluation.measure import bytes_on_disk, latency_ms, linear_sparsity  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -122,7 +120,7 @@ def timing_part(data, tokenizer, quick: bool, steps: int = 30, frequency: int = 
 
 def overhead_part(repeats: int = 10) -> dict:
     """Time the pruner's own work on MiniLM's encoder Linears: per step, and per mask update (global top-k)."""
-    from hf_compress.pruning.pruner import Pruner, select_targets
+    from hf_compress import Pruner, select_targets
 
     model = AutoModelForSequenceClassification.from_pretrained(teacher_path())
     targets = select_targets(model)

@@ -23,9 +23,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from hf_compress.data import minilm_path
+from hf_compress import Int8QuantizationConfig, minilm_path, quantize_
 from hf_compress.evaluation.measure import latency_ms, predict
-from hf_compress.quantization import Int8QuantizationConfig, quantize_
 
 from .common import TEACHER_DIR, machine, tweets_tokenized
 

@@ -25,16 +25,16 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
-from hf_compress.data import minilm_path
-from hf_compress.evaluation.measure import latency_ms, predict
-from hf_compress.quantization import (
-    Int8Linear,
+from hf_compress import (
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
+    minilm_path,
     quantize_,
     smooth_activations_,
 )
+from hf_compress.evaluation.measure import latency_ms, predict
+from hf_compress.quantization import Int8Linear
 from hf_compress.quantization.smoothing import fold_reciprocal, input_maxima, smoothing_factors
 
 from .common import TEACHER_DIR, run_info, tweets_tokenized

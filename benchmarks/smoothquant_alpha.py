@@ -21,14 +21,14 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from hf_compress.evaluation.measure import predict
-from hf_compress.quantization import (
+from hf_compress import (
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
     quantize_,
     smooth_activations_,
 )
+from hf_compress.evaluation.measure import predict
 
 from .common import TEACHER_DIR, run_info, tweets_tokenized
 from .smoothquant import calibration_batches, scores

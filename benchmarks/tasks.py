@@ -142,7 +142,7 @@ def cached_teacher_and_data(task: str, teacher_dir: str) -> tuple:
     """The benchmark's recipe, task, fine-tuned teacher, its tokenizer and the raw splits."""
     from transformers import AutoTokenizer
 
-    from hf_compress.tasks import get_task
+    from hf_compress import get_task
 
     recipe, _ = parsed_recipe(task, "distill", TASKS[task]["flags"])
     task_obj = get_task(recipe.task)
