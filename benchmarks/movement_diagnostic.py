@@ -1,6 +1,6 @@
 """Why does movement pruning collapse in the pruning benchmark? Two measurements on the tweets teacher.
 
-Usage: python benchmarks/movement_diagnostic.py --part oneshot|trajectory [--method movement] [--sparsity 0.5]
+Usage: python -m benchmarks.movement_diagnostic --part oneshot|trajectory [--method movement] [--sparsity 0.5]
   oneshot:    gradients of K training batches on a copy of the teacher (no weight update); prune once with each
               importance (and at random) and evaluate at once. Also the mean |W| of what each importance removes.
   trajectory: the benchmark's arm (CompressionTrainer, 125 steps by default) with test accuracy after every mask
@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback
 
-import torch  # noqa: E402
-from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, TrainerCallback  # noqa: E402
+from hf_compress import select_targets
+from hf_compress.evaluation.measure import linear_sparsity
+from hf_compress.methods.pruning.masks import update_masks
+from hf_compress.methods.pruning.scores import Importance
 
-from benchmarks.common import (  # noqa: E402
+from .common import (
     accuracy,
     compress_teacher_copy,
     pretrained_student,
@@ -30,10 +32,6 @@ from benchmarks.common import (  # noqa: E402
     teacher_path,
     tweets_tokenized,
 )
-from hf_compress.evaluation.measure import linear_sparsity  # noqa: E402
-from hf_compress.pruning.masks import update_masks  # noqa: E402
-from hf_compress.pruning.pruner import select_targets  # noqa: E402
-from hf_compress.pruning.scores import Importance  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
