@@ -2,10 +2,11 @@
 
 Each case builds a tiny random model of its family (hidden 32, the family's real tokenizer trained in-process; teacher
 4 layers, student 2), applies one feature (training a few steps where it trains), checks the feature's effect, saves
-the model with its tokenizer, and reloads it in a fresh process that never imports hf_compress (int8: one that does,
-as its loader needs) to get the same logits on text. A case the library refuses asserts the refusal instead: a
-ValueError naming the family, the head and the reason. The README's "Model families" table is generated from CASES
-(`benchmarks/support_table.py`), so it says exactly what this file tests.
+the model with its tokenizer, and reloads it in a fresh process that never imports hf_compress (int8, low-bit and
+low-rank: one that does, as their loader needs) to get the same logits on text, with the same hf_compress modules. A
+case the library refuses asserts the refusal instead: a ValueError naming the family, the head and the reason. The
+README's "Model families" table is generated from CASES (`tests/support_table.py`), so it says exactly what this file
+tests.
 """
 
 from __future__ import annotations
@@ -31,9 +32,14 @@ from hf_compress import (
     CompressionTrainingArguments,
     DistillationTrainer,
     DistillationTrainingArguments,
+    FakeQuantLinear,
+    LowBitEmbedding,
+    LowBitLinear,
+    LowRankLinear,
     PruningTrainer,
     PruningTrainingArguments,
     create_student,
+    factorize_linear_,
     prune_ffn_,
     prune_vocabulary_,
     quantize_,
@@ -88,7 +94,7 @@ class Built:
     model: PreTrainedModel
     tokenizer: object
     directory: Path
-    int8: bool = False  # the reload must import hf_compress (its from_pretrained loader)
+    loader: bool = False  # the reload must import hf_compress (its from_pretrained loader: int8, low-bit, low-rank)
     zeros: dict[str, int] = field(default_factory=dict)  # parameter -> zeros it holds, to be found after reload
     by_trainer: bool = False  # saved by our trainer's final save (not by the test's own save_pretrained)
 
@@ -231,7 +237,48 @@ def int8_feature(ctx: Context) -> Built:
     after = outputs(model, ctx.tokenizer)
     # Within int8's error, and not the float model: a broken kernel or a no-op quantization both fail.
     assert 0 < max_diff(before, after) < 0.1 * max(v.abs().max().item() for v in before.values())
-    return ctx.save(model, int8=True)
+    return ctx.save(model, loader=True)
+
+
+def low_rank_feature(ctx: Context) -> Built:
+    """`factorize_linear_(model, rank_ratio=0.5)`: every encoder Linear a LowRankLinear of at most half its weights
+    (truncated SVD); reloaded in a process that imports hf_compress."""
+    model = ctx.model()
+    before = outputs(model, ctx.tokenizer)
+    dense = {name: linear.weight.numel() for name, linear in encoder_linears(model).items()}
+    factorize_linear_(model, rank_ratio=0.5)
+    modules = dict(model.named_modules())
+    assert dense and all(isinstance(modules[name], LowRankLinear) for name in dense)
+    assert all(0 < modules[name].weight.numel() <= 0.5 * size for name, size in dense.items())
+    assert not any(isinstance(m, torch.nn.Linear) for name in dense for m in modules[name].modules())
+    # An approximation, not the float model, and not a broken one.
+    after = outputs(model, ctx.tokenizer)
+    assert 0 < max_diff(before, after) < max(v.abs().max().item() for v in before.values())
+    return ctx.save(model, loader=True)
+
+
+def low_bit_feature(ctx: Context) -> Built:
+    """`CompressionTrainer(weight_bits=4, weight_quantization_modules="encoder_embeddings")`, 4 steps distilling a
+    4-layer teacher into its 2-layer student with 4-bit fake-quantized encoder Linears and word embeddings, packed at
+    the save (LowBitLinear, LowBitEmbedding); reloaded in a process that imports hf_compress."""
+    teacher = ctx.model(num_layers=4, seed=1)
+    student = create_student(teacher, num_hidden_layers=2)
+    args = ctx.args(
+        CompressionTrainingArguments, target_sparsity=0.0, weight_bits=4,
+        weight_quantization_modules="encoder_embeddings",
+    )  # fmt: skip
+    trainer = CompressionTrainer(model=student, teacher_model=teacher, args=args, train_dataset=ctx.dataset())
+    fakes = {name: m for name, m in trainer.model.named_modules() if isinstance(m, FakeQuantLinear)}
+    assert set(fakes) == set(encoder_linears(trainer.model)) and fakes
+    masters = {name: m.weight.detach().clone() for name, m in fakes.items()}
+    trainer.train()
+    assert any(not torch.equal(masters[name], m.weight) for name, m in fakes.items())  # the STE trained them
+    built = ctx.save_trainer(trainer, loader=True)
+    modules = dict(trainer.model.named_modules())
+    assert all(isinstance(modules[name], LowBitLinear) and modules[name].bits == 4 for name in fakes)
+    embeddings = trainer.model.get_input_embeddings()
+    assert isinstance(embeddings, LowBitEmbedding) and embeddings.bits == 4
+    return built
 
 
 # feature id -> (column title in the README's table, the function; its docstring is the table's legend)
@@ -244,6 +291,8 @@ FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
     "albert": ("`to_albert`", albert_feature),
     "vocabulary": ("`prune_vocabulary_`", vocabulary_feature),
     "int8": ("int8", int8_feature),
+    "low-rank": ("`factorize_linear_`", low_rank_feature),
+    "low-bit": ("4-bit", low_bit_feature),
 }
 
 _RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
@@ -287,7 +336,7 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 RELOAD_SCRIPT = """
 import json, sys
 if {import_hf_compress}:
-    import hf_compress  # noqa: F401  the int8 loader
+    import hf_compress  # noqa: F401  the loader of int8, low-bit and low-rank checkpoints
 import torch, transformers
 from transformers import AutoTokenizer
 
@@ -304,6 +353,7 @@ for job in json.load(open({jobs!r})):
         "tokenizer": type(tokenizer).__name__, "input_ids": encoded["input_ids"].tolist(),
         "class": type(model).__name__, "config": json.loads(model.config.to_json_string()),
         "modules": sorted({{type(m).__name__ for m in model.modules()}}),
+        "ours": sorted({{type(m).__name__ for m in model.modules() if type(m).__module__.startswith("hf_compress")}}),
         "outputs": {{n: getattr(output, n).tolist() for n in names if getattr(output, n, None) is not None}},
         "zeros": {{name: int((parameters[name] == 0).sum()) for name in job["zeros"]}},
     }}
@@ -319,7 +369,7 @@ def reload(jobs: list[dict], root: Path, import_hf_compress: bool) -> dict[str, 
     A job: {"case", "path", "auto" (the Auto class name), "texts", "zeros" (parameter names to count zeros of)}.
     Without `import_hf_compress` the process asserts it never imported hf_compress.
     """
-    path = root / f"jobs-{'int8' if import_hf_compress else 'stock'}.json"
+    path = root / f"jobs-{'hf_compress' if import_hf_compress else 'stock'}.json"
     path.write_text(json.dumps(jobs))
     run = run_python(RELOAD_SCRIPT.format(jobs=str(path), import_hf_compress=import_hf_compress), cwd=str(root))
     assert run.returncode == 0, run.stderr[-4000:]
@@ -352,7 +402,8 @@ def selected_cases(request) -> list[Case]:
 
 @pytest.fixture(scope="module")
 def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
-    """Every selected case built (or refused), saved, and reloaded in two fresh processes (stock and int8)."""
+    """Every selected case built (or refused), saved, and reloaded in two fresh processes (stock, and one that imports
+    hf_compress for the cases that need its loader)."""
     root = tmp_path_factory.mktemp("families")
     tokenizers: dict[str, object] = {}
     outcomes: dict[str, Outcome] = {}
@@ -365,9 +416,9 @@ def matrix(request, tmp_path_factory) -> dict[str, Outcome]:
             outcome.built = FEATURES[case.feature][1](ctx)
         except Exception as error:  # recorded per case: the case's test asserts or re-raises it
             outcome.error = error
-    for int8 in (False, True):
-        jobs = [job(i, o.built, o.case.head) for i, o in outcomes.items() if o.built and o.built.int8 == int8]
-        for case_id, result in (reload(jobs, root, int8) if jobs else {}).items():
+    for loader in (False, True):
+        jobs = [job(i, o.built, o.case.head) for i, o in outcomes.items() if o.built and o.built.loader == loader]
+        for case_id, result in (reload(jobs, root, loader) if jobs else {}).items():
             outcomes[case_id].reloaded = result
     return outcomes
 
@@ -390,7 +441,8 @@ def assert_saved_cleanly(built: Built, root: Path) -> None:
 
 
 def assert_reloaded_as_saved(built: Built, result: dict | None, texts: list[str] = EVAL_TEXTS) -> None:
-    """The fresh process saw the saved model as it was in memory: class, tokenizer, config, logits, zeros, int8."""
+    """The fresh process saw the saved model as it was in memory: class, tokenizer, config, logits, zeros, and the
+    same hf_compress modules (int8, low-bit, low-rank), which only a model loaded with hf_compress holds."""
     assert result is not None, "the fresh process did not reload this model"
     assert result["class"] == type(built.model).__name__
     assert result["tokenizer"] == type(built.tokenizer).__name__
@@ -403,7 +455,8 @@ def assert_reloaded_as_saved(built: Built, result: dict | None, texts: list[str]
     assert max(v.abs().max().item() for v in got.values()) > 1e-3  # a non-trivial output
     assert max_diff(outputs(built.model, built.tokenizer, texts), got) <= TOLERANCE
     assert result["zeros"] == built.zeros
-    assert ("Int8Linear" in result["modules"]) == built.int8
+    ours = sorted({type(m).__name__ for m in built.model.modules() if type(m).__module__.startswith("hf_compress")})
+    assert result["ours"] == ours and bool(ours) == built.loader, (result["ours"], ours)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -452,7 +505,7 @@ def test_distilbert_end_to_end_student_distilled_ffn_pruned_int8_reloads_as_stoc
     assert (model.config.n_layers, model.config.hidden_dim) == (3, 32)  # 6 -> 3 layers, FFN 64 -> 32
     assert {"student", "distillation", "pruning", "quantization"} <= model.config.compression.keys()
     assert model.config.compression["pruning"]["ffn"]["intermediate_size"] == {"before": 64, "after": 32}
-    built = Built(model, tokenizer, path, int8=True, by_trainer=True)
+    built = Built(model, tokenizer, path, loader=True, by_trainer=True)
     assert_saved_cleanly(built, tmp_path)
     result = reload([job("distilbert", built, SEQUENCE)], tmp_path, import_hf_compress=True)["distilbert"]
     assert result["config"]["model_type"] == "distilbert"
