@@ -292,7 +292,7 @@ FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
     "vocabulary": ("`prune_vocabulary_`", vocabulary_feature),
     "int8": ("int8", int8_feature),
     "low-rank": ("`factorize_linear_`", low_rank_feature),
-    "low-bit": ("4-bit", low_bit_feature),
+    "low-bit": ("`weight_bits`", low_bit_feature),
 }
 
 _RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
