@@ -6,6 +6,12 @@ never does. So: for every module of the package, a process that has imported not
 module, then `import hf_compress`, and checks `hf_compress.__all__` is all there; and three processes import every
 module in a random order (fixed seeds), then `import hf_compress`.
 
+Python runs a package's `__init__.py` before any module in it, so while `hf_compress/__init__.py` imports everything
+eagerly, its own order comes first whatever a process asks for, and a circle among the modules it imports stays
+hidden behind that order (at 6721bd3, the quantization package, transforms.low_rank and transforms.low_rank_loading
+were one circle of 8 modules, and every module still imported first). It shows once the `__init__` loads lazily or
+in another order. So a third test reads the module-level imports (ast, no import) and refuses any circle at all.
+
 The modules are found at test time, so the test follows the package as it moves: `pkgutil.iter_modules` over the
 package's folders, recursing into subpackages without importing them (`pkgutil.walk_packages` imports each subpackage
 to recurse, so a subpackage that fails to import would silently hide its modules, and the answer would depend on what
@@ -27,6 +33,7 @@ fork; minutes).
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -227,3 +234,87 @@ def test_every_module_in_random_orders_then_the_package(results):
     assert len(orders) == len(SEEDS)
     message = failures(results, "order:")
     assert not message, f"random import orders that fail in a fresh interpreter:\n{message}"
+
+
+def module_file(name: str) -> Path:
+    """The source of a module found by package_modules (or of the package itself)."""
+    path = package_root().joinpath(*name.split(".")[1:])
+    return path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+
+
+def module_imports(name: str, modules: set[str]) -> set[str]:
+    """The package's modules that importing `name` runs: its module-level imports (not those inside functions or under
+    `if TYPE_CHECKING`), each with the packages above it, which Python imports first."""
+    is_package = module_file(name).name == "__init__.py"
+    found: set[str] = set()
+    stack: list[ast.AST] = list(ast.parse(module_file(name).read_text(encoding="utf-8")).body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            continue  # runs when called, not at import
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            here = name.split(".") if is_package else name.split(".")[:-1]
+            base = here[: len(here) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)  # `from . import module`
+        stack.extend(ast.iter_child_nodes(node))
+    with_parents = {".".join(m.split(".")[:i]) for m in found for i in range(1, m.count(".") + 2)}
+    # Its own packages are already being imported when it runs: an edge to them is the import itself, not a new one
+    # (so a name taken from a package above the module is not followed).
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)}
+    return (with_parents & modules) - own - {name}
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if other not in index:
+                visit(other)
+                low[node] = min(low[node], low[other])
+            elif other in stack:
+                low[node] = min(low[node], index[other])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                circles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(circles)
+
+
+def test_import_circles_are_found():
+    graph = {"p": {"p.a"}, "p.a": {"p.b"}, "p.b": {"p.a"}, "p.c": {"p.a"}}
+    assert import_circles(graph) == [["p.a", "p.b"]]
+    assert import_circles({"p": {"p.a"}, "p.a": set()}) == []
+
+
+def test_no_import_circles_between_modules():
+    modules = {PACKAGE, *package_modules()}
+    graph = {name: module_imports(name, modules) for name in modules}
+    assert graph[f"{PACKAGE}.checks"] <= modules and any(graph.values())  # the imports were read
+    circles = import_circles(graph)
+    described = "\n".join(f"{len(c)} modules: {', '.join(c)}" for c in circles)
+    assert not circles, (
+        f"module-level imports that form circles (move an import or a name to break each):\n{described}"
+    )
