@@ -23,7 +23,7 @@ the test process had imported before). Left out, and why:
   so pkgutil does not see them as modules of the package; what they import of hf_compress (`hf_compress.metrics.info`)
   is a module of the package and is tested here, and tests/test_metrics.py loads them as evaluate does.
 
-Speed: a fresh interpreter pays some seconds for torch and transformers before it reaches hf_compress, times ~70
+Speed: a fresh interpreter pays some seconds for torch and transformers before it reaches hf_compress, times ~90
 modules. So one fresh interpreter (`sys.executable -c`) imports the third-party modules hf_compress uses (found by a
 first child that imports every module) and nothing of hf_compress, then forks one child per plan, two at a time: each
 child starts with no hf_compress module loaded, exactly what an import circle needs, and pays only for hf_compress's
