@@ -1,10 +1,20 @@
-"""The only place that touches torch's deprecated quantized-tensor API: fbgemm's dynamic int8 linear kernel.
+"""The only place that touches torch's deprecated quantized-tensor API: fbgemm's dynamic int8 linear kernel; and its
+numbers in plain tensor ops, for torch.compile and torch.export.
 
 Why it is used: on the 2-core AVX2 (no VNNI) machine this project benchmarks on, `quantized::linear_dynamic` (the
 kernel behind `torch.ao.quantization.quantize_dynamic`) is the fastest int8 matmul that torch ships for CPU. Measured
 on one MiniLM feed-forward Linear (384 -> 1536), time relative to fp32 `F.linear`, for 48 / 1536 tokens:
 fbgemm 0.43 / 0.59, onednn::qlinear_pointwise with per-batch activation quantization 0.94 / 1.75,
 torch._int_mm 5.2 / 44, torch._weight_int8pack_mm (weight-only) 2.8 / 38.
+
+Eager and traced: eager calls run the kernel on weights packed once (`pack`, called by the modules' `prepare()` when
+they are built, converted, loaded or moved), never looked up per call. A packed weight is an opaque ScriptObject and
+the kernel reads data pointers, which torch.compile and torch.export cannot trace; so under tracing
+(`torch.compiler.is_compiling()`) `traced_linear` computes the kernel's numbers with plain tensor ops, bit for bit:
+fbgemm's activation quantization (ATen's ChooseQuantizationParams, then fbgemm's fused multiply-add rounding), an
+integer matmul that float32 computes exactly (`exact_chunks`), and the kernel's scale and bias roundings. The graph
+then reads the saved int8 codes and scales, which an ONNX or OpenVINO export can map to DynamicQuantizeLinear and
+MatMulInteger. tests/test_compile_export.py checks the agreement.
 
 Why it is deprecated: torch 2.13 deprecates the qint8/quint8 dtypes and the functions that create them
 (https://github.com/pytorch/pytorch/issues/184982); `linear_prepack` only accepts a qint8 tensor.
@@ -18,31 +28,34 @@ this module by the fastest CPU kernel that takes plain torch.int8 tensors (torch
 
 from __future__ import annotations
 
-import functools
+import math
 import warnings
 
 import torch
+import torch.nn.functional as F
+
+# ATen's ChooseQuantizationParams (aten/src/ATen/native/quantized/cpu/QuantUtils.h), which fbgemm's dynamic linear
+# calls with qmin 0, qmax 255 (uint8 activations, reduce_range False): its smallest scale, as float32.
+SMALL_SCALE = 6.1e-5
+QMAX = 255
+# Integers up to 2**24 are exact in float32: a float32 matmul of integer codes is exact while every partial sum is.
+EXACT_FLOAT32 = 2**24
 
 
-@functools.cache  # asked on every int8 call; a torch build's ops do not change while it runs
-def available() -> bool:
-    """Whether this torch build still has fbgemm's prepack and dynamic linear ops."""
+def _has_ops() -> bool:
     try:
         return hasattr(torch.ops.quantized, "linear_prepack") and hasattr(torch.ops.quantized, "linear_dynamic")
     except (AttributeError, RuntimeError):
         return False
 
 
-def version(tensor: torch.Tensor) -> int | None:
-    """The tensor's in-place version counter; None for an inference tensor, which has none (and which can only be
-    edited in place inside inference mode)."""
-    return None if tensor.is_inference() else tensor._version
+_AVAILABLE = _has_ops()  # a torch build's ops do not change while it runs
 
 
-def cache_key(weight: torch.Tensor, scale: torch.Tensor) -> tuple:
-    """What a packed-weight cache is keyed on: the storages and in-place versions of the codes and their scales."""
-    # Written out rather than built from a generator: it runs on every int8 call, where microseconds show at batch 1.
-    return weight.data_ptr(), version(weight), scale.data_ptr(), version(scale)
+def available() -> bool:
+    """Whether this torch build still has fbgemm's prepack and dynamic linear ops (asked on every int8 call, and
+    traced by torch.compile: a constant)."""
+    return _AVAILABLE
 
 
 def _prepack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.ScriptObject:
@@ -54,18 +67,26 @@ def _prepack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None
     return torch.ops.quantized.linear_prepack(qweight, bias)
 
 
+def row_sums(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Σ_k W[j, k] per output row j, as (Σ_k codes) · scale: the sum is an exact integer, so eager and traced
+    calls get the same float whatever order they add in."""
+    return codes.float().sum(dim=1) * scale.float()
+
+
 class PackedWeight:
     """fbgemm's prepacked int8 weight (out, in), one fp32 scale per output row (symmetric, zero point 0), without
-    and with the bias fused into the kernel's output stage; each variant is packed when first asked for.
+    and, once `fuse(bias)` has packed it, with a bias fused into the kernel's output stage; plus its row sums.
 
     Why two: fusing the bias saves a pass over the output (measured 2-7% of a MiniLM Linear's int8 time at 1,536
-    tokens, benchmarks/int8_kernel.py), but packing costs more than a forward call (~8 ms for 384 x 1536), so the
-    fused copy is only kept while the bias is unchanged: calls that train the bias (every step changes it) use the
-    plain copy and add it after.
+    tokens on the AVX2 machine, benchmarks/int8_kernel.py), but packing costs more than a forward call (~8 ms for
+    384 x 1536), and the fused copy holds the bias's values of the time it was packed: the modules fuse it for
+    inference only and refresh it explicitly (`PackedInt8Module.prepare`). The plain copy is packed when first
+    asked for.
     """
 
     def __init__(self, codes: torch.Tensor, scale: torch.Tensor):
         self.codes, self.scale = codes, scale
+        self.row_sums = row_sums(codes, scale)
         self._plain = None
         self._fused = None
         self._fused_bias = None  # the bias values packed into _fused
@@ -76,30 +97,34 @@ class PackedWeight:
                 self._plain = _prepack(self.codes, self.scale, None)
         return self._plain
 
-    def fused(self, bias: torch.Tensor) -> torch.ScriptObject:
-        # Compared by value, not by version counter: fused optimizers (Trainer's default adamw_torch_fused) update
-        # parameters without bumping it. Comparing out_features floats costs microseconds.
-        if self._fused_bias is None or not torch.equal(self._fused_bias, bias.data):
-            with torch.inference_mode(False), torch.no_grad():
-                self._fused_bias = bias.detach().float().clone()
-                self._fused = _prepack(self.codes, self.scale, self._fused_bias)
+    def fuse(self, bias: torch.Tensor) -> None:
+        """Pack (again) the copy with `bias` fused, with its current values."""
+        with torch.inference_mode(False), torch.no_grad():
+            self._fused_bias = bias.detach().float().clone()
+            self._fused = _prepack(self.codes, self.scale, self._fused_bias)
+
+    def fused(self) -> torch.ScriptObject | None:
+        """The copy packed by the last `fuse`, or None."""
         return self._fused
 
+    def fused_bias_equals(self, bias: torch.Tensor) -> bool:
+        """Whether the fused copy holds `bias`'s current values."""
+        return self._fused_bias is not None and torch.equal(self._fused_bias, bias.detach().float())
 
-def pack(codes: torch.Tensor, scale: torch.Tensor) -> PackedWeight:
-    """Int8 codes (out, in) with one fp32 scale per output row, ready for `linear` (packed on first use)."""
-    return PackedWeight(codes, scale)
 
-
-def warm(packed: PackedWeight, bias: torch.Tensor | None, per_token: bool) -> None:
-    """Pack now the variant that an inference call will use, so that quantizing or loading pays it, not a call."""
-    packed.fused(bias) if bias is not None and not per_token else packed.plain()
+def pack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> PackedWeight:
+    """Int8 codes (out, in) with one fp32 scale per output row, ready for `linear`; with `bias`, also packed with it
+    fused (the plain copy is packed when first used)."""
+    packed = PackedWeight(codes, scale)
+    if bias is not None:
+        packed.fuse(bias)
+    return packed
 
 
 def linear(
     x: torch.Tensor,
     packed: PackedWeight,
-    weight_row_sums: torch.Tensor,
+    weight_row_sums: torch.Tensor | None,
     bias: torch.Tensor | None,
     per_token: bool = True,
     fuse_bias: bool = True,
@@ -110,14 +135,14 @@ def linear(
     stretch (on MiniLM that costs ~5 dB of SQNR). For one range per token, each row is first mapped onto [0, 1]
     (x = lo + width * unit), which makes fbgemm's per-call range a per-token one, and mapped back:
     W x = width * (W unit) + lo * (W 1). That costs four elementwise passes.
-    `fuse_bias`: with one range per call, add the bias inside the kernel (see `PackedWeight`); pass False when the
-    bias is being trained, so that each step does not repack.
+    `fuse_bias`: with one range per call, use the copy of the weight packed with the bias (`PackedWeight.fuse`),
+    when there is one: the caller vouches that it holds `bias`'s values. Otherwise the bias is added after.
     """
     # Full 8-bit activations (reduce_range=False): safe from the int16 saturation of x86 AVX2 int8 dot products
-    # (vpmaddubsw) because the weights use 7 bits, 255 * 63 * 2 < 2**15 (see LINEAR_QMAX in modules.py).
+    # (vpmaddubsw) because the weights keep every channel pair within rounding.py's limit, 255 * 128 < 2**15.
     if not per_token:
-        if bias is not None and fuse_bias:
-            return torch.ops.quantized.linear_dynamic(x, packed.fused(bias), False)
+        if bias is not None and fuse_bias and packed.fused() is not None:
+            return torch.ops.quantized.linear_dynamic(x, packed.fused(), False)
         y = torch.ops.quantized.linear_dynamic(x, packed.plain(), False)
         return y if bias is None else y.add_(bias)
     shape = x.shape
@@ -129,3 +154,119 @@ def linear(
     y = torch.ops.quantized.linear_dynamic(unit, packed.plain(), False)
     out = lo * weight_row_sums if bias is None else torch.addcmul(bias, lo, weight_row_sums)
     return out.addcmul_(y, width).reshape(*shape[:-1], -1)
+
+
+# ---------------------------------------------------------------- the same numbers in plain tensor ops
+
+
+def exact_chunks(codes: torch.Tensor) -> int:
+    """How many equal blocks of input columns a float32 matmul of these int8 codes (out, in) with activations in
+    [-255, 255] must be split into for every partial sum, in any order, to stay within 2**24, hence be exact.
+
+    1 for almost every Linear (it needs Σ_k |codes[j, k]| <= 65,793 in every row: a mean |code| of 43 at 1,536
+    inputs); more for wide rows of large codes, such as ternary weights mapped to ±63.
+    """
+    magnitudes = codes.abs().float()
+    columns = codes.shape[1]
+    for chunks in range(1, columns + 1):
+        size = math.ceil(columns / chunks)
+        padded = F.pad(magnitudes, (0, size * chunks - columns))
+        if QMAX * padded.view(codes.shape[0], chunks, size).sum(dim=2).max() <= EXACT_FLOAT32:
+            return chunks
+    return columns
+
+
+def worst_case_chunks(in_features: int) -> int:
+    """`exact_chunks` for any int8 codes of this width (|code| <= 127): for a module not prepared yet."""
+    return math.ceil(QMAX * 127 * in_features / EXACT_FLOAT32)
+
+
+def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 a * b + c rounded once, as a fused multiply-add (ATen's CPU addcmul and fbgemm's output stage use
+    one): the float32 product is exact in float64, so only the sum rounds, then once more to float32, which differs
+    from a single rounding only when the float64 sum lands exactly on a float32 midpoint (never seen in testing)."""
+    return (a.double() * b.double() + c.double()).float()
+
+
+def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """fbgemm's dynamic quantization of x to uint8 with one range per call, as (q - zero point) in float32 (exact
+    integers in [-255, 255]) and the scale (0-d float32).
+
+    The range is ATen's ChooseQuantizationParams(min(x, 0), max(x, 0), 0, 255): scale (max - min) / 255 in float64,
+    0.1 for an all-zero x, at least SMALL_SCALE; the zero point from whichever end adds the smaller terms, rounded
+    half to even. Each x then rounds as fbgemm's AVX2 Quantize does: fma(x, 1 / scale, zero point) in float32,
+    rounded half to even and clamped to [0, 255].
+    """
+    lo32 = x.amin().clamp(max=0.0)
+    hi32 = x.amax().clamp(min=0.0)
+    scale = (hi32.double() - lo32.double()) / QMAX
+    scale32 = scale.float()
+    degenerate = (scale32 == 0) | torch.isinf(scale32.reciprocal())
+    scale = torch.where(degenerate, torch.full_like(scale, 0.1), scale)
+    small32 = x.new_full((), SMALL_SCALE, dtype=torch.float32)
+    small = scale < small32.double()
+    amplifier = small32 / scale.float()
+    lo_small = torch.where(lo32 == 0, lo32, torch.where(hi32 == 0, -small32 * QMAX, lo32 * amplifier))
+    hi_small = torch.where(lo32 == 0, small32 * QMAX, torch.where(hi32 == 0, hi32, hi32 * amplifier))
+    lo = torch.where(small, lo_small, lo32).double()
+    hi = torch.where(small, hi_small, hi32).double()
+    scale = torch.where(small, small32.double(), scale)
+    from_min, from_max = -lo / scale, QMAX - hi / scale
+    use_min = -(lo / scale).abs() < QMAX - (hi / scale).abs()
+    zero_point = torch.round(torch.where(use_min, from_min, from_max)).clamp(0, QMAX)
+    scale32 = scale.float()
+    inverse = scale32.reciprocal()
+    q = torch.round(_fma(x, inverse, zero_point.float())).clamp_(0, QMAX)
+    return q - zero_point.float(), scale32
+
+
+def _exact_matmul(a: torch.Tensor, codes: torch.Tensor, chunks: int) -> torch.Tensor:
+    """a (..., in) @ codes (out, in)^T for integer-valued a in [-255, 255], rounded once to float32 as the kernel's
+    int32 -> float conversion does: exact blocks of columns, added in float64."""
+    weight = codes.float()
+    if chunks == 1:
+        return F.linear(a, weight)
+    parts = [F.linear(a_part, w_part) for a_part, w_part in zip(a.chunk(chunks, -1), weight.chunk(chunks, -1))]
+    return torch.stack(parts).double().sum(dim=0).float()
+
+
+def _kernel(
+    x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, fused: bool, chunks: int
+) -> torch.Tensor:
+    """What `torch.ops.quantized.linear_dynamic` returns: float(acc) · (x scale · row scale), then the bias, fused
+    (one rounding) or added after."""
+    a, x_scale = quantize_activations(x)
+    y = _exact_matmul(a, codes, chunks)
+    combined = x_scale * scale.float()
+    if bias is None:
+        return y * combined
+    return _fma(y, combined, bias) if fused else y * combined + bias
+
+
+def traced_linear(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    per_token: bool = True,
+    fuse_bias: bool = False,
+    chunks: int = 1,
+) -> torch.Tensor:
+    """`linear`'s numbers in plain tensor ops, for torch.compile and torch.export: codes (out, in) int8, scale (out,).
+
+    `fuse_bias`: round as the kernel with the bias packed in does (`linear` with a fused copy); `chunks`:
+    `exact_chunks(codes)`. Equal to `linear` bit for bit on x86 CPUs with AVX2 and FMA (where fbgemm rounds with
+    fused multiply-adds), up to a double rounding in float64 that testing never met.
+    """
+    if not per_token:
+        return _kernel(x, codes, scale, bias, fuse_bias, chunks)
+    shape = x.shape
+    x = x.reshape(-1, shape[-1])
+    lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
+    width = (hi - lo).clamp(min=1e-12)
+    inverse = width.reciprocal()
+    unit = _fma(x, inverse, -lo * inverse)
+    y = _kernel(unit, codes, scale, None, False, chunks)
+    sums = row_sums(codes, scale)
+    out = lo * sums if bias is None else _fma(lo, sums, bias)
+    return _fma(y, width, out).reshape(*shape[:-1], -1)

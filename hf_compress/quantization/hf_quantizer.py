@@ -17,7 +17,7 @@ from ..methods.low_rank.transform import restore_low_rank_layout
 from .config import FORMAT_VERSION, LOAD_NOTICE_KEY, QUANT_METHOD, Int8QuantizationConfig
 from .low_bit_modules import LowBitEmbedding, LowBitLinear, parse_kind
 from .low_rank import Int8LowRankLinear
-from .modules import Int8Embedding, Int8Linear
+from .modules import Int8Embedding, Int8Linear, PackedInt8Module
 from .quantize import apply_quantization, check_not_quantized
 
 
@@ -91,9 +91,11 @@ class Int8HfQuantizer(TrainableQuantizer):
             check_not_quantized(model, check_config=False)
             apply_quantization(model, self.quantization_config, filter_fn=None)
             self.quantization_config = model.config.quantization_config
-        for module in model.modules():
-            if isinstance(module, LowBitLinear):
-                module.prepare()  # packed codes unpacked once, now, into the int8 kernel's (or float) weights
+        else:
+            for module in model.modules():
+                if isinstance(module, PackedInt8Module):
+                    # Loaded tensors, prepared once, now: packed for fbgemm (low-bit codes first unpacked to int8).
+                    module.prepare()
         return model
 
     def get_state_dict_and_metadata(self, model):

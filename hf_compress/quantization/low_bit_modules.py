@@ -25,7 +25,6 @@ from torch import nn
 
 from .. import provenance
 from ..checks import check_choice, invalid
-from . import fbgemm
 from .low_bit import (
     dequantize_groups,
     fake_quantized_modules,
@@ -80,8 +79,11 @@ class LowBitLinear(PackedInt8Module):
         self._init_storage(1, out_features * groups, out_features, bias, per_token, device, dtype)
         packed = torch.zeros(packed_bytes(out_features * in_features, bits), dtype=torch.uint8, device=device)
         self.weight = nn.Parameter(packed, requires_grad=False)
-        self._float = None  # compute="float": the dequantized weight, keyed like the int8 cache
-        self._float_key = None
+        # What `prepare` unpacks the codes into, once: for compute="int8", the int8 codes (out, in) and row scales;
+        # for compute="float", the dequantized weight. Not saved (the packed codes are); traced calls read them too.
+        self.register_buffer("int8_codes", None, persistent=False)
+        self.register_buffer("int8_scale", None, persistent=False)
+        self.register_buffer("float_weight", None, persistent=False)
 
     @classmethod
     @torch.inference_mode(False)
@@ -103,6 +105,7 @@ class LowBitLinear(PackedInt8Module):
         new.weight_scale = scales.reshape(-1).to(device)
         if module.bias is not None:
             new.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
+        new.train(module.training)
         new.prepare()
         return new
 
@@ -122,62 +125,43 @@ class LowBitLinear(PackedInt8Module):
         # 63: ternary, 4-bit and 8-bit absmax rows). Per-group scales: rounded to nearest, half an int8 step at most.
         return quantize_rows(self.dequantized_weight(), SEVEN_BIT_QMAX)
 
-    def _key(self) -> tuple:
-        return fbgemm.cache_key(self.weight, self.weight_scale)
-
-    def _packed_weight(self):
-        key = self._key()
-        if self._packed_key != key:
-            with torch.inference_mode(False), torch.no_grad():
-                codes, scale = self.int8_rows()
-                row_sums = (codes.float() * scale[:, None]).sum(dim=1)
-                packed = fbgemm.pack(codes, scale) if fbgemm.available() and codes.is_cpu else None
-                self._packed = (packed, row_sums, codes, scale)
-            self._packed_key = key
-        return self._packed
-
-    def _float_weight(self) -> torch.Tensor:
-        key = self._key()
-        if self._float_key != key:
-            with torch.inference_mode(False), torch.no_grad():
-                self._float = self.dequantized_weight()
-            self._float_key = key
-        return self._float
-
     def prepare(self) -> None:
-        """Unpack now (at load or bake time) into the cache the forward uses, so the first call pays nothing."""
+        """Unpack the codes now (at bake or load time) into what the forward computes with: the int8 kernel's codes,
+        packed for fbgemm (compute="int8"), or the float weight (compute="float"); call it after editing the module's
+        tensors in place."""
+        self.int8_codes = self.int8_scale = self.float_weight = None
         if self.weight.device.type != "meta":
-            if self.compute == "float":
-                self._float_weight()
-                return
+            with torch.inference_mode(False), torch.no_grad():
+                if self.compute == "float":
+                    self.float_weight = self.dequantized_weight()
+                else:
+                    self.int8_codes, self.int8_scale = self.int8_rows()
+        if self.compute == "float":
+            self._kernels, self._chunks, self._bias_trained = None, None, False
+        else:
+            super().prepare()
 
-            packed = self._packed_weight()[0]
-            if packed is not None:
-                fbgemm.warm(packed, self.bias, self.per_token)
+    def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        if self.int8_codes is None:  # not prepared (built by hand): computed, not kept
+            return [self.int8_rows()]
+        return [(self.int8_codes, self.int8_scale)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = x W^T + b for x (..., in_features) -> (..., out_features); int8 kernel on CPU float32 (compute="int8")
         or a float matmul with the dequantized weight (compute="float"). Gradients reach x, never the codes."""
         if self.compute == "float":
             bias = None if self.bias is None else self.bias.to(x.dtype)
-            return F.linear(x, self._float_weight().to(x.dtype), bias)
+            weight = self.dequantized_weight() if self.float_weight is None else self.float_weight
+            return F.linear(x, weight.to(x.dtype), bias)
         return self.int8_value_float_gradient(x)
 
     def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
-        from . import fbgemm
-
-        packed, row_sums, _, _ = self._packed_weight()
-        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token, fuse_bias)
+        return self._matmul(0, x, self.bias, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
-        _, _, codes, scale = self._packed_weight()
+        [(codes, scale)] = self._int8_weights()
         bias = None if self.bias is None else self.bias.to(x.dtype)
         return F.linear(x, (codes.float() * scale[:, None]).to(x.dtype), bias)
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state["_float"], state["_float_key"] = None, None
-        return state
 
     def extra_repr(self) -> str:
         return (
@@ -309,7 +293,6 @@ def set_low_bit_compute_(model: nn.Module, compute: str) -> nn.Module:
     for module in model.modules():
         if isinstance(module, LowBitLinear):
             module.compute = compute
-            module._packed = module._packed_key = module._float = module._float_key = None
             module.prepare()
     config = getattr(getattr(model, "config", None), "quantization_config", None)
     if config is not None and hasattr(config, "low_bit_compute"):

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fbgemm
 from .modules import PackedInt8Module
 from .rounding import linear_codes
 
@@ -33,7 +32,7 @@ class Int8LowRankLinear(PackedInt8Module):
     ):
         super().__init__()
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
-        # codes of down (rank, in) then up (out, rank); scales of their rows; _packed: one (packed, row sums) each
+        # codes of down (rank, in) then up (out, rank); scales of their rows
         num_codes = rank * (in_features + out_features)
         self._init_storage(num_codes, rank + out_features, out_features, bias, per_token, device, dtype)
 
@@ -50,11 +49,8 @@ class Int8LowRankLinear(PackedInt8Module):
         if module.bias is not None:
             # clone() outside inference mode: a normal tensor even if the model was built inside it
             new.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
-        if new.weight.is_cpu and fbgemm.available():
-            # pack now, so that quantize_ pays the whole cost and not the first call
-            (down, _), (up, _) = new._packed_weights()
-            fbgemm.warm(down, None, new.per_token)
-            fbgemm.warm(up, new.bias, new.per_token)
+        new.train(module.training)
+        new.prepare()  # now, so that quantize_ pays the whole cost and not the first call
         return new
 
     def int8_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,19 +67,9 @@ class Int8LowRankLinear(PackedInt8Module):
         scale = self.weight_scale
         return down.float() * scale[: self.rank, None], up.float() * scale[self.rank :, None]
 
-    def _packed_weights(self):
-        key = fbgemm.cache_key(self.weight, self.weight_scale)
-        if self._packed_key != key:
-            # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
-            with torch.inference_mode(False), torch.no_grad():
-                codes = self.int8_weights()
-                scales = (self.weight_scale[: self.rank], self.weight_scale[self.rank :])
-                self._packed = tuple(
-                    (fbgemm.pack(c.contiguous(), s.contiguous()), w.sum(dim=1))
-                    for c, s, w in zip(codes, scales, self.dequantized_weights())
-                )
-            self._packed_key = key
-        return self._packed
+    def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        down, up = self.int8_weights()
+        return [(down, self.weight_scale[: self.rank]), (up, self.weight_scale[self.rank :])]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = up(down(x)) + b for x (..., in_features) -> (..., out_features), two int8 kernels on CPU float32.
@@ -94,9 +80,8 @@ class Int8LowRankLinear(PackedInt8Module):
         return self.int8_value_float_gradient(x)
 
     def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
-        (down, down_sums), (up, up_sums) = self._packed_weights()
-        h = fbgemm.linear(x, down, down_sums, None, self.per_token)
-        return fbgemm.linear(h, up, up_sums, self.bias, self.per_token, fuse_bias)
+        h = self._matmul(0, x, None, False)
+        return self._matmul(1, h, self.bias, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Other devices or dtypes, a torch without fbgemm, or autograd: the same int8 weights, float matmuls.

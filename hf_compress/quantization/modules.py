@@ -5,8 +5,12 @@ hf_compress imported) then meets a size mismatch on every `weight` and raises, i
 into the float weight of an nn.Linear and running with wrong logits.
 
 Both modules build their tensors outside inference mode (`torch.inference_mode(False)`), even when called inside
-it: inference tensors have no version counter, and `Int8Linear`'s packed-weight cache reads it to notice in-place
-edits. Tensors a user builds in inference mode are still accepted (the cache is then keyed on storage only).
+it, so that they serve calls in and out of it and can be trained. Tensors a user builds in inference mode are still
+accepted.
+
+Compile- and export-clean: no forward reads a data pointer or a version counter. `Int8Linear` packs its weights for
+fbgemm when it is built, loaded or moved (`PackedInt8Module.prepare`), and under torch.compile / torch.export computes
+the kernel's numbers in plain tensor ops (`fbgemm.traced_linear`).
 """
 
 from __future__ import annotations
@@ -34,10 +38,22 @@ def quantize_rows(weight: torch.Tensor, qmax: int = EMBEDDING_QMAX) -> tuple[tor
 
 
 class PackedInt8Module(nn.Module):
-    """What the int8 matmul modules share: the int8 kernel's value with a float gradient, and a packed-weight cache.
+    """What the int8 matmul modules share: the int8 kernel's value with a float gradient, on weights prepared once.
 
-    Subclasses give `_int8_forward(x)` (the fbgemm kernels on packed weights) and `_reference_forward(x)` (float
-    matmuls with the same dequantized int8 weights), and keep their packed weights in `_packed` / `_packed_key`.
+    Subclasses give `_int8_weights()` (codes (out, in) int8 and one scale per row of each int8 matmul, in order: the
+    saved tensors or views of them), `_int8_forward(x, fuse_bias)` (calling `_matmul`) and `_reference_forward(x)`
+    (float matmuls with the same dequantized int8 weights).
+
+    Prepared, never looked up: `prepare()` packs the weights for fbgemm. It runs when a module is built (from_linear,
+    ...), loaded (the quantizer after loading; `load_state_dict`), moved or cast (`_apply`), copied or unpickled. A
+    forward reads no data pointer or version counter, so torch.compile and torch.export trace it (in plain tensor ops,
+    `fbgemm.traced_linear`); the price: after editing `weight`, `weight_scale` or a frozen `bias` in place by hand,
+    call `prepare()`.
+
+    The bias: with one activation range per call, the kernel can add it in its output stage (`fbgemm.PackedWeight`).
+    That copy holds the bias's values of its packing, so it serves only calls that need no autograd while the module
+    is in eval mode and its bias has not been trained since: a call that trains the bias (every step changes it) adds
+    it after the kernel and marks the fused copy stale; `eval()` re-packs it if the bias changed.
     """
 
     def _init_storage(
@@ -45,14 +61,57 @@ class PackedInt8Module(nn.Module):
     ) -> None:
         """The saved layout every subclass shares: `weight` (num_codes,) int8 codes, flat so that a loader unaware of
         the format raises on its size; `weight_scale` (num_scales,) fp32; a float `bias` (out_features,) or None;
-        and an empty packed-weight cache."""
+        and nothing prepared yet."""
         self.per_token = per_token  # activation ranges: one per token (accurate) or one per call (faster)
         codes = torch.zeros(num_codes, dtype=torch.int8, device=device)
         self.weight = nn.Parameter(codes, requires_grad=False)
         self.register_buffer("weight_scale", torch.ones(num_scales, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
-        self._packed = None  # rebuilt when the tensors it was packed from change (see `version`)
-        self._packed_key = None
+        self._kernels: list[fbgemm.PackedWeight] | None = None  # fbgemm's packed weights, one per int8 matmul
+        self._chunks: list[int] | None = None  # fbgemm.exact_chunks of each, for traced calls
+        self._bias_trained = False  # a call trained the bias since the fused copy was packed
+
+    def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        raise NotImplementedError
+
+    def prepare(self) -> None:
+        """Pack the int8 weights for fbgemm now (with the bias fused too, for one range per call) and measure what
+        traced calls need, so that calls pay nothing; call it after editing the module's tensors in place."""
+        self._kernels, self._chunks, self._bias_trained = None, None, False
+        if self.weight.device.type == "meta":  # allocated by a loader later, which prepares then
+            return
+        # Built outside inference mode and autograd, so that the packed weights serve calls in and out of both.
+        with torch.inference_mode(False), torch.no_grad():
+            weights = self._int8_weights()
+            self._chunks = [fbgemm.exact_chunks(codes) for codes, _ in weights]
+            if not (self.weight.is_cpu and fbgemm.available()):
+                return
+            kernels = [fbgemm.pack(codes.contiguous(), scale.float().contiguous()) for codes, scale in weights]
+            *first, last = kernels
+            for packed in first:
+                packed.plain()
+            if self._fuses_bias():
+                last.fuse(self.bias)  # the copy per-call inference uses; the plain one is packed if training needs it
+            else:
+                last.plain()
+            self._kernels = kernels
+
+    def _fuses_bias(self) -> bool:
+        """Whether the last int8 matmul keeps a copy with the bias fused (one range per call, a bias)."""
+        return not self.per_token and getattr(self, "bias", None) is not None
+
+    def _matmul(self, index: int, x: torch.Tensor, bias: torch.Tensor | None, fuse_bias: bool) -> torch.Tensor:
+        """The index-th int8 matmul: fbgemm on the prepared weights, or its numbers in plain tensor ops when traced.
+        `fuse_bias`: the call may use the copy with the bias fused (see the class docstring for when it does)."""
+        fuse = fuse_bias and bias is not None and self._fuses_bias() and not self.training and not self._bias_trained
+        if torch.compiler.is_compiling():
+            codes, scale = self._int8_weights()[index]
+            chunks = fbgemm.worst_case_chunks(codes.shape[1]) if self._chunks is None else self._chunks[index]
+            return fbgemm.traced_linear(x, codes, scale, bias, self.per_token, fuse, chunks)
+        if self._kernels is None:
+            self.prepare()  # built by hand, not by from_linear or a loader
+        packed = self._kernels[index]
+        return fbgemm.linear(x, packed, packed.row_sums, bias, self.per_token, fuse)
 
     def int8_value_float_gradient(self, x: torch.Tensor) -> torch.Tensor:
         """The int8 kernel's output; when autograd needs this call (grad enabled and x or the bias requires grad,
@@ -63,21 +122,48 @@ class PackedInt8Module(nn.Module):
         """
         fast = x.is_cpu and x.dtype == torch.float32 and fbgemm.available()
         bias = getattr(self, "bias", None)
-        needs_grad = torch.is_grad_enabled() and (x.requires_grad or (bias is not None and bias.requires_grad))
+        trains_bias = bias is not None and bias.requires_grad
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or trains_bias)
         if not needs_grad:
             return self._int8_forward(x) if fast else self._reference_forward(x)
         reference = self._reference_forward(x)
         if not fast:
             return reference
+        if trains_bias and not torch.compiler.is_compiling():
+            self._bias_trained = True  # the fused copy may be stale from the next optimizer step on
         with torch.no_grad():
             exact = self._int8_forward(x, fuse_bias=False)  # the bias may change every step: do not repack it
         return reference + (exact - reference).detach()
 
+    def train(self, mode: bool = True):
+        """nn.Module.train; switching to eval mode re-packs the fused bias copy if the bias changed since."""
+        super().train(mode)
+        if not mode and self._kernels is not None and self._fuses_bias():
+            last = self._kernels[-1]
+            if self._bias_trained or not last.fused_bias_equals(self.bias):
+                last.fuse(self.bias)
+            self._bias_trained = False
+        return self
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .cpu(), .float(), ...: the packed weights are of the tensors as they were.
+        super()._apply(fn, recurse)
+        self.prepare()
+        return self
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self.prepare()
+
     def __getstate__(self):
-        # The packed weights are a cache of tensors the module already holds; never copy them.
+        # The packed weights are derived from tensors the module already holds: never copied, prepared again.
         state = self.__dict__.copy()
-        state["_packed"], state["_packed_key"] = None, None
+        state["_kernels"] = None
         return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self.prepare()
 
 
 class Int8Linear(PackedInt8Module):
@@ -168,9 +254,8 @@ class Int8Linear(PackedInt8Module):
         if linear.bias is not None:
             # clone() outside inference mode: a normal tensor even if the model was built inside it
             module.bias = nn.Parameter(linear.bias.detach().clone(), requires_grad=linear.bias.requires_grad)
-        if module.weight.is_cpu and fbgemm.available():
-            # pack now, so that quantize_ pays the whole cost and not the first call
-            fbgemm.warm(module._packed_weight()[0], module.bias, per_token)
+        module.train(linear.training)
+        module.prepare()  # now, so that quantize_ pays the whole cost and not the first call
         return module
 
     def int8_weight(self) -> torch.Tensor:
@@ -181,15 +266,14 @@ class Int8Linear(PackedInt8Module):
         """codes * scale: the float weight this module computes with (applied to x * input_scale if smoothed)."""
         return self.int8_weight().float() * self.weight_scale[:, None]
 
-    def _packed_weight(self) -> tuple[torch.ScriptObject, torch.Tensor]:
-        key = fbgemm.cache_key(self.weight, self.weight_scale)
-        if self._packed_key != key:
-            # Built outside inference mode and autograd, so that the cache serves calls in and out of both.
-            with torch.inference_mode(False), torch.no_grad():
-                row_sums = self.dequantized_weight().sum(dim=1)
-                self._packed = (fbgemm.pack(self.int8_weight(), self.weight_scale), row_sums)
-            self._packed_key = key
-        return self._packed
+    def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(self.int8_weight(), self.weight_scale)]
+
+    def _packed_weight(self) -> tuple[fbgemm.PackedWeight, torch.Tensor]:
+        """fbgemm's packed weight and its row sums, as prepared."""
+        if self._kernels is None:
+            self.prepare()
+        return self._kernels[0], self._kernels[0].row_sums
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = x W^T + b for x (..., in_features) -> (..., out_features), int8 kernel on CPU float32; under autograd
@@ -206,9 +290,14 @@ class Int8Linear(PackedInt8Module):
         needs_grad = torch.is_grad_enabled() and x.requires_grad
         if owned and not needs_grad:
             y = self.int8_value_float_gradient(x.index_fill_(-1, channels, 0.0))
-        elif needs_grad or not x.is_contiguous() or (x.is_inference() and not torch.is_inference_mode_enabled()):
-            # Autograd keeps x for the backward, a view may share memory between elements, and an inference tensor
-            # cannot change outside inference mode: copy.
+        elif (
+            needs_grad
+            or torch.compiler.is_compiling()
+            or not x.is_contiguous()
+            or (x.is_inference() and not torch.is_inference_mode_enabled())
+        ):
+            # Autograd keeps x for the backward, a traced graph is kept free of edits to its inputs, a view may share
+            # memory between elements, and an inference tensor cannot change outside inference mode: copy.
             y = self.int8_value_float_gradient(x.index_fill(-1, channels, 0.0))
         else:
             # The caller's tensor: zero k columns in place and put them back after, instead of copying all of x
@@ -218,8 +307,7 @@ class Int8Linear(PackedInt8Module):
         return y + F.linear(outliers, self.outlier_weight.to(x.dtype))
 
     def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
-        packed, row_sums = self._packed_weight()
-        return fbgemm.linear(x, packed, row_sums, self.bias, self.per_token, fuse_bias)
+        return self._matmul(0, x, self.bias, fuse_bias)
 
     def _reference_forward(self, x: torch.Tensor) -> torch.Tensor:
         # Reference path (other devices or dtypes, a torch without fbgemm, or autograd): same int8 weights, float
