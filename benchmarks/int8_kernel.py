@@ -78,11 +78,12 @@ def timings(repeats: int) -> dict:
     out = {}
     for i, o in ((384, 384), (384, 1536), (1536, 384)):
         w, b, x = torch.randn(o, i), torch.randn(o), torch.randn(32, 48, i)
-        packed = fbgemm.pack(*linear_codes(w))
+        packed = fbgemm.pack(*linear_codes(w), b)  # with a copy that has the bias fused
         out[f"{i}->{o}"] = medians(bias_calls(x, w, b, packed), repeats)
     ws, b, x = [torch.randn(384, 384) for _ in range(3)], torch.randn(384), torch.randn(32, 48, 384)
-    packs = [fbgemm.pack(*linear_codes(w)) for w in ws]
-    fused, fused_bias = fbgemm.pack(*linear_codes(torch.cat(ws))), torch.cat([b, b, b])
+    packs = [fbgemm.pack(*linear_codes(w), b) for w in ws]
+    fused_bias = torch.cat([b, b, b])
+    fused = fbgemm.pack(*linear_codes(torch.cat(ws)), fused_bias)
     out["query/key/value"] = medians(
         {
             "three int8 matmuls": lambda: [fbgemm.linear(x, p, None, b, False) for p in packs],
