@@ -11,7 +11,6 @@ import types
 
 import pytest
 import torch
-from hf_compress.methods.albert import transform as albert_module
 from transformers import (
     AlbertConfig,
     AlbertForSequenceClassification,
@@ -55,6 +54,7 @@ from transformers import (
     XLMRobertaModel,
 )
 
+from hf_compress.methods.albert import transform as albert_module
 from hf_compress.methods.albert.transform import albert_num_parameters, to_albert
 from tests.family_models import family_tokenizer
 from tests.testing_utils import VOCAB, run_python, tiny_batch, tiny_bert, tiny_bert_config, tiny_tokenizer
