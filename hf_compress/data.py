@@ -113,7 +113,7 @@ def label_names(dataset: DatasetDict | Dataset, label_column: str = "label") -> 
     return list(feature.names) if isinstance(feature, ClassLabel) else None
 
 
-# Local files for token classification (CoNLL-2003 columns) and extractive QA (SQuAD v1.1 JSON).
+# Local files for token classification (CoNLL-2003 columns) and extractive QA (SQuAD v1.1 and 2.0 JSON).
 # Imports of this section stay here so that it can be merged independently of the top of the file.
 
 
@@ -121,6 +121,7 @@ def label_names(dataset: DatasetDict | Dataset, label_column: str = "label") -> 
 CONLL2003_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
 CONLL_SPLIT_FILES = {"train": "train.txt", "validation": "valid.txt", "test": "test.txt"}
 SQUAD_SPLIT_FILES = {"train": "train-v1.1.json", "validation": "dev-v1.1.json"}
+SQUAD_V2_SPLIT_FILES = {"train": "train-v2.0.json", "validation": "dev-v2.0.json"}
 SQUAD_FEATURES = Features(
     {
         "id": Value("string"),
@@ -229,8 +230,19 @@ def _field(record: object, key: str, kind: type, where: str, allowed: str):
 
 
 def _squad_answers(qa: dict, context: str, at: str) -> dict[str, list]:
-    """The answers of one question as {"text": [...], "answer_start": [...]}, each checked against its context."""
-    unanswerable = "a non-empty list (SQuAD v1.1 has no unanswerable questions)"
+    """The answers of one question as {"text": [...], "answer_start": [...]}, each checked against its context.
+
+    A SQuAD 2.0 question marked `is_impossible: true` has no answer (its `plausible_answers` are not gold ones).
+    """
+    impossible = qa.get("is_impossible", False) if isinstance(qa, dict) else False
+    require(isinstance(impossible, bool), f"{at}.is_impossible", impossible, "true or false (SQuAD 2.0)")
+    if impossible:
+        answers = qa.get("answers", [])
+        require(answers == [], f"{at}.answers", answers, "[] for a question marked is_impossible: true (SQuAD 2.0)")
+        return {"text": [], "answer_start": []}
+    unanswerable = (
+        "a non-empty list (SQuAD v1.1 has no unanswerable questions; SQuAD 2.0 marks one with is_impossible: true)"
+    )
     answers = _field(qa, "answers", list, at, unanswerable)
     require(bool(answers), f"{at}.answers", answers, unanswerable)
     texts, starts = [], []
@@ -247,10 +259,11 @@ def _squad_answers(qa: dict, context: str, at: str) -> dict[str, list]:
 
 
 def read_squad(path: str) -> dict[str, list]:
-    """The questions of a SQuAD v1.1 JSON file as columns `id`, `title`, `context`, `question`, `answers`.
+    """The questions of a SQuAD v1.1 or 2.0 JSON file as columns `id`, `title`, `context`, `question`, `answers`.
 
     Every question needs an `id` used once in the file, a `question` and at least one answer whose `answer_start` (a
-    character offset into the paragraph's `context`) points at its `text`. A missing `title` reads as "".
+    character offset into the paragraph's `context`) points at its `text`, or (SQuAD 2.0) `is_impossible: true` and no
+    answer. A missing `title` reads as "".
     Raises ValueError naming the file and the JSON location (`data[i].paragraphs[j].qas[k]...`) of what is wrong.
     """
     with open(path, encoding="utf-8") as f:
@@ -283,20 +296,29 @@ def read_squad(path: str) -> dict[str, list]:
 
 
 def load_squad(path: str | os.PathLike) -> Dataset | DatasetDict:
-    """SQuAD v1.1 JSON as the Hub `squad` schema: `id`, `title`, `context`, `question`, `answers` {text, answer_start}.
+    """SQuAD v1.1 or 2.0 JSON as the Hub `squad` schema: `id`, `title`, `context`, `question`, `answers` {text,
+    answer_start}; an unanswerable SQuAD 2.0 question has empty answer lists, as in the Hub's `squad_v2`.
 
-    `path` is one file (a Dataset, one row per question) or a directory holding train-v1.1.json and/or dev-v1.1.json
-    (a DatasetDict with `train` / `validation`). Answers keep the file's order and duplicates (the dev set lists up to
-    three gold answers per question, often equal). Format: Rajpurkar et al. (2016), https://arxiv.org/abs/1606.05250.
+    `path` is one file (a Dataset, one row per question) or a directory holding train-v1.1.json and/or dev-v1.1.json,
+    or else train-v2.0.json and/or dev-v2.0.json (a DatasetDict with `train` / `validation`). Answers keep the file's
+    order and duplicates (the dev set lists up to three gold answers per question, often equal). Format: Rajpurkar et
+    al. (2016), https://arxiv.org/abs/1606.05250, and (2.0) Rajpurkar, Jia & Liang (2018), arXiv:1806.03822.
     Raises ValueError for a path that is neither, a file that does not parse or lacks a field, a duplicate question
     id, and an answer whose `answer_start` does not point at its text in the context.
     """
     path = os.fspath(path)
     if os.path.isfile(path):
         return Dataset.from_dict(read_squad(path), features=SQUAD_FEATURES)
-    files = {s: os.path.join(path, f) for s, f in SQUAD_SPLIT_FILES.items() if os.path.isfile(os.path.join(path, f))}
+    for names in (SQUAD_SPLIT_FILES, SQUAD_V2_SPLIT_FILES):
+        files = {s: os.path.join(path, f) for s, f in names.items() if os.path.isfile(os.path.join(path, f))}
+        if files:
+            break
     require(
-        bool(files), "path", path, "a SQuAD v1.1 JSON file or a directory holding train-v1.1.json and/or dev-v1.1.json"
+        bool(files),
+        "path",
+        path,
+        "a SQuAD v1.1 JSON file or a directory holding train-v1.1.json and/or dev-v1.1.json (SQuAD 2.0: "
+        "train-v2.0.json and/or dev-v2.0.json)",
     )
     return DatasetDict(
         {split: Dataset.from_dict(read_squad(f), features=SQUAD_FEATURES) for split, f in files.items()}

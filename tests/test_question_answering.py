@@ -14,7 +14,7 @@ from transformers import AutoModelForQuestionAnswering, BertForQuestionAnswering
 from hf_compress.cli import main
 from hf_compress.cli.recipe import RecipeArguments
 from hf_compress.tasks import QAEvalData, get_task
-from hf_compress.tasks.qa_postprocessing import best_spans, window_features
+from hf_compress.tasks.qa_postprocessing import best_spans, span_search, window_features
 from tests.test_token_classification import cli_recipe, reload_in_fresh_process, report_command
 from tests.testing_utils import tiny_bert_config, tiny_tokenizer, training_args
 
@@ -205,6 +205,174 @@ def test_squad_file_loads_as_a_train_split_and_non_qa_models_are_refused(tmp_pat
         task.load(recipe(str(records)))
 
 
+# ---- SQuAD 2.0: unanswerable questions ----
+
+
+def v2_rows(items: list[tuple[str, str, str | None]], prefix: str = "q") -> Dataset:
+    """Questions in the Hub `squad_v2` schema from (question, context, answer or None for unanswerable)."""
+    return Dataset.from_dict(
+        {
+            "id": [f"{prefix}{i}" for i in range(len(items))],
+            "question": [q for q, _, _ in items],
+            "context": [c for _, c, _ in items],
+            "answers": [
+                {"text": [a], "answer_start": [c.index(a)]} if a else {"text": [], "answer_start": []}
+                for _, c, a in items
+            ],
+        }
+    )
+
+
+class OracleForQuestionAnswering(torch.nn.Module):
+    """A stand-in QA model: every token's start and end logit is a fixed value of its id (exact margins)."""
+
+    def __init__(self, logit_of_token: dict[int, float], vocab_size: int = 1000):
+        super().__init__()
+        table = torch.zeros(vocab_size, 1)
+        for token, logit in logit_of_token.items():
+            table[token] = logit
+        self.table = torch.nn.Embedding.from_pretrained(table)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None):
+        from transformers.modeling_outputs import QuestionAnsweringModelOutput
+
+        logits = self.table(input_ids)[..., 0]
+        return QuestionAnsweringModelOutput(start_logits=logits, end_logits=logits.clone())
+
+
+def oracle_qa(tokenizer) -> OracleForQuestionAnswering:
+    # [CLS] 2 + 2: null score 4. Spans: w39 alone 5 + 5 = 10 (margin -6), w38 6 (margin -2), w37 2 (margin +2).
+    vocab = tokenizer.get_vocab()
+    return OracleForQuestionAnswering({vocab["[CLS]"]: 2, vocab["w39"]: 5, vocab["w38"]: 3, vocab["w37"]: 1})
+
+
+V2_VALIDATION = [("w50", "w1 w39 w2", "w39"), ("w50", "w1 w38 w2", None), ("w50", "w1 w37 w2", "w37")]
+V2_TEST = [
+    ("w50", "w1 w38 w2", "w38"),  # margin -2: above the threshold -6, so "" (wrong: it has an answer)
+    ("w50", "w3 w39 w4", None),  # margin -6: answered "w39" (wrong: it has none)
+    ("w50", "w39 w2 w5", "w39 w2"),  # answered "w39": exact 0, F1 2 * 1 * (1/2) / (1 + 1/2) = 2/3
+    ("w50", "w5 w37 w6", None),  # margin +2: "" (right)
+]
+
+
+def test_null_threshold_is_chosen_on_validation_and_scores_equal_a_hand_computation(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    raw = DatasetDict(validation=v2_rows(V2_VALIDATION, "v"), test=v2_rows(V2_TEST, "t"))
+    task = get_task("question-answering")  # no data loaded: SQuAD 2.0 is decided from `raw`
+    args = recipe(max_length=16, doc_stride=4, eval_split="test")
+    data = task.prepare_eval(raw, tokenizer, args)
+    predictions = task.predict(oracle_qa(tokenizer), data, tokenizer)
+    # Validation margins -6 (answer w39, right), -2 (none; answering is wrong), +2 (answer w37, right). Answering
+    # none: 1 of 3 right; up to -6: 2; up to -2: 1; up to +2: 2 (not better). The threshold is -6.
+    assert predictions.null_threshold == -6.0
+    assert list(predictions) == ["", "w39", "w39", ""]
+    scores = task.score(predictions, data)
+    assert scores == {
+        "exact_match": pytest.approx(100 * 1 / 4),
+        "f1": pytest.approx(100 * (0 + 0 + 2 / 3 + 1) / 4),
+        "HasAns_exact_match": pytest.approx(0.0),
+        "HasAns_f1": pytest.approx(100 * (0 + 2 / 3) / 2),
+        "NoAns_exact_match": pytest.approx(50.0),
+        "NoAns_f1": pytest.approx(50.0),
+        "null_threshold": -6.0,
+    }
+    # On the validation split itself, the threshold is chosen there too; without one, run_qa's 0.0 applies.
+    on_validation = task.predict(
+        oracle_qa(tokenizer), task.prepare_eval(raw, tokenizer, args, "validation"), tokenizer
+    )
+    assert on_validation.null_threshold == -6.0 and list(on_validation) == ["w39", "", ""]
+    alone = task.prepare_eval(DatasetDict(test=raw["test"]), tokenizer, args)
+    assert list(task.predict(oracle_qa(tokenizer), alone, tokenizer)) == ["w38", "w39", "w39", ""]
+    assert data.unanswerable and task.unanswerable is None
+
+
+def test_squad_v2_data_is_decided_when_loaded_and_the_card_names_squad_v2(tmp_path):
+    task = get_task("question-answering")
+    assert task.card_metrics[1] == ("f1", "f1", "F1 (squad)")
+    rows = v2_rows(V2_TEST)
+    path = tmp_path / "v2.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    raw, _ = task.load(recipe(str(path)))
+    assert task.unanswerable is True and raw["train"]["answers"][1] == {"text": [], "answer_start": []}
+    assert task.card_metrics == (
+        ("exact_match", "exact_match", "Exact Match (squad_v2)"),
+        ("f1", "f1", "F1 (squad_v2)"),
+    )
+
+
+def test_squad_v1_data_keeps_the_squad_metric_and_the_unanswerable_window_points_at_cls(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    task = get_task("question-answering")
+    raw, _ = task.load(recipe(write_squad(tmp_path / "v1.json", [("w5", "w1 w2", "w2")])))
+    assert task.unanswerable is False and task.card_metrics[1] == ("f1", "f1", "F1 (squad)")
+    data = task.prepare_eval(raw, tokenizer, recipe(eval_split="train"))
+    assert task.score(["w2"], data) == {"exact_match": 100.0, "f1": 100.0}  # no HasAns/NoAns, no threshold
+    features = window_features(v2_rows([("w5", "w1 w2 w3", None)]), tokenizer, max_length=16, doc_stride=4)
+    assert features["start_positions"] == features["end_positions"] == [0]  # [CLS]: the no-answer target
+
+
+def test_span_search_null_margin_is_the_lowest_cls_score_minus_the_best_span():
+    examples = Dataset.from_dict({"id": ["q", "none"], "context": ["alpha beta gamma", "zeta"]})
+    windows = [[None, (0, 5), (6, 10), None], [None, (6, 10), (11, 16), None], [None, None, None]]
+    features = Dataset.from_dict({"example_id": ["q", "q", "none"], "cls_index": [0, 0, 0], "offset_mapping": windows})
+    start = [np.array([3, 4, 0, 0.0]), np.array([1, 0, 2, 0.0]), np.array([9, 0, 0.0])]
+    end = [np.array([2, 0, 5, 0.0]), np.array([0, 0, 1, 0.0]), np.array([9, 0, 0.0])]
+    texts, margins = span_search(examples, features, start, end)
+    # q: best span alpha-beta 4 + 5 = 9; null min(3 + 2, 1 + 0) = 1: margin -8. "none": no context token, margin inf.
+    assert texts == ["alpha beta", ""] and margins == [-8.0, np.inf]
+
+
+def test_left_padding_tokenizer_windows_and_predictions_are_those_of_right_padding(tmp_path):
+    tokenizer = tiny_tokenizer(tmp_path / "tok")
+    raw = DatasetDict(test=v2_rows(V2_TEST, "t"))
+    task = get_task("question-answering")
+    args = recipe(max_length=16, doc_stride=4, eval_split="test")
+    right = task.prepare_eval(raw, tokenizer, args)
+    expected = task.predict(oracle_qa(tokenizer), right, tokenizer)
+    tokenizer.padding_side = "left"
+    left = task.prepare_eval(raw, tokenizer, args)
+    assert left.features["input_ids"] == right.features["input_ids"]  # the question first, as BERT is trained
+    assert task.predict(oracle_qa(tokenizer), left, tokenizer) == expected
+    batch = task.collator(tokenizer)([{"input_ids": [2, 5, 3]}, {"input_ids": [2, 3]}])
+    assert batch["input_ids"][1].tolist() == [2, 3, 0] and tokenizer.padding_side == "left"
+
+
+def tiny_squad_v2(path, n: int = 90, seed: int = 0) -> str:
+    """JSONL records in the Hub `squad_v2` schema: a third of the questions have no answer (no "w39" in context)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = [f"w{rng.randrange(30)}" for _ in range(rng.randint(10, 20))]
+        if i % 3:
+            words.insert(rng.randrange(len(words)), "w39")
+        context = " ".join(words)
+        answers = (
+            {"text": ["w39"], "answer_start": [context.index("w39")]} if i % 3 else {"text": [], "answer_start": []}
+        )
+        rows.append({"id": f"q{i}", "question": "w35 w36", "context": context, "answers": answers})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+def test_distill_recipe_end_to_end_on_squad_v2_data(tmp_path, capsys):
+    data = tiny_squad_v2(tmp_path / "squad_v2.jsonl")
+    recipe_path = cli_recipe(
+        tmp_path, "question-answering", data, eval_split="test", max_length=24, doc_stride=8, max_answer_length=5
+    )
+    assert main(["distill", recipe_path]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    keys = {"exact_match", "f1", "HasAns_exact_match", "HasAns_f1", "NoAns_exact_match", "NoAns_f1", "null_threshold"}
+    for row in report:
+        assert row["metric"] == "f1" and set(row["metrics"]) == keys
+        assert f"| {row['name']} | {row['score']:.4f} | " in out
+    assert "| model | f1 | vs ref | exact_match | HasAns_exact_match |" in out
+    teacher = report[0]["metrics"]
+    assert teacher["HasAns_exact_match"] > 50 and teacher["NoAns_exact_match"] > 50  # it learnt both kinds
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "name: F1 (squad_v2)" in card and f"value: {report[1]['score']}" in card
+
+
 # ---- the CLI, end to end ----
 
 
@@ -257,7 +425,7 @@ def test_distill_recipe_end_to_end_on_a_tiny_squad_file(tmp_path, capsys):
 def test_squad_windows_and_span_search_recover_the_real_answers():
     from transformers import AutoTokenizer
 
-    from benchmarks import task_data
+    from hf_compress import task_data
     from hf_compress.data import minilm_path
 
     try:

@@ -1,7 +1,8 @@
 """Task metrics as `evaluate` modules shipped in the package, loaded by path (no Hub download).
 
 Classification: accuracy, macro_f1, agreement (student vs teacher). Token classification (NER): seqeval (entity-level
-P/R/F1 by the `seqeval` package). Extractive QA: squad (SQuAD v1.1 exact match and F1, in percent).
+P/R/F1 by the `seqeval` package). Extractive QA: squad (SQuAD v1.1 exact match and F1, in percent) and squad_v2 (SQuAD
+2.0, with unanswerable questions: exact match and F1 overall, HasAns and NoAns, and the best no-answer threshold).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import numpy as np
 
-METRICS = ("accuracy", "macro_f1", "agreement", "seqeval", "squad")
+METRICS = ("accuracy", "macro_f1", "agreement", "seqeval", "squad", "squad_v2")
 
 
 def metric_path(name: str) -> str:

@@ -1,7 +1,9 @@
 """Extractive QA: a question and its context cut into overlapping windows, and the best answer span back out of them.
 
 The windowing and the span search follow transformers' `examples/pytorch/question-answering` (run_qa.py and
-utils_qa.py), which follow BERT's SQuAD set-up (Devlin et al. 2019, arXiv:1810.04805, section 4.2).
+utils_qa.py), which follow BERT's SQuAD set-up (Devlin et al. 2019, arXiv:1810.04805, sections 4.2 and 4.3): a
+question without an answer in a window (or at all, SQuAD 2.0) points at [CLS], and the null score of a question is
+its lowest [CLS] start + end score over its windows.
 """
 
 from __future__ import annotations
@@ -45,16 +47,21 @@ def window_features(
     """One row per window of max_length tokens ([CLS] question [SEP] context-part [SEP]), with answer positions.
 
     Long contexts overflow into windows that overlap by `doc_stride` tokens (`truncation="only_second"`, the question
-    is never cut). Each window gets `start_positions` / `end_positions` of the first gold answer, or 0 ([CLS]) when
-    the answer is not inside it. With `for_eval`, rows also keep `example_id` (the question's `id`) and
-    `offset_mapping`, set to None outside the context so that no answer can be read from the question or the special
-    tokens. Tokenizers padding on the left take the context first, as run_qa does.
-    Raises ValueError for a slow tokenizer (windows need offsets and overflow) and for doc_stride >= max_length.
+    is never cut). Each window gets `start_positions` / `end_positions` of the first gold answer, or its [CLS] position
+    when the answer is not inside it or the question has none (SQuAD 2.0). With `for_eval`, rows also keep
+    `example_id` (the question's `id`), `cls_index` and `offset_mapping`, set to None outside the context so that no
+    answer can be read from the question or the special tokens. Windows are padded on the right (`right_padded`), so
+    the question comes first, as BERT-style QA models are trained.
+    Raises ValueError for a slow tokenizer (windows need offsets and overflow), for doc_stride >= max_length and for
+    a max_length beyond the tokenizer's model_max_length.
     """
     from ..checks import require
+    from .tokenizer_checks import check_max_length, require_fast, right_padded
 
-    require(getattr(tokenizer, "is_fast", False), "tokenizer", type(tokenizer).__name__, "a fast tokenizer")
+    require_fast(tokenizer, "QA windows need character offsets and overflowing tokens")
     require(doc_stride < max_length, "doc_stride", doc_stride, f"below max_length={max_length}")
+    check_max_length(tokenizer, max_length)
+    tokenizer = right_padded(tokenizer)
     pad_right = tokenizer.padding_side == "right"
     context_id = 1 if pad_right else 0
 
@@ -71,7 +78,7 @@ def window_features(
         )
         sample = enc.pop("overflow_to_sample_mapping")
         offsets = enc.pop("offset_mapping")
-        starts, ends, ids, kept = [], [], [], []
+        starts, ends, ids, kept, classes = [], [], [], [], []
         for i, window in enumerate(offsets):
             sequence_ids = enc.sequence_ids(i)
             input_ids = enc["input_ids"][i]
@@ -88,10 +95,11 @@ def window_features(
             ends.append(span[1])
             if for_eval:
                 ids.append(batch["id"][sample[i]])
+                classes.append(cls)
                 kept.append([tuple(o) if s == context_id else None for o, s in zip(window, sequence_ids)])
         enc["start_positions"], enc["end_positions"] = starts, ends
         if for_eval:
-            enc["example_id"], enc["offset_mapping"] = ids, kept
+            enc["example_id"], enc["cls_index"], enc["offset_mapping"] = ids, classes, kept
         return enc
 
     return examples.map(encode, batched=True, batch_size=batch_size, remove_columns=examples.column_names)
@@ -115,6 +123,23 @@ def best_spans(
     longer than the window (Trainer pads them with -100 across batches): positions past the window are never chosen.
     Raises ValueError when the logits and the windows do not pair up.
     """
+    return span_search(examples, features, start_logits, end_logits, n_best_size, max_answer_length)[0]
+
+
+def span_search(
+    examples: Dataset,
+    features: Dataset,
+    start_logits: list[np.ndarray],
+    end_logits: list[np.ndarray],
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+) -> tuple[list[str], list[float]]:
+    """`best_spans`' texts, and per example its null margin: null score - best span score (run_qa's `score_diff`).
+
+    The null score is the lowest start + end logit at [CLS] (`cls_index`, 0 when the features do not say) over the
+    example's windows; an example without a valid span has margin +inf. A SQuAD 2.0 model answers "" when the margin
+    is above its null threshold (`QuestionAnswering` chooses it on the validation split).
+    """
     if len(start_logits) != len(features) or len(end_logits) != len(features):
         raise ValueError(
             f"start_logits/end_logits hold {len(start_logits)}/{len(end_logits)} windows; the features hold "
@@ -124,12 +149,14 @@ def best_spans(
     for i, example_id in enumerate(features["example_id"]):
         windows.setdefault(example_id, []).append(i)
     offsets_of = features["offset_mapping"]
-    answers = []
+    cls_of = features["cls_index"] if "cls_index" in features.column_names else [0] * len(features)
+    answers, margins = [], []
     for example_id, context in zip(examples["id"], examples["context"]):
-        best, best_score = "", -np.inf
+        best, best_score, null_score = "", -np.inf, np.inf
         for i in windows.get(example_id, []):
             offsets = offsets_of[i]
             start, end = np.asarray(start_logits[i])[: len(offsets)], np.asarray(end_logits[i])[: len(offsets)]
+            null_score = min(null_score, float(start[cls_of[i]] + end[cls_of[i]]))
             for s in np.argsort(start)[::-1][:n_best_size]:
                 for e in np.argsort(end)[::-1][:n_best_size]:
                     if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
@@ -138,4 +165,5 @@ def best_spans(
                     if score > best_score:
                         best, best_score = context[offsets[s][0] : offsets[e][1]], score
         answers.append(best)
-    return answers
+        margins.append(float(null_score - best_score) if np.isfinite(best_score) else np.inf)
+    return answers, margins

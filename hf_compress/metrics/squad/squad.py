@@ -1,14 +1,13 @@
 """SQuAD v1.1 exact match and F1 as an `evaluate` module: the official v1.1 evaluation script's rules."""
 
 import logging
-import re
-import string
 from collections import Counter
 
 import datasets
 import evaluate
 
 from hf_compress.checks import invalid
+from hf_compress.metrics.answers import normalize_answer
 from hf_compress.metrics.info import metric_info
 
 _DESCRIPTION = (
@@ -45,14 +44,6 @@ _CITATION = """\
 }
 """
 logger = logging.getLogger(__name__)
-_PUNCTUATION = frozenset(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop ASCII punctuation, drop the articles a/an/the, collapse whitespace (SQuAD v1.1's order)."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
 
 
 def exact_match_score(prediction: str, gold: str) -> float:
