@@ -8,6 +8,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding
 
 from ..checks import invalid
+from .tokenizer_checks import SAMPLE_EXAMPLES, check_known_words, check_max_length, right_padded, sample_words
 
 
 class TextClassification:
@@ -71,7 +72,13 @@ class TextClassification:
         return {"num_labels": config.num_labels, "id2label": config.id2label, "label2id": config.label2id}
 
     def prepare_splits(self, raw: DatasetDict, tokenizer, recipe) -> DatasetDict:
-        """Every split tokenised; the evaluation splits cut to max_eval_samples."""
+        """Every split tokenised; the evaluation splits cut to max_eval_samples.
+
+        Raises ValueError, before anything is tokenised, for a tokenizer that makes most of the data's words unknown.
+        """
+        first = raw["train"] if "train" in raw else next(iter(raw.values()))
+        texts = first.select(range(min(SAMPLE_EXAMPLES, len(first))))[recipe.text_column]
+        check_known_words(tokenizer, sample_words(texts))
         out = {}
         for split, ds in raw.items():
             if split != "train" and recipe.max_eval_samples:
@@ -118,23 +125,27 @@ class TextClassification:
         return int(max(max(ds["label"]) for ds in raw.values() if len(ds))) + 1
 
     def prepare(self, dataset: Dataset, tokenizer, text_column: str, max_length: int) -> Dataset:
-        """Tokenise the text column (no padding: the collator pads per batch); keep `label`."""
+        """Tokenise the text column (no padding: the collator pads per batch); keep `label`.
+
+        Raises ValueError for a max_length beyond the tokenizer's model_max_length.
+        """
         from ..data import tokenize
 
+        check_max_length(tokenizer, max_length)
         return tokenize(dataset, tokenizer, text_column, max_length)
 
     def collator(self, tokenizer):
-        """Pads each batch to its longest example (no padding is stored in the prepared data)."""
-        return DataCollatorWithPadding(tokenizer)
+        """Pads each batch to its longest example, on the right (no padding is stored in the prepared data)."""
+        return DataCollatorWithPadding(right_padded(tokenizer))
 
     # ---- scoring ----
 
     @torch.inference_mode()
     def predict(self, model, data: Dataset, tokenizer, batch_size: int = 128) -> np.ndarray:
-        """Predicted class per example, in dataset order."""
+        """Predicted class per example, in dataset order (padded on the right: BERT positions count from the left)."""
         from ..evaluation.measure import predict
 
-        return predict(model, data, tokenizer, batch_size).argmax(-1)
+        return predict(model, data, right_padded(tokenizer), batch_size).argmax(-1)
 
     def score(self, predictions: np.ndarray, data: Dataset) -> dict[str, float]:
         """Accuracy and macro-F1 against the labels, with the packaged evaluate modules."""
