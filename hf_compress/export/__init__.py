@@ -1,0 +1,129 @@
+"""Deploy what we compress: a saved model as an ONNX (ONNX Runtime) or OpenVINO file, checked against PyTorch.
+
+`export(model_dir, output_dir, format="onnx")` (the CLI: `hf-compress export MODEL_DIR OUTPUT_DIR --format onnx`)
+loads any model hf_compress saves (a distilled or pruned student, an ALBERT-style, vocabulary-pruned, low-rank, int8
+or low-bit model) with a sequence-classification, token-classification or extractive-QA head; captures its graph with
+torch.export (dynamic batch and sequence axes) and writes it with torch.onnx's dynamo exporter, converted by
+openvino.convert_model for OpenVINO; runs the file on sample inputs and compares it with the PyTorch model; and only
+then puts it in `output_dir` with the tokenizer, a config.json and a README card. The work happens in a staging folder
+renamed at the end: a refused argument, a failed export or a check beyond its bound leaves no file.
+
+Int8 matmuls go into the graph with the model's own codes and scales (see int8.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from .arguments import FORMATS, PRECISIONS, check_export
+
+__all__ = ["FORMATS", "PRECISIONS", "export", "export_onnx", "export_openvino"]
+
+
+def export(
+    model_dir: str,
+    output_dir: str,
+    format: str = "onnx",
+    opset: int | None = None,
+    precision: str = "f32",
+    overwrite: bool = False,
+) -> dict:
+    """Export the model saved in `model_dir` to `output_dir` as `format` ("onnx" or "openvino"); return the export's
+    record (also in output_dir/config.json under "export": files, inputs, outputs, the check's numbers).
+
+    `opset`: the ONNX opset (default: the exporter's, 18). `precision`: OpenVINO's inference precision, "f32" or
+    "bf16" (the export is checked in f32 against the bound, and in bf16 by argmax agreement when asked); it is
+    recorded for serving. `overwrite`: replace an output_dir that holds files.
+    Raises ValueError before any work for a bad argument, and after the export when the file's outputs are beyond
+    the bound (max |logit difference| 1e-4 for float graphs, argmax agreement 99.5% with int8 matmuls).
+    """
+    plan = check_export(model_dir, output_dir, format, opset, precision, overwrite)
+    from .. import __version__
+    from ..checks import invalid
+    from ..loading import load_saved_model
+    from ..tasks import task_for_model
+    from ..trainer.saving import staged_directory
+    from . import card, graph, verify
+
+    model = load_saved_model(plan.model_dir)
+    task = task_for_model(model.config)
+    outputs = graph.OUTPUTS[task.name]
+    names = graph.input_names(model, plan.tokenizer)
+    max_length = graph.max_sequence_length(model, plan.tokenizer)
+    vocab_size = min(model.config.vocab_size, len(plan.tokenizer))
+    batches = verify.sample_batches(plan.tokenizer, names, max_length, vocab_size)
+    reference = verify.torch_outputs(model, batches, outputs)
+    import torch
+
+    example = {name: torch.from_numpy(array[:2, :8].copy()) for name, array in batches[2].items()}
+    with staged_directory(plan.output_dir) as staging:
+        work = os.path.join(staging, "_onnx") if format == "openvino" else staging
+        os.makedirs(work, exist_ok=True)
+        onnx_path = os.path.join(work, graph.ONNX_FILE)
+        opset, int8_matmuls = graph.write_onnx(model, example, outputs, onnx_path, plan.opset, max_length)
+        if format == "onnx":
+            run, runtime, compiled_precision = verify.onnxruntime_runner(onnx_path), _version("onnxruntime"), None
+        else:
+            graph.write_openvino(onnx_path, os.path.join(staging, graph.OPENVINO_FILE))
+            shutil.rmtree(work)
+            run, compiled_precision = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), "f32")
+            runtime = _version("openvino")
+        stats = verify.compare(reference, [run(batch) for batch in batches], batches, task.name)
+        ok, bound = verify.within_bound(stats, int8=int8_matmuls > 0)
+        check = {"runtime": runtime, **stats, "bound": bound}
+        if compiled_precision is not None:
+            check["precision"] = compiled_precision
+        if not ok:
+            raise invalid(
+                "model_dir",
+                model_dir,
+                f"a model whose {format} file computes what PyTorch computes ({bound}; measured "
+                f"{stats['max_abs_diff']:.2e} max difference, {stats['argmax_agreement']:.2%} agreement on "
+                f"{stats['sequences']} sample sequences): nothing was written",
+            )
+        if format == "openvino" and precision == "bf16":
+            run16, compiled16 = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), "bf16")
+            stats16 = verify.compare(reference, [run16(batch) for batch in batches], batches, task.name)
+            check["bf16"] = {"precision": compiled16, **stats16}
+            if stats16["argmax_agreement"] < verify.INT8_AGREEMENT:
+                raise invalid(
+                    "precision",
+                    precision,
+                    f"'f32', or 'bf16' for a model that keeps its decisions in bf16 (argmax agreement "
+                    f"{stats16['argmax_agreement']:.2%} < {verify.INT8_AGREEMENT:.1%} on the sample): nothing was "
+                    "written",
+                )
+        record = {
+            "format": format,
+            "file": graph.ONNX_FILE if format == "onnx" else graph.OPENVINO_FILE,
+            "opset": opset,
+            "inputs": list(names),
+            "outputs": list(outputs),
+            "dynamic_axes": {"batch": 0, "sequence": 1},
+            "max_sequence_length": max_length,
+            "int8_matmuls": int8_matmuls,
+            "precision": precision if format == "openvino" else "f32",
+            "check": check,
+            "hf_compress_version": __version__,
+        }
+        plan.tokenizer.save_pretrained(staging)
+        card.write_config(staging, model.config, record)
+        card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
+    return record
+
+
+def export_onnx(model_dir: str, output_dir: str, **fields) -> dict:
+    """`export(model_dir, output_dir, format="onnx", **fields)`."""
+    return export(model_dir, output_dir, format="onnx", **fields)
+
+
+def export_openvino(model_dir: str, output_dir: str, **fields) -> dict:
+    """`export(model_dir, output_dir, format="openvino", **fields)`."""
+    return export(model_dir, output_dir, format="openvino", **fields)
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    return f"{package} {metadata.version(package)}"
