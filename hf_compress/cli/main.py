@@ -15,7 +15,7 @@ import sys
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
 from ..trainer.compression_args import CompressionTrainingArguments
-from . import quantize, report
+from . import export, quantize, report
 from .recipe import RecipeArguments, RecipeParser
 
 RECIPE_COMMANDS = {
@@ -24,6 +24,7 @@ RECIPE_COMMANDS = {
     "compress": (CompressionTrainingArguments, "distil, prune, ALBERT-convert and quantize (CompressionTrainer)"),
 }
 TOOL_COMMANDS = {
+    "export": (export, "a saved model as an ONNX or OpenVINO file, checked against PyTorch"),
     "quantize": (quantize, "int8 post-training quantization of a saved model"),
     "report": (report, "compare saved models: size, sparsity, latency, task metric"),
 }
