@@ -115,3 +115,76 @@ def test_flags_of_the_wrong_type_are_one_line_errors(tmp_path, capsys):
     assert main(["distill", quickstart, "--max_length", "abc", "--output_dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--max_length" in err[0] and "abc" in err[0]
+
+
+# ---- YAML 1.1 scalars and YAML errors ----
+
+
+def parse_text(tmp_path, text: str):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return parse_recipe(str(path), [], RecipeArguments, DistillationTrainingArguments)
+
+
+def test_yaml_1_1_words_and_numbers_in_text_and_choice_fields_are_taken_as_written(tmp_path):
+    recipe, args = parse_text(
+        tmp_path,
+        "eval_strategy: no\nsave_strategy: no\nlogging_strategy: no\nrun_name: 1.10\ntext_column: yes\n"
+        "label_column: 2024\nhub_model_id: on\neval_split: 0123\noutput_dir: x\n",
+    )
+    assert args.eval_strategy == "no" and args.save_strategy == "no" and args.logging_strategy == "no"
+    assert args.run_name == "1.10" and args.hub_model_id == "on"  # not "1.1", not True
+    assert (recipe.text_column, recipe.label_column, recipe.eval_split) == ("yes", "2024", "0123")  # not 83 (octal)
+    assert parse_text(tmp_path, "finetune_teacher: yes\noverwrite_output: off\noutput_dir: x\n")[0].finetune_teacher
+    recipe, args = parse_text(tmp_path, "# nothing yet\n")  # an empty recipe: every default
+    assert recipe.task == "text-classification" and args.eval_strategy == "no"
+
+
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("save_strategy: off", "save_strategy='off' is invalid; allowed: 'no', 'steps', 'epoch', 'best'"),
+        ("eval_strategy: false", "eval_strategy=False is invalid; allowed: 'no', 'steps', 'epoch'; quote it"),
+        ("text_column: true", 'text_column=True is invalid; allowed: a string; quote it in the recipe .* e.g. "no"'),
+        ("max_length: 010", r"max_length='010' is invalid; allowed: a decimal number .*YAML 1.1 reads 010 as 8"),
+        ("max_train_samples: 1:30", r"max_train_samples='1:30' is invalid; .*YAML 1.1 reads 1:30 as 90"),
+    ],
+    ids=["off-is-not-a-strategy", "false-is-a-boolean", "true-for-text", "octal", "base-60"],
+)
+def test_yaml_scalars_that_cannot_mean_the_field_are_refused_with_the_fix(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_text(tmp_path, f"{text}\noutput_dir: x\n")
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (
+            b"output_dir: x\n\tmax_length: 32\n",
+            r"recipe.yaml:2:1='\\tmax_length: 32' is invalid; allowed: valid YAML "
+            r"\(found character '\\t' that cannot start any token.*indent with spaces",
+        ),
+        (
+            b"output_dir: x\nmax_length: 32: 4\n",
+            r"recipe.yaml:2:15='max_length: 32: 4' is invalid; allowed: valid YAML "
+            r"\(mapping values are not allowed here\)",
+        ),
+        (b"output_dir: x\nstudent_layers: [0, 1\n", r"recipe.yaml:3:1='' is invalid; allowed: valid YAML"),
+        (
+            b"output_dir: x\nrun_name: a\x07b\n",
+            r"recipe.yaml:2:12='run_name: a\\x07b' is invalid; allowed: valid YAML",
+        ),
+        (b"output_dir: x\nrun_name: caf\xe9\n", r"recipe.yaml:2:14=b'\\xe9' is invalid; allowed: UTF-8 text"),
+        (
+            b"max_length: 32\noutput_dir: x\nmax_length: 64\n",
+            r"recipe.yaml:3:1='max_length' is invalid; allowed: "
+            r"each key once \(also line 1\)",
+        ),
+    ],
+    ids=["tab", "colon", "unclosed-list", "control-character", "latin-1", "duplicate-key"],
+)
+def test_every_yaml_error_names_the_line_and_the_column(tmp_path, content, message):
+    path = tmp_path / "recipe.yaml"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=message):
+        parse_recipe(str(path), [], RecipeArguments, DistillationTrainingArguments)

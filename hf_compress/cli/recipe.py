@@ -13,6 +13,7 @@ import dataclasses
 import enum
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass
@@ -130,18 +131,86 @@ def recipe_fields(*classes) -> set[str]:
     return {f.name for cls in classes for f in dataclasses.fields(cls) if f.init}
 
 
-def load_recipe(path: str) -> dict:
-    """The recipe file as a flat dict (a clear error for anything that is not a mapping)."""
+class RecipeValues(dict):
+    """A recipe's keys and values, with the text the user wrote for each unquoted (plain) scalar value: `texts[key]`
+    (a list for a list value), so that YAML 1.1's conversions of words and numbers can be undone for text fields."""
+
+    def __init__(self, values: dict, texts: dict | None = None):
+        super().__init__(values)
+        self.texts = texts or {}
+
+
+def _plain_text(node) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) and node.style is None else None
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    """1-based (line, column) of a character index."""
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def _yaml_error(path: str, text: str, line: int, column: int, problem: str) -> ValueError:
+    """The project's message for a recipe that is not YAML: the file, line and column, the line as written."""
+    lines = text.splitlines()
+    written = lines[line - 1] if 0 < line <= len(lines) else ""
+    if "\t" in problem or "\\t" in problem:
+        problem += "; indent with spaces: YAML does not allow tabs there"
+    return invalid(f"{path}:{line}:{column}", written, f"valid YAML ({problem})")
+
+
+def load_recipe(path: str) -> RecipeValues:
+    """The recipe file as a flat dict of its keys (a clear error for anything that is not a mapping).
+
+    Every YAML error names the file, the line and the column. A key given twice is refused (YAML would keep the
+    last silently). The values are YAML's (safe_load); `RecipeValues.texts` keeps what was written for unquoted ones.
+    """
     if not os.path.isfile(path):
         raise invalid("recipe", path, "a YAML file that exists")
-    with open(path) as f:
-        try:
-            data = yaml.safe_load(f) or {}
-        except yaml.YAMLError as err:
-            raise invalid("recipe", path, f"valid YAML ({str(err).splitlines()[0]})") from None
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        raise invalid(
+            f"{path}:{line}:{column}", raw[err.start : err.start + 1], "UTF-8 text (save it as UTF-8)"
+        ) from None
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)  # checks the characters first
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else {}
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = ", ".join(p for p in (err.problem, err.context) if p) or str(err).splitlines()[0]
+        raise _yaml_error(path, text, mark.line + 1, mark.column + 1, problem) from None
+    except yaml.reader.ReaderError as err:  # a character YAML does not allow (control characters)
+        raise _yaml_error(path, text, *_position(text, err.position), err.reason) from None
+    except yaml.YAMLError as err:
+        raise invalid("recipe", path, f"valid YAML ({str(err).splitlines()[0]})") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+    if node is None or data is None:  # an empty recipe
+        return RecipeValues({})
     if not isinstance(data, dict):
         raise invalid("recipe", path, f"a YAML mapping of field: value, not a {type(data).__name__}")
-    return data
+    texts, seen = {}, {}
+    for key_node, value_node in node.value:
+        key = key_node.value
+        if key in seen:
+            line = key_node.start_mark.line + 1
+            raise invalid(
+                f"{path}:{line}:{key_node.start_mark.column + 1}", key, f"each key once (also line {seen[key]})"
+            )
+        seen[key] = key_node.start_mark.line + 1
+        if isinstance(value_node, yaml.SequenceNode):
+            texts[key] = [_plain_text(item) for item in value_node.value]
+        elif _plain_text(value_node) is not None:
+            texts[key] = _plain_text(value_node)
+    return RecipeValues(data, texts)
 
 
 def _type_name(annotation) -> str:
@@ -150,29 +219,57 @@ def _type_name(annotation) -> str:
     return str(annotation).replace("typing.", "")
 
 
-def coerce(key: str, annotation, value: Any) -> Any:
+# YAML 1.1 words that PyYAML (a YAML 1.1 loader) turns into booleans and YAML 1.2 does not: in a text or choice field
+# they are taken as written (`eval_strategy: no` is "no"). true/false are booleans in every YAML: refused there.
+YAML11_BOOLEANS = ("yes", "no", "on", "off")
+_YAML11_NUMBER = re.compile(r"[-+]?(0[0-7_]+|[0-9][0-9_]*(:[0-5]?[0-9])+(\.[0-9_]*)?)")  # octal 010, base 60 1:30
+QUOTE = 'quote it in the recipe (YAML reads an unquoted true/false as a boolean), e.g. "no"'
+
+
+def written_text(value: Any, text: str | None) -> str | None:
+    """What the user wrote for a scalar that YAML 1.1 turned into a boolean (yes/no/on/off) or a number, else None."""
+    if text is None or value is None or isinstance(value, str):
+        return None
+    if isinstance(value, bool):
+        return text if text.lower() in YAML11_BOOLEANS else None
+    return text if isinstance(value, (int, float)) else None
+
+
+def coerce(key: str, annotation, value: Any, text: str | None = None) -> Any:
     """`value` converted to the declared `annotation`, or a ValueError naming the key and the type it needs.
 
-    Integral floats become ints; numbers become strings for str fields; YAML's unquoted `no`/`off` (booleans) are
-    refused for str fields, where they mean a strategy name (`eval_strategy: "no"`).
+    `text` is what the recipe wrote for an unquoted value (`RecipeValues.texts`). Integral floats become ints; a text
+    or choice field takes YAML 1.1's yes/no/on/off and numbers as written (`eval_strategy: no` is "no", `run_name:
+    1.10` is "1.10"); true/false there are refused with the advice to quote; a number field refuses YAML 1.1's octal
+    (010) and base-60 (1:30) numbers, which YAML 1.2 and the user read otherwise.
     """
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    written = written_text(value, text)
     if annotation is Any or annotation is None:
         return value
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        branches = [a for a in args if a is not type(None)]
+        if len(branches) == 1:  # `int | None`: the branch's own message
+            return coerce(key, branches[0], value, text)
+        choices = [a for a in branches if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if len(choices) == 1 and set(branches) == {choices[0], str}:
+            return coerce(key, choices[0], value, text)  # `IntervalStrategy | str`: the enum, or its value as text
         errors = []
-        for branch in (a for a in args if a is not type(None)):
+        for branch in branches:
             try:
-                return coerce(key, branch, value)
+                return coerce(key, branch, value, text)
             except ValueError as err:
                 errors.append(err)
-        raise invalid(key, value, " or ".join(_type_name(a) for a in args).replace("NoneType", "null"))
+        allowed = " or ".join(_type_name(a) for a in args).replace("NoneType", "null")
+        texts = any(a is str or isinstance(a, type) and issubclass(a, enum.Enum) for a in args)
+        raise invalid(key, value, f"{allowed}; {QUOTE}" if texts and isinstance(value, bool) else allowed)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise invalid(key, value, f"a list of {_type_name(args[0]) if args else 'values'} (YAML [a, b])")
-        return [coerce(key, args[0], v) for v in value] if args else list(value)
+        item_texts = text if isinstance(text, list) and len(text) == len(value) else [None] * len(value)
+        return [coerce(key, args[0], v, t) for v, t in zip(value, item_texts)] if args else list(value)
     if annotation is dict or origin is dict:
         if not isinstance(value, dict):
             raise invalid(key, value, "a mapping")
@@ -183,6 +280,9 @@ def coerce(key: str, annotation, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         raise invalid(key, value, "true or false")
+    if annotation in (int, float) and isinstance(text, str) and _YAML11_NUMBER.fullmatch(text):
+        yaml11 = f"YAML 1.1 reads {text} as {value}"
+        raise invalid(key, text, f"a decimal number without leading zeros or colons ({yaml11})")
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise invalid(key, value, "an integer")
@@ -201,8 +301,10 @@ def coerce(key: str, annotation, value: Any) -> Any:
         except (TypeError, ValueError):
             raise invalid(key, value, "a number") from None
     if annotation is str:
+        if written is not None:
+            return written
         if isinstance(value, bool):
-            raise invalid(key, value, 'a string (quote YAML words like "no", "off", "yes")')
+            raise invalid(key, value, f"a string; {QUOTE}")
         if isinstance(value, (int, float)):
             return str(value)
         if not isinstance(value, str):
@@ -210,12 +312,15 @@ def coerce(key: str, annotation, value: Any) -> Any:
         return value
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
         allowed = [m.value for m in annotation]
-        if value not in allowed:
-            raise invalid(key, value, ", ".join(repr(a) for a in allowed))
-        return value
+        choice = written if written is not None else value.value if isinstance(value, annotation) else value
+        if choice not in allowed:
+            quote = f"; {QUOTE}" if isinstance(choice, bool) else ""
+            raise invalid(key, choice, ", ".join(repr(a) for a in allowed) + quote)
+        return choice
     if origin is typing.Literal:
-        check_choice(key, value, args)
-        return value
+        choice = written if written is not None and written in args else value
+        check_choice(key, choice, args)
+        return choice
     return value
 
 
@@ -229,7 +334,8 @@ def coerce_recipe(values: dict, *classes) -> dict:
     hints = {}
     for cls in classes:
         hints.update(typing.get_type_hints(cls))
-    return {key: coerce(key, hints.get(key, Any), value) for key, value in values.items()}
+    texts = getattr(values, "texts", {})
+    return {key: coerce(key, hints.get(key, Any), value, texts.get(key)) for key, value in values.items()}
 
 
 def build_recipe_parser(classes: tuple, prog: str, description: str | None = None) -> RecipeParser:
