@@ -9,6 +9,10 @@ trainers train and evaluate the loss on), `prepare_eval(raw, tokenizer, recipe, 
 `predict(model, eval_data, tokenizer) -> predictions`, `score(predictions, eval_data) -> metrics dict`,
 `agreement(predictions, reference_predictions) -> float`, `num_examples(eval_data)`,
 `check_model_for_data(model, model_dir, eval_data)`. See `text_classification.TextClassification`.
+
+The tokenizer properties the preparations rely on (pre-split words tokenised as running text, a fast tokenizer, right
+padding, `model_max_length`, a vocabulary that knows the data's words) are set or refused in `tokenizer_checks`.
+Question answering decides from the data, when it loads it, whether SQuAD v1.1 or 2.0 (unanswerable questions) applies.
 """
 
 from __future__ import annotations
