@@ -20,9 +20,9 @@ import time
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from hf_compress.quantization import fbgemm
-from hf_compress.quantization.modules import SEVEN_BIT_QMAX, quantize_rows
-from hf_compress.quantization.rounding import linear_codes
+from hf_compress.methods.int8 import kernel as fbgemm
+from hf_compress.methods.int8.modules import SEVEN_BIT_QMAX, quantize_rows
+from hf_compress.methods.int8.rounding import linear_codes
 
 from .common import TEACHER_DIR, run_info
 

@@ -64,8 +64,8 @@ from hf_compress import (
     quantize_,
 )
 from hf_compress.evaluation.measure import predict
-from hf_compress.quantization.bit_widths import planned_megabytes
-from hf_compress.quantization.low_bit import select_low_bit_modules
+from hf_compress.methods.low_bit.bit_widths import planned_megabytes
+from hf_compress.methods.low_bit.fake_quant import select_low_bit_modules
 
 from .common import run_info, speedup_rows, training_args, tweets_tokenized, wait_for_teacher
 

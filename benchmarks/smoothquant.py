@@ -34,8 +34,8 @@ from hf_compress import (
     smooth_activations_,
 )
 from hf_compress.evaluation.measure import latency_ms, predict
-from hf_compress.quantization import Int8Linear
-from hf_compress.quantization.smoothing import fold_reciprocal, input_maxima, smoothing_factors
+from hf_compress.methods.int8.modules import Int8Linear
+from hf_compress.methods.int8.smoothquant import fold_reciprocal, input_maxima, smoothing_factors
 
 from .common import TEACHER_DIR, run_info, tweets_tokenized
 from .quantization import rounded_sqnr

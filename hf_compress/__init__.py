@@ -4,12 +4,29 @@ __version__ = "0.2.0"
 
 from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
 from .families import FAMILIES, family_of  # noqa: E402
+from .format import quantizer as _quantizer  # noqa: E402, F401  (registers the loaders with from_pretrained)
+from .format.config import (
+    Int8QuantizationConfig,  # noqa: E402
+    LowRankConfig,  # noqa: E402
+)
 from .methods.albert.transform import albert_num_parameters, to_albert  # noqa: E402
 from .methods.distillation.config import DistillationTrainingArguments  # noqa: E402
 from .methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
 from .methods.ffn_pruning.pruner import FFNPruner  # noqa: E402
 from .methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
-from .methods.low_rank.layout import LowRankConfig  # noqa: E402  (registers the factorised-layout loader)
+from .methods.int8.gptq import calibrate_gptq_  # noqa: E402
+from .methods.int8.outliers import keep_outlier_channels_  # noqa: E402
+from .methods.int8.smoothquant import smooth_activations_  # noqa: E402
+from .methods.int8.transform import quantize_, quantize_pretrained  # noqa: E402
+from .methods.low_bit.bit_widths import allocate_bits, choose_bit_widths  # noqa: E402
+from .methods.low_bit.fake_quant import (  # noqa: E402
+    FakeQuantEmbedding,
+    FakeQuantLinear,
+    fake_quantize_,
+    pack_codes,
+    unpack_codes,
+)
+from .methods.low_bit.modules import LowBitEmbedding, LowBitLinear, bake_low_bit_, set_low_bit_compute_  # noqa: E402
 from .methods.low_rank.transform import (  # noqa: E402
     LowRankLinear,
     factorize_linear_,
@@ -22,25 +39,6 @@ from .methods.pruning.pruner import Pruner, RemainingPruner, select_targets  # n
 from .methods.pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
 from .methods.student.transform import create_student  # noqa: E402
 from .methods.vocabulary.transform import prune_vocabulary_  # noqa: E402
-from .quantization import (  # noqa: E402  (registers the loader)
-    FakeQuantEmbedding,
-    FakeQuantLinear,
-    Int8QuantizationConfig,
-    LowBitEmbedding,
-    LowBitLinear,
-    allocate_bits,
-    bake_low_bit_,
-    calibrate_gptq_,
-    choose_bit_widths,
-    fake_quantize_,
-    keep_outlier_channels_,
-    pack_codes,
-    quantize_,
-    quantize_pretrained,
-    set_low_bit_compute_,
-    smooth_activations_,
-    unpack_codes,
-)
 from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task  # noqa: E402
 from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
 from .tasks.token_classification import align_labels  # noqa: E402

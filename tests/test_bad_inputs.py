@@ -162,7 +162,7 @@ def test_console_script_reports_bad_value_in_one_line(tmp_path):
 
 
 def test_quantizing_twice_is_refused(tmp_path, capsys):
-    from hf_compress.quantization import quantize_
+    from hf_compress.methods.int8.transform import quantize_
 
     model = quantize_(tiny_bert())
     with pytest.raises(ValueError, match="already quantized"):

@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_compress import LowBitEmbedding, LowBitLinear, bake_low_bit_, choose_bit_widths, fake_quantize_
-from hf_compress.quantization.bit_widths import allocate_bits, output_divergences, planned_megabytes
-from hf_compress.quantization.low_bit import dequantize_groups, quantize_groups, stored_bytes
+from hf_compress.methods.low_bit.bit_widths import allocate_bits, output_divergences, planned_megabytes
+from hf_compress.methods.low_bit.fake_quant import dequantize_groups, quantize_groups, stored_bytes
 from tests.testing_utils import tiny_batch, tiny_bert
 
 

@@ -132,7 +132,7 @@ def test_low_bit_training_saves_packed_weights_that_reload(tmp_path, low_bit):
     from transformers import AutoModelForSequenceClassification
 
     from hf_compress import FakeQuantLinear, LowBitEmbedding, LowBitLinear, quantize_
-    from hf_compress.quantization.bit_widths import planned_megabytes
+    from hf_compress.methods.low_bit.bit_widths import planned_megabytes
 
     trainer = make_trainer(tmp_path, **{**LOW_BIT, **low_bit})
     fakes = {n: m for n, m in trainer.model.named_modules() if isinstance(m, FakeQuantLinear)}

@@ -8,7 +8,7 @@ from transformers import HfArgumentParser
 from hf_compress import CompressionTrainingArguments
 from hf_compress.cli.recipe import RecipeArguments
 from hf_compress.config_fields import config_field
-from hf_compress.quantization import Int8QuantizationConfig
+from hf_compress.format.config import Int8QuantizationConfig
 
 
 @dataclass

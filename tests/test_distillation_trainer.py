@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student, quantize_
-from hf_compress.quantization import Int8Linear
+from hf_compress.methods.int8.modules import Int8Linear
 from hf_compress.trainer.distillation_trainer import int8_teacher
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset, training_args
 

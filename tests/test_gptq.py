@@ -11,9 +11,9 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from hf_compress import Int8QuantizationConfig, calibrate_gptq_, keep_outlier_channels_, quantize_, smooth_activations_
-from hf_compress.quantization.config import GPTQ_BUFFER
-from hf_compress.quantization.gptq import gptq_quantize_rows
-from hf_compress.quantization.rounding import LINEAR_QMAX, linear_codes, pairs_fit
+from hf_compress.format.config import GPTQ_BUFFER
+from hf_compress.methods.int8.gptq import gptq_quantize_rows
+from hf_compress.methods.int8.rounding import LINEAR_QMAX, linear_codes, pairs_fit
 from tests.test_outliers import with_ffn_outlier
 from tests.test_smoothing import batches, logits
 from tests.testing_utils import tiny_bert

@@ -21,7 +21,7 @@ from hf_compress import (
     set_low_bit_compute_,
     unpack_codes,
 )
-from hf_compress.quantization.low_bit import dequantize_groups, quantize_groups
+from hf_compress.methods.low_bit.fake_quant import dequantize_groups, quantize_groups
 from tests.testing_utils import load_in_stock_transformers, tiny_batch, tiny_bert, tiny_tokenizer
 
 

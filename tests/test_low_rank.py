@@ -14,9 +14,9 @@ from transformers import AutoModelForSequenceClassification, BertForSequenceClas
 
 from hf_compress import LowRankLinear, factorize_linear_, recorded_ranks, restore_low_rank_layout, to_albert
 from hf_compress.methods.low_rank import transform as low_rank
+from hf_compress.methods.low_rank.int8 import Int8LowRankLinear
 from hf_compress.methods.low_rank.ranks import allocate_budget, rank_for_energy
 from hf_compress.methods.low_rank.transform import select_linears
-from hf_compress.quantization.low_rank import Int8LowRankLinear
 from tests.testing_utils import (
     load_in_stock_transformers,
     tiny_batch,
@@ -374,7 +374,7 @@ def recorded_weights(model: nn.Module) -> set[str]:
 
 def test_a_dense_checkpoint_cannot_be_factorised_on_load_nor_a_quantized_model_factorised(tmp_path):
     from hf_compress import quantize_
-    from hf_compress.methods.low_rank.layout import LowRankConfig
+    from hf_compress.format.config import LowRankConfig
 
     tiny_bert().save_pretrained(tmp_path)
     ranks = {"bert.encoder.layer.0.output.dense": 4}

@@ -18,8 +18,8 @@ from hf_compress import (
     quantize_,
     smooth_activations_,
 )
-from hf_compress.quantization import Int8Linear
-from hf_compress.quantization.config import OUTLIER_BUFFER
+from hf_compress.format.config import OUTLIER_BUFFER
+from hf_compress.methods.int8.modules import Int8Linear
 from tests.test_smoothing import TEST_BATCH, batches, logits, sqnr_db
 from tests.testing_utils import VOCAB, tiny_bert
 

@@ -21,7 +21,7 @@ from hf_compress.hub import push_compressed, write_model_card
 from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_dataset, tiny_text_csv
 
 try:  # built in parallel: its round trip is tested once the package exists and quantizes
-    from hf_compress.quantization import quantize_
+    from hf_compress.methods.int8.transform import quantize_
 except ImportError:
     quantize_ = None
 

@@ -30,17 +30,11 @@ from transformers import (
     pipeline,
 )
 
+from hf_compress.format.config import QUANT_METHOD, Int8QuantizationConfig
+from hf_compress.methods.int8.modules import Int8Embedding, Int8Linear, quantize_rows
+from hf_compress.methods.int8.rounding import linear_codes
+from hf_compress.methods.int8.transform import quantize_, quantize_pretrained
 from hf_compress.metrics import metric_path
-from hf_compress.quantization import (
-    QUANT_METHOD,
-    Int8Embedding,
-    Int8Linear,
-    Int8QuantizationConfig,
-    quantize_,
-    quantize_pretrained,
-)
-from hf_compress.quantization.modules import quantize_rows
-from hf_compress.quantization.rounding import linear_codes
 from tests.testing_utils import (
     VOCAB,
     load_in_stock_transformers,
@@ -281,7 +275,7 @@ def test_activation_ranges_are_per_token_unless_per_batch_is_asked():
 
 
 def test_per_batch_bias_fused_into_the_kernel_follows_every_bias_change():
-    from hf_compress.quantization import fbgemm
+    from hf_compress.methods.int8 import kernel as fbgemm
 
     torch.manual_seed(0)
     module = Int8Linear.from_linear(nn.Linear(64, 48), per_token=False)
@@ -318,7 +312,7 @@ def test_per_batch_activation_range_round_trips(tmp_path):
 
 
 def test_reference_path_without_fbgemm_is_weight_only_int8(monkeypatch):
-    from hf_compress.quantization import fbgemm
+    from hf_compress.methods.int8 import kernel as fbgemm
 
     torch.manual_seed(0)
     linear = nn.Linear(64, 48)
@@ -756,7 +750,7 @@ def factorised(name: str = "bert", seed: int = 0) -> nn.Module:
 @pytest.mark.parametrize("name", ["bert", "albert_shared"])
 def test_factorised_linears_quantize_to_int8_factors_close_to_the_float_factorised_model(name, activation_range):
     from hf_compress import LowRankLinear, recorded_ranks
-    from hf_compress.quantization.low_rank import Int8LowRankLinear
+    from hf_compress.methods.low_rank.int8 import Int8LowRankLinear
 
     model = factorised(name)
     ranks = recorded_ranks(model.config)
@@ -776,7 +770,7 @@ def test_factorised_linears_quantize_to_int8_factors_close_to_the_float_factoris
 
 def test_int8_low_rank_kernel_matches_its_factors_and_the_reference_path():
     from hf_compress import LowRankLinear
-    from hf_compress.quantization.low_rank import Int8LowRankLinear
+    from hf_compress.methods.low_rank.int8 import Int8LowRankLinear
 
     torch.manual_seed(0)
     float_module = LowRankLinear.from_factors(torch.randn(48, 16) / 4, torch.randn(16, 64) / 8, torch.randn(48))
@@ -799,7 +793,7 @@ def test_int8_low_rank_kernel_matches_its_factors_and_the_reference_path():
 @pytest.mark.parametrize("name", ["bert", "albert_shared"])
 def test_factorised_int8_model_reloads_through_from_pretrained_with_identical_logits(name, tmp_path):
     from hf_compress import LowRankLinear, recorded_ranks
-    from hf_compress.quantization.low_rank import Int8LowRankLinear
+    from hf_compress.methods.low_rank.int8 import Int8LowRankLinear
 
     model = factorised(name)
     ranks = recorded_ranks(model.config)
@@ -851,7 +845,7 @@ def test_smoothing_and_factorising_refuse_each_other():
 
 
 def test_factorised_checkpoint_quantizes_with_quantize_pretrained_not_on_load(tmp_path):
-    from hf_compress.quantization.low_rank import Int8LowRankLinear
+    from hf_compress.methods.low_rank.int8 import Int8LowRankLinear
 
     model = factorised()
     model.save_pretrained(tmp_path / "factorised")

@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 from hf_compress import Int8QuantizationConfig, calibrate_gptq_, quantize_
-from hf_compress.quantization import Int8Linear, fbgemm
-from hf_compress.quantization.modules import SEVEN_BIT_QMAX, quantize_rows
-from hf_compress.quantization.rounding import LINEAR_QMAX, PAIR_LIMIT, fit_pairs, linear_codes, pairs_fit
+from hf_compress.methods.int8 import kernel as fbgemm
+from hf_compress.methods.int8.modules import SEVEN_BIT_QMAX, Int8Linear, quantize_rows
+from hf_compress.methods.int8.rounding import LINEAR_QMAX, PAIR_LIMIT, fit_pairs, linear_codes, pairs_fit
 from tests.test_smoothing import batches
 from tests.testing_utils import tiny_bert
 

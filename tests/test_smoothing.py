@@ -17,8 +17,9 @@ from transformers import (
 )
 
 from hf_compress import Int8QuantizationConfig, quantize_, smooth_activations_, to_albert
-from hf_compress.quantization import Int8Linear, smoothing_groups
-from hf_compress.quantization.config import SMOOTHING_BUFFER
+from hf_compress.format.config import SMOOTHING_BUFFER
+from hf_compress.methods.int8.modules import Int8Linear
+from hf_compress.methods.int8.smoothquant import smoothing_groups
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_bert_config
 
 PER_BATCH = Int8QuantizationConfig(activation_range="per_batch")
@@ -153,7 +154,7 @@ def test_int8_linear_with_smoothing_computes_the_same_linear():
 
 
 def smoothing_factors_for(linear: nn.Linear, x: torch.Tensor, alpha: float = 0.5) -> torch.Tensor:
-    from hf_compress.quantization.smoothing import smoothing_factors
+    from hf_compress.methods.int8.smoothquant import smoothing_factors
 
     return smoothing_factors(x.abs().amax(dim=0), linear.weight.detach().abs().amax(dim=0), alpha)
 

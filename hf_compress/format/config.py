@@ -1,4 +1,15 @@
-"""Int8QuantizationConfig: what `quantize_` converts, and what `from_pretrained` reads back from config.json."""
+"""The quantization configs hf_compress writes to config.json, and what `from_pretrained` reads back.
+
+`Int8QuantizationConfig` (quant_method "hf_compress_int8"): every quantized module by kind (`quantized_modules`,
+the kinds of `format/kinds.py`), plus what loading them needs (ranks of factorised modules, outlier channels, group
+size). `LowRankConfig` (quant_method "hf_compress_low_rank"): the layout of a factorised float model, nothing
+quantized. A checkpoint carries one of them; both load through the one quantizer of `format/quantizer.py`.
+
+Why a quantization config for a float layout: stock transformers has no factorised Linear, and a registered
+quantizer is the one hook `from_pretrained` gives a library to swap modules before a checkpoint's tensors load; it
+keeps a stock config and class (no `trust_remote_code`). Without hf_compress imported, transformers warns about the
+unknown quant_method, builds plain nn.Linear and fails on the flat factor shapes.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +18,7 @@ from typing import Any
 
 from transformers.utils.quantization_config import QuantizationConfigMixin
 
+from ..checks import invalid, is_int, require
 from ..config_fields import config_field
 
 QUANT_METHOD = "hf_compress_int8"
@@ -14,12 +26,8 @@ FORMAT_VERSION = 1
 # A one-byte tensor saved beside the int8 weights. Without hf_compress, transformers ignores our quantization_config,
 # fails on the int8 shapes and points to its load report; this key is the report row that says what to do.
 LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress_then_import_hf_compress"
-# "smoothed_linear": an Int8Linear that multiplies its input by a saved per-channel `input_scale` (SmoothQuant's 1/s).
-# "low_rank_linear": an Int8LowRankLinear, both factors of a LowRankLinear in int8 (ranks in low_rank_ranks).
-# "linear_4bit", "embedding_2bit", ...: a LowBitLinear / LowBitEmbedding (low_bit_modules.py), codes of that many bits
-# packed into uint8 with fp32 scales per row or per group of weight_group_size columns (quantization-aware training).
-LOW_BIT_KINDS = tuple(f"{m}_{b}bit" for m in ("linear", "embedding") for b in (8, 4, 2))
-KINDS = ("linear", "smoothed_linear", "low_rank_linear", "embedding", *LOW_BIT_KINDS)
+# The kinds of quantized_modules ("linear", "smoothed_linear", "low_rank_linear", "embedding", "linear_4bit", ...) are
+# the table of format/kinds.py, each declared by its method.
 LOW_BIT_COMPUTES = ("int8", "float")
 # Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
 SMOOTHING_BUFFER = "smoothquant_scale"
@@ -96,9 +104,11 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"quantize_embeddings={self.quantize_embeddings!r} must be True or False")
         if self.activation_range not in ACTIVATION_RANGES:
             raise ValueError(f"activation_range={self.activation_range!r} must be one of {ACTIVATION_RANGES}")
-        bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in KINDS}
+        from .kinds import MODULE_KINDS  # the kinds' methods import this module
+
+        bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in MODULE_KINDS}
         if bad:
-            raise ValueError(f"quantized_modules={bad!r}: each value must be one of {KINDS}")
+            raise ValueError(f"quantized_modules={bad!r}: each value must be one of {tuple(MODULE_KINDS)}")
         ranks = dict(self.low_rank_ranks)
         if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in ranks.values()):
             raise ValueError(f"low_rank_ranks={ranks!r}: each value must be an integer rank >= 1")
@@ -123,7 +133,9 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         if not self.outlier_channels:
             # Only checkpoints that need it name it, so that the others stay readable by older hf_compress versions.
             values.pop("outlier_channels", None)
-        if not any(kind in LOW_BIT_KINDS for kind in self.quantized_modules.values()):
+        from .kinds import MODULE_KINDS
+
+        if not any(MODULE_KINDS[kind].method == "low_bit" for kind in self.quantized_modules.values()):
             for name in ("weight_group_size", "low_bit_compute"):
                 if values.get(name) == next(f.default for f in fields(self) if f.name == name):
                     values.pop(name, None)
@@ -140,3 +152,50 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
                 f"{sorted(known)}); upgrade hf_compress (pip install -U hf_compress)"
             )
         return super().from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+
+LOW_RANK_METHOD = "hf_compress_low_rank"
+LOW_RANK_FORMAT_VERSION = 1
+
+
+@dataclass
+class LowRankConfig(QuantizationConfigMixin):
+    """The layout of a factorised checkpoint, as config.json's quantization_config: which Linears are factorised."""
+
+    ranks: dict[str, int] = config_field(
+        help="Written by factorize_linear_: module name -> rank of every LowRankLinear of the model.",
+        default_factory=dict,
+    )
+    format_version: int = config_field(
+        LOW_RANK_FORMAT_VERSION, "On-disk layout of the factors; bumped on incompatible change."
+    )
+    quant_method: str = config_field(
+        LOW_RANK_METHOD, f"Always {LOW_RANK_METHOD!r}: the key transformers dispatches on."
+    )
+
+    def __post_init__(self):
+        require(self.quant_method == LOW_RANK_METHOD, "quant_method", self.quant_method, repr(LOW_RANK_METHOD))
+        ok = isinstance(self.ranks, dict) and len(self.ranks) > 0
+        ok = ok and all(isinstance(k, str) and is_int(v) and v >= 1 for k, v in self.ranks.items())
+        require(ok, "ranks", self.ranks, "a non-empty dict of module name -> integer rank >= 1")
+        if self.format_version != LOW_RANK_FORMAT_VERSION:
+            raise invalid(
+                "format_version",
+                self.format_version,
+                f"{LOW_RANK_FORMAT_VERSION} (this hf_compress's layout); upgrade hf_compress "
+                "(pip install -U hf_compress)",
+            )
+
+    @classmethod
+    def from_dict(cls, config_dict: dict[str, Any], return_unused_kwargs: bool = False, **kwargs):
+        """Build from a config.json entry, naming any key this version does not know."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(config_dict) - known)
+        require(not unknown, "quantization_config keys", unknown, f"{sorted(known)}; upgrade hf_compress")
+        return super().from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+
+def is_low_rank_config(config) -> bool:
+    """Whether a quantization_config (object or dict) is the layout-only one of factorize_linear_."""
+    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
+    return method == LOW_RANK_METHOD

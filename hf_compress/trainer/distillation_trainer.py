@@ -83,8 +83,7 @@ def int8_teacher(teacher: PreTrainedModel, device: torch.device) -> PreTrainedMo
     teacher that is not float32 (the kernels take float32 activations) or that is already quantized.
     """
     from ..checks import invalid
-    from ..quantization import quantize_
-    from ..quantization.quantize import check_not_quantized
+    from ..methods.int8.transform import check_not_quantized, quantize_
 
     field = "teacher_quantization"
     if torch.device(device).type != "cpu":

@@ -13,13 +13,11 @@ def quantize_calibrated_(model, args, batches=None):
     Raises ValueError when a calibrated step is asked for without batches, or as each step does.
     """
     from ...checks import invalid
-    from ...quantization import (
-        Int8QuantizationConfig,
-        calibrate_gptq_,
-        keep_outlier_channels_,
-        quantize_,
-        smooth_activations_,
-    )
+    from ...format.config import Int8QuantizationConfig
+    from .gptq import calibrate_gptq_
+    from .outliers import keep_outlier_channels_
+    from .smoothquant import smooth_activations_
+    from .transform import quantize_
 
     if args.calibrated:
         if not batches:
@@ -39,7 +37,7 @@ def quantize_calibrated_(model, args, batches=None):
 
 def quantize(trainer) -> None:
     """After pruning is baked and sliced; a low-rank layout is quantized with its factors."""
-    from ..low_rank.layout import is_low_rank_config
+    from ...format.config import is_low_rank_config
 
     existing = getattr(trainer.model.config, "quantization_config", None)
     if existing is not None and not is_low_rank_config(existing):
@@ -69,7 +67,7 @@ def _per_token(config) -> bool:
 
 
 def _empty_linear(module, config, saved_name):
-    from ...quantization.modules import Int8Linear
+    from .modules import Int8Linear
 
     smoothed = config.quantized_modules[saved_name] == "smoothed_linear"
     outliers = config.outlier_channels.get(saved_name, 0)
@@ -80,7 +78,7 @@ def _empty_linear(module, config, saved_name):
 
 
 def _empty_embedding(module, config, saved_name):
-    from ...quantization.modules import Int8Embedding
+    from .modules import Int8Embedding
 
     return Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, module.weight.device)
 

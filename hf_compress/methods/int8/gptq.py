@@ -17,12 +17,12 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from .. import provenance
-from ..checks import check_positive_int, require
-from .config import GPTQ_BUFFER
-from .quantize import check_not_quantized
+from ... import provenance
+from ...checks import check_positive_int, require
+from ...format.config import GPTQ_BUFFER
 from .rounding import LINEAR_QMAX, linear_codes, pair_room
-from .smoothing import run_calibration
+from .smoothquant import run_calibration
+from .transform import check_not_quantized
 
 # Added to H's diagonal, as a fraction of its mean: keeps the Cholesky factorisation defined when calibration
 # inputs do not span every direction (the paper's default, 1%).

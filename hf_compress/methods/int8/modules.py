@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fbgemm
+from . import kernel as fbgemm
 from .rounding import MIN_SCALE, linear_codes
 
 # Linear weights: 8-bit codes within a pair limit, so that fbgemm's AVX2 kernel never saturates (see rounding.py).

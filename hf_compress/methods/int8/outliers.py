@@ -21,12 +21,12 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from .. import provenance
-from ..checks import check_positive_int, require
-from ..families import distinct_layers
-from .config import OUTLIER_BUFFER
-from .quantize import check_not_quantized
-from .smoothing import input_maxima
+from ... import provenance
+from ...checks import check_positive_int, require
+from ...families import distinct_layers
+from ...format.config import OUTLIER_BUFFER
+from .smoothquant import input_maxima
+from .transform import check_not_quantized
 
 
 @torch.no_grad()

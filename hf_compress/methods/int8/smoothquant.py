@@ -26,12 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import provenance
-from ..checks import check_fraction, check_positive_int, invalid, require
-from ..families import base_model, base_prefix, distinct_layers, family_of
-from ..methods.low_rank.transform import LowRankLinear
-from .config import SMOOTHING_BUFFER
-from .quantize import check_not_quantized
+from ... import provenance
+from ...checks import check_fraction, check_positive_int, invalid, require
+from ...families import base_model, base_prefix, distinct_layers, family_of
+from ...format.config import SMOOTHING_BUFFER
+from ..low_rank.transform import LowRankLinear
+from .transform import check_not_quantized
 
 FAMILIES = ("bert", "albert")
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")

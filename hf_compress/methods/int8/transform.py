@@ -14,11 +14,17 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.quantizers.quantizers_utils import should_convert_module
 
-from .. import provenance
-from ..methods.low_rank.layout import is_low_rank_config
-from ..methods.low_rank.transform import LowRankLinear
-from .config import GPTQ_BUFFER, OUTLIER_BUFFER, QUANT_METHOD, SMOOTHING_BUFFER, Int8QuantizationConfig
-from .low_rank import Int8LowRankLinear
+from ... import provenance
+from ...format.config import (
+    GPTQ_BUFFER,
+    OUTLIER_BUFFER,
+    QUANT_METHOD,
+    SMOOTHING_BUFFER,
+    Int8QuantizationConfig,
+    is_low_rank_config,
+)
+from ..low_rank.int8 import Int8LowRankLinear
+from ..low_rank.transform import LowRankLinear
 from .modules import Int8Embedding, Int8Linear
 
 logger = logging.getLogger(__name__)
@@ -171,12 +177,9 @@ def apply_quantization(
 
 def attach(model: PreTrainedModel, config: Int8QuantizationConfig) -> None:
     """Mark `model` as quantized exactly as `from_pretrained` does, so that save_pretrained records the config."""
-    from .hf_quantizer import Int8HfQuantizer  # hf_quantizer imports this module
+    from ...format.quantizer import attach as attach_config  # the quantizer imports this module when loading
 
-    model.config.quantization_config = config
-    model.hf_quantizer = Int8HfQuantizer(config, pre_quantized=True)
-    model.is_quantized = True
-    model.quantization_method = QUANT_METHOD
+    attach_config(model, config)
 
 
 def quantize_pretrained(

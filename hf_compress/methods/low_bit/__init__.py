@@ -11,8 +11,8 @@ def fake_quantize(trainer) -> None:
     from torch import nn
 
     from ...checks import invalid
-    from ...quantization import choose_bit_widths, fake_quantize_
-    from ...quantization.low_bit import select_low_bit_modules
+    from .bit_widths import choose_bit_widths
+    from .fake_quant import fake_quantize_, select_low_bit_modules
 
     args = trainer.args
     modules = args.weight_quantization_modules
@@ -41,8 +41,9 @@ def pack(trainer) -> None:
     """The trained master weights packed as the forward pass saw them; the int8 kernel computes with them."""
     if getattr(trainer.model.config, "quantization_config", None) is not None:
         return  # already packed (a resumed or re-finalized run)
+    from ...format.config import Int8QuantizationConfig
     from ...provenance import applied, record
-    from ...quantization import Int8QuantizationConfig, bake_low_bit_
+    from .modules import bake_low_bit_
 
     bake_low_bit_(trainer.model, Int8QuantizationConfig())
     args = trainer.args
@@ -70,7 +71,7 @@ METHOD = Method(
 
 def _empty_packed(module, config, saved_name):
     """A LowBitLinear / LowBitEmbedding of the recorded width, codes packed into uint8 (see its module)."""
-    from ...quantization.low_bit_modules import LowBitEmbedding, LowBitLinear
+    from .modules import LowBitEmbedding, LowBitLinear
 
     kind = config.quantized_modules[saved_name]
     bits, group_size, device = (

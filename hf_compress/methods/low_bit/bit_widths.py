@@ -29,9 +29,9 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
-from ..checks import check_choice, check_positive_int, invalid, require
-from ..methods.low_bit.config import SENSITIVITIES  # noqa: F401  (re-exported)
-from .low_bit import BITS, dequantize_groups, quantize_groups, select_low_bit_modules, stored_bytes
+from ...checks import check_choice, check_positive_int, invalid, require
+from .config import SENSITIVITIES  # noqa: F401  (re-exported)
+from .fake_quant import BITS, dequantize_groups, quantize_groups, select_low_bit_modules, stored_bytes
 
 
 def _shape(module: nn.Module) -> tuple[int, int]:

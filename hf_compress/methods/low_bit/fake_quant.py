@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checks import check_choice, check_positive_int, invalid
-from ..methods.low_bit.config import BITS, MODULE_SELECTIONS  # noqa: F401  (MODULE_SELECTIONS re-exported)
-from .modules import EMBEDDING_QMAX, MIN_SCALE, SEVEN_BIT_QMAX
+from ...checks import check_choice, check_positive_int, invalid
+from ..int8.modules import EMBEDDING_QMAX, MIN_SCALE, SEVEN_BIT_QMAX
+from .config import BITS, MODULE_SELECTIONS  # noqa: F401  (MODULE_SELECTIONS re-exported)
 
 logger = logging.getLogger(__name__)
 
@@ -206,7 +206,7 @@ def select_low_bit_modules(model: nn.Module, modules: str | list[str] = "encoder
     is shared with another (tied embeddings) is left out with a warning: it must stay one float tensor.
     Raises ValueError for an unknown selection or name, or a named module that is not an nn.Linear / nn.Embedding.
     """
-    from ..families import encoder_linears
+    from ...families import encoder_linears
 
     named = dict(model.named_modules())
     if isinstance(modules, str):

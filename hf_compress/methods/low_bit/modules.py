@@ -23,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import provenance
-from ..checks import check_choice, invalid
-from .low_bit import (
+from ... import provenance
+from ...checks import check_choice, invalid
+from ..int8.modules import SEVEN_BIT_QMAX, PackedInt8Module, quantize_rows
+from .fake_quant import (
     dequantize_groups,
     fake_quantized_modules,
     num_groups,
@@ -34,7 +35,6 @@ from .low_bit import (
     quantize_groups,
     unpack_codes,
 )
-from .modules import SEVEN_BIT_QMAX, PackedInt8Module, quantize_rows
 
 COMPUTES = ("int8", "float")
 
@@ -252,8 +252,8 @@ def bake_low_bit_(model, config=None, compute: str = "int8"):
     size and compute are filled in. The other modules stay as they are (float). Returns the model.
     Raises ValueError when the model holds no fake-quantized module or is already quantized.
     """
-    from .config import Int8QuantizationConfig
-    from .quantize import attach, check_not_quantized
+    from ...format.config import Int8QuantizationConfig
+    from ..int8.transform import attach, check_not_quantized
 
     check_choice("compute", compute, COMPUTES)
     fakes = fake_quantized_modules(model)

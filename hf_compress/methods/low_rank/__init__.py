@@ -56,7 +56,7 @@ METHOD = Method(
 
 def _empty_int8_factors(module, config, saved_name):
     """Both factors of a LowRankLinear in int8 (the layout was restored first, so `module` knows its rank)."""
-    from ...quantization.low_rank import Int8LowRankLinear
+    from .int8 import Int8LowRankLinear
 
     if not hasattr(module, "rank"):
         raise ValueError(f"quantization_config lists {saved_name!r} as low_rank_linear without its rank")

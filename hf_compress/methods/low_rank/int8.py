@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modules import PackedInt8Module
-from .rounding import linear_codes
+from ..int8.modules import PackedInt8Module
+from ..int8.rounding import linear_codes
 
 
 class Int8LowRankLinear(PackedInt8Module):

@@ -35,10 +35,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...checks import invalid, is_int, require
+from ...format.config import LowRankConfig
 from ...provenance import applied, record
 from .calibration import calibrate
 from .config import LOW_RANK_METHODS as METHODS
-from .layout import LowRankConfig, attach_low_rank
 from .ranks import allocate_budget, rank_for_energy, rank_for_ratio, saves_parameters
 
 logger = logging.getLogger(__name__)
@@ -274,7 +274,7 @@ def factorize_linear_(
     targets = select_linears(model, filter_fn)
     if not targets:
         raise invalid("filter_fn", filter_fn, "a selection of at least one nn.Linear of the model")
-    from ...quantization.config import SMOOTHING_BUFFER  # the quantization package imports this module
+    from ...format.config import SMOOTHING_BUFFER  # the quantization package imports this module
 
     # smooth_activations_ leaves run-time scales on dense Linears for quantize_; factorising would drop them.
     smoothed = [n for n, m in targets.items() if getattr(m, SMOOTHING_BUFFER, None) is not None]
@@ -351,7 +351,9 @@ def factorize_linear_(
     )
     ranks = recorded_ranks(model.config)
     if ranks:  # from_pretrained rebuilds the layout from the config (see low_rank_loading)
-        attach_low_rank(model, ranks)
+        from ...format.quantizer import attach  # the quantizer imports this module when loading
+
+        attach(model, LowRankConfig(ranks=dict(ranks)))
     return model
 
 

@@ -57,7 +57,7 @@ def _embedding_like(old: nn.Embedding, weight: torch.Tensor, padding_idx: int | 
 
 def _int8_rows(old: nn.Module, rows: torch.Tensor, padding_idx: int | None) -> nn.Module:
     """An Int8Embedding holding `old`'s rows `rows`: codes and per-row scales are selected, never re-quantized."""
-    from ...quantization.modules import Int8Embedding
+    from ..int8.modules import Int8Embedding
 
     with torch.inference_mode(False), torch.no_grad():
         new = Int8Embedding(len(rows), old.embedding_dim, padding_idx, device=old.weight.device)
