@@ -36,7 +36,8 @@ import torch.nn.functional as F
 
 # ATen's ChooseQuantizationParams (aten/src/ATen/native/quantized/cpu/QuantUtils.h), which fbgemm's dynamic linear
 # calls with qmin 0, qmax 255 (uint8 activations, reduce_range False): its smallest scale, as float32.
-SMALL_SCALE = 6.1e-5
+SMALL_SCALE_FLOAT32 = 6.1e-5
+SMALL_SCALE_FLOAT64 = float(torch.tensor(6.1e-5, dtype=torch.float32))  # ATen compares the float64 scale with it
 QMAX = 255
 # Integers up to 2**24 are exact in float32: a float32 matmul of integer codes is exact while every partial sum is.
 EXACT_FLOAT32 = 2**24
@@ -183,9 +184,10 @@ def worst_case_chunks(in_features: int) -> int:
 
 def _fma(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """float32 a * b + c rounded once, as a fused multiply-add (ATen's CPU addcmul and fbgemm's output stage use
-    one): the float32 product is exact in float64, so only the sum rounds, then once more to float32, which differs
-    from a single rounding only when the float64 sum lands exactly on a float32 midpoint (never seen in testing)."""
-    return (a.double() * b.double() + c.double()).float()
+    one): the float32 product is exact in float64 (b and c are promoted to it), so only the sum rounds, then once more
+    to float32, which differs from a single rounding only when the float64 sum lands exactly on a float32 midpoint
+    (never met in testing)."""
+    return (a.double() * b + c).float()
 
 
 def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,54 +195,34 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     integers in [-255, 255]) and the scale (0-d float32).
 
     The range is ATen's ChooseQuantizationParams(min(x, 0), max(x, 0), 0, 255): scale (max - min) / 255 in float64,
-    0.1 for an all-zero x, at least SMALL_SCALE; the zero point from whichever end adds the smaller terms, rounded
-    half to even. Each x then rounds as fbgemm's AVX2 Quantize does: fma(x, 1 / scale, zero point) in float32,
-    rounded half to even and clamped to [0, 255].
+    at least SMALL_SCALE (the range then widened by the same factor, in float32); the zero point from whichever end
+    adds the smaller terms, rounded half to even. Each x then rounds as fbgemm's AVX2 Quantize does:
+    fma(x, 1 / scale, zero point) in float32, rounded half to even and clamped to [0, 255]. Where ATen would take 0.1
+    for a range of (almost) zero width, every x quantizes to the zero point all the same, and the output is 0.
     """
-    lo32 = x.amin().clamp(max=0.0)
-    hi32 = x.amax().clamp(min=0.0)
-    scale = (hi32.double() - lo32.double()) / QMAX
+    lo, hi = torch.aminmax(x)
+    bounds = torch.stack([lo.clamp(max=0.0), hi.clamp(min=0.0)])
+    wide = bounds.double()
+    scale = (wide[1] - wide[0]) / QMAX
     scale32 = scale.float()
-    degenerate = (scale32 == 0) | torch.isinf(scale32.reciprocal())
-    scale = torch.where(degenerate, torch.full_like(scale, 0.1), scale)
-    small32 = x.new_full((), SMALL_SCALE, dtype=torch.float32)
-    small = scale < small32.double()
-    amplifier = small32 / scale.float()
-    lo_small = torch.where(lo32 == 0, lo32, torch.where(hi32 == 0, -small32 * QMAX, lo32 * amplifier))
-    hi_small = torch.where(lo32 == 0, small32 * QMAX, torch.where(hi32 == 0, hi32, hi32 * amplifier))
-    lo = torch.where(small, lo_small, lo32).double()
-    hi = torch.where(small, hi_small, hi32).double()
-    scale = torch.where(small, small32.double(), scale)
-    from_min, from_max = -lo / scale, QMAX - hi / scale
-    use_min = -(lo / scale).abs() < QMAX - (hi / scale).abs()
-    zero_point = torch.round(torch.where(use_min, from_min, from_max)).clamp(0, QMAX)
-    scale32 = scale.float()
-    inverse = scale32.reciprocal()
-    q = torch.round(_fma(x, inverse, zero_point.float())).clamp_(0, QMAX)
-    return q - zero_point.float(), scale32
+    small = scale < SMALL_SCALE_FLOAT64
+    amplifier = torch.where(small & (scale32 > 0), SMALL_SCALE_FLOAT32 / scale32, 1.0)
+    scale = torch.where(small, SMALL_SCALE_FLOAT64, scale)
+    scale32 = torch.where(small, SMALL_SCALE_FLOAT32, scale32)
+    from_min, from_max = ((bounds * amplifier).double() / scale).unbind()  # min / scale, max / scale, as in ATen
+    use_min = -from_min.abs() < QMAX - from_max.abs()
+    zero_point = torch.where(use_min, -from_min, QMAX - from_max).round().clamp(0, QMAX)
+    q = _fma(x, scale32.reciprocal(), zero_point).round().clamp(0, QMAX)
+    return q - zero_point, scale32
 
 
-def _exact_matmul(a: torch.Tensor, codes: torch.Tensor, chunks: int) -> torch.Tensor:
-    """a (..., in) @ codes (out, in)^T for integer-valued a in [-255, 255], rounded once to float32 as the kernel's
-    int32 -> float conversion does: exact blocks of columns, added in float64."""
-    weight = codes.float()
+def _exact_matmul(a: torch.Tensor, weight: torch.Tensor, chunks: int) -> torch.Tensor:
+    """a (..., in) @ weight (out, in)^T for integer-valued a in [-255, 255] and float int8 codes, rounded once to
+    float32 as the kernel's int32 -> float conversion does: exact blocks of columns, added in float64."""
     if chunks == 1:
         return F.linear(a, weight)
     parts = [F.linear(a_part, w_part) for a_part, w_part in zip(a.chunk(chunks, -1), weight.chunk(chunks, -1))]
     return torch.stack(parts).double().sum(dim=0).float()
-
-
-def _kernel(
-    x: torch.Tensor, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, fused: bool, chunks: int
-) -> torch.Tensor:
-    """What `torch.ops.quantized.linear_dynamic` returns: float(acc) · (x scale · row scale), then the bias, fused
-    (one rounding) or added after."""
-    a, x_scale = quantize_activations(x)
-    y = _exact_matmul(a, codes, chunks)
-    combined = x_scale * scale.float()
-    if bias is None:
-        return y * combined
-    return _fma(y, combined, bias) if fused else y * combined + bias
 
 
 def traced_linear(
@@ -252,21 +234,29 @@ def traced_linear(
     fuse_bias: bool = False,
     chunks: int = 1,
 ) -> torch.Tensor:
-    """`linear`'s numbers in plain tensor ops, for torch.compile and torch.export: codes (out, in) int8, scale (out,).
+    """`linear`'s numbers in plain tensor ops, for torch.compile and torch.export: codes (out, in) int8, scale (out,)
+    float32.
 
     `fuse_bias`: round as the kernel with the bias packed in does (`linear` with a fused copy); `chunks`:
     `exact_chunks(codes)`. Equal to `linear` bit for bit on x86 CPUs with AVX2 and FMA (where fbgemm rounds with
     fused multiply-adds), up to a double rounding in float64 that testing never met.
     """
-    if not per_token:
-        return _kernel(x, codes, scale, bias, fuse_bias, chunks)
+    weight = codes.float()
     shape = x.shape
-    x = x.reshape(-1, shape[-1])
-    lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
-    width = (hi - lo).clamp(min=1e-12)
-    inverse = width.reciprocal()
-    unit = _fma(x, inverse, -lo * inverse)
-    y = _kernel(unit, codes, scale, None, False, chunks)
-    sums = row_sums(codes, scale)
+    if per_token:
+        x = x.reshape(-1, shape[-1])
+        lo, hi = x.amin(dim=-1, keepdim=True), x.amax(dim=-1, keepdim=True)
+        width = (hi - lo).clamp(min=1e-12)
+        inverse = width.reciprocal()
+        x = _fma(x, inverse, -lo * inverse)  # the unit mapping of `linear`
+    a, x_scale = quantize_activations(x)
+    # The kernel's output stage: float(int32 sum) * (x scale * row scale), then the bias fused (one rounding) or not.
+    acc, combined = _exact_matmul(a, weight, chunks), x_scale * scale
+    if not per_token:
+        if bias is None:
+            return acc * combined
+        return _fma(acc, combined, bias) if fuse_bias else acc * combined + bias
+    y = acc * combined
+    sums = weight.sum(dim=1) * scale  # row_sums
     out = lo * sums if bias is None else _fma(lo, sums, bias)
     return _fma(y, width, out).reshape(*shape[:-1], -1)
