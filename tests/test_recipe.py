@@ -29,6 +29,12 @@ def test_there_are_recipes():
 @pytest.mark.parametrize("path", RECIPES, ids=os.path.basename)
 def test_every_recipe_parses(path, tmp_path):
     command = command_for(path)
+    if command == "quantize":  # a model saved by another recipe: its fields parse, the model comes later
+        from hf_compress.cli.quantize import parse
+
+        recipe, args = parse([path, "--output_dir", str(tmp_path)])
+        assert args.output_dir == str(tmp_path) and recipe.model_name_or_path
+        return
     args_class = RECIPE_COMMANDS[command][0]
     recipe, args = parse_recipe(path, ["--output_dir", str(tmp_path)], RecipeArguments, args_class)
     assert isinstance(args, args_class)
