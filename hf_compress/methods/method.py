@@ -99,3 +99,15 @@ class ModuleKind:
     name: str
     method: str
     empty: Hook
+
+
+@dataclass
+class MethodArguments:
+    """Mixin of our arguments classes: after the base class's checks, every method of the table checks its own fields
+    and the combinations it refuses, once (`hf_compress.methods.check_methods`)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        from . import check_methods  # the table imports this module
+
+        check_methods(self)

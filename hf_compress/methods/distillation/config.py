@@ -10,6 +10,7 @@ from transformers import TrainingArguments
 
 from ...checks import check_choice, check_layer_ids, invalid, require
 from ...config_fields import config_field
+from ..method import MethodArguments
 from ..vocabulary.config import VocabularyArguments
 
 ATTENTION_LOSS_TYPES = ("kl", "mse")
@@ -36,7 +37,7 @@ def refuse_old_layer_mapping(value: Any) -> None:
 
 
 @dataclass
-class DistillationTrainingArguments(VocabularyArguments, TrainingArguments):
+class DistillationTrainingArguments(MethodArguments, VocabularyArguments, TrainingArguments):
     """TrainingArguments for knowledge distillation (Hinton et al. 2015; TinyBERT-style intermediate terms)."""
 
     renamed_fields = ("layer_mapping",)  # kept only to refuse the old spelling; recipes never write them
@@ -128,9 +129,6 @@ class DistillationTrainingArguments(VocabularyArguments, TrainingArguments):
             "False when hidden_loss_weight or attention_loss_weight > 0 (those terms need a teacher forward "
             "on every step, so caching logits saves nothing)",
         )
-        from .. import check_methods  # the table imports this module's package
-
-        check_methods(self)
 
     @property
     def intermediate_terms(self) -> bool:

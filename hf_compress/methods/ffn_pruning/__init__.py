@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from ..method import Method
-from ..pruning import finalize, setup
+from ..pruning import METHOD as PRUNING
 
+# While training it shares the pruning method's hooks (see there); one-shot, `prune_ffn_` records "ffn_pruning".
 METHOD = Method(
     name="ffn_pruning",
     label="one-shot FFN neuron pruning",
-    tags=("pruning",),
-    stages=("train", "finalize"),
+    tags=PRUNING.tags,
+    stages=PRUNING.stages,
     enabled=lambda args: getattr(args, "ffn_sparsity", 0) > 0,
-    setup=setup,
-    finalize=finalize,
+    setup=PRUNING.setup,
+    finalize=PRUNING.finalize,
 )

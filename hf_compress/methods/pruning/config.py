@@ -9,6 +9,7 @@ from transformers import TrainingArguments
 from ...checks import check_choice, check_fraction, invalid
 from ...config_fields import config_field
 from ..ffn_pruning.transform import FFN_METHODS
+from ..method import MethodArguments
 from ..vocabulary.config import VocabularyArguments
 from .masks import SCOPES
 from .schedule import SparsitySchedule
@@ -16,7 +17,7 @@ from .scores import METHODS
 
 
 @dataclass
-class PruningTrainingArguments(VocabularyArguments, TrainingArguments):
+class PruningTrainingArguments(MethodArguments, VocabularyArguments, TrainingArguments):
     """TrainingArguments for gradient-based pruning on a cubic schedule: of weights, of whole FFN neurons, or both.
 
     `target_sparsity` prunes single weights (zeros in place); `ffn_sparsity` removes whole FFN neurons, which the final
@@ -73,9 +74,6 @@ class PruningTrainingArguments(VocabularyArguments, TrainingArguments):
                 "empty when pruning (masks are kept on whole tensors, which sharding splits across ranks); "
                 "use DDP (torchrun / accelerate launch without FSDP or DeepSpeed)",
             )
-        from .. import check_methods  # the table imports this module's package
-
-        check_methods(self)
 
     @property
     def prunes(self) -> bool:
