@@ -1,0 +1,508 @@
+"""hf_compress.export: every artifact kind and head as ONNX and OpenVINO files that compute what PyTorch computes.
+
+One matrix over artifact kind x head x format (every kind once with the sequence head for both formats, every head
+once for the plain student: torch.onnx's dynamo exporter takes seconds per model on 2 cores). Each exported folder is
+checked here independently of the export's own check (new batch size and length, new padding), served by a fresh
+interpreter that imports only the runtime and `tokenizers`, and the ALBERT-style model's shared layer is looked for
+in the file. Bad input is refused before any model loads; a file beyond its bound leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from transformers import (
+    AutoTokenizer,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+    BertModel,
+)
+
+import hf_compress
+from hf_compress.cli.main import main
+from hf_compress.export import export, export_onnx, export_openvino, graph, verify
+from hf_compress.loading import load_saved_model
+from tests.testing_utils import VOCAB, run_python, tiny_bert_config, tiny_tokenizer
+
+FORMATS = ("onnx", "openvino")
+TASKS = ("text-classification", "token-classification", "question-answering")
+HEADS = {
+    "text-classification": BertForSequenceClassification,
+    "token-classification": BertForTokenClassification,
+    "question-answering": BertForQuestionAnswering,
+}
+OUTPUTS = {"text-classification": ("logits",), "token-classification": ("logits",)}
+OUTPUTS["question-answering"] = ("start_logits", "end_logits")
+INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _ffn_sliced(model, tokenizer):
+    return hf_compress.prune_ffn_(model, None, sparsity=0.5, method="magnitude"), tokenizer
+
+
+def _albert(model, tokenizer):
+    return hf_compress.to_albert(model, embedding_size=16, num_hidden_groups=1), tokenizer
+
+
+def _vocabulary(model, tokenizer):
+    kept = [list(range(5, VOCAB, 3))]  # a third of the words
+    return model, hf_compress.prune_vocabulary_(model, tokenizer, kept)
+
+
+def _low_rank(model, tokenizer):
+    return hf_compress.factorize_linear_(model, rank_ratio=0.5, method="svd"), tokenizer
+
+
+def _int8(model, tokenizer):
+    return hf_compress.quantize_(model), tokenizer
+
+
+def _low_bit(model, tokenizer):
+    return hf_compress.bake_low_bit_(hf_compress.fake_quantize_(model, 4)), tokenizer
+
+
+# artifact kind -> transform of (tiny BERT with a head, its tokenizer)
+KINDS = {
+    "student": lambda model, tokenizer: (model, tokenizer),
+    "ffn-sliced": _ffn_sliced,
+    "albert": _albert,
+    "vocabulary": _vocabulary,
+    "low-rank": _low_rank,
+    "int8": _int8,
+    "low-bit": _low_bit,
+}
+INT8_KINDS = ("int8", "low-bit")
+CASES = [(kind, "text-classification", f) for kind in KINDS for f in FORMATS]
+CASES += [("student", task, f) for task in TASKS[1:] for f in FORMATS]
+# One case goes through the CLI, with the bf16 precision (checked in f32, then by agreement in bf16).
+VIA_CLI = {("student", "text-classification", "openvino"): ["--precision", "bf16"]}
+
+
+class Exports:
+    """The artifacts and their exports, each made once per test session, when a test first asks for it."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.models: dict[tuple[str, str], Path] = {}
+        self.exports: dict[tuple[str, str, str], tuple[Path, dict]] = {}
+
+    def model_dir(self, kind: str, task: str) -> Path:
+        if (kind, task) not in self.models:
+            directory = self.root / "models" / f"{kind}-{task}"
+            torch.manual_seed(0)
+            # initializer_range 0.2: logits of order 1, so that a wrong graph shows and argmax decisions are clear
+            labels = 2 if task == "question-answering" else 3  # QA: start and end
+            model = HEADS[task](tiny_bert_config(initializer_range=0.2, num_labels=labels)).eval()
+            if task == "token-classification":  # IOB tags, as NER models have them
+                model.config.id2label = dict(enumerate(["O", "B-PER", "I-PER"]))
+                model.config.label2id = {tag: i for i, tag in model.config.id2label.items()}
+            tokenizer = tiny_tokenizer(directory / "vocab")
+            model, tokenizer = KINDS[kind](model, tokenizer)
+            model.save_pretrained(directory)
+            tokenizer.save_pretrained(directory)
+            self.models[(kind, task)] = directory
+        return self.models[(kind, task)]
+
+    def get(self, kind: str, task: str, format: str) -> tuple[Path, dict]:
+        if (kind, task, format) not in self.exports:
+            source = self.model_dir(kind, task)
+            out = self.root / "exports" / f"{kind}-{task}-{format}"
+            flags = VIA_CLI.get((kind, task, format))
+            if flags is not None:
+                assert main(["export", str(source), str(out), "--format", format, *flags]) == 0
+                record = json.loads((out / "config.json").read_text())["export"]
+            else:
+                record = export(source, out, format=format)
+            self.exports[(kind, task, format)] = (out, record)
+        return self.exports[(kind, task, format)]
+
+
+@pytest.fixture(scope="session")
+def exports(tmp_path_factory) -> Exports:
+    return Exports(tmp_path_factory.mktemp("export"))
+
+
+def _inputs(tokenizer, names, texts) -> dict[str, np.ndarray]:
+    encoded = tokenizer(texts, padding=True, return_tensors="np")
+    return {name: encoded[name].astype(np.int64) for name in names}
+
+
+def _run_file(out: Path, record: dict, feeds: dict) -> dict[str, np.ndarray]:
+    if record["format"] == "onnx":
+        return verify.onnxruntime_runner(str(out / graph.ONNX_FILE))(feeds)
+    return verify.openvino_runner(str(out / graph.OPENVINO_FILE), "f32")[0](feeds)
+
+
+def _pytorch(source: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
+    model = load_saved_model(str(source))
+    with torch.inference_mode():
+        outputs = model(**{name: torch.from_numpy(array) for name, array in feeds.items()})
+    return {name: outputs[name].numpy() for name in OUTPUTS[task]}
+
+
+def _decisions(logits: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
+    if task == "text-classification":
+        return logits.argmax(-1)
+    if task == "token-classification":
+        return logits.argmax(-1)[mask]
+    return np.where(mask, logits, -np.inf).argmax(-1)  # the answer's start (end) among the real tokens
+
+
+def _assert_within_bound(got: dict, want: dict, mask: np.ndarray, task: str, int8: bool) -> None:
+    """Float files: max |difference| <= 1e-4 where serving reads; int8 files: the same decisions, logits close."""
+    for name, expected in want.items():
+        actual = got[name]
+        assert actual.shape == expected.shape
+        diff = np.abs(actual - expected)[slice(None) if task == "text-classification" else mask].max()
+        if int8:
+            agreement = (_decisions(actual, mask, task) == _decisions(expected, mask, task)).mean()
+            assert agreement >= 0.995 and diff < 0.1, f"{name}: argmax agreement {agreement:.3f}, max diff {diff:.2e}"
+        else:
+            assert diff <= 1e-4, f"{name}: max |difference| {diff:.2e}"
+
+
+@pytest.mark.parametrize("kind,task,format", CASES)
+def test_export_computes_what_pytorch_computes(exports, kind, task, format):
+    out, record = exports.get(kind, task, format)
+    source = exports.model_dir(kind, task)
+    int8 = kind in INT8_KINDS
+    # The folder: the file, the tokenizer, config.json with labels and the record, a card; nothing else.
+    files = {graph.ONNX_FILE} if format == "onnx" else {graph.OPENVINO_FILE, graph.OPENVINO_WEIGHTS}
+    assert set(os.listdir(out)) == files | {"config.json", "README.md", "tokenizer.json", "tokenizer_config.json"}
+    config = json.loads((out / "config.json").read_text())
+    assert config["export"] == record and "quantization_config" not in config
+    if task != "question-answering":  # (QA's two outputs are the default: not written)
+        assert len(config["id2label"]) == 3
+    assert record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert record["outputs"] == list(OUTPUTS[task]) and record["max_sequence_length"] == 64
+    assert (record["int8_matmuls"] > 0) == int8
+    # The export's own check, within its bound.
+    check = record["check"]
+    assert check["sequences"] == 67
+    if int8:
+        assert check["argmax_agreement"] >= 0.995
+    else:
+        assert check["max_abs_diff"] <= 1e-4
+    card = (out / "README.md").read_text()
+    assert f"library_name: {'onnx' if format == 'onnx' else 'openvino'}" in card and f"{check['sequences']}" in card
+    # Checked again here on what the check never saw: batch 3, 20 tokens and padding, with the saved tokenizer.
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    words = [f"w{i}" for i in range(5, VOCAB - 5, 7)]
+    texts = [" ".join(words[:18]), " ".join(words[30:35]), " ".join(words[60:71])]
+    feeds = _inputs(tokenizer, record["inputs"], texts)
+    assert feeds["input_ids"].shape == (3, 20)
+    got = _run_file(out, record, feeds)
+    want = _pytorch(source, feeds, task)
+    _assert_within_bound(got, want, feeds["attention_mask"].astype(bool), task, int8)
+
+
+def test_int8_codes_are_in_the_graph(exports):
+    """The int8 model's file holds its int8 codes and computes with DynamicQuantizeLinear + MatMulInteger."""
+    out, record = exports.get("int8", "text-classification", "onnx")
+    model = onnx.load(str(out / graph.ONNX_FILE))
+    ops = [node.op_type for node in model.graph.node]
+    assert ops.count("MatMulInteger") == record["int8_matmuls"] == 14  # 2 layers x 6, pooler, classifier
+    assert "DynamicQuantizeLinear" in ops
+    int8_bytes = sum(len(i.raw_data) for i in model.graph.initializer if i.data_type == onnx.TensorProto.INT8)
+    float_bytes = sum(len(i.raw_data) for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT)
+    assert int8_bytes > 2 * float_bytes  # codes, not dequantized float weights
+    float_out, _ = exports.get("student", "text-classification", "onnx")
+    assert (out / graph.ONNX_FILE).stat().st_size < 0.5 * (float_out / graph.ONNX_FILE).stat().st_size
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_albert_shared_layer_is_stored_once(exports, format):
+    out, _ = exports.get("albert", "text-classification", format)
+    model = load_saved_model(str(exports.model_dir("albert", "text-classification")))
+    distinct = {id(p): p.numel() * 4 for p in model.parameters()}
+    layer = sum(p.numel() * 4 for p in model.albert.encoder.albert_layer_groups[0].parameters())
+    assert model.config.num_hidden_layers == 2 and model.config.num_hidden_groups == 1
+    if format == "onnx":
+        stored = sum(len(i.raw_data) for i in onnx.load(str(out / graph.ONNX_FILE)).graph.initializer)
+    else:
+        stored = (out / graph.OPENVINO_WEIGHTS).stat().st_size
+    # Each layer's copy would add a whole layer's bytes; the file holds the distinct parameters, give or take buffers.
+    assert abs(stored - sum(distinct.values())) < layer / 2, (stored, sum(distinct.values()), layer)
+
+
+FRESH_SERVER = """
+import json, sys
+import numpy as np
+from tokenizers import Tokenizer
+
+folders, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+results = {}
+for folder in folders:
+    config = json.load(open(f"{folder}/config.json"))
+    export = config["export"]
+    pad = json.load(open(f"{folder}/tokenizer_config.json"))["pad_token"]
+    tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id(pad), pad_token=pad)
+    tokenizer.enable_truncation(export["max_sequence_length"])
+    encodings = tokenizer.encode_batch(texts)
+    columns = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+    feeds = {n: np.array([getattr(e, columns[n]) for e in encodings], dtype=np.int64) for n in export["inputs"]}
+    if export["format"] == "onnx":
+        import onnxruntime as ort
+        session = ort.InferenceSession(f"{folder}/{export['file']}", providers=["CPUExecutionProvider"])
+        outputs = dict(zip(export["outputs"], session.run(None, feeds)))
+    else:
+        import openvino as ov
+        compiled = ov.Core().compile_model(f"{folder}/{export['file']}", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(feeds)
+        outputs = {name: result[compiled.output(name)] for name in export["outputs"]}
+    listed = lambda arrays: {k: v.tolist() for k, v in arrays.items()}
+    results[folder] = {"feeds": listed(feeds), "outputs": listed(outputs)}
+imported = sorted(m for m in ("torch", "hf_compress", "transformers") if m in sys.modules)
+print(json.dumps({"results": results, "imported": imported}))
+"""
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_fresh_process_serves_every_export_with_the_runtime_and_tokenizers_only(exports, format, tmp_path):
+    cases = [case for case in CASES if case[2] == format]
+    folders = [str(exports.get(*case)[0]) for case in cases]
+    texts = ["w1 w2 w3", " ".join(f"w{i}" for i in range(100, 140)), "w7 w900 w33 w5 w6"]
+    proc = run_python(
+        f"import sys; sys.argv[1:] = {[json.dumps(folders), json.dumps(texts)]!r}\n" + FRESH_SERVER, cwd=str(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answer = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert answer["imported"] == []  # neither torch nor transformers nor hf_compress
+    for (kind, task, _), folder in zip(cases, folders):
+        served = answer["results"][folder]
+        feeds = {name: np.array(value, dtype=np.int64) for name, value in served["feeds"].items()}
+        assert feeds["input_ids"].shape[1] == 42  # 40 words + [CLS] + [SEP]: no truncation left in tokenizer.json
+        got = {name: np.array(value, dtype=np.float32) for name, value in served["outputs"].items()}
+        want = _pytorch(exports.model_dir(kind, task), feeds, task)
+        _assert_within_bound(got, want, feeds["attention_mask"].astype(bool), task, kind in INT8_KINDS)
+
+
+def test_cli_records_the_precision(exports):
+    out, record = exports.get("student", "text-classification", "openvino")
+    assert record["precision"] == "bf16"
+    assert record["check"]["precision"] == "f32"  # the bound is checked in f32
+    bf16 = record["check"]["bf16"]  # then in bf16 (a CPU without bf16 compiles it as f32)
+    assert bf16["precision"] in ("bf16", "f32") and bf16["argmax_agreement"] >= 0.995
+    assert '"INFERENCE_PRECISION_HINT": "bf16"' in (out / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- refused before any work
+
+
+@pytest.fixture
+def no_loading(monkeypatch):
+    """Fail the test if export gets as far as loading a model."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the arguments were refused")
+
+    monkeypatch.setattr("hf_compress.loading.load_saved_model", refuse)
+
+
+def _headless(directory: Path) -> Path:
+    BertModel(tiny_bert_config()).save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return directory
+
+
+def _no_tokenizer(directory: Path) -> Path:
+    BertForSequenceClassification(tiny_bert_config()).save_pretrained(directory)
+    return directory
+
+
+# (what is wrong, the arguments that differ from a good call, given (tmp_path, source model dir), the message)
+BAD = [
+    (
+        "missing model",
+        lambda t, s: {"model_dir": t / "missing"},
+        r"model_dir='.*missing' is invalid; allowed: a local",
+    ),
+    ("format", lambda t, s: {"format": "tflite"}, r"format='tflite' is invalid; allowed: 'onnx', 'openvino'"),
+    (
+        "precision for onnx",
+        lambda t, s: {"format": "onnx", "precision": "bf16"},
+        r"precision='bf16' is invalid; allowed: 'f32' with format='onnx'",
+    ),
+    ("precision", lambda t, s: {"precision": "fp16"}, r"precision='fp16' is invalid; allowed: 'f32', 'bf16'"),
+    ("opset", lambda t, s: {"opset": 17}, r"opset=17 is invalid; allowed: null .* or an integer in \[18, 23\]"),
+    ("overwrite", lambda t, s: {"overwrite": "yes"}, r"overwrite='yes' is invalid; allowed: True or False"),
+    (
+        "output holds a model",
+        lambda t, s: {"output_dir": t / "taken"},
+        r"output_dir='.*taken' is invalid; allowed: a new or empty directory \(this one holds a model\), or overwrite",
+    ),
+    (
+        "output is the model",
+        lambda t, s: {"output_dir": s, "overwrite": True},
+        r"output_dir='.*' is invalid; allowed: a directory outside model_dir",
+    ),
+    (
+        "no head",
+        lambda t, s: {"model_dir": _headless(t / "headless")},
+        r"model_dir='.*headless' is invalid; allowed: a model with a SequenceClassification",
+    ),
+    (
+        "no tokenizer",
+        lambda t, s: {"model_dir": _no_tokenizer(t / "bare")},
+        r"model_dir='.*bare' is invalid; allowed: a model saved with its tokenizer",
+    ),
+]
+
+
+@pytest.mark.parametrize("what,fields,message", BAD, ids=[what for what, _, _ in BAD])
+def test_bad_input_is_refused_before_any_work(exports, tmp_path, no_loading, what, fields, message):
+    source = exports.model_dir("student", "text-classification")
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "model.onnx").write_bytes(b"an earlier export")
+    arguments = {"model_dir": source, "output_dir": tmp_path / "out", "format": "openvino", **fields(tmp_path, source)}
+    with pytest.raises(ValueError, match=message):
+        export(**arguments)
+    assert not (tmp_path / "out").exists()
+    assert (taken / "model.onnx").read_bytes() == b"an earlier export"
+    assert not [p for p in os.listdir(tmp_path) if ".staging-" in p]
+    assert not [p for p in os.listdir(source.parent) if ".staging-" in p]
+
+
+def test_cli_refuses_in_one_line(exports, tmp_path, capsys, no_loading):
+    source = exports.model_dir("student", "text-classification")
+    assert main(["export", str(source), str(tmp_path / "out"), "--format", "tflite"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["hf-compress export: error: format='tflite' is invalid; allowed: 'onnx', 'openvino'"]
+    assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    assert "model_dir=" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- beyond the bound: nothing is left
+
+
+def _write_copy(exported: Path, int8_matmuls: int, corrupt: bool):
+    """A stand-in for graph.write_onnx: an earlier export's ONNX file, with the classifier's weight 0.1% larger."""
+
+    def write_onnx(model, example, output_names, path, opset, max_length):
+        written = onnx.load(str(exported / graph.ONNX_FILE))
+        if corrupt:
+            (weight,) = [i for i in written.graph.initializer if i.name.endswith("classifier.weight")]
+            values = onnx.numpy_helper.to_array(weight) * np.float32(1.001)
+            weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
+        onnx.save(written, path)
+        return 20, int8_matmuls
+
+    return write_onnx
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_file_beyond_the_bound_leaves_nothing(exports, tmp_path, monkeypatch, format):
+    source = exports.model_dir("student", "text-classification")
+    exported, _ = exports.get("student", "text-classification", "onnx")
+    monkeypatch.setattr(graph, "write_onnx", _write_copy(exported, 0, corrupt=True))
+    with pytest.raises(
+        ValueError, match=r"max \|logit difference\| <= 1e-04; measured \d\.\d\de-0[23] max difference"
+    ):
+        export(source, tmp_path / "out", format=format)
+    assert os.listdir(tmp_path) == []  # no output folder, no staging folder
+    # With overwrite, the folder that was there stays as it was.
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "model.onnx").write_bytes(b"an earlier export")
+    with pytest.raises(ValueError, match="nothing was written"):
+        export(source, tmp_path / "out", format=format, overwrite=True)
+    assert os.listdir(tmp_path) == ["out"] and os.listdir(tmp_path / "out") == ["model.onnx"]
+    assert (tmp_path / "out" / "model.onnx").read_bytes() == b"an earlier export"
+
+
+def test_int8_agreement_below_the_bound_leaves_nothing(exports, tmp_path, monkeypatch):
+    source = exports.model_dir("int8", "text-classification")
+    exported, record = exports.get("int8", "text-classification", "onnx")
+    monkeypatch.setattr(graph, "write_onnx", _write_copy(exported, record["int8_matmuls"], corrupt=False))
+    monkeypatch.setattr(verify, "INT8_AGREEMENT", 1.01)  # no agreement can reach it
+    with pytest.raises(ValueError, match=r"argmax agreement >= 101.0%; measured .* 100.00% agreement on 67 sample"):
+        export_onnx(source, tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_overwrite_replaces_the_folder(exports, tmp_path, monkeypatch):
+    source = exports.model_dir("student", "text-classification")
+    exported, _ = exports.get("student", "text-classification", "onnx")
+    monkeypatch.setattr(graph, "write_onnx", _write_copy(exported, 0, corrupt=False))
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "stale.txt").write_text("from before")
+    record = export_openvino(source, tmp_path / "out", overwrite=True)
+    assert record["format"] == "openvino" and record["check"]["max_abs_diff"] <= 1e-4
+    assert "stale.txt" not in os.listdir(tmp_path / "out") and graph.OPENVINO_FILE in os.listdir(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_the_export_module_is_importable_without_the_runtimes():
+    """Building the CLI parser or importing hf_compress.export imports neither runtime (they load on use)."""
+    proc = run_python(
+        "import sys, hf_compress.export, hf_compress.cli.main\n"
+        "print(sorted(m for m in ('onnxruntime', 'openvino', 'onnx', 'onnxscript') if m in sys.modules))",
+        cwd=str(Path(__file__).parent.parent),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# ---------------------------------------------------------------- docs/serving.md's code serves the exports
+
+SERVING = Path(__file__).resolve().parent.parent / "docs" / "serving.md"
+# the first line of each runnable block of docs/serving.md -> the variable holding what it serves
+SNIPPETS = {"text classification": "labels", "token classification (NER)": "entities", "question answering": "answers"}
+SESSIONS = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
+DOC_RUNNER = """
+import json, sys
+blocks, folders, results = json.loads(sys.argv[1]), json.loads(sys.argv[2]), {}
+for head, (folder, session, variable) in folders.items():
+    namespace = {"folder": folder}
+    exec(blocks[session], namespace)
+    exec(blocks[head], namespace)
+    results[head] = namespace[variable]
+print(json.dumps(results))
+"""
+
+
+def serving_blocks() -> dict[str, str]:
+    """docs/serving.md's python blocks, by their first line (a comment naming them)."""
+    blocks = re.findall(r"^```python\n(.*?)^```", SERVING.read_text(), re.S | re.M)
+    return {block.splitlines()[0].removeprefix("#").strip(): block for block in blocks}
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_the_serving_guide_serves_every_head(exports, format, tmp_path):
+    """Each head's snippet, run on the exported file in a fresh process, serves what the same snippet serves with the
+    PyTorch model in place of the file."""
+    blocks = serving_blocks()
+    assert set(SNIPPETS) | set(SESSIONS.values()) <= set(blocks)
+    heads = dict(zip(SNIPPETS, TASKS))
+    folders = {head: (str(exports.get("student", task, format)[0]), SESSIONS[format], SNIPPETS[head])
+               for head, task in heads.items()}  # fmt: skip
+    proc = run_python(
+        f"import sys; sys.argv[1:] = {[json.dumps(blocks), json.dumps(folders)]!r}\n" + DOC_RUNNER, cwd=str(tmp_path)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    for head, task in heads.items():
+        model = load_saved_model(str(exports.model_dir("student", task)))
+
+        def run(encoded, model=model, task=task):
+            with torch.inference_mode():
+                outputs = model(**{k: torch.tensor(np.asarray(v)) for k, v in encoded.items() if k in INPUT_NAMES})
+            return {name: outputs[name].numpy() for name in OUTPUTS[task]}
+
+        namespace = {"folder": folders[head][0]}
+        exec(blocks[SESSIONS[format]], namespace)
+        namespace["run"] = run  # the same snippet, with the PyTorch model in place of the file
+        exec(blocks[head], namespace)
+        expected = json.loads(json.dumps(namespace[SNIPPETS[head]]))
+        assert served[head] == expected, head
+    assert len(served["text classification"]) == 2 and len(served["token classification (NER)"]) == 2
+    assert served["question answering"][0] in "George Washington visited Paris in the spring and stayed for a week."
