@@ -23,6 +23,8 @@ MIN_OPSET = 18
 MAX_OPSET = 23  # the newest opset onnxruntime 1.2x and OpenVINO's ONNX frontend both read
 # What each format needs installed (the `export` extra: pip install 'hf_compress[export]').
 RUNTIMES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
+# What a saved tokenizer writes (any one of them; tokenizer.json for fast tokenizers).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 HEAD_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
@@ -110,6 +112,14 @@ def check_model_dir(model_dir):
             f"a model with a {', '.join(s.removeprefix('For') for s in HEAD_SUFFIXES)} head (config.json names "
             f"{architectures or 'no architecture'})",
         )
+    if not any(os.path.isfile(os.path.join(model_dir, name)) for name in TOKENIZER_FILES):
+        # transformers 5 would build an empty tokenizer of the config's class here
+        raise invalid(
+            "model_dir",
+            model_dir,
+            "a model saved with its tokenizer (tokenizer.save_pretrained(model_dir); none of "
+            f"{', '.join(TOKENIZER_FILES)} is there)",
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_dir)
     except (OSError, ValueError, TypeError) as err:
@@ -121,6 +131,13 @@ def check_model_dir(model_dir):
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise invalid("model_dir", model_dir, "a model whose tokenizer loads as a fast tokenizer (tokenizer.json)")
+    if len(tokenizer) > config.vocab_size:
+        raise invalid(
+            "model_dir",
+            model_dir,
+            f"a model whose tokenizer's ids fit its embedding ({len(tokenizer)} tokens, vocab_size "
+            f"{config.vocab_size})",
+        )
     return model_dir, config, tokenizer
 
 
@@ -128,6 +145,7 @@ def check_export(model_dir, output_dir, format: str, opset, precision: str, over
     """Everything `export` refuses, before any model is loaded: fields first, then the runtime, then directories."""
     check_fields(format, opset, precision, overwrite)
     check_runtime(format)
+    model_dir, output_dir = (os.fspath(p) if isinstance(p, os.PathLike) else p for p in (model_dir, output_dir))
     model_dir, config, tokenizer = check_model_dir(model_dir)
     output_dir = check_output_dir(output_dir, model_dir, overwrite)
     return ExportPlan(model_dir, output_dir, format, opset, precision, tokenizer, config)

@@ -9,6 +9,8 @@ sequence, per token, or of the answer's start and end).
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -30,7 +32,11 @@ def _words(tokenizer, vocab_size: int) -> list[str]:
 
 
 def sample_batches(tokenizer, names: tuple[str, ...], max_length: int, vocab_size: int, seed: int = 0) -> list[dict]:
-    """The sample: SAMPLE_SHAPES batches of tokenizer output (int64 numpy arrays named as the graph's inputs)."""
+    """The sample: SAMPLE_SHAPES batches of tokenizer output (int64 numpy arrays named as the graph's inputs).
+
+    Tokenizes with a copy: a fast tokenizer keeps the truncation and padding of its last call in its backend, which
+    tokenizer.json would then carry to serving."""
+    tokenizer = copy.deepcopy(tokenizer)
     rng = np.random.default_rng(seed)
     words = _words(tokenizer, vocab_size)
     batches = []
