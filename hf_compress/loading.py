@@ -179,4 +179,64 @@ def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict 
     """Load a teacher with the real `from_pretrained` (Hub id or local directory) for the student's task head."""
     # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
     path = resolve_model_path(name_or_path)
+    config = AutoConfig.from_pretrained(path)
+    check_supported_model("teacher_model_name_or_path", name_or_path, config, quantized_ok=True)
     return auto_class_for(student).from_pretrained(path, **{"use_safetensors": True, **(init_kwargs or {})})
+
+
+# Families whose position ids start after the padding id (RoBERTa's `create_position_ids_from_input_ids`), so
+# `padding_idx + 1` rows of the position table are never reached by a token.
+PADDING_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "camembert")
+
+
+def usable_positions(config: PretrainedConfig) -> int | None:
+    """Tokens per sequence a model's position embeddings can take (None when it has no absolute position table)."""
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or n <= 0:
+        return None
+    if config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True):
+        return None  # relative positions only: any length
+    if config.model_type in PADDING_OFFSET_FAMILIES:
+        pad = getattr(config, "pad_token_id", None)
+        n -= (1 if pad is None else pad) + 1
+    return n
+
+
+def check_max_length(field: str, value: int, config: PretrainedConfig, model_field: str, model: str | None) -> None:
+    """Refuse a tokenised length longer than the model's position table, naming both numbers, before any work."""
+    n = usable_positions(config)
+    if n is None or value <= n:
+        return
+    total = config.max_position_embeddings
+    offset = "" if n == total else f" minus the {total - n} positions its family reserves for padding"
+    raise invalid(
+        field,
+        value,
+        f"at most {n}: {model_field}={model!r} has max_position_embeddings={total}{offset}",
+    )
+
+
+def check_supported_model(field: str, value: str | None, config: PretrainedConfig, quantized_ok: bool = False) -> None:
+    """The model's family is one hf_compress knows and (unless `quantized_ok`) it is not quantized: before any work."""
+    from .families import FAMILIES
+
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise invalid(
+            field,
+            value,
+            f"a model of a supported family {sorted(FAMILIES)} (this one has model_type={model_type!r}, "
+            f"{(getattr(config, 'architectures', None) or ['no architecture'])[0]})",
+        )
+    existing = getattr(config, "quantization_config", None)
+    if not quantized_ok and existing is not None:
+        from .format.config import is_low_rank_config
+
+        method = existing.get("quant_method") if isinstance(existing, dict) else getattr(existing, "quant_method", "")
+        if not is_low_rank_config(existing):  # the low-rank layout records float factors: not a quantization
+            raise invalid(
+                field,
+                value,
+                f"a full-precision model (this one is quantized: quant_method={method!r}); name the checkpoint it "
+                "was quantized from",
+            )

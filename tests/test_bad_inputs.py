@@ -224,3 +224,122 @@ def test_a_base_checkpoint_without_enough_labels_is_refused_when_the_trainer_is_
     strings = Dataset.from_dict({"input_ids": [[5, 6]], "attention_mask": [[1, 1]], "label": ["positive"]})
     with pytest.raises(ValueError, match="string label"):
         DistillationTrainer(model=tiny_bert(), teacher_model=tiny_bert(), args=args, train_dataset=strings)
+
+
+# ---- models the product cannot use: refused from their configs, before any data is read or any model trained ----
+
+
+def _no_work(monkeypatch):
+    """Make any tokenizer load, data load or teacher fine-tuning in a recipe run fail the test (not caught as bad
+    input): a refusal must come before them."""
+    import hf_compress.cli.train as train
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the refusal")
+
+    monkeypatch.setattr(train.AutoTokenizer, "from_pretrained", work)
+    monkeypatch.setattr(train, "ensure_splits", work)
+    monkeypatch.setattr(train, "finetune_teacher", work)
+
+
+def _foreign_checkpoint(directory, kind: str) -> str:
+    from transformers import GPT2Config, GPT2ForSequenceClassification, T5Config, T5ForConditionalGeneration
+
+    if kind == "gpt2":
+        model = GPT2ForSequenceClassification(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=1000))
+    else:
+        config = T5Config(num_layers=2, d_model=32, d_ff=64, num_heads=2, d_kv=16, vocab_size=1000)
+        model = T5ForConditionalGeneration(config)
+    model.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "t5"])
+@pytest.mark.parametrize("finetune", [True, False])
+def test_a_teacher_of_another_family_is_refused_before_any_work(tmp_path, capsys, monkeypatch, kind, finetune):
+    teacher = _foreign_checkpoint(tmp_path / kind, kind)
+    recipe = _recipe(tmp_path, teacher_model_name_or_path=teacher, finetune_teacher=finetune)
+    _no_work(monkeypatch)
+    assert main(["distill", recipe]) == 2
+    err = capsys.readouterr().err
+    assert f"teacher_model_name_or_path={teacher!r} is invalid" in err and f"model_type={kind!r}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_quantized_model_is_refused_as_the_source_of_a_student_before_any_work(tmp_path, capsys, monkeypatch):
+    from hf_compress.methods.int8.transform import quantize_
+
+    tiny_checkpoint(tmp_path / "int8")
+    quantize_(tiny_bert()).save_pretrained(tmp_path / "int8")
+    recipe = _recipe(tmp_path, teacher_model_name_or_path=str(tmp_path / "int8"))
+    _no_work(monkeypatch)
+    assert main(["distill", recipe]) == 2
+    err = capsys.readouterr().err
+    assert "teacher_model_name_or_path=" in err and "a full-precision model" in err and "hf_compress_int8" in err
+
+
+def test_create_student_refuses_an_int8_teacher_in_the_project_format():
+    from hf_compress.methods.int8.transform import quantize_
+
+    with pytest.raises(ValueError, match=r"teacher='BertForSequenceClassification' is invalid; allowed: a full-prec"):
+        create_student(quantize_(tiny_bert(num_hidden_layers=4)), num_hidden_layers=2)
+
+
+def test_the_trainer_checks_the_family_before_the_labels(tmp_path):
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    args = DistillationTrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    gpt2 = GPT2ForSequenceClassification(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=1000))
+    with pytest.raises(ValueError, match=r"teacher_model='GPT2ForSequenceClassification' is invalid.*'gpt2'"):
+        DistillationTrainer(model=tiny_bert(), teacher_model=gpt2, args=args)
+    _foreign_checkpoint(tmp_path / "gpt2", "gpt2")
+    with pytest.raises(ValueError, match=r"teacher_model_name_or_path=.*model_type='gpt2'"):
+        DistillationTrainer(model=tiny_bert(), teacher_model=str(tmp_path / "gpt2"), args=args)
+
+
+@pytest.mark.parametrize("student", [False, True])
+def test_max_length_beyond_the_position_table_is_refused_before_any_work(tmp_path, capsys, monkeypatch, student):
+    short = tiny_checkpoint(tmp_path / "short", max_position_embeddings=32)
+    values = {"student_model_name_or_path": short} if student else {"teacher_model_name_or_path": short}
+    recipe = _recipe(tmp_path, finetune_teacher=True, **values)
+    _no_work(monkeypatch)
+    assert main(["distill", recipe]) == 2
+    err = capsys.readouterr().err
+    field = "student_model_name_or_path" if student else "teacher_model_name_or_path"
+    assert "max_length=64 is invalid; allowed: at most 32" in err
+    assert f"{field}={short!r} has max_position_embeddings=32" in err
+
+
+def test_max_length_counts_the_positions_roberta_reserves_for_padding(tmp_path):
+    from transformers import RobertaConfig
+
+    from hf_compress.loading import check_max_length
+
+    config = RobertaConfig(max_position_embeddings=34, pad_token_id=1)
+    check_max_length("max_length", 32, config, "teacher_model_name_or_path", "r")
+    with pytest.raises(ValueError, match=r"max_length=33 is invalid; allowed: at most 32: .*=34 minus the 2"):
+        check_max_length("max_length", 33, config, "teacher_model_name_or_path", "r")
+
+
+def test_report_and_quantize_refuse_lengths_beyond_the_position_table(tmp_path, capsys, monkeypatch):
+    short = tiny_checkpoint(tmp_path / "short", max_position_embeddings=32)
+    data = tiny_text_csv(tmp_path / "data.csv")
+    import hf_compress.cli.report as report
+
+    monkeypatch.setattr(report, "find_tokenizer", lambda *a: (_ for _ in ()).throw(AssertionError("work")))
+    assert main(["report", short, "--dataset", data, "--split", "train"]) == 2
+    assert "--max-length=64 is invalid; allowed: at most 32" in capsys.readouterr().err
+    argv = [
+        "quantize",
+        short,
+        str(tmp_path / "q"),
+        "--num_outlier_channels",
+        "1",
+        "--dataset_name",
+        data,
+        "--eval_split",
+        "train",
+    ]
+    assert main(argv) == 2
+    assert "max_length=64 is invalid; allowed: at most 32" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

@@ -111,6 +111,13 @@ def run(namespace_or_argv) -> None:
     recipe, args = parse(namespace_or_argv)
     source = check_path_or_id("MODEL_DIR", recipe.model_name_or_path)
     check_output_dir(args.output_dir, recipe.overwrite_output, flag="--overwrite")
+    if args.calibrated:  # calibration batches are max_length tokens long: within the model's position table
+        from transformers import AutoConfig
+
+        from ..loading import check_max_length
+
+        config = AutoConfig.from_pretrained(source)
+        check_max_length("max_length", recipe.max_length, config, "MODEL_DIR", recipe.model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(source) if args.calibrated else None
     batches = calibration_data(recipe, args, tokenizer) if args.calibrated else None
     model = load_saved_model(source)

@@ -6,11 +6,11 @@ from __future__ import annotations
 import argparse
 import os
 
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer
 
 from ..checks import check_positive_int, invalid
 from ..evaluation.table import ReportRow, build_report, plot_report, write_report
-from ..loading import check_path_or_id, load_saved_model
+from ..loading import check_max_length, check_path_or_id, load_saved_model
 from .recipe import TASKS, RecipeArguments
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt")
@@ -89,8 +89,13 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
     if args.plot and args.dataset_name is None:
         raise invalid("--plot", True, "only with --dataset (it draws the task metric against size and latency)")
     model_dirs = ([args.teacher] if args.teacher else []) + list(args.models)
+    check_positive_int("--max-length", args.max_length)
     for model_dir in model_dirs:
         check_path_or_id("MODEL_DIR", model_dir)
+        if args.dataset_name is not None:  # examples are cut to --max-length tokens: within every model's positions
+            check_max_length(
+                "--max-length", args.max_length, AutoConfig.from_pretrained(model_dir), "MODEL_DIR", model_dir
+            )
     tokenizer = find_tokenizer(model_dirs)
     names = row_names(model_dirs)
     own = own_tokenizers(names, model_dirs, tokenizer)

@@ -14,7 +14,13 @@ from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments, 
 from ..checks import check_embedding_size, check_num_hidden_groups, check_student_depth, invalid
 from ..data import ensure_splits
 from ..hub import write_model_card
-from ..loading import check_path_or_id, is_saved_model, resolve_model_path
+from ..loading import (
+    check_max_length,
+    check_path_or_id,
+    check_supported_model,
+    is_saved_model,
+    resolve_model_path,
+)
 from ..methods import enabled_methods
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
@@ -78,6 +84,31 @@ def _has_task_head(config, task) -> bool:
     return any(a.endswith(task.auto_class.__name__.removeprefix("AutoModel")) for a in config.architectures or [])
 
 
+def check_models(recipe, command, source_field, source, teacher_config, student_config, task) -> None:
+    """Family, task head, quantization state and lengths of the teacher and student, from their configs alone:
+    before any data is read or any model trained."""
+    student_field = "student_model_name_or_path"
+    student_source = recipe.student_model_name_or_path
+    own_student = student_source is not None
+    # The student is built from the teacher (layers copied) unless it comes whole from its own checkpoint; a
+    # quantized model can be neither fine-tuned nor cut into a student.
+    selects = recipe.student_layers is not None or recipe.student_num_hidden_layers is not None
+    teacher_only = own_student and not selects and not recipe.finetune_teacher and command != "prune"
+    check_supported_model(source_field, source, teacher_config, quantized_ok=teacher_only)
+    if own_student:
+        check_supported_model(student_field, student_source, student_config)
+    if not recipe.finetune_teacher and not _has_task_head(teacher_config, task):
+        raise invalid(
+            source_field,
+            source,
+            f"a model fine-tuned for {task.name} (this one is {teacher_config.architectures or 'headless'}); "
+            "or set finetune_teacher: true to fine-tune it on the task first",
+        )
+    check_max_length("max_length", recipe.max_length, teacher_config, source_field, source)
+    if own_student:
+        check_max_length("max_length", recipe.max_length, student_config, student_field, student_source)
+
+
 def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) -> Plan:
     """Every check that does not need a trained model: fields, paths, shapes, data, labels, the pruning schedule."""
     task = get_task(recipe.task)
@@ -107,6 +138,7 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
 
     teacher_config = AutoConfig.from_pretrained(teacher_path)
     student_config = AutoConfig.from_pretrained(student_path) if student_path else teacher_config
+    check_models(recipe, command, source_field, source, teacher_config, student_config, task)
     prefix = "student_"
     check_student_depth(
         recipe.student_num_hidden_layers, recipe.student_layers, student_config.num_hidden_layers, prefix=prefix
@@ -125,13 +157,6 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
         raise invalid("eval_split", recipe.eval_split, f"a split of the dataset: {sorted(raw)}")
     num_labels = task.num_labels(raw, labels)
     if not recipe.finetune_teacher:
-        if not _has_task_head(teacher_config, task):
-            raise invalid(
-                source_field,
-                source,
-                f"a model fine-tuned for {task.name} (this one is {teacher_config.architectures or 'headless'}); "
-                "or set finetune_teacher: true to fine-tune it on the task first",
-            )
         task.check_model_labels(teacher_config, labels, num_labels, source_field)
     if isinstance(args, PruningTrainingArguments) and args.prunes:
         n_train = len(subset(raw["train"], recipe.max_train_samples, args.seed))

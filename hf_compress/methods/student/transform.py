@@ -7,7 +7,7 @@ import copy
 import torch
 from transformers import PreTrainedModel
 
-from ...checks import check_student_depth
+from ...checks import check_student_depth, invalid
 from ...families import base_prefix, family_of, layer_list
 from ...provenance import portable_reference, record
 
@@ -29,8 +29,15 @@ def create_student(
     tensors, so it can be trained afterwards).
 
     Raises:
-        ValueError: neither or both of num_hidden_layers / layers, ids outside the teacher, an unsupported family.
+        ValueError: neither or both of num_hidden_layers / layers, ids outside the teacher, an unsupported family,
+            a quantized teacher.
     """
+    from ..int8.transform import check_not_quantized
+
+    try:  # an int8 teacher's packed weights cannot be copied into float layers: refused before any copy
+        check_not_quantized(teacher)
+    except ValueError as err:
+        raise invalid("teacher", type(teacher).__name__, f"a full-precision model ({err})") from None
     teacher_layers = layer_list(teacher)
     n_teacher = len(teacher_layers)
     if num_hidden_layers is None and layers is None:
