@@ -401,3 +401,109 @@ def test_evaluate_returns_each_term_per_item_and_their_total(tmp_path):
     trainer.args.per_device_eval_batch_size = 5
     again = trainer.evaluate(tiny_dataset(12))
     assert again["eval_kd_loss"] == pytest.approx(metrics["eval_kd_loss"], rel=1e-5)
+
+
+# Each Trainer option our trainers replace or cannot honour: (trainer, option, "honoured" | "refused").
+TRAINER_OPTIONS = [
+    *[(t, "model_init", "refused") for t in ("distillation", "pruning", "compression")],
+    *[(t, "compute_loss_func", "refused") for t in ("distillation", "compression")],
+    ("pruning", "compute_loss_func", "honoured"),
+    *[(t, "label_smoothing_factor", "refused") for t in ("distillation", "compression")],
+    ("pruning", "label_smoothing_factor", "honoured"),
+    *[(t, "label_names", "refused") for t in ("distillation", "compression")],
+    ("distillation_projection", "optimizers", "refused"),
+    *[(t, "optimizers", "honoured") for t in ("distillation", "pruning")],
+    *[(t, "optimizer_cls_and_kwargs", "honoured") for t in ("distillation_projection", "pruning", "compression")],
+    *[(t, "preprocess_logits_for_metrics", "honoured") for t in ("distillation", "pruning", "compression")],
+    *[(t, "include_for_metrics", "honoured") for t in ("distillation", "pruning", "compression")],
+]
+
+
+def _options_trainer(tmp_path, kind, options, **fields):
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments, PruningTrainer, PruningTrainingArguments
+
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    common = dict(train_dataset=tiny_dataset(16), eval_dataset=tiny_dataset(8, seed=1), **options)
+    fields = {"max_steps": 2, "pruning_start": 0, "pruning_end": 2, "pruning_frequency": 1, **fields}
+    if kind == "pruning":
+        args = training_args(PruningTrainingArguments, tmp_path / "out", target_sparsity=0.5, **fields)
+        return PruningTrainer(model=tiny_bert(seed=0), args=args, **common)
+    if kind == "compression":
+        args = training_args(CompressionTrainingArguments, tmp_path / "out", target_sparsity=0.5, **fields)
+        return CompressionTrainer(model=create_student(teacher, num_hidden_layers=2), teacher_model=teacher,
+                                  args=args, **common)  # fmt: skip
+    fields = {k: v for k, v in fields.items() if not k.startswith("pruning_")}
+    student = create_student(teacher, num_hidden_layers=2)
+    if kind == "distillation_projection":
+        student = tiny_bert(seed=2, num_hidden_layers=2, hidden_size=16, num_attention_heads=2, intermediate_size=32)
+        fields["hidden_loss_weight"] = 1.0
+    return DistillationTrainer(model=student, teacher_model=teacher, args=make_args(tmp_path, **fields), **common)
+
+
+@pytest.mark.parametrize("kind,option,outcome", TRAINER_OPTIONS)
+def test_trainer_options_are_honoured_or_refused_by_name(tmp_path, kind, option, outcome):
+    calls = []
+    if option == "model_init":
+        options, fields = {"model_init": lambda: tiny_bert(seed=3)}, {}
+    elif option == "compute_loss_func":
+
+        def loss_func(outputs, labels, num_items_in_batch=None):
+            calls.append(1)
+            return F.cross_entropy(outputs.logits, labels, reduction="sum") / num_items_in_batch
+
+        options, fields = {"compute_loss_func": loss_func}, {}
+    elif option == "label_smoothing_factor":
+        options, fields = {}, {"label_smoothing_factor": 0.3}
+    elif option == "label_names":
+        options, fields = {}, {"label_names": ["my_labels"]}
+    elif option == "optimizers":
+        options, fields = {"optimizers": (None, None)}, {}  # the optimizer is built below, over the model
+    elif option == "optimizer_cls_and_kwargs":
+        options, fields = {"optimizer_cls_and_kwargs": (torch.optim.SGD, {"lr": 0.125})}, {}
+    elif option == "preprocess_logits_for_metrics":
+
+        def preprocess(logits, labels):
+            calls.append(1)
+            return logits.argmax(-1)
+
+        def metrics(pred):
+            return {"right": float((pred.predictions == pred.label_ids).mean()), "ndim": pred.predictions.ndim}
+
+        options, fields = {"preprocess_logits_for_metrics": preprocess, "compute_metrics": metrics}, {}
+    else:
+
+        def metrics(pred):
+            return {"inputs": int(pred.inputs is not None), "losses": int(pred.losses is not None)}
+
+        options, fields = {"compute_metrics": metrics}, {"include_for_metrics": ["inputs", "loss"]}
+
+    if option == "optimizers":
+        model_probe = _options_trainer(tmp_path, kind, {}, **fields).model  # same seeds: same parameter shapes
+        optimizer = torch.optim.SGD(model_probe.parameters(), lr=0.5)
+        options = {"optimizers": (optimizer, None)}
+    if outcome == "refused":
+        with pytest.raises(ValueError, match=rf"^{option}=.* is invalid; allowed: "):
+            _options_trainer(tmp_path, kind, options, **fields)
+        return
+
+    trainer = _options_trainer(tmp_path, kind, options, **fields)
+    if option == "compute_loss_func":
+        trainer.train()
+        assert calls  # used for every training step
+    elif option == "label_smoothing_factor":
+        plain = _options_trainer(tmp_path, kind, {}).evaluate()["eval_loss"]
+        assert trainer.evaluate()["eval_loss"] != pytest.approx(plain, rel=1e-4)
+    elif option == "optimizers":
+        assert trainer.optimizer is optimizer
+    elif option == "optimizer_cls_and_kwargs":
+        trainer.create_optimizer()
+        assert isinstance(trainer.optimizer, torch.optim.SGD)
+        assert trainer.optimizer.param_groups[0]["lr"] == 0.125
+        trained = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+        assert {id(p) for p in trainer.model.parameters() if p.requires_grad} <= trained  # the projection too
+    elif option == "preprocess_logits_for_metrics":
+        metrics = trainer.evaluate()
+        assert calls and metrics["eval_ndim"] == 1
+    else:
+        metrics = trainer.evaluate()
+        assert metrics["eval_inputs"] == 1 and metrics["eval_losses"] == 1

@@ -11,6 +11,7 @@ from ..methods import enabled_methods
 from .compression_args import CompressionTrainingArguments
 from .distillation_trainer import DistillationTrainer
 from .pruning_trainer import PruningMixin
+from .trainer_options import refuse_distillation_options
 
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
@@ -28,6 +29,7 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
     def __init__(self, model=None, args: CompressionTrainingArguments | None = None, teacher_model=None, **kwargs):
         if not isinstance(args, CompressionTrainingArguments):
             raise ValueError(f"args must be a CompressionTrainingArguments, got {type(args).__name__}")
+        refuse_distillation_options(type(self).__name__, args, kwargs)  # before the conversions below
         for method in enabled_methods(args, "convert"):
             if method.before_trainer is not None:
                 model = method.before_trainer(args, model, kwargs.get("train_dataset"))

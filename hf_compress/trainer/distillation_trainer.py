@@ -25,6 +25,7 @@ from ..methods.distillation.teacher_cache import TeacherLogitCache
 from ..provenance import portable_reference, record
 from .data_checks import check_trainer_datasets
 from .saving import FinalizeMixin
+from .trainer_options import refuse_distillation_options, refuse_optimizer
 
 # The hidden-state projection is trained with the student but is not part of it. It is attached to the student as
 # this submodule while training, so that Trainer's optimizer, zero_grad, gradient clipping, DDP gradient sync,
@@ -53,8 +54,15 @@ def project_hidden_states(module: nn.Module, args, output):
 
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
     """Raise a ValueError that says what differs when teacher and student cannot be distilled into one another."""
+    from ..checks import invalid
+    from ..families import FAMILIES
     from ..loading import auto_class_for
 
+    for field, model in (("teacher_model", teacher), ("model", student)):  # the family first: other checks assume it
+        model_type = getattr(model.config, "model_type", None)
+        if model_type not in FAMILIES:
+            allowed = f"a model of a supported family {sorted(FAMILIES)} (this one has model_type={model_type!r})"
+            raise invalid(field, type(model).__name__, allowed)
     t, s = teacher.config, student.config
     problems = []
     if head_kind(teacher) != head_kind(student) or auto_class_for(teacher) is not auto_class_for(student):
@@ -134,6 +142,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             )
         if model is None or isinstance(model, str):
             raise ValueError("model must be an instantiated student model (see hf_compress.create_student)")
+        refuse_distillation_options(type(self).__name__, args, kwargs)
         teacher_model = teacher_model if teacher_model is not None else args.teacher_model_name_or_path
         if teacher_model is None:
             raise ValueError("teacher_model=None and teacher_model_name_or_path=None: give the trainer a teacher")
@@ -146,6 +155,13 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             teacher_model = int8_teacher(teacher_model, args.device)  # refused or copied before any other work
         check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         self.layer_mapping = self._resolve_layer_mapping(args, model, teacher_model)
+        if args.hidden_loss_weight > 0 and model.config.hidden_size != teacher_model.config.hidden_size:
+            refuse_optimizer(
+                kwargs,
+                f"(None, ...) or optimizer_cls_and_kwargs with hidden_loss_weight={args.hidden_loss_weight} between "
+                f"widths {model.config.hidden_size} and {teacher_model.config.hidden_size}: the trained hidden "
+                "projection is added after Trainer.__init__, an optimizer built before would not train it",
+            )
         if args.attention_loss_weight > 0:
             # SDPA kernels never materialise attention probabilities; the eager path returns them.
             for m in (model, teacher_model):

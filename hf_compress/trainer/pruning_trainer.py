@@ -18,6 +18,7 @@ from ..methods.pruning.pruner import Pruner, RemainingPruner, format_layer_table
 from ..provenance import record
 from .data_checks import check_trainer_datasets
 from .saving import FinalizeMixin
+from .trainer_options import refuse_model_init
 
 logger = logging.getLogger(__name__)
 PRUNING_STATE_FILE = "pruning_state.safetensors"
@@ -183,6 +184,7 @@ class PruningTrainer(PruningMixin, FinalizeMixin, Trainer):
     def __init__(self, model=None, args: PruningTrainingArguments | None = None, **kwargs):
         if not isinstance(args, PruningTrainingArguments):
             raise ValueError(f"args must be a PruningTrainingArguments, got {type(args).__name__}")
+        refuse_model_init(type(self).__name__, kwargs)
         if model is not None:
             check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)
