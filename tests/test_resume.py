@@ -60,3 +60,87 @@ def test_interrupted_compression_run_resumes_to_the_same_result(tmp_path, albert
     if "wide_teacher" in albert:
         for key, value in full.hidden_projection.state_dict().items():
             assert torch.allclose(value, resumed.hidden_projection.state_dict()[key], atol=1e-6), key
+
+
+# ---- a recipe interrupted in any long stage resumes to the model of an uninterrupted run ----
+
+
+class _Interrupt:
+    """A TrainerCallback that presses Ctrl-C after `step` optimizer steps."""
+
+    def __new__(cls, step: int):
+        from transformers import TrainerCallback
+
+        class Interrupt(TrainerCallback):
+            def on_step_end(self, args, state, control, **kwargs):
+                if state.global_step == step:
+                    raise KeyboardInterrupt
+
+        return Interrupt()
+
+
+def _interrupting(base, step: int):
+    class Interrupted(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.add_callback(_Interrupt(step))
+
+    return Interrupted
+
+
+def _state(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "model.safetensors"))
+
+
+@pytest.mark.parametrize("stage", ["teacher", "training"])
+def test_an_interrupted_recipe_resumes_to_the_same_model(tmp_path, monkeypatch, capsys, stage):
+    import hf_compress.cli.train as train
+    import hf_compress.trainer.distillation_trainer as distillation
+    from hf_compress.cli import main
+    from tests.test_run import write_recipe
+
+    values = dict(save_strategy="steps", save_steps=2, report=False, teacher_num_train_epochs=2)
+    full = write_recipe(tmp_path / "full", **values)
+    assert main(["distill", full]) == 0
+    recipe = write_recipe(tmp_path / "run", **values)
+    out = tmp_path / "run" / "out"
+    with monkeypatch.context() as patch:
+        if stage == "teacher":
+            patch.setattr(train, "Trainer", _interrupting(train.Trainer, 3))
+        else:
+            patch.setattr(distillation, "DistillationTrainer", _interrupting(distillation.DistillationTrainer, 3))
+        with pytest.raises(KeyboardInterrupt):
+            main(["distill", recipe])
+    if stage == "teacher":  # no teacher folder an unfinished fine-tuning could be mistaken for
+        assert not (out / "teacher").exists() and (out / "teacher-checkpoints" / "checkpoint-2").is_dir()
+    else:
+        assert (out / "teacher" / "hf_compress_teacher.json").exists() and (out / "checkpoint-2").is_dir()
+        assert not (out / "model.safetensors").exists()
+    teacher_before = (out / "teacher" / "model.safetensors").stat().st_mtime_ns if stage == "training" else None
+    capsys.readouterr()
+    assert main(["distill", recipe]) == 0
+    printed = capsys.readouterr().out
+    if stage == "teacher":
+        assert "resuming from" in printed and "teacher-checkpoints" in printed
+        assert not (out / "teacher-checkpoints").exists()
+    else:
+        assert "reusing the teacher" in printed and f"resuming from {out / 'checkpoint-2'}" in printed
+        assert (out / "teacher" / "model.safetensors").stat().st_mtime_ns == teacher_before
+    for name in ("teacher", None):
+        expected = _state(tmp_path / "full" / "out" / (name or ""))
+        got = _state(out / (name or ""))
+        assert expected.keys() == got.keys()
+        for key, value in expected.items():
+            assert torch.allclose(value, got[key], atol=1e-6), (name, key)
+
+
+def test_a_resume_flag_naming_nothing_is_refused_before_any_work(tmp_path, capsys):
+    from hf_compress.cli import main
+    from tests.test_run import write_recipe
+
+    recipe = write_recipe(tmp_path)
+    assert main(["distill", recipe, "--resume_from_checkpoint", str(tmp_path / "nowhere")]) == 2
+    assert f"resume_from_checkpoint={str(tmp_path / 'nowhere')!r} is invalid" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "teacher").exists()

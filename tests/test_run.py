@@ -46,6 +46,12 @@ def test_distill_command_end_to_end_on_a_tiny_model(tmp_path, capsys):
     assert [r["name"] for r in report] == ["teacher", "student"]
     assert report[1]["parameters"] < report[0]["parameters"]
     assert 0.0 <= report[1]["accuracy"] <= 1.0
+    # The student was made from and distilled against the teacher fine-tuned here: config.json names that one,
+    # relative to the saved model, and the base checkpoint it was fine-tuned from.
+    compression = student.config.compression
+    for step in ("student", "distillation"):
+        assert compression[step]["teacher"] == "./teacher", step
+        assert compression[step]["teacher_base"] == "../teacher", step
 
 
 def test_final_save_never_replaces_a_model_unasked(tmp_path, capsys):

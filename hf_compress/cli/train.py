@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 
 from transformers import AutoConfig, AutoTokenizer, Trainer, TrainingArguments, set_seed
@@ -24,13 +25,14 @@ from ..loading import (
 from ..methods import enabled_methods
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
-from ..provenance import portable_reference
+from ..provenance import applied, portable_reference, record
 from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
 from ..trainer.saving import apply_umask, replace_pickled_args
 from .recipe import RecipeArguments, recipe_as_dict
 
 logger = logging.getLogger(__name__)
+TEACHER_DIR = "teacher"  # where a recipe's fine-tuned teacher is saved, inside output_dir
 
 
 def announce(message: str) -> None:
@@ -78,6 +80,7 @@ class Plan:
     labels: list[str] | None
     num_labels: int | None
     made_splits: dict = field(default_factory=dict)
+    resume_from: str | None = None
 
 
 def _has_task_head(config, task) -> bool:
@@ -113,6 +116,7 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
     """Every check that does not need a trained model: fields, paths, shapes, data, labels, the pruning schedule."""
     task = get_task(recipe.task)
     check_output_dir(args.output_dir, recipe.overwrite_output)
+    resume_from = training_checkpoint(args)  # one naming nothing is refused before any work
     distils = isinstance(args, DistillationTrainingArguments)
     source_field = "teacher_model_name_or_path" if distils else "model_name_or_path"
     source = args.teacher_model_name_or_path if distils else recipe.model_name_or_path
@@ -161,22 +165,82 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
     if isinstance(args, PruningTrainingArguments) and args.prunes:
         n_train = len(subset(raw["train"], recipe.max_train_samples, args.seed))
         args.pruning_schedule().resolve(planned_max_steps(args, n_train))
-    return Plan(command, task, teacher_path, teacher_config, student_config, tokenizer, raw, labels, num_labels, made)
+    return Plan(
+        command,
+        task,
+        teacher_path,
+        teacher_config,
+        student_config,
+        tokenizer,
+        raw,
+        labels,
+        num_labels,
+        made,
+        resume_from,
+    )
+
+
+TEACHER_MARKER = "hf_compress_teacher.json"  # written last into the fine-tuned teacher: the stage finished
+# The recipe fields a fine-tuned teacher depends on: a finished teacher is reused only when they all match.
+TEACHER_FIELDS = (
+    "task",
+    "dataset_name",
+    "text_column",
+    "label_column",
+    "max_length",
+    "doc_stride",
+    "validation_size",
+    "test_size",
+    "split_seed",
+    "teacher_num_train_epochs",
+    "teacher_learning_rate",
+    "teacher_max_train_samples",
+)
+TEACHER_TRAINING_FIELDS = ("seed", "per_device_train_batch_size", "train_sampling_strategy")
+
+
+def teacher_fields(recipe: RecipeArguments, args: TrainingArguments, plan: Plan) -> dict:
+    """What the fine-tuned teacher was made from, as recorded in its marker file."""
+    fields = {"teacher": portable_reference(plan.teacher_path, args.output_dir)}
+    fields.update({name: getattr(recipe, name) for name in TEACHER_FIELDS})
+    fields.update({name: str(getattr(args, name)) for name in TEACHER_TRAINING_FIELDS})
+    return json.loads(json.dumps(fields))
+
+
+def finished_teacher(teacher_dir: str, fields: dict) -> bool:
+    """Whether `teacher_dir` holds a teacher this recipe fine-tuned to the end (its marker, written last, matches)."""
+    try:
+        with open(os.path.join(teacher_dir, TEACHER_MARKER)) as f:
+            return json.load(f) == fields
+    except (OSError, ValueError):
+        return False
 
 
 def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Plan, data):
-    """The teacher fine-tuned on the task with a plain Trainer, saved pickle-free in output_dir/teacher."""
+    """The teacher fine-tuned on the task with a plain Trainer, saved pickle-free and atomically in
+    output_dir/teacher with a marker file; reused when a finished one with the same recipe fields is there, resumed
+    from its last checkpoint (output_dir/teacher-checkpoints, with the recipe's save_strategy) when interrupted."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from ..trainer.saving import staged_directory
+
     task = plan.task
     kwargs = {"use_safetensors": True, **(getattr(args, "teacher_model_init_kwargs", None) or {})}
     label_kwargs = task.label_kwargs(plan.labels, plan.num_labels)
+    teacher_dir = os.path.join(args.output_dir, TEACHER_DIR)
+    fields = teacher_fields(recipe, args, plan)
+    if finished_teacher(teacher_dir, fields):
+        announce(f"Stage 1: reusing the teacher fine-tuned in {teacher_dir} (same recipe fields)")
+        return task.auto_class.from_pretrained(teacher_dir, use_safetensors=True).eval()
     # A base checkpoint gets a new task head here, drawn from torch's global generator: seed it first (as
     # transformers' example scripts do), or the head, and the teacher trained from it, depend on whatever drew
     # random numbers earlier in the process. Trainer's own set_seed comes after the model exists.
     set_seed(args.seed)
     teacher = task.auto_class.from_pretrained(plan.teacher_path, **label_kwargs, **kwargs)
-    teacher_dir = os.path.join(args.output_dir, "teacher")
+    checkpoints = teacher_dir + "-checkpoints"
+    saves = str(getattr(args.save_strategy, "value", args.save_strategy)) != "no"
     teacher_args = TrainingArguments(
-        output_dir=teacher_dir,
+        output_dir=checkpoints,
         num_train_epochs=recipe.teacher_num_train_epochs,
         learning_rate=recipe.teacher_learning_rate,
         per_device_train_batch_size=args.per_device_train_batch_size,
@@ -184,7 +248,10 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
         warmup_steps=0.06,
         weight_decay=0.01,
         logging_steps=args.logging_steps,
-        save_strategy="no",
+        # The recipe's checkpointing applies here too, so an interrupted fine-tuning resumes where it stopped.
+        save_strategy=args.save_strategy if saves else "no",
+        save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit,
         report_to=args.report_to,
         seed=args.seed,
         # The recipe's batching applies here too (group_by_length saves most of the padding of NER sentences).
@@ -193,7 +260,16 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
         disable_tqdm=args.disable_tqdm,
     )
     train = subset(data["train"], recipe.teacher_max_train_samples, args.seed)
-    announce(f"Stage 1: fine-tuning the teacher on {len(train)} examples")
+    last = get_last_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
+    if last is not None and not finished_teacher(checkpoints, fields):
+        last = None  # checkpoints of another recipe's teacher: start over
+    resuming = f", resuming from {last}" if last else ""
+    announce(f"Stage 1: fine-tuning the teacher on {len(train)} examples{resuming}")
+    if last is None and os.path.isdir(checkpoints):
+        shutil.rmtree(checkpoints)
+    os.makedirs(checkpoints, exist_ok=True)
+    with open(os.path.join(checkpoints, TEACHER_MARKER), "w") as f:
+        json.dump(fields, f)  # whose checkpoints these are
     trainer = Trainer(
         model=teacher,
         args=teacher_args,
@@ -201,9 +277,13 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
         data_collator=task.collator(plan.tokenizer),
         processing_class=plan.tokenizer,
     )
-    trainer.train()
-    trainer.save_model(teacher_dir)
-    replace_pickled_args(teacher_dir, teacher_args)  # everything the product saves is pickle-free
+    trainer.train(resume_from_checkpoint=last)
+    with staged_directory(teacher_dir) as staging:
+        trainer.save_model(staging)
+        replace_pickled_args(staging, teacher_args)  # everything the product saves is pickle-free
+        with open(os.path.join(staging, TEACHER_MARKER), "w") as f:
+            json.dump(fields, f, indent=2)  # last: its presence means the teacher is complete
+    shutil.rmtree(checkpoints, ignore_errors=True)
     apply_umask(teacher_dir)
     return teacher.eval()
 
@@ -238,6 +318,24 @@ def make_student(recipe: RecipeArguments, teacher, task):
     return copy.deepcopy(source)  # prune: the model itself (a copy, so the reference row stays the original)
 
 
+def training_checkpoint(args: TrainingArguments) -> str | None:
+    """Where training resumes: resume_from_checkpoint as given (a checkpoint folder, or true for the last one), else
+    the last checkpoint a previous run of this recipe left in output_dir (a rerun continues it), else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    asked = args.resume_from_checkpoint
+    last = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
+    if asked is None or str(asked).lower() in ("false", ""):
+        return last
+    if str(asked).lower() == "true":
+        if last is None:
+            raise invalid("resume_from_checkpoint", asked, f"a checkpoint folder (none in {args.output_dir})")
+        return last
+    if not os.path.isdir(asked):
+        raise invalid("resume_from_checkpoint", asked, "an existing checkpoint folder, or true for the last one")
+    return asked
+
+
 def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | None = None) -> dict:
     """Check, train, finalize, save and report one recipe; return where the model went and the report rows."""
     from ..trainer.compression_trainer import CompressionTrainer
@@ -263,11 +361,15 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
         compute_metrics=task.trainer_metrics(plan.raw.get("validation"), plan.tokenizer, recipe),
     )
     trainer = trainer_class(**common, teacher_model=teacher) if command != "prune" else trainer_class(**common)
-    announce(f"Stage 2: {command} ({len(common['train_dataset'])} examples, {args.num_train_epochs} epochs)")
+    resuming = f", resuming from {plan.resume_from}" if plan.resume_from else ""
+    examples = f"{len(common['train_dataset'])} examples, {args.num_train_epochs} epochs{resuming}"
+    announce(f"Stage 2: {command} ({examples})")
     # train() finalizes: each enabled method's final step in table order (masks baked, pruned FFN neurons sliced,
     # packed or quantized, vocabulary cut with its tokenizer), provenance recorded.
-    trainer.train()
+    trainer.train(resume_from_checkpoint=plan.resume_from)
     announce("Stage 3: finalized (" + ", ".join(m.name for m in enabled_methods(args, "finalize")) + ")")
+    if recipe.finetune_teacher:
+        record_fine_tuned_teacher(trainer.model.config, recipe, args, command)
     student_tokenizer = trainer.processing_class  # the pruned tokenizer when the vocabulary was cut
     trainer.save_model(args.output_dir)
     result = {"output_dir": args.output_dir}
@@ -292,6 +394,19 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
     imports = "import hf_compress; " if getattr(trainer.model.config, "quantization_config", None) else ""
     announce(f"Load it with: {imports}from transformers import {auto}; {auto}.from_pretrained({args.output_dir!r})")
     return result
+
+
+def record_fine_tuned_teacher(config, recipe: RecipeArguments, args: TrainingArguments, command: str) -> None:
+    """The teacher the student was made from and distilled against is the one fine-tuned here: config.compression
+    names it relative to the saved model (`./teacher`) and the base checkpoint it was fine-tuned from."""
+    source = recipe.model_name_or_path if command == "prune" else args.teacher_model_name_or_path
+    history = applied(config)
+    for step in ("student", "distillation"):
+        if isinstance(history.get(step), dict):
+            details = dict(history[step])
+            details["teacher"] = f"./{TEACHER_DIR}"
+            details["teacher_base"] = portable_reference(source, args.output_dir)
+            record(config, step, details)
 
 
 def _teacher_for_card(recipe: RecipeArguments, args: TrainingArguments, command: str) -> str | None:
