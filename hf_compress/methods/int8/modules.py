@@ -140,7 +140,7 @@ class PackedInt8Module(nn.Module):
         super().train(mode)
         if not mode and self._kernels is not None and self._fuses_bias():
             last = self._kernels[-1]
-            if self._bias_trained or not last.fused_bias_equals(self.bias):
+            if not last.fused_bias_equals(self.bias):  # once per switch, not per call
                 last.fuse(self.bias)
             self._bias_trained = False
         return self
