@@ -19,7 +19,7 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
-from .evaluation.table import ReportRow, markdown_table
+from .evaluation.table import ReportRow, kept_in_float, markdown_table
 from .provenance import STEPS, TRAINED_STEPS, applied, portable_reference, portable_values, step_label
 
 CARD_NAME = "README.md"
@@ -125,7 +125,7 @@ def build_model_card(
         model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results,
     )
-    body = [f"# {model_name}", "", _summary(config, steps, teacher)]
+    body = [f"# {model_name}", "", _summary(config, steps, teacher, me.float_modules if me else None)]
     if rows:
         body += ["", "## Results", "", _results(rows, dataset_label, split, task)]
     body += ["", "## Compression applied", "", _steps_table(steps, recipe, teacher)]
@@ -170,7 +170,7 @@ def _card_scores(row: ReportRow | None, task) -> list[tuple[str, str, str, float
     return [s for s in scores if s[-1] is not None]
 
 
-def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
+def _summary(config: PretrainedConfig, steps: dict, teacher: str | None, kept_float: list[str] | None = None) -> str:
     methods = [step_label(step, details)[0] for step, details in steps.items() if step != "hf_compress_version"]
     source = f"`{teacher}`" if teacher else "its base model"
     made = f"This model is a compressed version of {source}, made with hf_compress {steps.get('hf_compress_version')}"
@@ -181,6 +181,8 @@ def _summary(config: PretrainedConfig, steps: dict, teacher: str | None) -> str:
         loading = (
             f"It stores {stored} weights and loads with `from_pretrained` once `hf_compress.quantization` is imported."
         )
+        if kept_float:
+            loading += f" Kept in float (32-bit): {kept_in_float(kept_float)}."
     else:
         loading = f"It is a plain `{config.model_type}` checkpoint: `from_pretrained` loads it without hf_compress."
     return f"{text} {loading}"

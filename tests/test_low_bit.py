@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import pytest
@@ -215,3 +216,28 @@ def test_int8_only_configs_do_not_write_the_low_bit_fields():
     assert "weight_group_size" not in int8 and "low_bit_compute" not in int8
     low_bit = bake_low_bit_(fake_quantized(4, 16)).config.quantization_config.to_dict()
     assert low_bit["weight_group_size"] == 16 and low_bit["low_bit_compute"] == "int8"
+
+
+def test_weight_bits_4_alone_is_smaller_than_int8_and_names_what_stayed_float(tmp_path):
+    from hf_compress import CompressionTrainer, CompressionTrainingArguments, create_student
+    from hf_compress.evaluation.measure import bytes_on_disk, float_modules
+    from hf_compress.evaluation.table import ReportRow, markdown_table
+    from hf_compress.hub import build_model_card
+    from tests.testing_utils import tiny_dataset, training_args
+
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    student = create_student(teacher, num_hidden_layers=2)
+    int8 = quantize_(copy.deepcopy(student))
+    int8.save_pretrained(tmp_path / "int8")
+    args = training_args(CompressionTrainingArguments, tmp_path / "out", weight_bits=4, max_steps=1)  # defaults
+    trainer = CompressionTrainer(model=student, teacher_model=teacher, args=args, train_dataset=tiny_dataset(16))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "low-bit"))
+    assert bytes_on_disk(str(tmp_path / "low-bit")) < bytes_on_disk(str(tmp_path / "int8"))
+    kept = float_modules(trainer.model)
+    assert "bert.embeddings.word_embeddings" not in kept and "classifier" in kept
+    assert "bert.embeddings.position_embeddings" in kept and float_modules(tiny_bert()) is None
+    row = ReportRow(name="low-bit", parameters=1, bytes_on_disk=1, float_modules=kept)
+    assert "low-bit: kept in float: " in markdown_table([row]) and "`classifier`" in markdown_table([row])
+    card = str(build_model_card([row], trainer.model.config))
+    assert "Kept in float (32-bit): " in card and "`bert.embeddings.position_embeddings`" in card

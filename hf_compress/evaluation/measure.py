@@ -33,21 +33,55 @@ def saved_bytes(model: nn.Module, model_dir: str | None) -> int:
         return bytes_on_disk(tmp)
 
 
+def effective_weight(module: nn.Module) -> torch.Tensor | None:
+    """The (out, in) float weight a Linear-like module computes with: dequantized codes (int8, low-bit), the product of
+    its factors (low-rank), or its weight; None for anything else (embeddings included)."""
+    if isinstance(module, (nn.Embedding,)) or type(module).__name__.endswith("Embedding"):
+        return None
+    if hasattr(module, "dense_weight"):  # LowRankLinear
+        return module.dense_weight()
+    if hasattr(module, "dequantized_weights"):  # Int8LowRankLinear: (down, up)
+        down, up = module.dequantized_weights()
+        return up @ down
+    if hasattr(module, "dequantized_weight"):  # Int8Linear, LowBitLinear
+        return module.dequantized_weight()
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) and weight.dim() == 2 else None
+
+
+@torch.no_grad()
 def linear_sparsity(model: nn.Module) -> float:
-    """Fraction of exactly-zero weights over the Linear layers of the encoder's distinct layers (int8 codes count:
-    a zero code is a zero weight). Families `hf_compress.families` does not describe fall back to Linears whose name
-    contains `encoder`."""
+    """Fraction of exactly-zero entries of the weights the encoder's Linears compute with, over its distinct layers.
+
+    One meaning for every artifact kind: the float weight each module multiplies by (dequantized int8 or low-bit
+    codes, the product of low-rank factors), so a zero code, a pruned weight and a ternary zero all count once.
+    Families `hf_compress.families` does not describe fall back to modules whose name contains `encoder`."""
     try:
         modules = [m for layer in distinct_layers(model, check_linear=False) for m in layer.layer.modules()]
     except ValueError:
         modules = [m for n, m in model.named_modules() if ".encoder." in f".{n}."]
     zeros = total = 0
     for module in modules:
-        weight = module.int8_weight() if hasattr(module, "int8_weight") else getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.dim() == 2 and not isinstance(module, nn.Embedding):
+        weight = effective_weight(module)
+        if weight is not None:
             zeros += int((weight == 0).sum())
             total += weight.numel()
     return zeros / total if total else 0.0
+
+
+def _is_quantized(module: nn.Module) -> bool:
+    """Whether a module stores its own weight as integer codes (int8, packed low-bit)."""
+    tensors = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
+    return any(not t.is_floating_point() and t.dtype in (torch.int8, torch.uint8) for t in tensors)
+
+
+def float_modules(model: nn.Module) -> list[str] | None:
+    """Names of the Linear / Embedding modules a quantized model keeps in float (None: nothing is quantized), so a
+    report or card can say what its "int8" or "4-bit" leaves at 32 bits."""
+    named = list(model.named_modules())
+    if not any(_is_quantized(m) for _, m in named):
+        return None
+    return [n for n, m in named if isinstance(m, (nn.Linear, nn.Embedding)) and not _is_quantized(m)]
 
 
 @torch.inference_mode()

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 
 from torch import nn
 from tqdm.auto import tqdm
 
-from .measure import latency_ms, linear_sparsity, saved_bytes
+from .measure import float_modules, latency_ms, linear_sparsity, saved_bytes
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ReportRow:
     score: float | None = None
     score_vs_reference: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    float_modules: list[str] | None = None  # Linear / Embedding modules a quantized model keeps in float
 
 
 def build_report(
@@ -67,6 +69,7 @@ def build_report(
             parameters=model.num_parameters(),
             bytes_on_disk=saved_bytes(model, model_dir),
             sparsity=linear_sparsity(model),
+            float_modules=float_modules(model),
         )
         if dataset is not None:
             tok, data = own_inputs.get(name, (tokenizer, dataset))
@@ -125,7 +128,14 @@ def markdown_table(rows: list[ReportRow]) -> str:
         ]
         cells += [f"{row.speedup[k]:.2f}×" for k in batch_keys]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    notes = [f"{row.name}: kept in float: {kept_in_float(row.float_modules)}" for row in rows if row.float_modules]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def kept_in_float(names: list[str]) -> str:
+    """The float modules of a quantized model in one line, the repeated per-layer ones collapsed (`layer.*`)."""
+    collapsed = list(dict.fromkeys(re.sub(r"\.\d+\.", ".*.", n) for n in names))
+    return ", ".join(f"`{n}`" for n in collapsed)
 
 
 def write_report(rows: list[ReportRow], output_dir: str, stem: str = "compression_report") -> str:

@@ -28,11 +28,14 @@ class LowBitArguments:
     weight_group_size: int | None = config_field(
         None, "Input columns per fp32 scale of the low-bit weights; null: one scale per output row."
     )
+    # Default with the word embeddings (TernaryBERT's choice): left in fp32 they are most of a small BERT's bytes, and
+    # a "4-bit" model would be larger than the int8 one, which quantizes them too.
     weight_quantization_modules: str = config_field(
-        "encoder",
+        "encoder_embeddings",
         "Which modules train and store at low bits: 'encoder' (the Linears of the transformer layers), "
-        "'encoder_embeddings' (and the input word embeddings) or 'all' (every Linear, pooler and task head "
-        "included, and the word embeddings). Modules outside stay float.",
+        "'encoder_embeddings' (and the input word embeddings; the default) or 'all' (every Linear, pooler and "
+        "task head included, and the word embeddings). Modules outside stay float (the report and the model card "
+        "name them).",
     )
     embedding_weight_bits: int | None = config_field(
         None,
