@@ -19,7 +19,7 @@ from huggingface_hub import CommitInfo, EvalResult, HfApi, ModelCard, ModelCardD
 from transformers import AutoConfig, PretrainedConfig
 
 from . import __version__
-from .evaluation.table import ReportRow, kept_in_float, markdown_table
+from .evaluation.table import ReportRow, flagged_score, kept_in_float, markdown_table
 from .provenance import STEPS, TRAINED_STEPS, applied, portable_reference, portable_values, step_label
 
 CARD_NAME = "README.md"
@@ -164,8 +164,8 @@ def _score(row: ReportRow, key: str) -> float | None:
 
 def _card_scores(row: ReportRow | None, task) -> list[tuple[str, str, str, float]]:
     """(score key, model-index metric type, display name, value) of each card metric of the task `row` measured."""
-    if row is None:
-        return []
+    if row is None or row.too_few_examples:
+        return []  # a score from too few examples is no result: no model-index entry, no table line
     scores = [(key, kind, label, _score(row, key)) for key, kind, label in task.card_metrics]
     return [s for s in scores if s[-1] is not None]
 
@@ -224,9 +224,12 @@ def _results(rows: list[ReportRow], dataset: str | None, split: str | None, task
         ref_value = _score(ref, key)
         relative = f"{value / ref_value:.2%} of teacher" if ref_value else ""
         lines.append(line(key, "—" if ref_value is None else f"{ref_value:.4f}", f"{value:.4f}", relative))
-    for name in [n for n in me.metrics if n not in shown and isinstance(me.metrics[n], (int, float))]:
+    others = [] if me.too_few_examples else [n for n in me.metrics if n not in shown]
+    for name in [n for n in others if isinstance(me.metrics[n], (int, float))]:
         ref_value = "—" if ref.metrics.get(name) is None else f"{ref.metrics[name]:.4f}"
         lines.append(line(name, ref_value, f"{me.metrics[name]:.4f}"))
+    if me.too_few_examples and me.score is not None:
+        lines.append(line(me.metric or "score", "", flagged_score(me)))
     if compare and me.agreement_with_reference is not None:
         lines.append(line("agreement with teacher predictions", "", f"{me.agreement_with_reference:.4f}"))
     for key, ms in me.latency_ms.items():

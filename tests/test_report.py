@@ -245,3 +245,97 @@ def test_pareto_front_keeps_the_models_nothing_beats():
     # (size, accuracy): b is beaten by a (smaller and more accurate); d is the largest but the most accurate.
     points = [(1.0, 0.80), (2.0, 0.75), (0.5, 0.60), (4.0, 0.90), (1.0, 0.70)]
     assert pareto_front(points) == [2, 0, 3]
+
+
+def _with_zeroed_rows(seed: int = 0):
+    from tests.testing_utils import tiny_bert
+
+    model = tiny_bert(seed=seed)
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            for m in layer.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.weight[::3] = 0  # a third of the rows of every encoder Linear
+    return model
+
+
+def _probed_zero_fraction(model) -> float:
+    """Exact zeros of the weight each encoder Linear computes with, read through its forward: f(I) - f(0)."""
+    zeros = total = 0
+    with torch.no_grad():
+        for layer in model.bert.encoder.layer:
+            for m in layer.modules():
+                if hasattr(m, "in_features") and not isinstance(m, torch.nn.Embedding):
+                    eye = torch.eye(m.in_features)
+                    weight_t = m(eye) - m(torch.zeros(1, m.in_features))
+                    zeros += int((weight_t == 0).sum())
+                    total += weight_t.numel()
+    return zeros / total
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8", "low-bit", "low-rank"])
+def test_sparsity_means_the_same_for_every_artifact_kind(kind):
+    from hf_compress import bake_low_bit_, factorize_linear_, fake_quantize_, quantize_
+    from hf_compress.evaluation.measure import linear_sparsity
+
+    model = _with_zeroed_rows()
+    if kind == "int8":
+        model = quantize_(model)
+    elif kind == "low-bit":
+        model = bake_low_bit_(fake_quantize_(model, 2, None, "encoder"))  # ternary: many more exact zeros
+    elif kind == "low-rank":
+        model = factorize_linear_(model, rank_ratio=0.5)
+    model.eval()
+    sparsity = linear_sparsity(model)
+    assert sparsity == pytest.approx(_probed_zero_fraction(model), abs=1e-12)
+    if kind != "low-rank":  # the pruned zeros survive quantization; a product of factors does not keep them
+        assert sparsity >= 1 / 3 - 0.02
+    if kind == "low-bit":
+        assert sparsity > 0.4  # ternary codes add zeros of their own
+
+
+def test_scores_from_too_few_examples_are_flagged_with_their_standard_error(models, capsys):
+    from hf_compress.evaluation.table import MIN_EXAMPLES, ReportRow, score_stderr
+    from hf_compress.hub import build_model_card
+
+    tmp, teacher_dir, student_dir, data, texts, labels, tokenizer = models
+    out = tmp / "few"
+    argv = [student_dir, "--teacher", teacher_dir, "--dataset", data, "--split", "train", "--max-samples", "3"]
+    assert main([*argv, "--output", str(out), "--repeats", "1", "--batch-sizes", "1"]) == 0
+    printed = capsys.readouterr().out
+    for row in json.loads((out / "compression_report.json").read_text()):
+        assert row["examples"] == 3 and row["too_few_examples"] and row["accuracy_vs_reference"] is None
+        assert row["score_stderr"] == pytest.approx(score_stderr(row["accuracy"], 3)) and row["score_stderr"] > 0.15
+        flag = f"too few examples (n=3, below {MIN_EXAMPLES}): {row['accuracy']:.4f} ± {row['score_stderr']:.2f}"
+        assert flag in printed and f"| {row['name']} | {row['accuracy']:.4f} |" not in printed
+    assert score_stderr(1.0, 1) == pytest.approx((0.6 * 0.4 / 5) ** 0.5)  # 1 of 1 right is not certainty
+    row = ReportRow(
+        name="m",
+        parameters=1,
+        bytes_on_disk=1,
+        accuracy=1.0,
+        metric="accuracy",
+        score=1.0,
+        metrics={"accuracy": 1.0},
+        examples=1,
+        score_stderr=score_stderr(1.0, 1),
+        too_few_examples=True,
+    )
+    card = build_model_card([row], AutoModelForSequenceClassification.from_pretrained(student_dir).config, dataset="d")
+    assert card.data.eval_results is None and "too few examples (n=1" in str(card) and "not a result" in str(card)
+    assert "| accuracy | 1.0000 |" not in str(card)
+
+
+def test_latency_inputs_stop_at_the_models_position_limit(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    from hf_compress.evaluation.measure import latency_ms, timing_length
+    from hf_compress.evaluation.table import build_report, markdown_table
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint(tmp_path / "tok"))
+    short = BertForSequenceClassification(tiny_bert_config(max_position_embeddings=32)).eval()
+    assert timing_length({"short": short}, 48) == 32
+    assert latency_ms({"short": short}, tokenizer, batch_size=2, repeats=1)["short"] > 0
+    rows = build_report({"short": (short, None)}, tokenizer, batch_sizes=(2,), repeats=1)
+    assert rows[0].latency_tokens == 32 and rows[0].latency_ms["batch_2"] > 0
+    assert "Latency inputs: 32 tokens (the models' position limit; 48 otherwise)." in markdown_table(rows)

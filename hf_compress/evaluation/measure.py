@@ -15,6 +15,7 @@ from transformers import DataCollatorWithPadding
 from ..families import distinct_layers
 
 WEIGHT_SUFFIXES = (".safetensors",)
+TIMING_TOKENS = 48  # tokens per latency input, unless a model has fewer positions
 
 
 def bytes_on_disk(model_dir: str) -> int:
@@ -105,7 +106,7 @@ def latency_ms(
     models: dict[str, nn.Module],
     tokenizer,
     batch_size: int,
-    seq_len: int = 48,
+    seq_len: int = TIMING_TOKENS,
     repeats: int = 10,
     tokenizers: dict | None = None,
     num_threads: int | None = None,
@@ -115,11 +116,14 @@ def latency_ms(
     Not `torch.utils.benchmark`: its Timer measures one statement at a time, so on a shared machine any drift would
     land on whichever model ran later; interleaving every round over all models keeps the ratios fair.
 
+    The inputs are `seq_len` tokens, capped at the smallest `max_position_embeddings` among the models (see
+    `timing_length`), so a model with fewer positions is timed rather than crashed.
     `tokenizers` maps a model name to its own tokenizer (e.g. after prune_vocabulary_); the others use `tokenizer`.
     `num_threads`: torch's intra-op CPU threads while timing (restored after); None keeps the current setting.
     Speed-ups depend on it (int8 kernels gain less from a second thread than fp32 ones), so comparisons name it.
     Returns milliseconds per forward pass, by model name.
     """
+    seq_len = timing_length(models, seq_len)
     previous = torch.get_num_threads()
     if num_threads is not None:
         torch.set_num_threads(num_threads)
@@ -127,6 +131,13 @@ def latency_ms(
         return _interleaved_medians(models, tokenizer, batch_size, seq_len, repeats, tokenizers)
     finally:
         torch.set_num_threads(previous)
+
+
+def timing_length(models: dict[str, nn.Module], seq_len: int = TIMING_TOKENS) -> int:
+    """Tokens per timing input: `seq_len`, capped at the smallest position limit (`max_position_embeddings`) of the
+    models (all are timed on the same inputs, so the ratios stay fair)."""
+    limits = [getattr(getattr(m, "config", None), "max_position_embeddings", None) for m in models.values()]
+    return min([seq_len, *(limit for limit in limits if isinstance(limit, int) and limit > 0)])
 
 
 def _interleaved_medians(models, tokenizer, batch_size, seq_len, repeats, tokenizers) -> dict[str, float]:

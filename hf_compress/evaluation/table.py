@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import asdict, dataclass, field
@@ -10,7 +11,26 @@ from dataclasses import asdict, dataclass, field
 from torch import nn
 from tqdm.auto import tqdm
 
-from .measure import float_modules, latency_ms, linear_sparsity, saved_bytes
+from .measure import TIMING_TOKENS, float_modules, latency_ms, linear_sparsity, saved_bytes, timing_length
+
+# Below this many evaluation examples a score is flagged, with its standard error, and never shown as a result: one
+# test example of a 5-row CSV gives "accuracy 1.0000". 30 is the usual floor for a normal approximation.
+MIN_EXAMPLES = 30
+
+
+def score_stderr(score: float, n: int) -> float | None:
+    """Standard error of a proportion-like score (accuracy, F1) over n examples, Agresti–Coull adjusted (p̃ from
+    x + 2 of n + 4), so 1.0 on one example is not a standard error of 0; None outside [0, 1] or without examples."""
+    if not n or not 0 <= score <= 1:
+        return None
+    p = (score * n + 2) / (n + 4)
+    return math.sqrt(p * (1 - p) / (n + 4))
+
+
+def flagged_score(row: ReportRow) -> str:
+    """A score from too few examples, as a flag rather than a result."""
+    error = "" if row.score_stderr is None else f" ± {row.score_stderr:.2f}"
+    return f"too few examples (n={row.examples}, below {MIN_EXAMPLES}): {row.score:.4f}{error}, not a result"
 
 
 @dataclass
@@ -36,6 +56,10 @@ class ReportRow:
     score_vs_reference: float | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     float_modules: list[str] | None = None  # Linear / Embedding modules a quantized model keeps in float
+    examples: int | None = None  # evaluation examples behind the scores
+    score_stderr: float | None = None
+    too_few_examples: bool = False  # fewer than MIN_EXAMPLES: the scores are flagged, never shown as results
+    latency_tokens: int | None = None  # tokens per timing input (capped at the models' position limit)
 
 
 def build_report(
@@ -82,8 +106,14 @@ def build_report(
             row.metrics = task.score(predictions[name], data)
             row.metric, row.score = task.primary_metric, row.metrics[task.primary_metric]
             row.accuracy = row.score if task.primary_metric == "accuracy" else None
+            row.examples = task.num_examples(dataset)
+            row.score_stderr = score_stderr(row.score, row.examples)
+            row.too_few_examples = row.examples < MIN_EXAMPLES
         rows.append(row)
     tokenizers = {name: tok for name, (tok, _) in own_inputs.items()}
+    tokens = timing_length({n: m for n, (m, _) in models.items()}, TIMING_TOKENS)
+    for row in rows:
+        row.latency_tokens = tokens if batch_sizes else None
     for batch_size in tqdm(batch_sizes, desc="Timing (batch sizes)"):
         medians = latency_ms(
             {n: m for n, (m, _) in models.items()},
@@ -98,7 +128,7 @@ def build_report(
             row.speedup[f"batch_{batch_size}"] = medians[names[0]] / medians[row.name]
     reference = rows[0]
     for row in rows:
-        if row.score is not None and reference.score:
+        if row.score is not None and reference.score and not row.too_few_examples:
             row.score_vs_reference = row.score / reference.score
             if row.accuracy is not None:
                 row.accuracy_vs_reference = row.score_vs_reference
@@ -116,11 +146,12 @@ def markdown_table(rows: list[ReportRow]) -> str:
     header += [f"speed-up {k.replace('_', ' ')}" for k in batch_keys]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
+        flagged = row.too_few_examples and row.score is not None
         cells = [
             row.name,
-            "—" if row.score is None else f"{row.score:.4f}",
+            "—" if row.score is None else flagged_score(row) if flagged else f"{row.score:.4f}",
             "—" if row.score_vs_reference is None else f"{row.score_vs_reference:.1%}",
-            *("—" if row.metrics.get(k) is None else f"{row.metrics[k]:.4f}" for k in others),
+            *("—" if row.metrics.get(k) is None or flagged else f"{row.metrics[k]:.4f}" for k in others),
             f"{row.parameters / 1e6:.2f}M",
             f"{row.bytes_on_disk / 1e6:.1f}",
             f"{rows[0].bytes_on_disk / max(row.bytes_on_disk, 1):.2f}×",
@@ -128,7 +159,10 @@ def markdown_table(rows: list[ReportRow]) -> str:
         ]
         cells += [f"{row.speedup[k]:.2f}×" for k in batch_keys]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"{row.name}: kept in float: {kept_in_float(row.float_modules)}" for row in rows if row.float_modules]
+    capped = next((r.latency_tokens for r in rows if r.latency_tokens and r.latency_tokens < TIMING_TOKENS), None)
+    notes = [f"Latency inputs: {capped} tokens (the models' position limit; {TIMING_TOKENS} otherwise)."]
+    notes = notes if capped else []
+    notes += [f"{row.name}: kept in float: {kept_in_float(row.float_modules)}" for row in rows if row.float_modules]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
