@@ -200,8 +200,8 @@ def quantize_activations(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     fma(x, 1 / scale, zero point) in float32, rounded half to even and clamped to [0, 255]. Where ATen would take 0.1
     for a range of (almost) zero width, every x quantizes to the zero point all the same, and the output is 0.
     """
-    lo, hi = torch.aminmax(x)
-    bounds = torch.stack([lo.clamp(max=0.0), hi.clamp(min=0.0)])
+    flat = x.reshape(-1)  # reduced along a dimension, as ONNX's ReduceMin / ReduceMax translate
+    bounds = torch.stack([flat.amin(dim=0).clamp(max=0.0), flat.amax(dim=0).clamp(min=0.0)])
     wide = bounds.double()
     scale = (wide[1] - wide[0]) / QMAX
     scale32 = scale.float()
