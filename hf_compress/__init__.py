@@ -1,51 +1,83 @@
-"""hf_compress: distil, prune, ALBERT-compress and quantize BERT-style models with Hugging Face Transformers."""
+"""hf_compress: distil, prune, ALBERT-compress and quantize BERT-style models with Hugging Face Transformers.
+
+The public names load with their modules when first used (PEP 562), so `hf-compress --help`, a refused recipe and
+`import hf_compress` do not pay for datasets, scipy and transformers' model-loading internals. Importing the package
+registers the saved formats (int8, low-bit, low-rank layout) with `from_pretrained` (`hf_compress.quantization`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
-from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize  # noqa: E402
-from .families import FAMILIES, family_of  # noqa: E402
-from .format import quantizer as _quantizer  # noqa: E402, F401  (registers the loaders with from_pretrained)
-from .format.config import (
-    Int8QuantizationConfig,  # noqa: E402
-    LowRankConfig,  # noqa: E402
-)
-from .methods.albert.transform import albert_num_parameters, to_albert  # noqa: E402
-from .methods.distillation.config import DistillationTrainingArguments  # noqa: E402
-from .methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss  # noqa: E402
-from .methods.ffn_pruning.pruner import FFNPruner  # noqa: E402
-from .methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_  # noqa: E402
-from .methods.int8.gptq import calibrate_gptq_  # noqa: E402
-from .methods.int8.outliers import keep_outlier_channels_  # noqa: E402
-from .methods.int8.smoothquant import smooth_activations_  # noqa: E402
-from .methods.int8.transform import quantize_, quantize_pretrained  # noqa: E402
-from .methods.low_bit.bit_widths import allocate_bits, choose_bit_widths  # noqa: E402
-from .methods.low_bit.fake_quant import (  # noqa: E402
-    FakeQuantEmbedding,
-    FakeQuantLinear,
-    fake_quantize_,
-    pack_codes,
-    unpack_codes,
-)
-from .methods.low_bit.modules import LowBitEmbedding, LowBitLinear, bake_low_bit_, set_low_bit_compute_  # noqa: E402
-from .methods.low_rank.transform import (  # noqa: E402
-    LowRankLinear,
-    factorize_linear_,
-    recorded_ranks,
-    restore_low_rank_layout,
-)
-from .methods.pruning.config import PruningTrainingArguments  # noqa: E402
-from .methods.pruning.heads import HeadImportance  # noqa: E402
-from .methods.pruning.pruner import Pruner, RemainingPruner, select_targets  # noqa: E402
-from .methods.pruning.schedule import SparsitySchedule, cubic_sparsity  # noqa: E402
-from .methods.student.transform import create_student  # noqa: E402
-from .methods.vocabulary.transform import prune_vocabulary_  # noqa: E402
-from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task  # noqa: E402
-from .tasks.qa_postprocessing import best_spans, window_features  # noqa: E402
-from .tasks.token_classification import align_labels  # noqa: E402
-from .trainer.compression_args import CompressionTrainingArguments  # noqa: E402
-from .trainer.compression_trainer import CompressionTrainer  # noqa: E402
-from .trainer.distillation_trainer import DistillationTrainer  # noqa: E402
-from .trainer.pruning_trainer import PruningTrainer  # noqa: E402
+from . import quantization as _quantization  # noqa: E402, F401  (registers the loaders with from_pretrained)
+
+# Public name -> the module that defines it (relative to this package).
+_LAZY: dict[str, str] = {
+    "CompressionTrainer": ".trainer.compression_trainer",
+    "CompressionTrainingArguments": ".trainer.compression_args",
+    "DistillationTrainer": ".trainer.distillation_trainer",
+    "DistillationTrainingArguments": ".methods.distillation.config",
+    "FAMILIES": ".families",
+    "FFNPruner": ".methods.ffn_pruning.pruner",
+    "FakeQuantEmbedding": ".methods.low_bit.fake_quant",
+    "FakeQuantLinear": ".methods.low_bit.fake_quant",
+    "HeadImportance": ".methods.pruning.heads",
+    "Int8QuantizationConfig": ".format.config",
+    "LowBitEmbedding": ".methods.low_bit.modules",
+    "LowBitLinear": ".methods.low_bit.modules",
+    "LowRankConfig": ".format.config",
+    "LowRankLinear": ".methods.low_rank.transform",
+    "Pruner": ".methods.pruning.pruner",
+    "PruningTrainer": ".trainer.pruning_trainer",
+    "PruningTrainingArguments": ".methods.pruning.config",
+    "QuestionAnswering": ".tasks",
+    "RemainingPruner": ".methods.pruning.pruner",
+    "SparsitySchedule": ".methods.pruning.schedule",
+    "TextClassification": ".tasks",
+    "TokenClassification": ".tasks",
+    "albert_num_parameters": ".methods.albert.transform",
+    "align_labels": ".tasks.token_classification",
+    "allocate_bits": ".methods.low_bit.bit_widths",
+    "attention_loss": ".methods.distillation.losses",
+    "bake_low_bit_": ".methods.low_bit.modules",
+    "best_spans": ".tasks.qa_postprocessing",
+    "calibrate_gptq_": ".methods.int8.gptq",
+    "ce_loss": ".methods.distillation.losses",
+    "choose_bit_widths": ".methods.low_bit.bit_widths",
+    "create_student": ".methods.student.transform",
+    "cubic_sparsity": ".methods.pruning.schedule",
+    "factorize_linear_": ".methods.low_rank.transform",
+    "fake_quantize_": ".methods.low_bit.fake_quant",
+    "family_of": ".families",
+    "ffn_layers": ".methods.ffn_pruning.transform",
+    "get_task": ".tasks",
+    "hidden_state_loss": ".methods.distillation.losses",
+    "kd_loss": ".methods.distillation.losses",
+    "keep_outlier_channels_": ".methods.int8.outliers",
+    "load_conll": ".data",
+    "load_squad": ".data",
+    "load_text_classification": ".data",
+    "load_tweets": ".data",
+    "minilm_path": ".data",
+    "pack_codes": ".methods.low_bit.fake_quant",
+    "prune_ffn_": ".methods.ffn_pruning.transform",
+    "prune_vocabulary_": ".methods.vocabulary.transform",
+    "quantize_": ".methods.int8.transform",
+    "quantize_pretrained": ".methods.int8.transform",
+    "recorded_ranks": ".methods.low_rank.transform",
+    "restore_low_rank_layout": ".methods.low_rank.transform",
+    "select_targets": ".methods.pruning.pruner",
+    "set_low_bit_compute_": ".methods.low_bit.modules",
+    "slice_ffn_": ".methods.ffn_pruning.transform",
+    "smooth_activations_": ".methods.int8.smoothquant",
+    "to_albert": ".methods.albert.transform",
+    "tokenize": ".data",
+    "unpack_codes": ".methods.low_bit.fake_quant",
+    "window_features": ".tasks.qa_postprocessing",
+}
 
 __all__ = [
     "FAMILIES",
@@ -110,3 +142,55 @@ __all__ = [
     "unpack_codes",
     "window_features",
 ]
+
+
+def __getattr__(name: str):
+    """Load a public name's module on first use, then keep the name here (later lookups are plain attributes)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+if TYPE_CHECKING:  # what static tools and IDEs see: the eager imports
+    from .data import load_conll, load_squad, load_text_classification, load_tweets, minilm_path, tokenize
+    from .families import FAMILIES, family_of
+    from .format.config import Int8QuantizationConfig, LowRankConfig
+    from .methods.albert.transform import albert_num_parameters, to_albert
+    from .methods.distillation.config import DistillationTrainingArguments
+    from .methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
+    from .methods.ffn_pruning.pruner import FFNPruner
+    from .methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_
+    from .methods.int8.gptq import calibrate_gptq_
+    from .methods.int8.outliers import keep_outlier_channels_
+    from .methods.int8.smoothquant import smooth_activations_
+    from .methods.int8.transform import quantize_, quantize_pretrained
+    from .methods.low_bit.bit_widths import allocate_bits, choose_bit_widths
+    from .methods.low_bit.fake_quant import (
+        FakeQuantEmbedding,
+        FakeQuantLinear,
+        fake_quantize_,
+        pack_codes,
+        unpack_codes,
+    )
+    from .methods.low_bit.modules import LowBitEmbedding, LowBitLinear, bake_low_bit_, set_low_bit_compute_
+    from .methods.low_rank.transform import LowRankLinear, factorize_linear_, recorded_ranks, restore_low_rank_layout
+    from .methods.pruning.config import PruningTrainingArguments
+    from .methods.pruning.heads import HeadImportance
+    from .methods.pruning.pruner import Pruner, RemainingPruner, select_targets
+    from .methods.pruning.schedule import SparsitySchedule, cubic_sparsity
+    from .methods.student.transform import create_student
+    from .methods.vocabulary.transform import prune_vocabulary_
+    from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task
+    from .tasks.qa_postprocessing import best_spans, window_features
+    from .tasks.token_classification import align_labels
+    from .trainer.compression_args import CompressionTrainingArguments
+    from .trainer.compression_trainer import CompressionTrainer
+    from .trainer.distillation_trainer import DistillationTrainer
+    from .trainer.pruning_trainer import PruningTrainer

@@ -5,17 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import TYPE_CHECKING
 
-import transformers
-from transformers import (
-    AutoConfig,
-    AutoModel,
-    AutoModelForQuestionAnswering,
-    AutoModelForSequenceClassification,
-    AutoModelForTokenClassification,
-    PretrainedConfig,
-    PreTrainedModel,
-)
+if TYPE_CHECKING:  # transformers' Auto classes load its model-loading internals: imported where used
+    from transformers import PretrainedConfig, PreTrainedModel
 
 from .checks import invalid
 
@@ -23,10 +16,10 @@ PACKAGE_SCHEME = "pkg://"
 # `task-data://<folder>` names a folder of the data cache that hf_compress.task_data fills (CoNLL-2003 as
 # task-data://conll2003-en, SQuAD v1.1 as task-data://squad-v1.1), so that a recipe can name it without a machine path.
 TASK_DATA_SCHEME = "task-data://"
-HEAD_AUTO_CLASSES = {
-    "ForSequenceClassification": AutoModelForSequenceClassification,
-    "ForTokenClassification": AutoModelForTokenClassification,
-    "ForQuestionAnswering": AutoModelForQuestionAnswering,
+HEAD_SUFFIXES = {  # a head class's name ends with one of these; the Auto class of the same name loads it
+    "ForSequenceClassification": "AutoModelForSequenceClassification",
+    "ForTokenClassification": "AutoModelForTokenClassification",
+    "ForQuestionAnswering": "AutoModelForQuestionAnswering",
 }
 
 
@@ -151,17 +144,21 @@ def check_path_or_id(field: str, value: str | None, kind: str = "model") -> str 
 
 def auto_class_for(model: PreTrainedModel):
     """The Auto class that loads a model for the same task head as `model` (AutoModel for a base model)."""
+    import transformers
+
     name = type(model).__name__
-    for suffix, auto in HEAD_AUTO_CLASSES.items():
+    for suffix, auto in HEAD_SUFFIXES.items():
         if name.endswith(suffix):
-            return auto
-    return AutoModel
+            return getattr(transformers, auto)
+    return transformers.AutoModel
 
 
 def model_class_for(config: PretrainedConfig):
     """The transformers class a saved config names in `architectures` (AutoModel when it names none)."""
+    import transformers
+
     architectures = getattr(config, "architectures", None) or []
-    return (getattr(transformers, architectures[0], None) if architectures else None) or AutoModel
+    return (getattr(transformers, architectures[0], None) if architectures else None) or transformers.AutoModel
 
 
 def load_saved_model(path: str, **kwargs) -> PreTrainedModel:
@@ -169,6 +166,8 @@ def load_saved_model(path: str, **kwargs) -> PreTrainedModel:
 
     safetensors only (a pickled .bin can run code on load); int8 checkpoints register their loader first.
     """
+    from transformers import AutoConfig
+
     config = AutoConfig.from_pretrained(path)
     if getattr(config, "quantization_config", None) is not None:
         from . import quantization  # noqa: F401  registers the int8 loader with from_pretrained
@@ -178,6 +177,8 @@ def load_saved_model(path: str, **kwargs) -> PreTrainedModel:
 def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict | None = None) -> PreTrainedModel:
     """Load a teacher with the real `from_pretrained` (Hub id or local directory) for the student's task head."""
     # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
+    from transformers import AutoConfig
+
     path = resolve_model_path(name_or_path)
     config = AutoConfig.from_pretrained(path)
     check_supported_model("teacher_model_name_or_path", name_or_path, config, quantized_ok=True)

@@ -10,7 +10,9 @@ Bad input ends in one line on stderr and exit code 2, before any model is loaded
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import typing
 
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
@@ -31,10 +33,65 @@ TOOL_COMMANDS = {
 
 
 class _Parser(RecipeParser):
-    """The subparser class: recipe commands get their dataclasses' fields, tools their own arguments."""
+    """The subparser class: recipe commands get their dataclasses' fields, tools their own arguments.
+
+    `--help` lists our fields first, one group per technique in the methods table's order, then the generic
+    TrainingArguments options (some 500 lines) last.
+    """
 
     def __init__(self, dataclass_types=(), **kwargs):
         super().__init__(dataclass_types, **kwargs)
+
+    def _add_dataclass_arguments(self, dtype):
+        from transformers import TrainingArguments
+
+        from ..methods import METHODS
+
+        hints = typing.get_type_hints(dtype)
+        fields = [f for f in dataclasses.fields(dtype) if f.init]
+        base = (
+            {f.name for f in dataclasses.fields(TrainingArguments)} if issubclass(dtype, TrainingArguments) else set()
+        )
+        groups = []  # (title, field names), in the order --help prints them
+        if not base:  # RecipeArguments, QuantizeArguments: one group, titled by the class
+            groups.append(
+                (
+                    f"{dtype.__name__}: {(dtype.__doc__ or '').strip().splitlines()[0].rstrip('.')}",
+                    [f.name for f in fields],
+                )
+            )
+        placed = set()
+        mixins = {
+            f.name
+            for m in METHODS
+            if m.arguments and issubclass(dtype, m.arguments)
+            for f in dataclasses.fields(m.arguments)
+        }
+        for method in METHODS if base else ():
+            # A method's fields: its arguments mixin, or the arguments class of its own folder (distillation, pruning).
+            module = f"{__package__.rpartition('.')[0]}.methods.{method.name}.config"
+            owner = method.arguments or next((c for c in dtype.__mro__ if c.__module__ == module), None)
+            if owner is None or not issubclass(dtype, owner):
+                continue
+            others = set() if method.arguments else mixins  # a folder's class inherits the mixins: theirs stay apart
+            own = [f.name for f in dataclasses.fields(owner) if f.init and f.name not in base | placed | others]
+            if own:
+                groups.append((f"{method.name}: {method.label}", own))
+                placed.update(own)
+        if base:
+            rest = [f.name for f in fields if f.name not in base | placed]
+            if rest:
+                groups.append((f"{dtype.__name__}", rest))
+            groups.append(
+                ("transformers TrainingArguments (Trainer's own options)", [f.name for f in fields if f.name in base])
+            )
+        by_name = {f.name: f for f in fields}
+        for title, names in groups:
+            group = self.add_argument_group(title)
+            for name in names:
+                field = by_name[name]
+                field.type = hints[name]
+                self._parse_dataclass_field(group, field)
 
 
 def build_parser() -> argparse.ArgumentParser:

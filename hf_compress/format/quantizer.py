@@ -9,9 +9,9 @@ its kind before the checkpoint's tensors fill it, then prepared once for its ker
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import torch
-from transformers import PreTrainedModel
 from transformers.quantizers import HfQuantizer, register_quantization_config, register_quantizer
 from transformers.quantizers.auto import AUTO_QUANTIZATION_CONFIG_MAPPING, AUTO_QUANTIZER_MAPPING
 
@@ -25,6 +25,9 @@ from .config import (
     is_low_rank_config,
 )
 from .kinds import module_kind
+
+if TYPE_CHECKING:  # an annotation only: importing it loads transformers' model-loading internals (and scipy)
+    from transformers import PreTrainedModel
 
 
 class HfCompressQuantizer(HfQuantizer):
