@@ -80,6 +80,8 @@ class PackedInt8Module(nn.Module):
         self._kernels, self._chunks, self._bias_trained = None, None, False
         if self.weight.device.type == "meta":  # allocated by a loader later, which prepares then
             return
+        # The scales the packed weights were made from, compared by value when switching to eval mode (see `train`).
+        self._prepared_scale = self.weight_scale.detach().clone()
         # Built outside inference mode and autograd, so that the packed weights serve calls in and out of both.
         with torch.inference_mode(False), torch.no_grad():
             weights = self._int8_weights()
@@ -136,8 +138,14 @@ class PackedInt8Module(nn.Module):
         return reference + (exact - reference).detach()
 
     def train(self, mode: bool = True):
-        """nn.Module.train; switching to eval mode re-packs the fused bias copy if the bias changed since."""
+        """nn.Module.train; switching to eval mode prepares again if the scales were edited in place since (compared
+        by value: one scale per row, once per switch, never per call), else re-packs the fused bias copy if the bias
+        changed. Edits of the int8 codes in place need `prepare()`."""
         super().train(mode)
+        prepared = getattr(self, "_prepared_scale", None)
+        if not mode and prepared is not None and not torch.equal(prepared, self.weight_scale.detach()):
+            self.prepare()
+            return self
         if not mode and self._kernels is not None and self._fuses_bias():
             last = self._kernels[-1]
             if not last.fused_bias_equals(self.bias):  # once per switch, not per call
