@@ -37,7 +37,9 @@ import torch.nn.functional as F
 # ATen's ChooseQuantizationParams (aten/src/ATen/native/quantized/cpu/QuantUtils.h), which fbgemm's dynamic linear
 # calls with qmin 0, qmax 255 (uint8 activations, reduce_range False): its smallest scale, as float32.
 SMALL_SCALE_FLOAT32 = 6.1e-5
-SMALL_SCALE_FLOAT64 = float(torch.tensor(6.1e-5, dtype=torch.float32))  # ATen compares the float64 scale with it
+# ATen compares the float64 scale with it. On the CPU by name: this module may first be imported while
+# from_pretrained builds a model under the meta device.
+SMALL_SCALE_FLOAT64 = float(torch.tensor(6.1e-5, dtype=torch.float32, device="cpu"))
 QMAX = 255
 # Integers up to 2**24 are exact in float32: a float32 matmul of integer codes is exact while every partial sum is.
 EXACT_FLOAT32 = 2**24
