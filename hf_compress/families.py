@@ -10,9 +10,12 @@ transformers implementation moves a module fails here with the path that is miss
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from torch import nn
-from transformers import PretrainedConfig, PreTrainedModel
+
+if TYPE_CHECKING:  # annotations only: importing them loads transformers' model-loading internals (and scipy)
+    from transformers import PretrainedConfig, PreTrainedModel
 
 
 @dataclass(frozen=True)

@@ -66,3 +66,19 @@ def test_an_unknown_public_name_is_an_attribute_error():
 
     with pytest.raises(AttributeError, match="no_such_name"):
         hf_compress.no_such_name  # noqa: B018
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["distill", "--help"], ["distill", "RECIPE"]])
+def test_help_and_refusals_load_no_data_or_model_loading_internals(tmp_path, argv):
+    recipe = tmp_path / "misspelled.yaml"
+    recipe.write_text("temprature: 2.0\n")
+    argv = [str(recipe) if a == "RECIPE" else a for a in argv]
+    code = (
+        "import sys\nfrom hf_compress.cli import main\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as exit_:\n    code = exit_.code\n"
+        "heavy = ['datasets', 'scipy', 'transformers.modeling_utils', 'transformers.trainer', 'pandas']\n"
+        "print(code, [m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last in ("0 []", "2 []"), result.stderr[-2000:]

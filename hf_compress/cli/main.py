@@ -125,12 +125,13 @@ def main(argv: list[str] | None = None) -> int:
         subparser = parser._subparsers._group_actions[0].choices[command]
         if command in RECIPE_COMMANDS:
             from .recipe import parse_recipe
-            from .train import run_recipe
 
             path = next((a for a in argv[1:2] if not a.startswith("-")), None)
             classes = (RecipeArguments, RECIPE_COMMANDS[command][0])
             rest = argv[2:] if path is not None else argv[1:]
             recipe, training_args = parse_recipe(path, rest, *classes, parser=subparser)
+            from .train import run_recipe  # after parsing: a bad recipe is refused without loading data or models
+
             run_recipe(recipe, training_args, command)
         elif hasattr(TOOL_COMMANDS[command][0], "CLASSES"):
             TOOL_COMMANDS[command][0].run(argv[1:])  # parses its recipe and flags into its dataclasses

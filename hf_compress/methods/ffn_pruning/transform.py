@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
 
 from ...checks import check_choice, check_positive_int, invalid
 from ...families import FFN_PARTS, LayerParts, distinct_layers, intermediate_size, set_intermediate_size
 from ...provenance import record
 from ..pruning.masks import prune_lowest
 from ..pruning.scores import gate_gradients
+
+if TYPE_CHECKING:  # an annotation only: importing it loads transformers' model-loading internals (and scipy)
+    from transformers import PreTrainedModel
 
 FFN_METHODS = ("taylor", "magnitude")
 
