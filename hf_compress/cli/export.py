@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> dict:
     """Export and print where the file went and what the check measured; return the export's record."""
-    from ..export import export
+    from ..export import export, verify
 
     record = export(
         args.model_dir,
@@ -45,7 +45,6 @@ def run(args: argparse.Namespace) -> dict:
     print(
         f"Exported {args.model_dir} to {args.output_dir}/{record['file']} ({record['format']}, opset {record['opset']}"
         f"{', ' + str(record['int8_matmuls']) + ' int8 matmuls' if record['int8_matmuls'] else ''}); checked in "
-        f"{check['runtime']} on {check['sequences']} sample sequences: max |logit difference| "
-        f"{check['max_abs_diff']:.2e}, argmax agreement {check['argmax_agreement']:.2%} ({check['bound']})"
+        f"{check['runtime']} on {check['sequences']} sample sequences: {verify.measured(check)} ({check['bound']})"
     )
     return record

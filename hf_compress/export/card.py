@@ -61,6 +61,7 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
 
     from ..hub import LIBRARY_TAG, method_tags
     from ..provenance import applied, step_label
+    from . import verify
 
     check = record["check"]
     steps = [
@@ -72,7 +73,7 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
         tags=[LIBRARY_TAG, library, *method_tags(config)],
         pipeline_tag=task.pipeline_tag,
     )
-    measured = f"max |logit difference| {check['max_abs_diff']:.2e}, argmax agreement {check['argmax_agreement']:.2%}"
+    measured = verify.measured(check)
     runtime = check["runtime"] + (f" (INFERENCE_PRECISION_HINT {check['precision']})" if "precision" in check else "")
     lines = [
         f"# {source_name} ({record['format']})",
@@ -101,8 +102,8 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
         bf16 = check["bf16"]
         lines += [
             "",
-            f"With INFERENCE_PRECISION_HINT bf16 (compiled as {bf16['precision']}): max |logit difference| "
-            f"{bf16['max_abs_diff']:.2e}, argmax agreement {bf16['argmax_agreement']:.2%}.",
+            f"With INFERENCE_PRECISION_HINT bf16 (compiled as {bf16['precision']}): {verify.measured(bf16)} "
+            f"(bound: {bf16['bound']}).",
         ]
     lines += [
         "",
