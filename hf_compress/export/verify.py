@@ -18,13 +18,14 @@ import torch
 FLOAT_TOLERANCE = 1e-4
 INT8_AGREEMENT = 0.995
 # Two int8 implementations of one model differ by rounding: a value a hair from a rounding boundary lands on either
-# side, and the step moves everything after it. Measured on MiniLM-L6 int8 with an untrained head (logits RMS 0.02):
-# the ONNX file vs the PyTorch int8 model 18.6 dB, PyTorch int8 vs fp32 15.8 dB; 5 of 67 decisions flipped, every one
-# with a margin below 0.0045, under twice the RMS difference (0.0026). So an int8 file must keep the logits within
-# INT8_SQNR_DB of PyTorch's (a wrong graph is near 0 dB) and make the same decision wherever the margin is at least
-# TIE_NOISE times the RMS difference: closer than that, either answer is int8's own rounding.
+# side, and the step moves everything after it. Measured on MiniLM-L6 int8 with an untrained head (logits RMS 0.022):
+# the ONNX file vs the PyTorch int8 model 18.6 dB (OpenVINO 18.5 dB, the int8 modules' own traced path in ONNX Runtime
+# 20.6 dB), PyTorch int8 vs fp32 15.8 dB; 5 of 67 decisions flipped, all with margins below 0.0045, i.e. below twice
+# the RMS difference (0.0026). So an int8 file must keep the logits within INT8_SQNR_DB of PyTorch's (a wrong graph is
+# near 0 dB or below) and make the same decision wherever the margin is at least TIE_NOISE times the RMS difference:
+# with differences of that RMS, such a margin flips with probability P(Z > 4 / sqrt 2) = 0.23% (2x: 7.9%).
 INT8_SQNR_DB = 15.0
-TIE_NOISE = 2.0
+TIE_NOISE = 4.0
 # (batch size, sequence length (None: the model's longest input), sentence pairs) of each sample batch
 SAMPLE_SHAPES = ((2, None, True), (1, 3, False), (16, 24, True), (48, 12, False))
 # OpenVINO's INFERENCE_PRECISION_HINT for each precision field value
