@@ -25,7 +25,7 @@ from ..loading import (
 from ..methods import enabled_methods
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
-from ..provenance import applied, portable_reference, record
+from ..provenance import applied, portable_reference, portable_values, record
 from ..tasks import get_task
 from ..trainer.compression_args import CompressionTrainingArguments
 from ..trainer.saving import apply_umask, replace_pickled_args
@@ -204,7 +204,8 @@ def teacher_fields(recipe: RecipeArguments, args: TrainingArguments, plan: Plan)
     fields = {"teacher": portable_reference(plan.teacher_path, args.output_dir)}
     fields.update({name: getattr(recipe, name) for name in TEACHER_FIELDS})
     fields.update({name: str(getattr(args, name)) for name in TEACHER_TRAINING_FIELDS})
-    return json.loads(json.dumps(fields))
+    # No absolute path of this machine in a saved artifact (data files and folders named relative to the output).
+    return portable_values(json.loads(json.dumps(fields)), args.output_dir)
 
 
 def finished_teacher(teacher_dir: str, fields: dict) -> bool:
