@@ -148,7 +148,7 @@ def _inputs(tokenizer, names, texts) -> dict[str, np.ndarray]:
 def _run_file(out: Path, record: dict, feeds: dict) -> dict[str, np.ndarray]:
     if record["format"] == "onnx":
         return verify.onnxruntime_runner(str(out / graph.ONNX_FILE))(feeds)
-    return verify.openvino_runner(str(out / graph.OPENVINO_FILE), "f32")[0](feeds)
+    return verify.openvino_runner(str(out / graph.OPENVINO_FILE), tuple(record["outputs"]))[0](feeds)
 
 
 def _pytorch(source: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:

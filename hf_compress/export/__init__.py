@@ -65,9 +65,9 @@ def export(
         if format == "onnx":
             run, runtime, compiled_precision = verify.onnxruntime_runner(onnx_path), _version("onnxruntime"), None
         else:
-            graph.write_openvino(onnx_path, os.path.join(staging, graph.OPENVINO_FILE))
+            graph.write_openvino(onnx_path, os.path.join(staging, graph.OPENVINO_FILE), names, outputs)
             shutil.rmtree(work)
-            run, compiled_precision = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), "f32")
+            run, compiled_precision = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), outputs)
             runtime = _version("openvino")
         stats = verify.compare(reference, [run(batch) for batch in batches], batches, task.name)
         ok, bound = verify.within_bound(stats, int8=int8_matmuls > 0)
@@ -82,7 +82,7 @@ def export(
                 f"{verify.measured(stats)} on {stats['sequences']} sample sequences): nothing was written",
             )
         if format == "openvino" and precision == "bf16":
-            run16, compiled16 = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), "bf16")
+            run16, compiled16 = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), outputs, "bf16")
             stats16 = verify.compare(reference, [run16(batch) for batch in batches], batches, task.name)
             ok16, bound16 = verify.within_bound(stats16, int8=True)  # bf16 rounds as int8 does: the same bound
             check["bf16"] = {"precision": compiled16, **stats16, "bound": bound16}

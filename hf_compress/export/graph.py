@@ -135,12 +135,17 @@ def write_onnx(
     return next(o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), int8_matmuls
 
 
-def write_openvino(onnx_path: str, xml_path: str) -> None:
+def write_openvino(onnx_path: str, xml_path: str, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> None:
     """Convert the ONNX file with openvino.convert_model and save it as IR (.xml + .bin), weights kept in fp32
-    (save_model would halve them to fp16 by default; the inference precision is chosen when compiling)."""
+    (save_model would halve them to fp16 by default; the inference precision is chosen when compiling). Each input
+    and output tensor of the IR is named as in the ONNX graph, by that name only."""
     import openvino as ov
 
-    ov.save_model(ov.convert_model(onnx_path), xml_path, compress_to_fp16=False)
+    model = ov.convert_model(onnx_path)
+    for ports, names in ((model.inputs, input_names), (model.outputs, output_names)):
+        for port, name in zip(ports, names):
+            port.get_tensor().set_names({name})
+    ov.save_model(model, xml_path, compress_to_fp16=False)
 
 
 def graph_file(directory: str, format: str) -> str:

@@ -94,17 +94,18 @@ def onnxruntime_runner(path: str):
     return lambda feeds: dict(zip(names, session.run(None, feeds)))
 
 
-def openvino_runner(path: str, precision: str = "f32"):
+def openvino_runner(path: str, output_names: tuple[str, ...], precision: str = "f32"):
     """A function running the OpenVINO IR on CPU with INFERENCE_PRECISION_HINT `precision`; and the precision the
-    compiled model reports (a CPU without bf16 support runs f32)."""
+    compiled model reports (a CPU without bf16 support runs f32). Outputs are looked up by name: a compiled output
+    also carries the names of the nodes fused into it, and `get_any_name()` may return one of those."""
     import openvino as ov
 
     compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISIONS[precision]})
-    names = [output.get_any_name() for output in compiled.outputs]
+    outputs = {name: compiled.output(name) for name in output_names}
 
     def run(feeds):
         results = compiled(feeds)
-        return {name: results[output] for name, output in zip(names, compiled.outputs)}
+        return {name: results[output] for name, output in outputs.items()}
 
     return run, compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
 
