@@ -3,11 +3,14 @@
 Usage: python -m benchmarks.compile_export [--baseline 239559b] [--rounds 4] [--repeats 10] [--compiled]
 Model: a random BERT, 6 layers x 384 (BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
 intermediate_size=1536), a 3-label head), in fp32 and through `quantize_` with one activation range per token (the
-default) and one per batch; 64 tokens, batch 32 and batch 1, one thread, inference mode.
+default) and one per batch; 64 tokens, batch 32 and batch 1, one thread, inference mode; and one call of layer 0's
+query Linear on one token (what a call costs around the kernel: the per-call keys that the change removed).
 "before" is the tree of --baseline (the commit before the change: packed weights found per call by data-pointer and
 version-counter keys), extracted with `git archive`; "after" is this tree (packed weights prepared once, no per-call
-key). Each round runs both in fresh processes, one after the other (the order alternates between rounds), and each
-process times its models interleaved (median of --repeats forwards), so both trees see the same machine state.
+key). Each round runs both in fresh processes, one after the other (the order alternates between rounds); each
+process times its models interleaved (median of --repeats forwards). Other jobs on the machine change its speed from
+one process to the next, so each int8 time is taken relative to the fp32 model's in the same process (the same
+code in both trees), and those ratios are compared between trees, round by round.
 --compiled: also, once, this tree's int8 models under torch.compile (inductor, fullgraph), which computes fbgemm's
 numbers in plain tensor ops (methods/int8/kernel.py, traced_linear); the compile time is reported too.
 Writes benchmarks/results/compile-export.json and prints a Markdown table.
@@ -53,8 +56,29 @@ def models(compiled: bool) -> dict:
     return out
 
 
+def call_us(candidates: dict, blocks: int = 30, calls: int = 200) -> dict:
+    """Microseconds per call of one Linear (layer 0's query, 384 -> 384) on one token, where the kernel is cheap and
+    what a call does around it shows: median over blocks of `calls` calls, the models interleaved."""
+    import torch
+
+    x = torch.randn(1, 1, 384)
+    linears = {
+        name: model.bert.encoder.layer[0].attention.self.query
+        for name, model in candidates.items()
+        if not name.endswith("compiled")
+    }
+    times = {name: [] for name in linears}
+    for _ in range(blocks):
+        for name, linear in linears.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                linear(x)
+            times[name].append((time.perf_counter() - start) / calls * 1e6)
+    return {name: round(statistics.median(t), 2) for name, t in times.items()}
+
+
 def worker(repeats: int, compiled: bool) -> dict:
-    """Median forward milliseconds per model and batch size, the models timed interleaved."""
+    """Median forward milliseconds per model and batch size, the models timed interleaved; and `call_us`."""
     import torch
 
     torch.set_num_threads(1)
@@ -62,6 +86,7 @@ def worker(repeats: int, compiled: bool) -> dict:
     generator = torch.Generator().manual_seed(0)
     result = {"ms": {}, "compile_s": {}}
     with torch.inference_mode():
+        result["ms"]["one Linear call, 1 token (us)"] = call_us(candidates)
         for batch in BATCHES:
             ids = torch.randint(1000, 20000, (batch, SEQ_LEN), generator=generator)
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
@@ -77,7 +102,9 @@ def worker(repeats: int, compiled: bool) -> dict:
                     start = time.perf_counter()
                     model(**inputs)
                     times[name].append((time.perf_counter() - start) * 1e3)
-            result["ms"][f"batch{batch}"] = {name: round(statistics.median(t), 3) for name, t in times.items()}
+            result["ms"][f"batch {batch} x {SEQ_LEN} (ms)"] = {
+                n: round(statistics.median(t), 3) for n, t in times.items()
+            }
     return result
 
 
@@ -121,18 +148,23 @@ def main():
             print(json.dumps(row), flush=True)
     compiled = run_worker(ROOT, args.repeats, compiled=True) if args.compiled else None
 
+    # Processes see different machine states (other jobs share the cores): compare each int8 model with the fp32
+    # model timed interleaved with it in the same process, then those ratios between trees.
     summary = {}
-    for batch in (f"batch{b}" for b in BATCHES):
-        summary[batch] = {}
-        for name in rounds[0]["before"][batch]:
-            before = statistics.median(r["before"][batch][name] for r in rounds)
-            after = statistics.median(r["after"][batch][name] for r in rounds)
-            ratios = [r["after"][batch][name] / r["before"][batch][name] for r in rounds]
-            summary[batch][name] = {
-                "before_ms": round(before, 2),
-                "after_ms": round(after, 2),
-                "after/before median": round(statistics.median(ratios), 3),
-                "after/before min-max": [round(min(ratios), 3), round(max(ratios), 3)],
+    for timing in rounds[0]["before"]:
+        summary[timing] = {}
+        for name in rounds[0]["before"][timing]:
+            if name == "fp32":
+                continue
+            relative = {label: [r[label][timing][name] / r[label][timing]["fp32"] for r in rounds] for label in trees}
+            summary[timing][name] = {
+                "before_ms": round(statistics.median(r["before"][timing][name] for r in rounds), 3),
+                "after_ms": round(statistics.median(r["after"][timing][name] for r in rounds), 3),
+                "vs fp32 before": round(statistics.median(relative["before"]), 3),
+                "vs fp32 after": round(statistics.median(relative["after"]), 3),
+                "after/before of vs-fp32, per round": [
+                    round(a / b, 3) for a, b in zip(relative["after"], relative["before"], strict=True)
+                ],
             }
     result = {
         **run_info(),
@@ -148,20 +180,17 @@ def main():
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)
     print(f"\n{result['machine']}, {result['date']}; {args.rounds} rounds, {args.repeats} interleaved forwards each\n")
-    print("| model | batch | before ms | after ms | after/before: median (min–max) over rounds |")
+    print("| model | timing | time / fp32's, before | after | after / before, per round |")
     print("|---|---|---|---|---|")
-    for batch, rows in summary.items():
+    for timing, rows in summary.items():
         for name, s in rows.items():
-            low, high = s["after/before min-max"]
-            print(
-                f"| {name} | {batch[5:]} x {SEQ_LEN} | {s['before_ms']:.2f} | {s['after_ms']:.2f} | "
-                f"{s['after/before median']:.3f} ({low:.3f}–{high:.3f}) |"
-            )
+            per_round = ", ".join(f"{v:.3f}" for v in s["after/before of vs-fp32, per round"])
+            print(f"| {name} | {timing} | {s['vs fp32 before']:.3f} | {s['vs fp32 after']:.3f} | {per_round} |")
     if compiled:
-        print("\n| this tree, same process | batch | ms |\n|---|---|---|")
-        for batch, rows in compiled["ms"].items():
-            for name, ms in rows.items():
-                print(f"| {name} | {batch[5:]} x {SEQ_LEN} | {ms:.2f} |")
+        print("\n| this tree, one process | timing | time |\n|---|---|---|")
+        for timing, rows in compiled["ms"].items():
+            for name, value in rows.items():
+                print(f"| {name} | {timing} | {value:.2f} |")
         print(f"\ncompile seconds (inductor, first call per shape): {compiled['compile_s']}")
     print(f"\nwrote {args.output}")
 
