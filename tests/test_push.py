@@ -67,7 +67,9 @@ def test_every_artifact_kind_round_trips_with_its_card(local_hub, tmp_path):
     teacher_dir = tiny_checkpoint(tmp_path / "teacher", num_hidden_layers=4)
     teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir).eval()
     tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
-    data = tokenize(load_text_classification(tiny_text_csv(tmp_path / "data.csv", n=24)), tokenizer)["train"]
+    data = tokenize(load_text_classification(tiny_text_csv(tmp_path / "data.csv", n=32)), tokenizer)[
+        "train"
+    ]  # >= MIN_EXAMPLES: scored
     reference = (teacher, teacher_dir)
     api = HfApi()
 

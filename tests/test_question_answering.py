@@ -355,9 +355,16 @@ def tiny_squad_v2(path, n: int = 90, seed: int = 0) -> str:
 
 
 def test_distill_recipe_end_to_end_on_squad_v2_data(tmp_path, capsys):
-    data = tiny_squad_v2(tmp_path / "squad_v2.jsonl")
-    recipe_path = cli_recipe(
-        tmp_path, "question-answering", data, eval_split="test", max_length=24, doc_stride=8, max_answer_length=5
+    data = tiny_squad_v2(tmp_path / "squad_v2.jsonl", n=114)
+    recipe_path = cli_recipe(  # 32 test examples: at least MIN_EXAMPLES, so the scores are results, not flagged
+        tmp_path,
+        "question-answering",
+        data,
+        eval_split="test",
+        test_size=32,
+        max_length=24,
+        doc_stride=8,
+        max_answer_length=5,
     )
     assert main(["distill", recipe_path]) == 0
     out = capsys.readouterr().out
@@ -388,9 +395,16 @@ def tiny_squad(path, n: int = 60, seed: int = 0) -> str:
 
 
 def test_distill_recipe_end_to_end_on_a_tiny_squad_file(tmp_path, capsys):
-    data = tiny_squad(tmp_path / "squad.json", n=80)
-    recipe_path = cli_recipe(
-        tmp_path, "question-answering", data, eval_split="test", max_length=24, doc_stride=8, max_answer_length=5
+    data = tiny_squad(tmp_path / "squad.json", n=104)
+    recipe_path = cli_recipe(  # 32 test examples: at least MIN_EXAMPLES, so the scores are results, not flagged
+        tmp_path,
+        "question-answering",
+        data,
+        eval_split="test",
+        test_size=32,
+        max_length=24,
+        doc_stride=8,
+        max_answer_length=5,
     )
     assert main(["distill", recipe_path]) == 0
     out = capsys.readouterr().out
