@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from hf_compress import (
+    Int8Calibration,
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
@@ -43,13 +44,14 @@ def variant(fp32, calibration, activation_range: str, smooth=False, outliers=Fal
     """quantize_ after the chosen calibrated steps, each on the same calibration batches."""
     model = copy.deepcopy(fp32)
     n = len(calibration)
+    found = Int8Calibration()
     if smooth:
-        model = smooth_activations_(model, calibration, alpha=ALPHA, num_batches=n)
+        found |= smooth_activations_(model, calibration, alpha=ALPHA, num_batches=n)
     if outliers:
-        keep_outlier_channels_(model, calibration, num_channels=1, num_batches=n)
+        found |= keep_outlier_channels_(model, calibration, num_channels=1, num_batches=n)
     if gptq:
-        calibrate_gptq_(model, calibration, num_batches=n)
-    return quantize_(model, Int8QuantizationConfig(activation_range=activation_range))
+        found |= calibrate_gptq_(model, calibration, num_batches=n)
+    return quantize_(model, Int8QuantizationConfig(activation_range=activation_range), calibration=found)
 
 
 CANDIDATES = {

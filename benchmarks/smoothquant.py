@@ -26,6 +26,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from hf_compress import (
+    Int8Calibration,
     Int8QuantizationConfig,
     calibrate_gptq_,
     keep_outlier_channels_,
@@ -83,18 +84,22 @@ def breakdown(fp32, smoothed, data, tokenizer, ref, labels) -> list[dict]:
     """Logits SQNR and agreement with one kind of module in int8 and the rest fp32: per_batch plain and smoothed, and
     per_token."""
     names = [n for n in quantize_kinds(fp32) if kind_of(n)]
+    smoothed_model, found = smoothed  # the smoothed float model and its run-time factors
     arms = (
-        ("per_batch", fp32, "per_batch"),
-        ("per_batch smoothed", smoothed, "per_batch"),
-        ("per_token", fp32, "per_token"),
+        ("per_batch", fp32, "per_batch", False),
+        ("per_batch smoothed", smoothed_model, "per_batch", True),
+        ("per_token", fp32, "per_token", False),
     )
     rows = []
     for kind in KINDS:
         chosen = [n for n in names if kind_of(n) == kind]
         row = {"kind": kind, "modules": len(chosen)}
-        for label, model, activation_range in arms:
+        for label, model, activation_range, with_factors in arms:
             config = Int8QuantizationConfig(activation_range=activation_range, modules_to_convert=chosen)
-            row[label] = scores(ref, predict(quantize_(copy.deepcopy(model), config), data, tokenizer), labels)
+            # Only the factors of the modules converted here (quantize_ refuses a calibration of float modules).
+            part = Int8Calibration(smoothing={n: s for n, s in found.smoothing.items() if n in chosen})
+            int8 = quantize_(copy.deepcopy(model), config, calibration=part if with_factors else None)
+            row[label] = scores(ref, predict(int8, data, tokenizer), labels)
         rows.append(row)
     return rows
 
@@ -164,16 +169,18 @@ def main():
     }
     smoothed = {}
     for alpha in args.alphas:
-        smoothed[alpha] = smooth_activations_(
-            copy.deepcopy(fp32), calibration, alpha=alpha, num_batches=len(calibration)
-        )
+        model = copy.deepcopy(fp32)
+        smoothed[alpha] = (model, smooth_activations_(model, calibration, alpha=alpha, num_batches=len(calibration)))
         name = f"SmoothQuant a={alpha} + int8 per_batch"
-        models[name] = quantize_(copy.deepcopy(smoothed[alpha]), Int8QuantizationConfig(**per_batch))
+        models[name] = quantize_(
+            copy.deepcopy(model), Int8QuantizationConfig(**per_batch), calibration=smoothed[alpha][1]
+        )
 
     # Experiment pointed to by the breakdown (FFN down dominates the smoothed model's error): one range per token
     # for the FFN down projections only. Not a config option: set on the modules, so it does not survive a save.
     best_guess = args.alphas[len(args.alphas) // 2]
-    mixed = quantize_(copy.deepcopy(smoothed[best_guess]), Int8QuantizationConfig(**per_batch))
+    best_model, best_calibration = smoothed[best_guess]
+    mixed = quantize_(copy.deepcopy(best_model), Int8QuantizationConfig(**per_batch), calibration=best_calibration)
     for name, module in mixed.named_modules():
         if isinstance(module, Int8Linear) and kind_of(name) == "FFN down":
             module.per_token = True
@@ -181,15 +188,18 @@ def main():
 
     # The FFN down projections' outlier channel in float (keep_outlier_channels_), then GPTQ rounding
     # (calibrate_gptq_), on the same calibration batches; with and without SmoothQuant.
-    def calibrated(model, gptq: bool):
-        keep_outlier_channels_(model, calibration, num_channels=1, num_batches=len(calibration))
+    def calibrated(model, gptq: bool, found=None):
+        found = found or Int8Calibration()
+        found |= keep_outlier_channels_(model, calibration, num_channels=1, num_batches=len(calibration))
         if gptq:
-            calibrate_gptq_(model, calibration, num_batches=len(calibration))
-        return quantize_(model, Int8QuantizationConfig(**per_batch))
+            found |= calibrate_gptq_(model, calibration, num_batches=len(calibration))
+        return quantize_(model, Int8QuantizationConfig(**per_batch), calibration=found)
 
     smoothed_name = f"SmoothQuant a={best_guess} + int8 per_batch"
-    models[f"{smoothed_name} + outlier channels"] = calibrated(copy.deepcopy(smoothed[best_guess]), gptq=False)
-    models[f"{smoothed_name} + outlier channels + GPTQ"] = calibrated(copy.deepcopy(smoothed[best_guess]), gptq=True)
+    models[f"{smoothed_name} + outlier channels"] = calibrated(copy.deepcopy(best_model), False, best_calibration)
+    models[f"{smoothed_name} + outlier channels + GPTQ"] = calibrated(
+        copy.deepcopy(best_model), True, best_calibration
+    )
     models["int8 per_batch + outlier channels + GPTQ (no SmoothQuant)"] = calibrated(copy.deepcopy(fp32), gptq=True)
 
     repeats = 5 if args.quick else 30

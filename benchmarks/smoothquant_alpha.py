@@ -37,10 +37,11 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def calibrated_int8(fp32, calibration: list[dict], alpha: float):
-    model = smooth_activations_(copy.deepcopy(fp32), calibration, alpha=alpha, num_batches=len(calibration))
-    keep_outlier_channels_(model, calibration, num_channels=1, num_batches=len(calibration))
-    calibrate_gptq_(model, calibration, num_batches=len(calibration))
-    return quantize_(model, Int8QuantizationConfig(activation_range="per_batch"))
+    model, n = copy.deepcopy(fp32), len(calibration)
+    found = smooth_activations_(model, calibration, alpha=alpha, num_batches=n)
+    found |= keep_outlier_channels_(model, calibration, num_channels=1, num_batches=n)
+    found |= calibrate_gptq_(model, calibration, num_batches=n)
+    return quantize_(model, Int8QuantizationConfig(activation_range="per_batch"), calibration=found)
 
 
 def score(model, fp32_logits: dict, split, tokenizer) -> dict:

@@ -25,6 +25,7 @@ _LAZY: dict[str, str] = {
     "FakeQuantEmbedding": ".methods.low_bit.fake_quant",
     "FakeQuantLinear": ".methods.low_bit.fake_quant",
     "HeadImportance": ".methods.pruning.heads",
+    "Int8Calibration": ".methods.int8.calibration",
     "Int8QuantizationConfig": ".format.config",
     "LowBitEmbedding": ".methods.low_bit.modules",
     "LowBitLinear": ".methods.low_bit.modules",
@@ -89,6 +90,7 @@ __all__ = [
     "FakeQuantEmbedding",
     "FakeQuantLinear",
     "HeadImportance",
+    "Int8Calibration",
     "Int8QuantizationConfig",
     "LowBitEmbedding",
     "LowBitLinear",
@@ -167,6 +169,7 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the eager imports
     from .methods.distillation.losses import attention_loss, ce_loss, hidden_state_loss, kd_loss
     from .methods.ffn_pruning.pruner import FFNPruner
     from .methods.ffn_pruning.transform import ffn_layers, prune_ffn_, slice_ffn_
+    from .methods.int8.calibration import Int8Calibration
     from .methods.int8.gptq import calibrate_gptq_
     from .methods.int8.outliers import keep_outlier_channels_
     from .methods.int8.smoothquant import smooth_activations_

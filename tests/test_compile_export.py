@@ -49,9 +49,8 @@ def int8_model(activation_range: str) -> nn.Module:
     """Every Int8Linear variant and Int8Embedding: smoothed (query/key/value, attention output, FFN up, pooler), with
     an outlier channel (FFN down), plain (classifier)."""
     model = tiny_bert()
-    smooth_activations_(model, batches())
-    keep_outlier_channels_(model, batches())
-    return quantize_(model, Int8QuantizationConfig(activation_range=activation_range))
+    calibration = smooth_activations_(model, batches()) | keep_outlier_channels_(model, batches())
+    return quantize_(model, Int8QuantizationConfig(activation_range=activation_range), calibration=calibration)
 
 
 def low_rank_model(activation_range: str) -> nn.Module:

@@ -10,8 +10,14 @@ from safetensors import safe_open
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from hf_compress import Int8QuantizationConfig, calibrate_gptq_, keep_outlier_channels_, quantize_, smooth_activations_
-from hf_compress.format.config import GPTQ_BUFFER
+from hf_compress import (
+    Int8Calibration,
+    Int8QuantizationConfig,
+    calibrate_gptq_,
+    keep_outlier_channels_,
+    quantize_,
+    smooth_activations_,
+)
 from hf_compress.methods.int8.gptq import gptq_quantize_rows
 from hf_compress.methods.int8.rounding import LINEAR_QMAX, linear_codes, pairs_fit
 from tests.test_outliers import with_ffn_outlier
@@ -60,12 +66,14 @@ def test_calibrated_quantize_lowers_each_linears_error_on_the_calibration_inputs
     """GPTQ minimises ||(W - Q) x|| over the inputs the int8 weight sees (after 1/s and without outlier channels):
     measured with the float matmul on the int8 weights (`_reference_forward`), it must beat round-to-nearest."""
     model = with_ffn_outlier(tiny_bert(0))
+    calibration = Int8Calibration()
     if prepare == "smoothed":
-        smooth_activations_(model, batches(), alpha=0.5)
+        calibration = smooth_activations_(model, batches(), alpha=0.5)
     elif prepare == "outliers":
-        keep_outlier_channels_(model, batches())
-    rtn = quantize_(copy.deepcopy(model), PER_BATCH)
-    gptq = quantize_(calibrate_gptq_(copy.deepcopy(model), batches()), PER_BATCH)
+        calibration = keep_outlier_channels_(model, batches())
+    rtn = quantize_(copy.deepcopy(model), PER_BATCH, calibration=calibration)
+    hessians = calibrate_gptq_(model, batches())
+    gptq = quantize_(copy.deepcopy(model), PER_BATCH, calibration=calibration | hessians)
     names = ["bert.encoder.layer.0.attention.self.query", "bert.encoder.layer.1.output.dense"]
     inputs = {}
     handles = [
@@ -97,12 +105,16 @@ def test_calibrated_quantize_lowers_each_linears_error_on_the_calibration_inputs
 
 
 def test_round_trip_keeps_the_gptq_codes_and_saves_no_hessian(tmp_path):
-    model = calibrate_gptq_(with_ffn_outlier(tiny_bert(0)), batches())
-    assert model.bert.encoder.layer[1].output.dense.get_buffer(GPTQ_BUFFER).shape == (64, 64)
-    assert model.config.compression["gptq"]["linears"] == len([m for m in model.modules() if isinstance(m, nn.Linear)])
-    quantize_(model, PER_BATCH).save_pretrained(tmp_path)
+    model = with_ffn_outlier(tiny_bert(0))
+    calibration = calibrate_gptq_(model, batches())
+    assert calibration.hessians["bert.encoder.layer.1.output.dense"].shape == (64, 64)
+    linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    assert sorted(calibration.hessians) == sorted(linears)
+    assert model.config.compression["gptq"]["linears"] == len(linears)
+    quantize_(model, PER_BATCH, calibration=calibration).save_pretrained(tmp_path)
+    assert model.config.compression["quantization"]["gptq_rounded"] == len(linears)
     with safe_open(tmp_path / "model.safetensors", "pt") as f:
-        assert not any(GPTQ_BUFFER in k for k in f.keys())
+        assert not any("hessian" in k for k in f.keys())
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path)
     assert torch.equal(
         loaded.bert.encoder.layer[0].intermediate.dense.weight, model.bert.encoder.layer[0].intermediate.dense.weight
@@ -124,7 +136,6 @@ def test_bad_input_is_refused_before_the_model_changes(kwargs, message):
     model = tiny_bert()
     with pytest.raises(ValueError, match=message):
         calibrate_gptq_(model, **{"dataloader": batches(), **kwargs})
-    assert not any(GPTQ_BUFFER in dict(m.named_buffers()) for m in model.modules())
     assert "gptq" not in (getattr(model.config, "compression", None) or {})
 
 

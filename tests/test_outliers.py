@@ -18,7 +18,6 @@ from hf_compress import (
     quantize_,
     smooth_activations_,
 )
-from hf_compress.format.config import OUTLIER_BUFFER
 from hf_compress.methods.int8.modules import Int8Linear
 from tests.test_smoothing import TEST_BATCH, batches, logits, sqnr_db
 from tests.testing_utils import VOCAB, tiny_bert
@@ -112,12 +111,18 @@ def test_forward_leaves_the_input_as_it_was(context, smoothed):
 def test_calibration_finds_the_outlier_channel_and_keeps_float_outputs(family):
     model = MODELS[family]()
     before = logits(model)
-    keep_outlier_channels_(model, batches(), num_channels=2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    buffers = [n for n, _ in model.named_buffers()]  # non-persistent ones too
+    calibration = keep_outlier_channels_(model, batches(), num_channels=2)
     assert torch.equal(logits(model), before)
-    for i in range(2):
-        channels = model.get_submodule(FFN_DOWN[family].format(i)).get_buffer(OUTLIER_BUFFER)
+    assert set(calibration.outlier_channels) == {FFN_DOWN[family].format(i) for i in range(2)}
+    for channels in calibration.outlier_channels.values():
         assert CHANNEL in channels.tolist() and len(channels) == 2
-    assert OUTLIER_BUFFER not in "".join(model.state_dict())  # never saved
+    assert not calibration.smoothing and not calibration.hessians
+    # Nothing is left on the model: its state and buffers are the float model's.
+    assert [n for n, _ in model.named_buffers()] == buffers
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
     record = model.config.compression["outlier_channels"]
     assert record["num_channels"] == 2 and record["linears"] == 2 and record["calibration_batches"] == 4
 
@@ -131,7 +136,7 @@ def test_outlier_channels_raise_int8_sqnr(family):
         activation_range="per_batch", modules_to_convert=[FFN_DOWN[family].format(i) for i in range(2)]
     )
     plain = sqnr_db(reference, logits(quantize_(copy.deepcopy(model), config)))
-    split = sqnr_db(reference, logits(quantize_(keep_outlier_channels_(model, batches()), config)))
+    split = sqnr_db(reference, logits(quantize_(model, config, calibration=keep_outlier_channels_(model, batches()))))
     assert split >= plain + 6, (plain, split)
 
 
@@ -139,9 +144,11 @@ def test_outlier_channels_raise_int8_sqnr(family):
 def test_round_trip_with_smoothing_and_gptq(tmp_path, activation_range):
     """The whole calibrated chain (SmoothQuant, outlier channels, GPTQ), with either activation range: per-token
     ranges are the most faithful variant where the int8 matmul is fast (benchmarks/int8_fidelity_choice.py)."""
-    model = smooth_activations_(with_ffn_outlier(tiny_bert(0)), batches(), alpha=0.5)
-    calibrate_gptq_(keep_outlier_channels_(model, batches()), batches())
-    quantize_(model, Int8QuantizationConfig(activation_range=activation_range)).save_pretrained(tmp_path)
+    model = with_ffn_outlier(tiny_bert(0))
+    calibration = smooth_activations_(model, batches(), alpha=0.5) | keep_outlier_channels_(model, batches())
+    calibration |= calibrate_gptq_(model, batches())
+    config = Int8QuantizationConfig(activation_range=activation_range)
+    quantize_(model, config, calibration=calibration).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())["quantization_config"]
     assert saved["outlier_channels"] == {FFN_DOWN["bert"].format(i): 1 for i in range(2)}
     assert saved["quantized_modules"]["bert.encoder.layer.0.attention.self.query"] == "smoothed_linear"
@@ -179,7 +186,6 @@ def test_bad_input_is_refused_before_the_model_changes(kwargs, message):
     with pytest.raises(ValueError, match=message):
         keep_outlier_channels_(model, **{"dataloader": batches(), **kwargs})
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert not any(OUTLIER_BUFFER in dict(m.named_buffers()) for m in model.modules())
     assert "outlier_channels" not in (getattr(model.config, "compression", None) or {})
 
 
@@ -190,7 +196,8 @@ def test_quantized_models_are_refused():
 
 def test_test_batch_is_untouched_by_the_int8_forward():
     # The model-level in-place path (FFN activations zeroed and restored) must not leak into the caller's inputs.
-    model = quantize_(keep_outlier_channels_(with_ffn_outlier(tiny_bert(0)), batches()), PER_BATCH)
+    model = with_ffn_outlier(tiny_bert(0))
+    model = quantize_(model, PER_BATCH, calibration=keep_outlier_channels_(model, batches()))
     ids = TEST_BATCH["input_ids"].clone()
     first, second = logits(model), logits(model)
     assert torch.equal(first, second) and torch.equal(TEST_BATCH["input_ids"], ids)

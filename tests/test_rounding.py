@@ -81,9 +81,8 @@ def test_quantized_linears_keep_every_pair_within_the_limit(gptq):
     model = tiny_bert(0)
     reference = Int8Linear.from_linear(nn.Linear(64, 48))
     assert pairs_fit(reference.int8_weight())
-    if gptq:
-        calibrate_gptq_(model, batches())
-    quantize_(model, Int8QuantizationConfig(activation_range="per_batch"))
+    calibration = calibrate_gptq_(model, batches()) if gptq else None
+    quantize_(model, Int8QuantizationConfig(activation_range="per_batch"), calibration=calibration)
     linears = [m for m in model.modules() if isinstance(m, Int8Linear)]
     assert linears and all(pairs_fit(m.int8_weight()) for m in linears)
     assert max(m.int8_weight().abs().max().item() for m in linears) > SEVEN_BIT_QMAX

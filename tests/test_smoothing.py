@@ -17,7 +17,6 @@ from transformers import (
 )
 
 from hf_compress import Int8QuantizationConfig, quantize_, smooth_activations_, to_albert
-from hf_compress.format.config import SMOOTHING_BUFFER
 from hf_compress.methods.int8.modules import Int8Linear
 from hf_compress.methods.int8.smoothquant import smoothing_groups
 from tests.testing_utils import tiny_batch, tiny_bert, tiny_bert_config
@@ -108,17 +107,18 @@ def test_smoothing_keeps_float_outputs_and_records_what_it_did(name):
     model = MODELS[name]()
     reference = logits(model)
     weights = {n: p.detach().clone() for n, p in model.named_parameters()}
-    assert smooth_activations_(model, batches(), alpha=0.5) is model
+    buffers = [n for n, _ in model.named_buffers()]  # non-persistent ones too
+    calibration = smooth_activations_(model, batches(), alpha=0.5)
     assert (logits(model) - reference).abs().max() <= 1e-5
     changed = {n.rsplit(".", 1)[0] for n, p in model.named_parameters() if not torch.equal(p, weights[n])}
     groups = smoothing_groups(model)
     folded = {n for g in groups if g.fold_into for n in (*g.linears, g.fold_into)}
     assert folded and changed == folded  # folds moved weights; run-time factors left the float weights alone
-    for group in groups:
-        for linear in group.linears:
-            module = model.get_submodule(linear)
-            assert (SMOOTHING_BUFFER in dict(module.named_buffers())) == (group.fold_into is None)
-    assert f"{groups[-1].linears[0]}.{SMOOTHING_BUFFER}" not in model.state_dict()  # never saved
+    at_run_time = {n for g in groups if g.fold_into is None for n in g.linears}
+    assert set(calibration.smoothing) == at_run_time  # the factors that could not be folded are returned
+    for name in at_run_time:
+        assert calibration.smoothing[name].shape == (model.get_submodule(name).in_features,)
+    assert [n for n, _ in model.named_buffers()] == buffers  # and nothing is left on the model
     record = model.config.compression["smoothing"]
     assert record["alpha"] == 0.5 and record["calibration_batches"] == 4
     assert record["folded"] + record["at_run_time"] == sum(len(g.linears) for g in groups)
@@ -130,8 +130,9 @@ def test_smoothing_raises_int8_sqnr_on_an_outlier_channel(capsys):
     plain = sqnr_db(reference, logits(quantize_(copy.deepcopy(model), PER_BATCH)))
     smoothed = {}
     for alpha in (0.5, 0.75, 0.85):
-        candidate = smooth_activations_(copy.deepcopy(model), batches(), alpha=alpha)
-        smoothed[alpha] = sqnr_db(reference, logits(quantize_(candidate, PER_BATCH)))
+        candidate = copy.deepcopy(model)
+        calibration = smooth_activations_(candidate, batches(), alpha=alpha)
+        smoothed[alpha] = sqnr_db(reference, logits(quantize_(candidate, PER_BATCH, calibration=calibration)))
     with capsys.disabled():
         print(f"\nint8 per_batch logits SQNR, outlier channel x50: plain {plain:.1f} dB, smoothed {smoothed}")
     # Measured 2026-11-30: plain 34.0 dB, smoothed 39.9 / 40.8 / 41.3 dB. (With the 7-bit weight codes used before
@@ -163,13 +164,14 @@ def smoothing_factors_for(linear: nn.Linear, x: torch.Tensor, alpha: float = 0.5
 
 
 def test_smoothed_int8_round_trips_and_float_checkpoint_stays_stock(tmp_path):
-    model = smooth_activations_(with_outlier_channel(tiny_bert(0)), batches(), alpha=0.5)
+    model = with_outlier_channel(tiny_bert(0))
+    calibration = smooth_activations_(model, batches(), alpha=0.5)
     model.save_pretrained(tmp_path / "fp32")  # between the two calls: a plain BERT checkpoint
     with safe_open(tmp_path / "fp32" / "model.safetensors", "pt") as f:
-        assert not any(SMOOTHING_BUFFER in k or "input_scale" in k for k in f.keys())
+        assert not any("smooth" in k or "input_scale" in k for k in f.keys())
     assert torch.equal(logits(AutoModelForSequenceClassification.from_pretrained(tmp_path / "fp32")), logits(model))
 
-    quantize_(model, PER_BATCH).save_pretrained(tmp_path / "int8")
+    quantize_(model, PER_BATCH, calibration=calibration).save_pretrained(tmp_path / "int8")
     saved = json.loads((tmp_path / "int8" / "config.json").read_text())
     kinds = saved["quantization_config"]["quantized_modules"]
     assert kinds["bert.encoder.layer.0.attention.self.query"] == "smoothed_linear"
@@ -205,7 +207,6 @@ def test_calibration_errors_are_clear_and_leave_the_model_alone(kwargs, message)
     with pytest.raises(ValueError, match=message):
         smooth_activations_(model, **{"dataloader": batches(), **kwargs})
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    assert not any(SMOOTHING_BUFFER in dict(m.named_buffers()) for m in model.modules())
     assert "smoothing" not in (getattr(model.config, "compression", None) or {})
 
 

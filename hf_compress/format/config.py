@@ -29,11 +29,6 @@ LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress
 # The kinds of quantized_modules ("linear", "smoothed_linear", "low_rank_linear", "embedding", "linear_4bit", ...) are
 # the table of format/kinds.py, each declared by its method.
 LOW_BIT_COMPUTES = ("int8", "float")
-# Non-persistent buffer that smooth_activations_ leaves on a float nn.Linear: the s that quantize_ applies at run time.
-SMOOTHING_BUFFER = "smoothquant_scale"
-# Non-persistent buffers that keep_outlier_channels_ and calibrate_gptq_ leave on a float nn.Linear for quantize_.
-OUTLIER_BUFFER = "int8_outlier_channels"
-GPTQ_BUFFER = "gptq_hessian"
 ACTIVATION_RANGES = ("per_token", "per_batch")
 
 

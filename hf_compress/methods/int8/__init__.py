@@ -14,25 +14,28 @@ def quantize_calibrated_(model, args, batches=None):
     """
     from ...checks import invalid
     from ...format.config import Int8QuantizationConfig
+    from .calibration import Int8Calibration
     from .gptq import calibrate_gptq_
     from .outliers import keep_outlier_channels_
     from .smoothquant import smooth_activations_
     from .transform import quantize_
 
+    calibration = Int8Calibration()
     if args.calibrated:
         if not batches:
             raise invalid("calibration_batches", args.calibration_batches, "batches of data to calibrate on (none)")
         n = len(batches)
         if args.smoothquant_alpha is not None:
-            model = smooth_activations_(model, batches, alpha=args.smoothquant_alpha, num_batches=n)
+            calibration |= smooth_activations_(model, batches, alpha=args.smoothquant_alpha, num_batches=n)
         if args.num_outlier_channels:
-            keep_outlier_channels_(model, batches, num_channels=args.num_outlier_channels, num_batches=n)
+            k = args.num_outlier_channels
+            calibration |= keep_outlier_channels_(model, batches, num_channels=k, num_batches=n)
         if args.gptq:
-            calibrate_gptq_(model, batches, num_batches=n)
+            calibration |= calibrate_gptq_(model, batches, num_batches=n)
     config = Int8QuantizationConfig(
         modules_to_not_convert=args.quantization_modules_to_not_convert, activation_range=args.activation_range
     )
-    return quantize_(model, config)
+    return quantize_(model, config, calibration=calibration)
 
 
 def quantize(trainer) -> None:

@@ -6,7 +6,8 @@ columns not yet rounded, weighted by the inverse Hessian H = E[x x^T] of the lay
 cancel in W x for the inputs the layer sees. The scales (one per output row, see rounding.py) and the on-disk format
 are round-to-nearest's: only the codes change, so a GPTQ checkpoint loads exactly like any int8 one.
 
-`calibrate_gptq_` collects H on a float model; `quantize_` then rounds with it (`Int8Linear.from_linear`).
+`calibrate_gptq_` collects H on a float model; `quantize_(model, calibration=...)` then rounds with it
+(`Int8Linear.from_linear`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from ... import provenance
 from ...checks import check_positive_int, require
-from ...format.config import GPTQ_BUFFER
+from .calibration import Int8Calibration
 from .rounding import LINEAR_QMAX, linear_codes, pair_room
 from .smoothquant import run_calibration
 from .transform import check_not_quantized
@@ -35,17 +36,18 @@ def calibrate_gptq_(
     dataloader: Iterable[Mapping[str, torch.Tensor]],
     num_batches: int = 8,
     modules: list[str] | None = None,
-) -> nn.Module:
-    """Record H = E[x x^T] (in_features, in_features; fp32) of the inputs of each nn.Linear, in place, for quantize_.
+) -> Int8Calibration:
+    """Measure H = E[x x^T] (in_features, in_features; fp32) of the inputs of each nn.Linear, for quantize_.
 
     Runs up to `num_batches` batches of `dataloader` (dicts holding input_ids, e.g. from DataCollatorWithPadding) and
-    leaves H on each Linear as the non-persistent buffer `gptq_hessian` (never saved), which `quantize_` consumes:
-    those Linears get GPTQ's codes instead of round-to-nearest's. Padding tokens are excluded (attention_mask).
+    returns H per Linear (`Int8Calibration.hessians`); with it `quantize_(model, calibration=...)` gives those
+    Linears GPTQ's codes instead of round-to-nearest's. The model is not changed. Padding tokens are excluded
+    (attention_mask).
     `modules`: names of the nn.Linear modules; None: every nn.Linear. Memory: in_features² floats per Linear (9 MB
     for a 1536-wide FFN down projection). Composes with smooth_activations_ and keep_outlier_channels_ in any order:
     quantize_ maps H to the inputs the int8 weight sees.
     Raises ValueError for a quantized model, a name that is not an nn.Linear, a bad num_batches, an empty dataloader
-    or a batch without input_ids, before changing the model. Records the step in config.compression["gptq"].
+    or a batch without input_ids, before any work. Records the step in config.compression["gptq"].
     """
     check_positive_int("num_batches", num_batches)
     check_not_quantized(model)
@@ -81,10 +83,8 @@ def calibrate_gptq_(
     finally:
         for handle in handles:
             handle.remove()
-    for name in names:
-        if counts[name]:  # a Linear the batches never reached (e.g. an unused head) keeps round-to-nearest
-            h = (sums[name] / counts[name]).float()
-            named[name].register_buffer(GPTQ_BUFFER, h.to(named[name].weight.device), persistent=False)
+    # A Linear the batches never reached (e.g. an unused head) keeps round-to-nearest.
+    calibration = Int8Calibration(hessians={n: (sums[n] / counts[n]).float() for n in names if counts[n]})
     provenance.record(
         model.config,
         "gptq",
@@ -96,7 +96,7 @@ def calibrate_gptq_(
             "seconds": round(time.perf_counter() - start, 2),
         },
     )
-    return model
+    return calibration
 
 
 @torch.no_grad()

@@ -9,8 +9,9 @@ https://arxiv.org/abs/2208.07339) computes such channels in float and the rest i
 y = int8(x with them zeroed) + x[:, outliers] W[:, outliers]^T. Here the channels are chosen once, from calibration
 batches (the k largest max |x_j|), which keeps the run-time cost to two k-column gathers and one (tokens x k) matmul.
 
-`keep_outlier_channels_` marks them on a float model; `quantize_` builds the split Int8Linear and records the counts
-in `quantization_config.outlier_channels`, from which `from_pretrained` rebuilds the modules.
+`keep_outlier_channels_` chooses them on a float model; `quantize_(model, calibration=...)` builds the split
+Int8Linear and records the counts in `quantization_config.outlier_channels`, from which `from_pretrained` rebuilds the
+modules.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch import nn
 from ... import provenance
 from ...checks import check_positive_int, require
 from ...families import distinct_layers
-from ...format.config import OUTLIER_BUFFER
+from .calibration import Int8Calibration
 from .smoothquant import input_maxima
 from .transform import check_not_quantized
 
@@ -36,18 +37,18 @@ def keep_outlier_channels_(
     num_channels: int = 1,
     num_batches: int = 8,
     modules: list[str] | None = None,
-) -> nn.Module:
-    """Mark, per Linear, the `num_channels` input channels with the largest calibration max |x_j|, in place.
+) -> Int8Calibration:
+    """Choose, per Linear, the `num_channels` input channels with the largest calibration max |x_j|.
 
-    Runs up to `num_batches` batches of `dataloader` (dicts holding input_ids) and leaves the channel indices
-    (num_channels,) on each Linear as the non-persistent buffer `int8_outlier_channels` (never saved), which
-    `quantize_` consumes: those channels are then computed in float. The float model's outputs do not change.
+    Runs up to `num_batches` batches of `dataloader` (dicts holding input_ids) and returns the channel indices
+    (num_channels,) per Linear (`Int8Calibration.outlier_channels`), which `quantize_(model, calibration=...)`
+    applies: those channels are then computed in float. The model is not changed.
     `modules`: names of nn.Linear modules; None: the FFN down projections of every layer (the inputs SmoothQuant
     leaves alone; see the module docstring). Measured on the tweets teacher (benchmarks/RESULTS.md, "Int8 fidelity"):
     one channel per FFN down projection.
     Raises ValueError for a quantized model, a model family without a known layer layout (with modules=None), a name
     that is not an nn.Linear, num_channels >= a Linear's in_features, a bad num_batches, an empty dataloader or a
-    batch without input_ids, before changing the model. Records the step in config.compression["outlier_channels"].
+    batch without input_ids, before any work. Records the step in config.compression["outlier_channels"].
     """
     check_positive_int("num_channels", num_channels)
     check_positive_int("num_batches", num_batches)
@@ -64,9 +65,9 @@ def keep_outlier_channels_(
     require(num_channels < narrowest, "num_channels", num_channels, f"1 to {narrowest - 1} (the inputs' width - 1)")
     start = time.perf_counter()
     maxima, batches = input_maxima(model, names, dataloader, num_batches)
-    for name in names:
-        channels = maxima[name].topk(num_channels).indices.sort().values
-        named[name].register_buffer(OUTLIER_BUFFER, channels.to(named[name].weight.device), persistent=False)
+    calibration = Int8Calibration(
+        outlier_channels={n: maxima[n].topk(num_channels).indices.sort().values for n in names}
+    )
     provenance.record(
         model.config,
         "outlier_channels",
@@ -77,4 +78,4 @@ def keep_outlier_channels_(
             "seconds": round(time.perf_counter() - start, 2),
         },
     )
-    return model
+    return calibration

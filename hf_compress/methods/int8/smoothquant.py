@@ -13,8 +13,8 @@ then computes (X / s) (W diag(s))^T, whose int8 rounding error is smaller when a
   MiniLM: logits at -4.3 dB SQNR against the unfolded model, 34% argmax agreement). The paper's LayerNorm folding
   assumes pre-LN models (OPT, BLOOM), where the residual bypasses the LayerNorm.
 
-`smooth_activations_` keeps the model's float outputs: it applies the exact folds and leaves the run-time factors as
-non-persistent buffers (never saved) that `quantize_` turns into int8 weights of W diag(s) plus a saved input scale.
+`smooth_activations_` keeps the model's float outputs: it applies the exact folds and returns the run-time factors
+(an `Int8Calibration`), which `quantize_` turns into int8 weights of W diag(s) plus a saved input scale.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from torch import nn
 from ... import provenance
 from ...checks import check_fraction, check_positive_int, invalid, require
 from ...families import base_model, base_prefix, distinct_layers, family_of
-from ...format.config import SMOOTHING_BUFFER
 from ..low_rank.transform import LowRankLinear
+from .calibration import Int8Calibration
 from .transform import check_not_quantized
 
 FAMILIES = ("bert", "albert")
@@ -75,16 +75,17 @@ def smoothing_groups(model: nn.Module) -> list[SmoothingGroup]:
 @torch.no_grad()
 def smooth_activations_(
     model: nn.Module, dataloader: Iterable[Mapping[str, torch.Tensor]], alpha: float = 0.5, num_batches: int = 8
-) -> nn.Module:
-    """SmoothQuant (https://arxiv.org/abs/2211.10438) on a float BERT / ALBERT model, in place, before `quantize_`.
+) -> Int8Calibration:
+    """SmoothQuant (https://arxiv.org/abs/2211.10438) on a float BERT / ALBERT model, in place, before `quantize_`;
+    returns the run-time factors for `quantize_(model, calibration=...)`.
 
     Runs up to `num_batches` batches of `dataloader` (dicts holding input_ids, e.g. from DataCollatorWithPadding) to
     collect max |X_j| over all tokens at the input of every Linear in `smoothing_groups(model)`, then per group
     s_j = max|X_j|^alpha / max|W_:,j|^(1 - alpha) (the max over the group's weights: one s for query/key/value).
     Where 1/s can be folded exactly (see the module docstring), the producing module's rows are divided by s and the
-    Linear's columns multiplied by s; elsewhere the weights stay and s is left on the Linear as the non-persistent
-    buffer `smoothquant_scale`, which `quantize_` consumes. The model's outputs do not change (up to float
-    rounding), and saving it before `quantize_` writes a stock checkpoint without the run-time factors.
+    Linear's columns multiplied by s; elsewhere the weights stay and s is returned (`Int8Calibration.smoothing`,
+    (in_features,) per Linear), which `quantize_` applies. The model's outputs do not change (up to float
+    rounding), and saving it before `quantize_` writes a stock checkpoint.
     alpha in [0, 1]: 0 leaves activations alone, 1 moves all of their range into the weights.
     Raises ValueError for another model family, a quantized model, bad alpha / num_batches, an empty dataloader or a
     batch without input_ids, before changing the model. Records the step in config.compression["smoothing"].
@@ -102,6 +103,7 @@ def smooth_activations_(
     maxima, batches = input_maxima(model, [n for g in groups for n in g.linears], dataloader, num_batches)
 
     folded = at_run_time = 0
+    calibration = Int8Calibration()
     for group in groups:
         linears = [modules[n] for n in group.linears]
         x_max = torch.stack([maxima[n] for n in group.linears]).amax(dim=0)
@@ -110,8 +112,8 @@ def smooth_activations_(
         if group.fold_into is None:
             # The float weights stay as they are (the float model does not divide its inputs); quantize_ stores
             # W diag(s) in int8 and 1/s as the Int8Linear's input scale.
-            for linear in linears:
-                linear.register_buffer(SMOOTHING_BUFFER, s.to(linear.weight.device), persistent=False)
+            for name in group.linears:
+                calibration.smoothing[name] = s.clone()
             at_run_time += len(linears)
         else:
             for linear in linears:
@@ -130,7 +132,7 @@ def smooth_activations_(
             "seconds": round(time.perf_counter() - start, 2),
         },
     )
-    return model
+    return calibration
 
 
 def input_maxima(

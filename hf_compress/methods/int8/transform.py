@@ -15,16 +15,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 from transformers.quantizers.quantizers_utils import should_convert_module
 
 from ... import provenance
-from ...format.config import (
-    GPTQ_BUFFER,
-    OUTLIER_BUFFER,
-    QUANT_METHOD,
-    SMOOTHING_BUFFER,
-    Int8QuantizationConfig,
-    is_low_rank_config,
-)
+from ...checks import invalid
+from ...format.config import QUANT_METHOD, Int8QuantizationConfig, is_low_rank_config
 from ..low_rank.int8 import Int8LowRankLinear
 from ..low_rank.transform import LowRankLinear
+from .calibration import Int8Calibration
 from .modules import Int8Embedding, Int8Linear
 
 logger = logging.getLogger(__name__)
@@ -34,16 +29,23 @@ INT8_MODULES = (Int8Linear, Int8LowRankLinear, Int8Embedding)
 
 
 def quantize_(
-    model: PreTrainedModel, config: Int8QuantizationConfig | None = None, filter_fn: FilterFn | None = None
+    model: PreTrainedModel,
+    config: Int8QuantizationConfig | None = None,
+    filter_fn: FilterFn | None = None,
+    calibration: Int8Calibration | None = None,
 ) -> PreTrainedModel:
     """Quantize `model` in place to int8 and return it; `filter_fn(module, name)` returning False keeps a module float.
 
     Every nn.Linear gets int8 weights (one scale per output channel) and int8 activations quantized at run time (one
     range per batch by default, per token with activation_range="per_token"), with int32 accumulation
     (https://arxiv.org/abs/1712.05877); the input word embeddings get int8 weights with one scale per row. Nothing
-    is calibrated. A LowRankLinear (factorize_linear_) gets both factors in int8 (Int8LowRankLinear: two int8
+    is calibrated unless `calibration` (what smooth_activations_, keep_outlier_channels_ and calibrate_gptq_ return,
+    combined with `|`) says otherwise: SmoothQuant's input scales, float outlier channels, GPTQ rounding, per Linear.
+    A LowRankLinear (factorize_linear_) gets both factors in int8 (Int8LowRankLinear: two int8
     matmuls), and the config records the ranks of every factorised module. `model.save_pretrained` then writes the
     int8 tensors to safetensors, and `from_pretrained` reads them back once hf_compress is imported.
+    Raises ValueError before any module is replaced for a quantized model, a config naming no module, or a
+    calibration that does not fit the model (see `Int8Calibration.check`).
     """
     config = config or Int8QuantizationConfig()
     check_not_quantized(model)
@@ -51,7 +53,9 @@ def quantize_(
         raise ValueError(
             f"config.quantized_modules={config.quantized_modules!r} is written by quantize_; pass a config without it"
         )
-    return apply_quantization(model, config, filter_fn)
+    if calibration is not None and not isinstance(calibration, Int8Calibration):
+        raise invalid("calibration", type(calibration).__name__, "an Int8Calibration or None")
+    return apply_quantization(model, config, filter_fn, calibration)
 
 
 def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
@@ -127,13 +131,18 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
 
 
 def apply_quantization(
-    model: PreTrainedModel, config: Int8QuantizationConfig, filter_fn: FilterFn | None
+    model: PreTrainedModel,
+    config: Int8QuantizationConfig,
+    filter_fn: FilterFn | None,
+    calibration: Int8Calibration | None = None,
 ) -> PreTrainedModel:
     """Replace the selected modules, then record the result in the model's config (quantizers call this too)."""
     start = time.perf_counter()
     selected = select_modules(model, config, filter_fn)
     if not selected:
         raise ValueError("no module selected for quantization: check modules_to_convert / modules_to_not_convert")
+    calibration = calibration or Int8Calibration()
+    calibration.check(model, selected)
     per_token = config.activation_range == "per_token"
     # Every factorised module, int8 or kept float: the loader rebuilds the layout before swapping in int8 modules.
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
@@ -144,10 +153,8 @@ def apply_quantization(
         if kind == "low_rank_linear":
             new = Int8LowRankLinear.from_low_rank(module, per_token)
         elif kind == "linear":
-            # Left by smooth_activations_ where SmoothQuant's 1/s cannot be folded into the float model.
-            smoothing = getattr(module, SMOOTHING_BUFFER, None)
-            # Left by keep_outlier_channels_ and calibrate_gptq_ (outliers.py, gptq.py).
-            channels, hessian = getattr(module, OUTLIER_BUFFER, None), getattr(module, GPTQ_BUFFER, None)
+            device = module.weight.device
+            smoothing, channels, hessian = (None if t is None else t.to(device) for t in calibration.for_linear(name))
             new = Int8Linear.from_linear(module, per_token, smoothing, channels, hessian)
             selected[name] = "linear" if smoothing is None else "smoothed_linear"
             if channels is not None:

@@ -274,11 +274,6 @@ def factorize_linear_(
     targets = select_linears(model, filter_fn)
     if not targets:
         raise invalid("filter_fn", filter_fn, "a selection of at least one nn.Linear of the model")
-    from ...format.config import SMOOTHING_BUFFER  # the quantization package imports this module
-
-    # smooth_activations_ leaves run-time scales on dense Linears for quantize_; factorising would drop them.
-    smoothed = [n for n, m in targets.items() if getattr(m, SMOOTHING_BUFFER, None) is not None]
-    require(not smoothed, "model", f"smoothed ({smoothed[:1]})", "factorize_linear_ before smooth_activations_")
     rules = dict(rank=rank, rank_ratio=rank_ratio, energy=energy, budget=budget)
     criterion = {k: v for k, v in rules.items() if v is not None}
 
