@@ -77,7 +77,7 @@ TRANSFORM_CASES = [
 ]
 
 
-@pytest.mark.parametrize("build,named", TRANSFORM_CASES, ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize("build,named", TRANSFORM_CASES, ids=[named for _, named in TRANSFORM_CASES])
 def test_transforms(build, named):
     with pytest.raises(ValueError, match=named.replace("[", r"\[")):
         build()
