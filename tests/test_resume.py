@@ -94,39 +94,55 @@ def _state(path):
     return load_file(str(path / "model.safetensors"))
 
 
-@pytest.mark.parametrize("stage", ["teacher", "training"])
+def _interrupted_finalization(*args, **kwargs):
+    raise KeyboardInterrupt  # Ctrl-C once FFN pruning is baked, before int8 replaces any module
+
+
+@pytest.mark.parametrize("stage", ["teacher", "training", "finalization"])
 def test_an_interrupted_recipe_resumes_to_the_same_model(tmp_path, monkeypatch, capsys, stage):
     import hf_compress.cli.train as train
+    import hf_compress.methods.int8.transform as int8
     import hf_compress.trainer.distillation_trainer as distillation
     from hf_compress.cli import main
     from tests.test_run import write_recipe
 
     values = dict(save_strategy="steps", save_steps=2, report=False, teacher_num_train_epochs=2)
+    command = "distill"
+    if stage == "finalization":  # two finalize steps (FFN slicing, then int8): interrupted between them
+        values.update(
+            ffn_sparsity=0.5, pruning_start=0, pruning_end=1, pruning_frequency=1, quantization="dynamic-int8"
+        )
+        command = "compress"
     full = write_recipe(tmp_path / "full", **values)
-    assert main(["distill", full]) == 0
+    assert main([command, full]) == 0
     recipe = write_recipe(tmp_path / "run", **values)
     out = tmp_path / "run" / "out"
     with monkeypatch.context() as patch:
         if stage == "teacher":
             patch.setattr(train, "Trainer", _interrupting(train.Trainer, 3))
-        else:
+        elif stage == "training":
             patch.setattr(distillation, "DistillationTrainer", _interrupting(distillation.DistillationTrainer, 3))
+        else:
+            patch.setattr(int8, "apply_quantization", _interrupted_finalization)
         with pytest.raises(KeyboardInterrupt):
-            main(["distill", recipe])
+            main([command, recipe])
     if stage == "teacher":  # no teacher folder an unfinished fine-tuning could be mistaken for
         assert not (out / "teacher").exists() and (out / "teacher-checkpoints" / "checkpoint-2").is_dir()
     else:
         assert (out / "teacher" / "hf_compress_teacher.json").exists() and (out / "checkpoint-2").is_dir()
-        assert not (out / "model.safetensors").exists()
-    teacher_before = (out / "teacher" / "model.safetensors").stat().st_mtime_ns if stage == "training" else None
+        assert not (out / "model.safetensors").exists()  # no final model a half-finalized run could be taken for
+    teacher_before = (out / "teacher" / "model.safetensors").stat().st_mtime_ns if stage != "teacher" else None
+    steps = sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+    last = f"checkpoint-{steps[-1]}" if steps else None  # training: checkpoint-2; finalization: the trained model
     capsys.readouterr()
-    assert main(["distill", recipe]) == 0
+    assert main([command, recipe]) == 0
     printed = capsys.readouterr().out
     if stage == "teacher":
         assert "resuming from" in printed and "teacher-checkpoints" in printed
         assert not (out / "teacher-checkpoints").exists()
     else:
-        assert "reusing the teacher" in printed and f"resuming from {out / 'checkpoint-2'}" in printed
+        # Interrupted in finalization, the run resumes from its last checkpoint (the trained model) and finalizes it.
+        assert "reusing the teacher" in printed and f"resuming from {out / last}" in printed
         assert (out / "teacher" / "model.safetensors").stat().st_mtime_ns == teacher_before
     for name in ("teacher", None):
         expected = _state(tmp_path / "full" / "out" / (name or ""))
