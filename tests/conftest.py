@@ -15,6 +15,14 @@ from huggingface_hub import constants, hf_api
 
 from tests.hub_server import HubServer
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One CPU thread per test worker (and per process a test starts): the workers already use every core, and the
+    # tiny models here gain nothing from intra-op threads that would then compete with the other worker's.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 USER, ORG, OTHER_USER = "user", "user-org", "other"
 TOKEN, OTHER_TOKEN = "hf_local_user_token", "hf_local_other_token"
 # Set in the environment, these would send the client elsewhere or change what it does.
