@@ -2,7 +2,8 @@
 
 The public names load with their modules when first used (PEP 562), so `hf-compress --help`, a refused recipe and
 `import hf_compress` do not pay for datasets, scipy and transformers' model-loading internals. Importing the package
-registers the saved formats (int8, low-bit, low-rank layout) with `from_pretrained` (`hf_compress.quantization`).
+registers the saved formats (int8, low-bit, low-rank layout) with `from_pretrained`, as soon as transformers loads its
+quantizers (`hf_compress.format.registration`; `import hf_compress.quantization` registers at once).
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from typing import TYPE_CHECKING
 
 __version__ = "0.2.0"
 
-from . import quantization as _quantization  # noqa: E402, F401  (registers the loaders with from_pretrained)
+from .format.registration import register_when_quantizers_load  # noqa: E402
+
+# The loaders of our formats join from_pretrained's when transformers' quantizers load (format/registration.py).
+register_when_quantizers_load()
 
 # Public name -> the module that defines it (relative to this package).
 _LAZY: dict[str, str] = {

@@ -46,19 +46,36 @@ def test_help_lists_our_fields_first_grouped_by_technique(capsys, command, group
         assert text.index("  --temperature") < text.index("pruning:" if command == "compress" else "vocabulary:")
 
 
-def test_import_hf_compress_loads_no_data_or_model_loading_internals_until_used():
+HEAVY = [
+    "datasets",
+    "scipy",
+    "transformers.modeling_utils",
+    "transformers.trainer",
+    "pandas",
+    "transformers.quantizers",
+]
+
+
+def test_import_hf_compress_loads_no_data_or_model_loading_internals_until_used(tmp_path):
+    from hf_compress.methods.int8.transform import quantize_
+    from tests.testing_utils import tiny_bert
+
+    quantize_(tiny_bert()).save_pretrained(tmp_path / "int8")
     code = (
         "import sys, hf_compress\n"
-        "heavy = ['datasets', 'scipy', 'transformers.modeling_utils', 'transformers.trainer', 'pandas']\n"
-        "print([m for m in heavy if m in sys.modules])\n"
+        f"print([m for m in {HEAVY!r} if m in sys.modules])\n"
+        # Our loaders join from_pretrained's when transformers loads its quantizers (format/registration.py).
+        "from transformers import AutoModelForSequenceClassification\n"
         "from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING\n"
         "print('hf_compress_int8' in AUTO_QUANTIZER_MAPPING)\n"
+        f"model = AutoModelForSequenceClassification.from_pretrained({str(tmp_path / 'int8')!r})\n"
+        "print(type(model.bert.encoder.layer[0].output.dense).__name__)\n"
         "missing = [n for n in hf_compress.__all__ if getattr(hf_compress, n, None) is None]\n"
         "print(missing, 'datasets' in sys.modules)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines() == ["[]", "True", "[] True"]
+    assert result.stdout.splitlines() == ["[]", "True", "Int8Linear", "[] True"]
 
 
 def test_an_unknown_public_name_is_an_attribute_error():
@@ -68,16 +85,22 @@ def test_an_unknown_public_name_is_an_attribute_error():
         hf_compress.no_such_name  # noqa: B018
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["distill", "--help"], ["distill", "RECIPE"]])
+@pytest.mark.parametrize(
+    "argv",
+    [["--help"], ["distill", "--help"], ["distill", "MISSPELLED"], ["distill", "RECIPE", "--alpha", "3"]],
+    ids=["help", "distill-help", "misspelled-key", "bad-value"],
+)
 def test_help_and_refusals_load_no_data_or_model_loading_internals(tmp_path, argv):
-    recipe = tmp_path / "misspelled.yaml"
-    recipe.write_text("temprature: 2.0\n")
-    argv = [str(recipe) if a == "RECIPE" else a for a in argv]
+    from tests.test_bad_inputs import _recipe
+
+    misspelled = tmp_path / "misspelled.yaml"
+    misspelled.write_text("temprature: 2.0\n")
+    paths = {"MISSPELLED": str(misspelled), "RECIPE": _recipe(tmp_path) if "RECIPE" in argv else None}
+    argv = [paths.get(a) or a for a in argv]
     code = (
         "import sys\nfrom hf_compress.cli import main\n"
         f"try:\n    code = main({argv!r})\nexcept SystemExit as exit_:\n    code = exit_.code\n"
-        "heavy = ['datasets', 'scipy', 'transformers.modeling_utils', 'transformers.trainer', 'pandas']\n"
-        "print(code, [m for m in heavy if m in sys.modules], file=sys.stderr)\n"
+        f"print(code, [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     last = result.stderr.strip().splitlines()[-1]

@@ -90,9 +90,18 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        # Our own fields first: TrainingArguments.__post_init__ loads transformers' model-loading internals (seconds),
+        # and a bad value should come back before that.
         refuse_old_layer_mapping(self.layer_mapping)
         check_choice("teacher_quantization", self.teacher_quantization, TEACHER_QUANTIZATIONS)
+        require(self.temperature > 0, "temperature", self.temperature, "a number > 0")
+        require(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "a number in [0, 1]")
+        require(self.hidden_loss_weight >= 0, "hidden_loss_weight", self.hidden_loss_weight, "a number >= 0")
+        require(self.attention_loss_weight >= 0, "attention_loss_weight", self.attention_loss_weight, "a number >= 0")
+        check_choice("attention_loss_type", self.attention_loss_type, ATTENTION_LOSS_TYPES)
+        if self.teacher_layer_mapping is not None:
+            check_layer_ids("teacher_layer_mapping", self.teacher_layer_mapping)
+        super().__post_init__()
         if isinstance(self.teacher_model_init_kwargs, str):
             try:
                 self.teacher_model_init_kwargs = json.loads(self.teacher_model_init_kwargs)
@@ -115,13 +124,6 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
             "0 with distillation (the distillation loss replaces Trainer's, which smoothing acts on; the teacher's "
             "soft targets are the smoothing)",
         )
-        require(self.temperature > 0, "temperature", self.temperature, "a number > 0")
-        require(0.0 <= self.alpha <= 1.0, "alpha", self.alpha, "a number in [0, 1]")
-        require(self.hidden_loss_weight >= 0, "hidden_loss_weight", self.hidden_loss_weight, "a number >= 0")
-        require(self.attention_loss_weight >= 0, "attention_loss_weight", self.attention_loss_weight, "a number >= 0")
-        check_choice("attention_loss_type", self.attention_loss_type, ATTENTION_LOSS_TYPES)
-        if self.teacher_layer_mapping is not None:
-            check_layer_ids("teacher_layer_mapping", self.teacher_layer_mapping)
         require(
             not (self.cache_teacher_logits and (self.hidden_loss_weight > 0 or self.attention_loss_weight > 0)),
             "cache_teacher_logits",

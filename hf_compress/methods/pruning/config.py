@@ -59,12 +59,14 @@ class PruningTrainingArguments(MethodArguments, VocabularyArguments, TrainingArg
     prune_classifier: bool = config_field(False, "Also prune the classifier's Linear.")
 
     def __post_init__(self):
-        super().__post_init__()
+        # Our own fields first: TrainingArguments.__post_init__ loads transformers' model-loading internals (seconds),
+        # and a bad value should come back before that.
         check_choice("pruning_method", self.pruning_method, METHODS)
         check_fraction("target_sparsity", self.target_sparsity)
         check_fraction("ffn_sparsity", self.ffn_sparsity)
         check_choice("ffn_pruning_method", self.ffn_pruning_method, FFN_METHODS)
         check_choice("pruning_scope", self.pruning_scope, SCOPES)
+        super().__post_init__()
         self.pruning_schedule()  # validates pruning_start, pruning_end and pruning_frequency
         if self.prunes and (self.fsdp or self.deepspeed):
             field = "fsdp" if self.fsdp else "deepspeed"
