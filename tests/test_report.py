@@ -119,6 +119,48 @@ def test_report_numbers_match_independent_computations(models, capsys):
     assert image[..., :3].std() > 0.05  # something is drawn, not a blank canvas
 
 
+@pytest.mark.parametrize("format", ["onnx", "openvino"])
+def test_exported_rows_are_measured_in_their_runtime(models, tmp_path, format):
+    """A folder of `hf-compress export` is a row run by its runtime: its accuracy is what that runtime's file
+    predicts (checked by running the file here, one example at a time), its bytes are the file's, and its parameter
+    count and sparsity are the PyTorch model's, recorded at export."""
+    from hf_compress.evaluation.exported import ExportedModel
+    from hf_compress.export import export
+
+    tmp, teacher_dir, student_dir, data, texts, labels, tokenizer = models
+    source = tmp_path / "student"
+    AutoModelForSequenceClassification.from_pretrained(student_dir).save_pretrained(source)
+    tokenizer.save_pretrained(source)  # export ships the tokenizer beside the file
+    exported = tmp_path / f"student-{format}"
+    record = export(str(source), str(exported), format=format)
+    out = tmp_path / "out"
+    argv = [str(source), str(exported), "--teacher", teacher_dir, "--dataset", data, "--split", "train"]
+    argv += ["--max-samples", str(N), "--output", str(out), "--repeats", "2", "--batch-sizes", "1", "4"]
+    assert main(argv) == 0
+    teacher, student, runtime = json.loads((out / "compression_report.json").read_text())
+    assert runtime["name"] == f"student-{format}"
+
+    served = ExportedModel(str(exported))
+    with torch.no_grad():
+        pred = np.array(
+            [
+                served(**tokenizer(t, truncation=True, max_length=64, return_tensors="pt")).logits.argmax(-1).item()
+                for t in texts[:N]
+            ]
+        )
+    truth, student_pred = np.array(labels[:N]), predictions_one_by_one(str(source), tokenizer, texts[:N])
+    assert runtime["accuracy"] == pytest.approx((pred == truth).mean())
+    assert runtime["agreement_with_reference"] == pytest.approx(
+        (pred == predictions_one_by_one(teacher_dir, tokenizer, texts[:N])).mean()
+    )
+    assert (pred == student_pred).mean() >= 0.95  # a float export computes what PyTorch computes (ties aside)
+    files = [f for f in os.listdir(exported) if f.endswith((".onnx", ".xml", ".bin", ".data"))]
+    assert runtime["bytes_on_disk"] == sum(os.path.getsize(exported / f) for f in files) != student["bytes_on_disk"]
+    assert runtime["parameters"] == student["parameters"] == record["parameters"]
+    assert runtime["sparsity"] == pytest.approx(student["sparsity"]) and runtime["sparsity"] > 0.05
+    assert set(runtime["latency_ms"]) == {"batch_1", "batch_4"} and all(v > 0 for v in runtime["latency_ms"].values())
+
+
 def test_report_without_data_measures_size_and_latency_only(models, tmp_path, capsys):
     _, teacher_dir, student_dir, *_ = models
     assert main([teacher_dir, student_dir, "--output", str(tmp_path), "--repeats", "1", "--batch-sizes", "1"]) == 0

