@@ -1,6 +1,6 @@
 """Export a saved model to ONNX or OpenVINO, checked against PyTorch, with its tokenizer, config.json and card.
 
-`hf-compress export MODEL_DIR OUTPUT_DIR --format onnx|openvino [--opset N] [--precision f32|bf16] [--overwrite]`:
+`hf-compress export MODEL_DIR OUTPUT_DIR --format onnx|openvino|compressed-tensors [--opset N] [--precision f32|bf16] [--overwrite]`:
 hf_compress.export.export with the same fields; bad input ends in one line and exit code 2 before any model loads.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("onnx", "openvino")  # hf_compress.export.FORMATS, repeated so that building the parser imports no torch
+FORMATS = ("onnx", "openvino", "compressed-tensors")  # hf_compress.export.FORMATS, repeated so that building the parser imports no torch
 PRECISIONS = ("f32", "bf16")
 
 
@@ -18,7 +18,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "model_dir", metavar="MODEL_DIR", help="a model directory hf_compress saved (with its tokenizer)"
     )
     parser.add_argument("output_dir", metavar="OUTPUT_DIR", help="where the file, tokenizer, config.json and card go")
-    parser.add_argument("--format", default="onnx", help=f"{' or '.join(FORMATS)} (default: onnx)")
+    parser.add_argument(
+        "--format",
+        default="onnx",
+        help=f"{', '.join(FORMATS)} (default: onnx; compressed-tensors: an int8 / low-bit model as a checkpoint stock "
+        "transformers loads)",
+    )
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     parser.add_argument(
         "--precision",
@@ -43,8 +48,9 @@ def run(args: argparse.Namespace) -> dict:
     )
     check = record["check"]
     print(
-        f"Exported {args.model_dir} to {args.output_dir}/{record['file']} ({record['format']}, opset {record['opset']}"
-        f"{', ' + str(record['int8_matmuls']) + ' int8 matmuls' if record['int8_matmuls'] else ''}); checked in "
+        f"Exported {args.model_dir} to {args.output_dir}/{record['file']} ({record['format']}"
+        f"{', opset ' + str(record['opset']) if record['opset'] else ''}"
+        f"{', ' + str(record['int8_matmuls']) + ' int8 matmuls' if record.get('int8_matmuls') else ''}); checked in "
         f"{check['runtime']} on {check['sequences']} sample sequences: {verify.measured(check)} ({check['bound']})"
     )
     return record

@@ -18,7 +18,7 @@ import shutil
 
 from .arguments import FORMATS, PRECISIONS, check_export
 
-__all__ = ["FORMATS", "PRECISIONS", "export", "export_onnx", "export_openvino"]
+__all__ = ["FORMATS", "PRECISIONS", "export", "export_compressed_tensors", "export_onnx", "export_openvino"]
 
 
 def export(
@@ -58,6 +58,8 @@ def export(
     reference = verify.torch_outputs(model, batches, outputs)
     import torch
 
+    if format == "compressed-tensors":
+        return _export_compressed_tensors(plan, model, task, batches, reference, names, outputs, max_length)
     example = {name: torch.from_numpy(array[:2, :8].copy()) for name, array in batches[2].items()}
     with staged_directory(plan.output_dir) as staging:
         work = os.path.join(staging, "_onnx") if format == "openvino" else staging
@@ -115,6 +117,60 @@ def export(
         card.write_config(staging, model.config, record)
         card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
     return record
+
+
+def _export_compressed_tensors(plan, model, task, batches, reference, names, outputs, max_length) -> dict:
+    """The compressed-tensors checkpoint of an int8 / low-bit model, checked by stock transformers in a process that
+    cannot import hf_compress (see format/compressed_tensors.py)."""
+    from .. import __version__
+    from ..checks import invalid
+    from ..evaluation.measure import linear_sparsity
+    from ..format.compressed_tensors import write_compressed_tensors
+    from ..trainer.saving import staged_directory
+    from . import card, verify
+
+    architecture = type(model).__name__
+    with staged_directory(plan.output_dir) as staging:
+        stored = write_compressed_tensors(model, staging)
+        got = verify.stock_transformers_outputs(staging, batches, architecture, outputs)
+        stats = verify.compare(reference, got, batches, task.name)
+        ok, bound = verify.within_bound(stats, int8=True)
+        runtime = f"{_version('transformers')} + {_version('compressed-tensors')}, without hf_compress"
+        check = {"runtime": runtime, **stats, "bound": bound}
+        if not ok:
+            raise invalid(
+                "model_dir",
+                plan.model_dir,
+                f"a model that stock transformers loads from compressed-tensors computing what hf_compress computes "
+                f"({bound}; measured {verify.measured(stats)} on {stats['sequences']} sample sequences): nothing "
+                "was written",
+            )
+        record = {
+            "format": "compressed-tensors",
+            "file": "model.safetensors",
+            "architecture": architecture,
+            "opset": None,
+            "inputs": list(names),
+            "outputs": list(outputs),
+            "dynamic_axes": {"batch": 0, "sequence": 1},
+            "max_sequence_length": max_length,
+            "quantization": stored,
+            "parameters": model.num_parameters(),
+            "sparsity": linear_sparsity(model),
+            "precision": "f32",
+            "check": check,
+            "hf_compress_version": __version__,
+        }
+        plan.tokenizer.save_pretrained(staging)
+        card.write_config(staging, model.config, record)
+        card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
+    return record
+
+
+def export_compressed_tensors(model_dir: str, output_dir: str, **fields) -> dict:
+    """`export(model_dir, output_dir, format="compressed-tensors", **fields)`: an int8 or low-bit model as a
+    checkpoint stock transformers loads (with the compressed-tensors package), checked without hf_compress."""
+    return export(model_dir, output_dir, format="compressed-tensors", **fields)
 
 
 def export_onnx(model_dir: str, output_dir: str, **fields) -> dict:

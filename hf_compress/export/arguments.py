@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..checks import check_choice, invalid, is_int, require
 
-FORMATS = ("onnx", "openvino")
+FORMATS = ("onnx", "openvino", "compressed-tensors")
 # OpenVINO's inference precision on CPU (INFERENCE_PRECISION_HINT): what serving should compile with. f32 is what the
 # export is checked in; bf16 halves activation traffic on CPUs with AVX-512 BF16 or AMX and is checked by agreement.
 PRECISIONS = ("f32", "bf16")
@@ -22,7 +22,11 @@ PRECISIONS = ("f32", "bf16")
 MIN_OPSET = 18
 MAX_OPSET = 23  # the newest opset onnxruntime 1.2x and OpenVINO's ONNX frontend both read
 # What each format needs installed (the `export` extra: pip install 'hf_compress[export]').
-RUNTIMES = {"onnx": ("onnx", "onnxscript", "onnxruntime"), "openvino": ("onnx", "onnxscript", "openvino")}
+RUNTIMES = {
+    "onnx": ("onnx", "onnxscript", "onnxruntime"),
+    "openvino": ("onnx", "onnxscript", "openvino"),
+    "compressed-tensors": ("compressed_tensors",),
+}
 # What a saved tokenizer writes (any one of them; tokenizer.json for fast tokenizers).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "vocab.json", "spiece.model")
 HEAD_SUFFIXES = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
@@ -50,6 +54,12 @@ def check_fields(format: str, opset, precision: str, overwrite) -> None:
         "precision",
         precision,
         "'f32' with format='onnx' (bf16 is an OpenVINO inference precision: format='openvino')",
+    )
+    require(
+        opset is None or format != "compressed-tensors",
+        "opset",
+        opset,
+        "null with format='compressed-tensors' (a checkpoint, not a graph: opset applies to onnx and openvino)",
     )
     if opset is not None:
         ok = is_int(opset) and MIN_OPSET <= opset <= MAX_OPSET

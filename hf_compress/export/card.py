@@ -12,12 +12,23 @@ SERVING_DOCS = "docs/serving.md"
 
 def write_config(directory: str, config, record: dict) -> None:
     """The model's config.json (labels, max_position_embeddings, provenance) without its quantization_config (the
-    graph holds what it described; transformers would look for weights of that format), plus `export`: `record`."""
+    graph holds what it described; transformers would look for weights of that format), plus `export`: `record`.
+    A compressed-tensors checkpoint keeps the config.json its compressor wrote (its quantization_config is what
+    transformers loads it by), with `export` added."""
+    path = os.path.join(directory, CONFIG_NAME)
+    if record["format"] == "compressed-tensors":
+        with open(path) as f:
+            data = json.load(f)
+        data["export"] = record
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+        return
     data = config.to_diff_dict()  # what save_pretrained writes: the values that differ from the defaults
     data.pop("quantization_config", None)
     data.pop("_name_or_path", None)  # a path of this machine
     data["export"] = record
-    with open(os.path.join(directory, CONFIG_NAME), "w") as f:
+    with open(path, "w") as f:
         json.dump(data, f, indent=2, sort_keys=True)
         f.write("\n")
 
@@ -25,6 +36,20 @@ def write_config(directory: str, config, record: dict) -> None:
 def _usage(record: dict, task: str) -> str:
     """The shortest serving snippet for the format and head."""
     names = repr(tuple(record["inputs"]))
+    if record["format"] == "compressed-tensors":
+        read = {
+            "text-classification": "label = model.config.id2label[int(outputs.logits[0].argmax())]",
+            "token-classification": "tags = [model.config.id2label[int(i)] for i in outputs.logits[0].argmax(-1)]",
+            "question-answering": "start, end = int(outputs.start_logits[0].argmax()), int(outputs.end_logits[0].argmax())",
+        }[task]
+        return (
+            "```python\n# pip install transformers compressed-tensors  (hf_compress is not needed)\n"
+            f"from transformers import AutoTokenizer, {record['architecture']}\n\n"
+            'tokenizer = AutoTokenizer.from_pretrained(".")\n'
+            f'model = {record["architecture"]}.from_pretrained(".")\n'
+            'outputs = model(**tokenizer(["..."], return_tensors="pt"))\n'
+            f"{read}\n```"
+        )
     if record["format"] == "onnx":
         load = (
             "import onnxruntime as ort\n"
@@ -67,7 +92,7 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
     steps = [
         step_label(step, details)[0] for step, details in applied(config).items() if step != "hf_compress_version"
     ]
-    library = "onnx" if record["format"] == "onnx" else "openvino"
+    library = {"onnx": "onnx", "openvino": "openvino"}.get(record["format"], "transformers")
     data = ModelCardData(
         library_name=library,
         tags=[LIBRARY_TAG, library, *method_tags(config)],
@@ -81,7 +106,13 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
         f"`{source_name}` exported by hf_compress {record['hf_compress_version']} for {task.name}: "
         f"`{record['file']}`, {'opset ' + str(record['opset']) + ', ' if record['opset'] else ''}"
         "dynamic batch and sequence axes, sequences up to "
-        f"{record['max_sequence_length']} tokens, with its tokenizer and config.json (labels in `id2label`).",
+        f"{record['max_sequence_length']} tokens, with its tokenizer and config.json (labels in `id2label`)."
+        + (
+            f" Stored as compressed-tensors ({', '.join(record['quantization']['formats'])}): stock transformers "
+            "loads it with the `compressed-tensors` package installed."
+            if record["format"] == "compressed-tensors"
+            else ""
+        ),
         "",
         "Compression applied: " + ("; ".join(steps) if steps else "none recorded") + ".",
         "",
@@ -89,7 +120,7 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
         f"Outputs: {', '.join('`' + n + '`' for n in record['outputs'])}."
         + (
             f" {record['int8_matmuls']} int8 matmuls (DynamicQuantizeLinear + MatMulInteger)."
-            if record["int8_matmuls"]
+            if record.get("int8_matmuls")
             else ""
         ),
         "",

@@ -11,6 +11,7 @@ precision.
 from __future__ import annotations
 
 import copy
+import os
 
 import numpy as np
 import torch
@@ -108,6 +109,56 @@ def openvino_runner(path: str, output_names: tuple[str, ...], precision: str = "
         return {name: results[output] for name, output in outputs.items()}
 
     return run, compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+
+
+# Run in a fresh interpreter in which `import hf_compress` fails: what a user without hf_compress gets.
+STOCK_RUNNER = """
+import sys
+
+sys.modules["hf_compress"] = None  # this process must never import hf_compress
+import numpy as np
+import torch
+import transformers
+
+directory, inputs, outputs, architecture, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+model = getattr(transformers, architecture).from_pretrained(directory).eval()
+data = np.load(inputs)
+results = {}
+with torch.no_grad():
+    for index in range(int(data["count"])):
+        prefix = f"{index}/"
+        feeds = {key[len(prefix):]: torch.from_numpy(data[key]) for key in data.files if key.startswith(prefix)}
+        returned = model(**feeds)
+        for name in names:
+            results[prefix + name] = returned[name].float().numpy()
+np.savez(outputs, **results)
+"""
+
+
+def stock_transformers_outputs(
+    directory: str, batches: list[dict], architecture: str, output_names: tuple[str, ...]
+) -> list[dict[str, np.ndarray]]:
+    """The checkpoint in `directory` loaded by stock transformers (`architecture`.from_pretrained) in a fresh
+    interpreter that cannot import hf_compress, run on `batches`: the outputs a user without hf_compress gets.
+    Raises RuntimeError with the interpreter's last lines when it fails."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as work:
+        inputs, outputs = os.path.join(work, "inputs.npz"), os.path.join(work, "outputs.npz")
+        arrays = {f"{i}/{name}": array for i, batch in enumerate(batches) for name, array in batch.items()}
+        np.savez(inputs, count=np.asarray(len(batches)), **arrays)
+        done = subprocess.run(
+            [sys.executable, "-c", STOCK_RUNNER, directory, inputs, outputs, architecture, *output_names],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+            raise RuntimeError(f"stock transformers could not run {directory}:\n{tail}")
+        with np.load(outputs) as data:
+            return [{name: data[f"{i}/{name}"] for name in output_names} for i in range(len(batches))]
 
 
 def _scores(logits: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
