@@ -1,6 +1,7 @@
 """Export a saved model to ONNX or OpenVINO, checked against PyTorch, with its tokenizer, config.json and card.
 
-`hf-compress export MODEL_DIR OUTPUT_DIR --format onnx|openvino|compressed-tensors [--opset N] [--precision f32|bf16] [--overwrite]`:
+`hf-compress export MODEL_DIR OUTPUT_DIR --format onnx|openvino|compressed-tensors [--opset N] [--precision f32|bf16]
+[--overwrite]`:
 hf_compress.export.export with the same fields; bad input ends in one line and exit code 2 before any model loads.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-FORMATS = ("onnx", "openvino", "compressed-tensors")  # hf_compress.export.FORMATS, repeated so that building the parser imports no torch
+# hf_compress.export.FORMATS, repeated so that building the parser imports no torch
+FORMATS = ("onnx", "openvino", "compressed-tensors")
 PRECISIONS = ("f32", "bf16")
 
 

@@ -40,7 +40,7 @@ def _usage(record: dict, task: str) -> str:
         read = {
             "text-classification": "label = model.config.id2label[int(outputs.logits[0].argmax())]",
             "token-classification": "tags = [model.config.id2label[int(i)] for i in outputs.logits[0].argmax(-1)]",
-            "question-answering": "start, end = int(outputs.start_logits[0].argmax()), int(outputs.end_logits[0].argmax())",
+            "question-answering": "start, end = outputs.start_logits[0].argmax(), outputs.end_logits[0].argmax()",
         }[task]
         return (
             "```python\n# pip install transformers compressed-tensors  (hf_compress is not needed)\n"

@@ -6,13 +6,15 @@ that never imports hf_compress loads it with `AutoModelFor...from_pretrained(dir
 vLLM / llm-compressor's (https://github.com/neuralmagic/compressed-tensors); each of our module kinds maps onto one of
 its schemes, with our codes and scales (written by compressed-tensors' own compressor, so the layout is its own):
 
-| our module | compressed-tensors | exact? |
-|---|---|---|
-| Int8Linear (plain) | `int-quantized`: int8 weight (out, in), `weight_scale` (out, 1); int8 activations, dynamic, symmetric, per token (`activation_range="per_token"`) or per tensor ("per_batch") | our codes and scales |
-| Int8Linear smoothed (SmoothQuant) or with outlier channels; Int8LowRankLinear | `int-quantized`, re-quantized per row from the weight the module computes with (x·(1/s) folded into the columns; outlier columns merged; factors multiplied out) | one more rounding, measured by the export's check |
-| Int8Embedding | `int-quantized`, weight only, per row | our codes and scales |
-| LowBitLinear (8/4/2 bit) | `pack-quantized` (int32 words), weight only, per row or per group | our codes and scales |
-| LowBitEmbedding | `int-quantized` with num_bits 8/4/2, weight only (int8 storage: a packed embedding does not load in stock transformers 5, whose weight initialisation reads `weight`) | our codes and scales |
+- Int8Linear, plain: `int-quantized` (int8 weight (out, in), `weight_scale` (out, 1)) with int8 activations, dynamic
+  and symmetric, per token (`activation_range="per_token"`) or per tensor ("per_batch"). Our codes and scales.
+- Int8Linear smoothed (SmoothQuant) or with outlier channels, and Int8LowRankLinear: `int-quantized`, re-quantized per
+  row from the weight the module computes with (1/s folded into the columns; outlier columns merged; factors
+  multiplied out). One more rounding, measured by the export's check; the record names each such module and why.
+- Int8Embedding: `int-quantized`, weight only, per row. Our codes and scales.
+- LowBitLinear (8/4/2 bit): `pack-quantized` (int32 words), weight only, per row or per group. Our codes and scales.
+- LowBitEmbedding: `int-quantized` with num_bits 8/4/2, weight only, in int8 storage (a packed embedding does not load
+  in stock transformers 5, whose weight initialisation reads `weight`). Our codes and scales.
 
 Why these choices: compressed-tensors' int-quantized layout *is* ours (symmetric int8, one fp32 scale per row) and its
 pack-quantized holds our low-bit codes, so plain int8 and every low-bit module keep their exact codes. SmoothQuant's
@@ -202,7 +204,8 @@ def _scheme(form: dict):
     )
     activations = None
     if form["activations"] is not None:
-        activations = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy=form["activations"], dynamic=True)
+        strategy = form["activations"]
+        activations = QuantizationArgs(num_bits=8, type="int", symmetric=True, strategy=strategy, dynamic=True)
     return weights, activations
 
 
