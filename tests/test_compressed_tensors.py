@@ -238,3 +238,43 @@ def test_opset_is_refused_for_a_checkpoint(exports, tmp_path):
     source = exports.source("int8", "text-classification")
     with pytest.raises(ValueError, match="opset=18 is invalid; allowed: null with format='compressed-tensors'"):
         export(source, tmp_path / "out", format="compressed-tensors", opset=18)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_with_hf_compress_imported_our_kernels_load(exports, kind, tmp_path):
+    """from_pretrained of our compressed-tensors export, hf_compress imported: our modules, and the source model's
+    outputs exactly where the codes are ours; save_pretrained then writes hf_compress's format, which reloads equal."""
+    source, out, _ = exports.get(kind, "text-classification")
+    model = BertForSequenceClassification.from_pretrained(out).eval()
+    ours = (Int8Linear, LowBitLinear)
+    assert isinstance(model.bert.encoder.layer[0].intermediate.dense, ours)
+    assert model.config.quantization_config.quant_method == "hf_compress_int8"
+    reference = load_saved_model(str(source))
+    ids = torch.randint(5, VOCAB, (3, 11), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        got, want = model(input_ids=ids).logits, reference(input_ids=ids).logits
+    if KINDS[kind][1]:
+        assert torch.equal(got, want)
+    else:
+        batch = {"input_ids": ids.numpy(), "attention_mask": np.ones(tuple(ids.shape), dtype=np.int64)}
+        stats = verify.compare([{"logits": want.numpy()}], [{"logits": got.numpy()}], [batch], "text-classification")
+        assert verify.within_bound(stats, int8=True)[0], verify.measured(stats)
+    model.save_pretrained(tmp_path / "resaved")
+    again = load_saved_model(str(tmp_path / "resaved"))
+    with torch.inference_mode():
+        assert torch.equal(again(input_ids=ids).logits, got)
+
+
+def test_other_compressed_tensors_checkpoints_load_as_stock(exports, tmp_path):
+    """A compressed-tensors checkpoint hf-compress did not write keeps transformers' own loading."""
+    import shutil
+
+    _, out, _ = exports.get("int8", "text-classification")
+    theirs = tmp_path / "theirs"
+    shutil.copytree(out, theirs)
+    config = json.loads((theirs / "config.json").read_text())
+    del config["export"]
+    (theirs / "config.json").write_text(json.dumps(config))
+    model = BertForSequenceClassification.from_pretrained(theirs).eval()
+    assert type(model.bert.encoder.layer[0].intermediate.dense) is torch.nn.Linear
+    assert model.config.quantization_config.quant_method == "compressed-tensors"

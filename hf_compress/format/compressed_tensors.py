@@ -42,11 +42,14 @@ PACK_QUANTIZED = "pack-quantized"
 QMAX = 127
 
 
-def _requantize_rows(weight: torch.Tensor) -> torch.Tensor:
-    """One symmetric int8 scale per row for `weight` (out, in): absmax / 127, as compressed-tensors' observer."""
-    from ..methods.int8.rounding import MIN_SCALE
+def _requantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Our int8 codes of `weight` (out, in), one scale per row (rounding.py's pair limit, which keeps fbgemm's AVX2
+    kernel from saturating when hf_compress loads them back), as the float weight codes·scale whose rounding by
+    compressed-tensors gives exactly those codes, and the scales (out, 1)."""
+    from ..methods.int8.rounding import linear_codes
 
-    return (weight.abs().amax(dim=1) / QMAX).clamp(min=MIN_SCALE)
+    codes, scale = linear_codes(weight)
+    return codes.float() * scale[:, None], scale[:, None]
 
 
 def _linear_form(module: nn.Module) -> dict | None:
@@ -65,7 +68,8 @@ def _linear_form(module: nn.Module) -> dict | None:
             "bits": module.bits,
             "group_size": module.group_size,
             "format": PACK_QUANTIZED,
-            "activations": None,  # compressed-tensors' pack-quantized is weight-only; ours runs int8 activations
+            # Computing in int8, ours rounds its inputs at run time too: stock transformers then simulates the same.
+            "activations": None if module.compute == "float" else ("token" if module.per_token else "tensor"),
             "exact": True,
             "bias": module.bias,
         }
@@ -85,7 +89,10 @@ def _linear_form(module: nn.Module) -> dict | None:
     else:
         return None
     exact = note is None
-    scale = (module.weight_scale.float() if exact else _requantize_rows(weight))[:, None]
+    if exact:
+        scale = module.weight_scale.float()[:, None]
+    else:
+        weight, scale = _requantize_rows(weight)
     return {
         "weight": weight,
         "scale": scale,
@@ -253,3 +260,141 @@ def write_compressed_tensors(model: nn.Module, directory: str) -> dict:
         "requantized": requantized,
         "formats": sorted({form["format"] for form in forms.values()}),
     }
+
+
+def written_by_hf_compress(config) -> bool:
+    """Whether a config (loaded from a compressed-tensors checkpoint) is one `hf-compress export` wrote."""
+    record = getattr(config, "export", None)
+    return isinstance(record, dict) and record.get("format") == "compressed-tensors"
+
+
+def _int_scheme(scheme, bits: tuple[int, ...]):
+    """(weights, per_token) of a compressed-tensors scheme our modules compute exactly: symmetric int weights of
+    `bits` per row or group, inputs None (weight only) or int8 rounded at run time, symmetric, per token or tensor;
+    else None. per_token is None for weight-only schemes."""
+    weights, inputs = scheme.weights, scheme.input_activations
+    if weights is None or weights.type != "int" or not weights.symmetric or weights.num_bits not in bits:
+        return None
+    if weights.strategy not in ("channel", "group") or scheme.output_activations is not None:
+        return None
+    if inputs is None:
+        return weights, None
+    if inputs.type != "int" or inputs.num_bits != 8 or not inputs.dynamic:
+        return None
+    if inputs.strategy not in ("token", "tensor"):
+        return None
+    return weights, inputs.strategy == "token"
+
+
+def _ours(module: nn.Module) -> tuple[nn.Module, str, dict] | None:
+    """Our module holding a compressed-tensors module's codes and scales, its quantized_modules kind and the config
+    fields it needs; None for a module or scheme ours does not compute the same way."""
+    from ..methods.int8.modules import Int8Embedding, Int8Linear
+    from ..methods.int8.rounding import pairs_fit
+    from ..methods.low_bit.fake_quant import pack_codes, qmax
+    from ..methods.low_bit.modules import LowBitEmbedding, LowBitLinear, low_bit_kind
+
+    scheme = getattr(module, "quantization_scheme", None)
+    fmt = str(getattr(getattr(scheme, "format", None), "value", getattr(scheme, "format", None)))
+    if scheme is None or fmt not in (INT_QUANTIZED, PACK_QUANTIZED):
+        return None
+    found = _int_scheme(scheme, (8, 4, 2))
+    if found is None:
+        return None
+    weights, per_token = found
+    bits, group_size = weights.num_bits, (weights.group_size if weights.strategy == "group" else None)
+    scale = module.weight_scale.detach().float()
+    with torch.inference_mode(False), torch.no_grad():
+        if isinstance(module, nn.Linear):
+            out_features, in_features = module.out_features, module.in_features
+            if fmt == PACK_QUANTIZED:
+                from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+
+                shape = torch.Size(module.weight_shape.tolist())
+                codes = unpack_from_int32(module.weight_packed.detach(), bits, shape)
+            else:
+                codes = module.weight.detach()
+            bias = module.bias is not None
+            if fmt == INT_QUANTIZED and bits == 8 and group_size is None and per_token is not None:
+                if not pairs_fit(codes):  # codes fbgemm's AVX2 kernel could saturate on: not ours
+                    return None
+                new = Int8Linear(in_features, out_features, bias, per_token, device="cpu")
+                new.weight = nn.Parameter(codes.reshape(-1).to(torch.int8).clone(), requires_grad=False)
+                new.weight_scale = scale.reshape(-1).clone()
+                kind, fields = "linear", {"activation_range": "per_token" if per_token else "per_batch"}
+            elif fmt == PACK_QUANTIZED:
+                if codes.abs().max() > qmax(bits):
+                    return None
+                compute = "float" if per_token is None else "int8"
+                new = LowBitLinear(
+                    in_features, out_features, bits, group_size, bias, bool(per_token), compute, device="cpu"
+                )
+                new.weight = nn.Parameter(pack_codes(codes.to(torch.int8), bits), requires_grad=False)
+                new.weight_scale = scale.reshape(-1).clone()
+                kind = low_bit_kind("linear", bits)
+                fields = {"weight_group_size": group_size, "low_bit_compute": compute}
+                if per_token is not None:
+                    fields["activation_range"] = "per_token" if per_token else "per_batch"
+            else:
+                return None
+            if bias:
+                new.bias = nn.Parameter(module.bias.detach().clone(), requires_grad=module.bias.requires_grad)
+        elif isinstance(module, nn.Embedding) and fmt == INT_QUANTIZED and per_token is None:
+            codes = module.weight.detach()
+            if bits == 8 and group_size is None:
+                new = Int8Embedding(module.num_embeddings, module.embedding_dim, module.padding_idx, device="cpu")
+                new.weight = nn.Parameter(codes.reshape(-1).to(torch.int8).clone(), requires_grad=False)
+                kind, fields = "embedding", {}
+            else:
+                if codes.abs().max() > qmax(bits, embedding=True):
+                    return None
+                new = LowBitEmbedding(
+                    module.num_embeddings, module.embedding_dim, bits, group_size, module.padding_idx, "cpu"
+                )
+                new.weight = nn.Parameter(pack_codes(codes.to(torch.int8), bits), requires_grad=False)
+                kind, fields = low_bit_kind("embedding", bits), {"weight_group_size": group_size}
+            new.weight_scale = scale.reshape(-1).clone()
+        else:
+            return None
+    if hasattr(new, "prepare"):
+        new.prepare()
+    return new, kind, fields
+
+
+def use_int8_kernels_(model: nn.Module) -> nn.Module:
+    """Replace, in place, the compressed-tensors modules of a model that stock `from_pretrained` loaded from a
+    checkpoint `hf-compress export --format compressed-tensors` wrote, by hf_compress's modules holding the same
+    codes and scales (Int8Linear, LowBitLinear, Int8Embedding, LowBitEmbedding): our int8 kernels instead of
+    compressed-tensors' float simulation. The model is then marked as hf_compress's int8 format, so that
+    `save_pretrained` writes that format (export again for compressed-tensors). Runs by itself in `from_pretrained`
+    when hf_compress is imported; modules of other schemes stay as they are.
+
+    Raises ValueError when no module can be replaced, or when modules ask for different activation ranges or group
+    sizes (one per model in hf_compress's format).
+    """
+    from ..checks import invalid
+    from .config import Int8QuantizationConfig
+    from .quantizer import attach
+
+    replaced, fields = {}, {}
+    for name, module in list(model.named_modules()):
+        found = _ours(module)
+        if found is None:
+            continue
+        new, kind, own = found
+        for key, value in own.items():
+            if fields.setdefault(key, value) != value:
+                raise invalid(key, [fields[key], value], "one value for the whole model (hf_compress's int8 format)")
+        new.train(module.training)
+        model.set_submodule(name, new)
+        replaced[name] = kind
+    if not replaced:
+        raise invalid("model", type(model).__name__, "a model loaded from a compressed-tensors checkpoint of ours")
+    for hook in list(model._forward_pre_hooks.values()):
+        if getattr(hook, "__name__", "") == "ct_decompress_hook":
+            model._forward_pre_hooks = type(model._forward_pre_hooks)(
+                (k, v) for k, v in model._forward_pre_hooks.items() if v is not hook
+            )
+    config = Int8QuantizationConfig(quantized_modules=replaced, **fields)
+    attach(model, config)
+    return model

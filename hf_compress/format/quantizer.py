@@ -1,7 +1,9 @@
 """The one HfQuantizer of hf_compress: `from_pretrained` loads every saved kind (int8, low-bit, factorised layouts).
 
 Importing this module registers the quantizer under both quant_methods hf_compress writes ("hf_compress_int8",
-"hf_compress_low_rank"); `import hf_compress` and `import hf_compress.quantization` import it. Loading is one loop
+"hf_compress_low_rank"), and extends transformers' "compressed-tensors" quantizer so that checkpoints hf-compress
+exported in that format load with our int8 kernels (others load as stock); `import hf_compress` and
+`import hf_compress.quantization` import it. Loading is one loop
 over the table of module kinds (`format/kinds.py`): each module config.json names is replaced by the empty module of
 its kind before the checkpoint's tensors fill it, then prepared once for its kernel.
 """
@@ -125,6 +127,33 @@ def resolve_name(model, saved_name: str) -> str:
             return name
     raise ValueError(f"quantization_config lists {saved_name!r}, which is not a module of {type(model).__name__}")
 
+
+def _compressed_tensors_quantizer():
+    """transformers' compressed-tensors quantizer, then hf_compress's int8 kernels for checkpoints we exported."""
+    from transformers.quantizers.quantizer_compressed_tensors import CompressedTensorsHfQuantizer
+
+    class CompressedTensorsWithInt8Kernels(CompressedTensorsHfQuantizer):
+        """Stock compressed-tensors loading for every checkpoint; for one `hf-compress export --format
+        compressed-tensors` wrote (config.json's `export` record says so), our modules and int8 kernels replace
+        compressed-tensors' float simulation once the tensors are loaded (`use_int8_kernels_`)."""
+
+        def _process_model_after_weight_loading(self, model, **kwargs):
+            from .compressed_tensors import use_int8_kernels_, written_by_hf_compress
+
+            model = super()._process_model_after_weight_loading(model, **kwargs) or model
+            dequantize = getattr(self.quantization_config, "dequantize", False)
+            if self.pre_quantized and not dequantize and written_by_hf_compress(model.config):
+                use_int8_kernels_(model)
+            return model
+
+    return CompressedTensorsWithInt8Kernels
+
+
+# compressed-tensors checkpoints we wrote load with our kernels when hf_compress is imported; every other
+# compressed-tensors checkpoint loads exactly as stock (the subclass changes nothing for it).
+if AUTO_QUANTIZER_MAPPING.get("compressed-tensors") is not None:
+    if AUTO_QUANTIZER_MAPPING["compressed-tensors"].__name__ != "CompressedTensorsWithInt8Kernels":
+        AUTO_QUANTIZER_MAPPING["compressed-tensors"] = _compressed_tensors_quantizer()
 
 # Registration happens once per process; re-importing (e.g. importlib.reload) must not raise "already registered".
 for _method, _config in ((QUANT_METHOD, Int8QuantizationConfig), (LOW_RANK_METHOD, LowRankConfig)):
