@@ -81,7 +81,9 @@ _LAZY: dict[str, str] = {
     "to_albert": ".methods.albert.transform",
     "tokenize": ".data",
     "unpack_codes": ".methods.low_bit.fake_quant",
+    "use_int8_kernels_": ".format.compressed_tensors",
     "window_features": ".tasks.qa_postprocessing",
+    "write_compressed_tensors": ".format.compressed_tensors",
 }
 
 __all__ = [
@@ -146,7 +148,9 @@ __all__ = [
     "to_albert",
     "tokenize",
     "unpack_codes",
+    "use_int8_kernels_",
     "window_features",
+    "write_compressed_tensors",
 ]
 
 

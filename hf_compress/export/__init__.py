@@ -9,6 +9,9 @@ then puts it in `output_dir` with the tokenizer, a config.json and a README card
 renamed at the end: a refused argument, a failed export or a check beyond its bound leaves no file.
 
 Int8 matmuls go into the graph with the model's own codes and scales (see int8.py).
+
+`format="compressed-tensors"` writes an int8 or low-bit model as a checkpoint stock transformers loads (see
+format/compressed_tensors.py), checked by stock transformers in a fresh process that cannot import hf_compress.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ def export(
     precision: str = "f32",
     overwrite: bool = False,
 ) -> dict:
-    """Export the model saved in `model_dir` to `output_dir` as `format` ("onnx" or "openvino"); return the export's
-    record (also in output_dir/config.json under "export": files, inputs, outputs, the check's numbers).
+    """Export the model saved in `model_dir` to `output_dir` as `format` ("onnx", "openvino" or "compressed-tensors");
+    return the export's record (also in output_dir/config.json under "export": files, inputs, outputs, the check's
+    numbers).
 
     `opset`: the ONNX opset, 18 to 23 (default: the exporter's, 20 with torch 2.13). `precision`: OpenVINO's
     inference precision recorded for serving, "f32" or "bf16" (the file is checked in f32 against the bound, and
