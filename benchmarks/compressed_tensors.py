@@ -136,7 +136,7 @@ def main() -> None:
     os.makedirs(os.path.dirname(args.output), exist_ok=True)
     with open(args.output, "w") as f:
         json.dump(result, f, indent=2)
-    print(f"| model | accuracy | agreement with int8 | max |Δlogit| vs int8 | speed-up b32 | b1 |")
+    print("| model | accuracy | agreement with int8 | max |Δlogit| vs int8 | speed-up b32 | b1 |")
     print("|---|---|---|---|---|---|")
     for name, row in rows.items():
         print(

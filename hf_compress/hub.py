@@ -177,7 +177,7 @@ def _summary(config: PretrainedConfig, steps: dict, teacher: str | None, kept_fl
     text = made + (": " + "; ".join(methods) + "." if methods else ".")
     if "quantization" in steps:
         low_bit = "low-bit" in step_label("quantization", steps["quantization"])[1]
-        stored = "packed low-bit (8/4/2-bit)" if low_bit else "int8"
+        stored = "packed low-bit (8/4/2/1-bit)" if low_bit else "int8"
         loading = (
             f"It stores {stored} weights and loads with `from_pretrained` once `hf_compress.quantization` is imported."
         )

@@ -2,7 +2,7 @@
 checkpoint that stock transformers loads, in a process that never imports hf_compress, computing what ours computes.
 
 One matrix over quantized kind (plain int8 with either activation range, calibrated int8, int8 low-rank, low-bit at
-8/4/2 bits per row and 4 bits per group, embeddings included) with the sequence head, plus the token and span heads
+8/4/2/1 bits per row and 4 bits per group, embeddings included) with the sequence head, plus the token and span heads
 for int8. Each export is checked here independently of the export's own check: one fresh interpreter, in which
 `import hf_compress` fails, loads every exported folder with `from_pretrained` and runs new inputs; the stored codes
 are read back from the safetensors file and compared with our modules' codes.
@@ -65,6 +65,7 @@ KINDS = {
     "low-bit-4-all": (_low_bit(4, modules="all"), True),
     "low-bit-4-group": (_low_bit(4, group_size=16, modules="encoder_embeddings"), True),
     "ternary": (_low_bit(2, modules="encoder_embeddings"), True),
+    "binary": (_low_bit(1, group_size=16, modules="encoder_embeddings"), True),
 }
 CASES = [(kind, "text-classification") for kind in KINDS]
 CASES += [("int8", "token-classification"), ("int8", "question-answering")]
@@ -197,13 +198,13 @@ def test_stored_codes_are_ours(exports, kind):
                 scale = module.weight_scale.view(module.out_features, -1)
                 packed = f.get_tensor(f"{name}.weight_packed")
                 shape = torch.Size(f.get_tensor(f"{name}.weight_shape").tolist())
-                assert torch.equal(unpack_from_int32(packed, module.bits, shape), module.codes()), name
+                assert torch.equal(unpack_from_int32(packed, max(module.bits, 2), shape), module.codes()), name
             else:  # LowBitEmbedding: int8 storage of its low-bit codes
                 scale = module.weight_scale.view(module.num_embeddings, -1)
                 codes = f.get_tensor(f"{name}.weight")
                 per_column = scale.repeat_interleave(module.embedding_dim // scale.shape[1], dim=1)
                 assert torch.equal(codes.float() * per_column, module.dequantized_weight()), name
-                assert codes.abs().max() <= 2 ** (module.bits - 1), name
+                assert codes.abs().max() <= 2 ** (max(module.bits, 2) - 1), name
             assert torch.equal(f.get_tensor(f"{name}.weight_scale").reshape(scale.shape).float(), scale.float()), name
         assert not any("hf_compress" in key for key in keys)
 

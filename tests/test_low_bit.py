@@ -37,13 +37,18 @@ def logits(model, batch) -> torch.Tensor:
         return model.eval()(**batch).logits
 
 
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
 @pytest.mark.parametrize("numel", [1, 3, 37, 4096])
 def test_packing_round_trips_exactly(bits, numel):
     offset = 2 ** (bits - 1)
-    codes = torch.randint(-offset, offset, (numel,), generator=torch.Generator().manual_seed(numel))
-    codes[0] = -offset  # both ends of the range
-    codes[-1] = offset - 1 if numel > 1 else codes[-1]
+    generator = torch.Generator().manual_seed(numel)
+    if bits == 1:  # binary codes are -1 or +1 (no zero)
+        codes = torch.randint(0, 2, (numel,), generator=generator) * 2 - 1
+        codes[0], codes[-1] = -1, (1 if numel > 1 else codes[-1])
+    else:
+        codes = torch.randint(-offset, offset, (numel,), generator=generator)
+        codes[0] = -offset  # both ends of the range
+        codes[-1] = offset - 1 if numel > 1 else codes[-1]
     packed = pack_codes(codes, bits)
     assert packed.dtype == torch.uint8 and packed.numel() == -(-numel * bits // 8)
     assert torch.equal(unpack_codes(packed, bits, numel), codes.to(torch.int8))
@@ -57,12 +62,16 @@ def test_packing_layout_and_refusals():
         pack_codes(torch.tensor([2]), 2)
     with pytest.raises(ValueError, match="bits=3 is invalid"):
         pack_codes(torch.tensor([0]), 3)
+    # 1 bit: the sign bit, 8 codes per byte, first code in the low bit; a zero code has no 1-bit form.
+    assert pack_codes(torch.tensor([1, -1, -1, 1, 1, 1, -1, 1, -1]), 1).tolist() == [0b10111001, 0]
+    with pytest.raises(ValueError, match=r"codes=.* is invalid; allowed: -1 or \+1 for 1-bit codes"):
+        pack_codes(torch.tensor([1, 0]), 1)
 
 
 @pytest.mark.parametrize("group_size", [None, 8, 12])
 def test_quantizers(group_size):
     w = torch.randn(6, 32, generator=torch.Generator().manual_seed(0))
-    for bits, top in ((8, 63), (4, 7), (2, 1)):
+    for bits, top in ((8, 63), (4, 7), (2, 1), (1, 1)):
         codes, scales = quantize_groups(w, bits, group_size)
         groups = 1 if group_size is None else -(-32 // group_size)
         assert codes.shape == w.shape and scales.shape == (6, groups)
@@ -75,22 +84,30 @@ def test_quantizers(group_size):
     codes, scales = quantize_groups(w, 2, group_size)
     assert torch.equal(codes[0, :size], (torch.sign(g) * (g.abs() > delta)).to(torch.int8))
     assert torch.allclose(scales[0, 0], alpha)
+    # Binary by hand (XNOR-Net / BinaryBERT): codes sign(w), α = mean |w| of the group (its real entries).
+    codes, scales = quantize_groups(w, 1, group_size)
+    assert set(codes.unique().tolist()) == {-1, 1}
+    assert torch.equal(codes[0, :size], torch.where(g < 0, -1, 1).to(torch.int8))
+    assert torch.allclose(scales[0, 0], g.abs().mean())
+    last = w[0, (scales.shape[1] - 1) * size :]  # a shorter last group: mean over its own entries
+    assert torch.allclose(scales[0, -1], last.abs().mean())
     # 4 bits: round to nearest on max|w|/7 per group, so the error is at most half a step.
     codes, scales = quantize_groups(w, 4, group_size)
     step = torch.repeat_interleave(scales, size, dim=1)[:, :32]
     assert torch.all((dequantize_groups(codes, scales, group_size) - w).abs() <= step / 2 + 1e-6)
 
 
-def test_straight_through_gradients_reach_the_master_weight():
+@pytest.mark.parametrize("bits", [2, 1])
+def test_straight_through_gradients_reach_the_master_weight(bits):
     torch.manual_seed(0)
     linear = torch.nn.Linear(16, 8)
-    fake = FakeQuantLinear.from_linear(linear, bits=2)
+    fake = FakeQuantLinear.from_linear(linear, bits=bits)
     assert fake.weight is linear.weight  # the optimizer and pruners see the same Parameter
     x = torch.randn(5, 16, requires_grad=True)
     target = torch.randn(5, 8)
     ((fake(x) - target) ** 2).sum().backward()
     # STE: dL/dW is the gradient of the quantized matmul, passed through unchanged: (dL/dy)^T x.
-    quantized = dequantize_groups(*quantize_groups(linear.weight, 2))
+    quantized = dequantize_groups(*quantize_groups(linear.weight, bits))
     y = x.detach() @ quantized.T + linear.bias.detach()
     expected = (2 * (y - target)).T @ x.detach()
     assert torch.allclose(linear.weight.grad, expected, atol=1e-5) and linear.weight.grad.abs().sum() > 0
@@ -111,7 +128,7 @@ def sqnr_db(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("group_size", [None, 16, 24])
-@pytest.mark.parametrize("bits", [8, 4, 2])
+@pytest.mark.parametrize("bits", [8, 4, 2, 1])
 def test_baked_and_reloaded_model_equals_the_fake_quantized_one(tmp_path, bits, group_size):
     model = fake_quantized(bits, group_size)
     batch = inputs()

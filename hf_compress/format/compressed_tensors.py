@@ -12,7 +12,8 @@ its schemes, with our codes and scales (written by compressed-tensors' own compr
   row from the weight the module computes with (1/s folded into the columns; outlier columns merged; factors
   multiplied out). One more rounding, measured by the export's check; the record names each such module and why.
 - Int8Embedding: `int-quantized`, weight only, per row. Our codes and scales.
-- LowBitLinear (8/4/2 bit): `pack-quantized` (int32 words), weight only, per row or per group. Our codes and scales.
+- LowBitLinear (8/4/2/1 bit): `pack-quantized` (int32 words), per row or per group; binary (±1) codes as 2-bit codes
+  (compressed-tensors' signed 1-bit range is [-1, 0]). Our codes and scales.
 - LowBitEmbedding: `int-quantized` with num_bits 8/4/2, weight only, in int8 storage (a packed embedding does not load
   in stock transformers 5, whose weight initialisation reads `weight`). Our codes and scales.
 
@@ -65,7 +66,8 @@ def _linear_form(module: nn.Module) -> dict | None:
         return {
             "weight": weight,
             "scale": scale,
-            "bits": module.bits,
+            # compressed-tensors' signed 1-bit range is [-1, 0]: binary codes (±1) are stored as 2-bit codes.
+            "bits": max(module.bits, 2),
             "group_size": module.group_size,
             "format": PACK_QUANTIZED,
             # Computing in int8, ours rounds its inputs at run time too: stock transformers then simulates the same.
@@ -114,7 +116,7 @@ def _embedding_form(module: nn.Module) -> dict | None:
         scale, bits, group_size = module.weight_scale.float()[:, None], 8, None
     elif isinstance(module, LowBitEmbedding):
         scale = module.weight_scale.view(module.num_embeddings, -1).float()
-        bits, group_size = module.bits, module.group_size
+        bits, group_size = max(module.bits, 2), module.group_size  # binary codes (±1) as 2-bit codes
     else:
         return None
     return {

@@ -1,4 +1,4 @@
-"""Low-bit quantization-aware training: 8/4/2-bit weights (straight-through), packed into uint8 at finalization."""
+"""Low-bit quantization-aware training: 8/4/2/1-bit weights (straight-through), packed into uint8 at finalization."""
 
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ METHOD = Method(
     name="low_bit",
     record="quantization",
     variant="low_bit",
-    label="low-bit quantization-aware training (8/4/2-bit weights, packed)",
+    label="low-bit quantization-aware training (8/4/2/1-bit weights, packed)",
     tags=("quantization", "low-bit"),
     arguments=LowBitArguments,
     stages=("convert", "finalize"),

@@ -1,4 +1,5 @@
-"""choose_bit_widths: 8, 4 or 2 bits per module, the most sensitive modules given the most bits, within a size budget.
+"""choose_bit_widths: 8, 4 or 2 bits (or 1, when asked) per module, the most sensitive modules given the most bits,
+within a size budget.
 
 Two sensitivities, both an estimate Ω_i(b) of what quantizing module i alone to b bits costs:
 
@@ -30,7 +31,10 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import nn
 
 from ...checks import check_choice, check_positive_int, invalid, require
-from .config import SENSITIVITIES  # noqa: F401  (re-exported)
+from .config import (
+    DEFAULT_BIT_CHOICES,
+    SENSITIVITIES,  # noqa: F401  (re-exported)
+)
 from .fake_quant import BITS, dequantize_groups, quantize_groups, select_low_bit_modules, stored_bytes
 
 
@@ -81,7 +85,7 @@ def fisher_sensitivities(
     modules: dict[str, nn.Module],
     dataloader: Iterable,
     num_batches: int,
-    bit_choices: tuple[int, ...] = BITS,
+    bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
     group_size: int | None = None,
 ) -> dict[str, dict[int, float]]:
     """{name: {bits: HAWQ's Ω}}: (Tr F / n)·‖Q_b(W) − W‖² with the Fisher trace of `fisher_traces` (labelled batches).
@@ -121,7 +125,7 @@ def output_divergences(
     modules: dict[str, nn.Module],
     dataloader: Iterable,
     num_batches: int,
-    bit_choices: tuple[int, ...] = BITS,
+    bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
     group_size: int | None = None,
 ) -> dict[str, dict[int, float]]:
     """{name: {bits: mean KL(p_model ‖ p_model with only that module's weight rounded to bits)}} (ZeroQ's Ω).
@@ -164,7 +168,7 @@ def choose_bit_widths(
     model: nn.Module,
     dataloader: Iterable,
     budget_mb: float,
-    bit_choices: tuple[int, ...] = BITS,
+    bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
     num_batches: int = 8,
     group_size: int | None = None,
     modules: str | list[str] = "encoder",
@@ -177,11 +181,11 @@ def choose_bit_widths(
     exact integer program). `sensitivity`: "fisher", HAWQ's Ω from the Fisher trace of `num_batches` labelled
     batches; "kl", ZeroQ's measured output KL of rounding each module alone on `num_batches` batches (see the
     module docstring).
-    Raises ValueError for bits outside (8, 4, 2), an unknown sensitivity, a non-positive budget, or a budget below
+    Raises ValueError for bits outside (8, 4, 2, 1), an unknown sensitivity, a non-positive budget, or a budget below
     every module at the fewest bits (the message gives that minimum).
     """
     choices = sorted(set(bit_choices))
-    require(bool(choices) and all(b in BITS for b in choices), "bit_choices", bit_choices, "a subset of (8, 4, 2)")
+    require(bool(choices) and all(b in BITS for b in choices), "bit_choices", bit_choices, f"a subset of {BITS}")
     ok = isinstance(budget_mb, (int, float)) and not isinstance(budget_mb, bool) and budget_mb > 0
     require(ok, "budget_mb", budget_mb, "a number of megabytes > 0")
     check_positive_int("num_batches", num_batches)

@@ -1,4 +1,4 @@
-"""Fields of low-bit quantization-aware training (8/4/2-bit weights) and the combinations it refuses."""
+"""Fields of low-bit quantization-aware training (8/4/2/1-bit weights) and the combinations it refuses."""
 
 from __future__ import annotations
 
@@ -8,7 +8,10 @@ from ...checks import check_choice, check_positive_int, invalid, require
 from ...config_fields import config_field
 
 # One source for the choices: the quantizers and the allocator define them.
-BITS = (8, 4, 2)
+BITS = (8, 4, 2, 1)
+# What bit_budget_mb allocates among unless told otherwise: 1-bit weights need long distillation to recover
+# (BinaryBERT), so the allocator offers them only when asked (choose_bit_widths(bit_choices=BITS)).
+DEFAULT_BIT_CHOICES = (8, 4, 2)
 MODULE_SELECTIONS = ("encoder", "encoder_embeddings", "all")
 SENSITIVITIES = ("fisher", "kl")
 
@@ -20,8 +23,9 @@ class LowBitArguments:
 
     weight_bits: int | None = config_field(
         None,
-        "Quantization-aware training below int8: 8, 4 (codes in [-7, 7]) or 2 (ternary, TernaryBERT) "
-        "bits for the modules of weight_quantization_modules, trained with a straight-through estimator while "
+        "Quantization-aware training below int8: 8, 4 (codes in [-7, 7]), 2 (ternary, TernaryBERT) or 1 "
+        "(binary: sign × a per-row or per-group scale, BinaryBERT / BiT) bits for the modules of "
+        "weight_quantization_modules, trained with a straight-through estimator while "
         "distilling; at finalization they are packed into uint8 (LowBitLinear / LowBitEmbedding). null: off. "
         "Not with bit_budget_mb, low_rank_ratio or quantization='dynamic-int8'.",
     )
@@ -39,7 +43,7 @@ class LowBitArguments:
     )
     embedding_weight_bits: int | None = config_field(
         None,
-        "Bits of the word embeddings when weight_quantization_modules selects them (8, 4 or 2); null: "
+        "Bits of the word embeddings when weight_quantization_modules selects them (8, 4, 2 or 1); null: "
         "weight_bits. Only with weight_bits.",
     )
     bit_budget_mb: float | None = config_field(

@@ -1,5 +1,5 @@
 """Weights below 8 bits: symmetric per-row or per-group quantizers, their straight-through fake quantization for
-training, and the packing of 4-bit and 2-bit codes into bytes.
+training, and the packing of 4-, 2- and 1-bit codes into bytes.
 
 Quantizers (`quantize_groups`), for a weight (out, in) cut into groups of `group_size` consecutive input columns
 (None: one group per row; a last, shorter group when group_size does not divide `in`):
@@ -10,11 +10,15 @@ Quantizers (`quantize_groups`), for a weight (out, in) cut into groups of `group
 - 2 bits: ternary codes in {-1, 0, 1}: threshold Δ = 0.7·mean|w| and scale α = mean of |w| over |w| > Δ, per group
   (Ternary Weight Networks, Li et al. 2016, arXiv:1605.04711, the approximation-aware scale TernaryBERT uses: Zhang et
   al., EMNLP 2020, arXiv:2009.12812).
+- 1 bit: binary codes in {-1, +1} (sign, zero taken as +1) and scale α = mean |w| per group, the scale that minimises
+  ‖w − α·sign(w)‖² (XNOR-Net, Rastegari et al. 2016, arXiv:1603.05279; the weight binarization of BinaryBERT, Bai et
+  al., ACL 2021, arXiv:2012.15701, and BiT, Liu et al., NeurIPS 2022, arXiv:2205.13016).
 
 Training sees `w + (Q(w) − w).detach()`: the quantized value forward, the identity gradient backward (the
 straight-through estimator, Bengio et al. 2013, arXiv:1308.3432), so the float master weight keeps learning.
 
-Storage: codes in offset binary (code + 2^(bits−1)), 8 / bits codes per uint8, first code in the lowest bits.
+Storage: codes in offset binary (code + 2^(bits−1)), 8 / bits codes per uint8, first code in the lowest bits; 1-bit
+codes as their sign bit (−1 → 0, +1 → 1), 8 per byte.
 """
 
 from __future__ import annotations
@@ -38,11 +42,12 @@ TERNARY_THRESHOLD = 0.7  # Δ = 0.7·mean|w|: TWN's approximation of the optimal
 
 
 def qmax(bits: int, embedding: bool = False) -> int:
-    """Largest code magnitude: 63 (int8 Linear, SEVEN_BIT_QMAX) or 127 (int8 embedding), 7 (4 bits), 1 (ternary)."""
+    """Largest code magnitude: 63 (int8 Linear, SEVEN_BIT_QMAX) or 127 (int8 embedding), 7 (4 bits), 1 (ternary and
+    binary)."""
     check_choice("bits", bits, BITS)
     if bits == 8:
         return EMBEDDING_QMAX if embedding else SEVEN_BIT_QMAX
-    return 2 ** (bits - 1) - 1
+    return max(1, 2 ** (bits - 1) - 1)
 
 
 def num_groups(in_features: int, group_size: int | None) -> int:
@@ -72,11 +77,16 @@ def quantize_groups(
     check_choice("bits", bits, BITS)
     out, inp = weight.shape
     w = _grouped(weight.detach().float(), group_size)
-    if bits == 2:
+    # Real (unpadded) entries per group: the mean |w| of ternary and binary scales is over these.
+    size = w.shape[-1]
+    counts = torch.full((w.shape[1],), float(size), device=w.device)
+    counts[-1] = inp - (w.shape[1] - 1) * size
+    if bits == 1:
+        # α = mean |w| over the group's real entries; codes sign(w), zero as +1 (a 1-bit code has no zero).
+        scale = (w.abs().sum(-1) / counts).clamp(min=MIN_SCALE)
+        codes = torch.where(w < 0, -1.0, 1.0)
+    elif bits == 2:
         # Δ = 0.7 · mean|w| over the group's real (unpadded) entries; α = mean |w| of the entries above Δ.
-        size = w.shape[-1]
-        counts = torch.full((w.shape[1],), float(size), device=w.device)
-        counts[-1] = inp - (w.shape[1] - 1) * size
         magnitude = w.abs()
         delta = TERNARY_THRESHOLD * magnitude.sum(-1) / counts
         keep = magnitude > delta[..., None]
@@ -106,17 +116,24 @@ def fake_quantize(weight: torch.Tensor, bits: int, group_size: int | None = None
 
 
 def pack_codes(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Signed codes (any shape, values in [-2^(bits-1), 2^(bits-1) - 1]) -> flat uint8 (ceil(numel·bits/8),).
+    """Signed codes (any shape, values in [-2^(bits-1), 2^(bits-1) - 1]; for 1 bit, -1 or +1) -> flat uint8
+    (ceil(numel·bits/8),).
 
-    Offset binary, 8 / bits codes per byte, the first in the lowest bits; a last partial byte is zero-padded.
-    Raises ValueError for bits outside (8, 4, 2) or a code out of range.
+    Offset binary, 8 / bits codes per byte, the first in the lowest bits; a last partial byte is zero-padded. 1-bit
+    codes are stored as their sign bit (-1 -> 0, +1 -> 1).
+    Raises ValueError for bits outside (8, 4, 2, 1) or a code out of range.
     """
     check_choice("bits", bits, BITS)
     flat = codes.reshape(-1).to(torch.int16)
-    offset = 2 ** (bits - 1)
-    if flat.numel() and (int(flat.min()) < -offset or int(flat.max()) > offset - 1):
-        raise invalid("codes", f"[{int(flat.min())}, {int(flat.max())}]", f"codes in [{-offset}, {offset - 1}]")
-    unsigned = (flat + offset).to(torch.uint8)
+    if bits == 1:
+        if flat.numel() and not bool(((flat == -1) | (flat == 1)).all()):
+            raise invalid("codes", f"[{int(flat.min())}, {int(flat.max())}]", "-1 or +1 for 1-bit codes")
+        unsigned = (flat > 0).to(torch.uint8)
+    else:
+        offset = 2 ** (bits - 1)
+        if flat.numel() and (int(flat.min()) < -offset or int(flat.max()) > offset - 1):
+            raise invalid("codes", f"[{int(flat.min())}, {int(flat.max())}]", f"codes in [{-offset}, {offset - 1}]")
+        unsigned = (flat + offset).to(torch.uint8)
     per_byte = 8 // bits
     pad = -unsigned.numel() % per_byte
     if pad:
@@ -136,6 +153,8 @@ def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
         raise invalid("numel", numel, f"at most {packed.numel() * per_byte} codes for {packed.numel()} bytes")
     shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
     unsigned = (packed.reshape(-1, 1) >> shifts) & (2**bits - 1)
+    if bits == 1:
+        return (unsigned.reshape(-1)[:numel].to(torch.int8) * 2 - 1).to(torch.int8)
     return (unsigned.reshape(-1)[:numel].to(torch.int16) - 2 ** (bits - 1)).to(torch.int8)
 
 
@@ -245,11 +264,12 @@ def fake_quantize_(
 ) -> nn.Module:
     """Swap the selected nn.Linear / nn.Embedding of `model` for FakeQuantLinear / FakeQuantEmbedding, in place.
 
-    `bits`: 8, 4 or 2 for every selected module, or a {module name: bits} map (e.g. from `choose_bit_widths`; its
+    `bits`: 8, 4, 2 or 1 for every selected module, or a {module name: bits} map (e.g. from `choose_bit_widths`; its
     names are then the selection). `group_size`: input columns (embedding dims) per scale, None for one per row.
     The master weights stay the same Parameter objects, so an optimizer built afterwards (or a pruner) trains them.
     Quantization-aware training (Jacob et al. 2018, arXiv:1712.05877) with the quantizers of this module.
-    Raises ValueError for bits outside (8, 4, 2), a bad group_size or selection, or an already fake-quantized module.
+    Raises ValueError for bits outside (8, 4, 2, 1), a bad group_size or selection, or an already fake-quantized
+    module.
     """
     check_positive_int("group_size", group_size, optional=True)
     if isinstance(bits, dict):

@@ -1,4 +1,4 @@
-"""LowBitLinear and LowBitEmbedding: 8/4/2-bit codes packed into uint8 with per-row or per-group fp32 scales, in
+"""LowBitLinear and LowBitEmbedding: 8/4/2/1-bit codes packed into uint8 with per-row or per-group fp32 scales, in
 the layout they are saved in; and `bake_low_bit_`, which turns a fake-quantized model into them.
 
 Low bits are a *storage* format on this machine: torch's int4 CPU kernel (`_weight_int4pack_mm_for_cpu`) measured
