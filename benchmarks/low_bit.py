@@ -26,6 +26,7 @@ train tweets (batch 32, T=2, α=0.9, hidden_loss_weight=1 as TernaryBERT distils
   teacher's layers: twice the training of the other arms;
 - ternary-long: the ternary arm trained for twice --epochs, from the teacher's layers: the control of
   ternary-from-fp32 (same total training, other initialisation).
+- binary: weight_bits=1 (sign × mean|w| per row, BinaryBERT / BiT) for the same Linears, word embeddings at 4 bits.
 
 Accuracy and agreement with the teacher on the 4,000 test tweets; bytes of the saved model.safetensors; every saved
 model is reloaded with `from_pretrained` and must give the trainer's logits. Low-bit weights are a storage format
@@ -88,6 +89,7 @@ ARMS = (
     "mixed-ternary-kl-ptq",
     "ternary-from-fp32",
     "ternary-long",
+    "binary",
 )
 # Arms made from the saved fp32 student of the same seed, with no training (int8 PTQ and the low-bit plans, rounded).
 FROM_FP32 = ("int8", *(arm for arm in ARMS if arm.endswith("-ptq")))
@@ -112,6 +114,7 @@ LOW_BIT_FIELDS = {
     "mixed-ternary-kl": dict(bit_sensitivity="kl"),
     "ternary-from-fp32": dict(weight_bits=2, embedding_weight_bits=4),
     "ternary-long": dict(weight_bits=2, embedding_weight_bits=4),
+    "binary": dict(weight_bits=1, embedding_weight_bits=4),
 }
 # Quantization-aware arms whose student starts from the saved fp32 student of the same seed instead of
 # create_student(teacher): TernaryBERT (arXiv:2009.12812, Sec. 3.3) initialises the quantized model from a fine-tuned

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
-from transformers import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from transformers import BertForSequenceClassification
 
 import hf_compress
 from hf_compress.cli.main import main
@@ -26,15 +26,7 @@ from hf_compress.format.config import Int8QuantizationConfig
 from hf_compress.loading import load_saved_model
 from hf_compress.methods.int8.modules import Int8Embedding, Int8Linear
 from hf_compress.methods.low_bit.modules import LowBitEmbedding, LowBitLinear
-from tests.testing_utils import VOCAB, run_python, tiny_bert_config, tiny_tokenizer
-
-HEADS = {
-    "text-classification": BertForSequenceClassification,
-    "token-classification": BertForTokenClassification,
-    "question-answering": BertForQuestionAnswering,
-}
-OUTPUTS = {"text-classification": ("logits",), "token-classification": ("logits",)}
-OUTPUTS["question-answering"] = ("start_logits", "end_logits")
+from tests.testing_utils import HEADS, OUTPUTS, VOCAB, run_python, tiny_bert_config, tiny_tokenizer
 
 
 def _batches(n: int = 2):

@@ -22,9 +22,7 @@ import pytest
 import torch
 from transformers import (
     AutoTokenizer,
-    BertForQuestionAnswering,
     BertForSequenceClassification,
-    BertForTokenClassification,
     BertModel,
 )
 
@@ -32,17 +30,10 @@ import hf_compress
 from hf_compress.cli.main import main
 from hf_compress.export import export, export_onnx, export_openvino, graph, verify
 from hf_compress.loading import load_saved_model
-from tests.testing_utils import VOCAB, run_python, tiny_bert_config, tiny_tokenizer
+from tests.testing_utils import HEADS, OUTPUTS, VOCAB, run_python, tiny_bert_config, tiny_tokenizer
 
 FORMATS = ("onnx", "openvino")
 TASKS = ("text-classification", "token-classification", "question-answering")
-HEADS = {
-    "text-classification": BertForSequenceClassification,
-    "token-classification": BertForTokenClassification,
-    "question-answering": BertForQuestionAnswering,
-}
-OUTPUTS = {"text-classification": ("logits",), "token-classification": ("logits",)}
-OUTPUTS["question-answering"] = ("start_logits", "end_logits")
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 

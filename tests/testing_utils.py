@@ -9,7 +9,12 @@ import textwrap
 
 import torch
 from datasets import Dataset
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
 
 VOCAB = 1000
 
@@ -145,3 +150,16 @@ def run_python(code: str, cwd: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+# The tiny BERT of each task head, and the outputs each head returns (the export and compressed-tensors matrices).
+HEADS = {
+    "text-classification": BertForSequenceClassification,
+    "token-classification": BertForTokenClassification,
+    "question-answering": BertForQuestionAnswering,
+}
+OUTPUTS = {
+    "text-classification": ("logits",),
+    "token-classification": ("logits",),
+    "question-answering": ("start_logits", "end_logits"),
+}

@@ -50,7 +50,7 @@ def export(
     from ..loading import load_saved_model
     from ..tasks import task_for_model
     from ..trainer.saving import staged_directory
-    from . import card, graph, verify
+    from . import graph, verify
 
     model = load_saved_model(plan.model_dir)
     task = task_for_model(model.config)
@@ -117,9 +117,7 @@ def export(
             "check": check,
             "hf_compress_version": __version__,
         }
-        plan.tokenizer.save_pretrained(staging)
-        card.write_config(staging, model.config, record)
-        card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
+        _write_beside(staging, plan, model, record, task)
     return record
 
 
@@ -131,7 +129,7 @@ def _export_compressed_tensors(plan, model, task, batches, reference, names, out
     from ..evaluation.measure import linear_sparsity
     from ..format.compressed_tensors import write_compressed_tensors
     from ..trainer.saving import staged_directory
-    from . import card, verify
+    from . import verify
 
     architecture = type(model).__name__
     with staged_directory(plan.output_dir) as staging:
@@ -165,10 +163,17 @@ def _export_compressed_tensors(plan, model, task, batches, reference, names, out
             "check": check,
             "hf_compress_version": __version__,
         }
-        plan.tokenizer.save_pretrained(staging)
-        card.write_config(staging, model.config, record)
-        card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
+        _write_beside(staging, plan, model, record, task)
     return record
+
+
+def _write_beside(staging: str, plan, model, record: dict, task) -> None:
+    """What lies beside every exported file: the tokenizer, config.json with the record, and the README card."""
+    from . import card
+
+    plan.tokenizer.save_pretrained(staging)
+    card.write_config(staging, model.config, record)
+    card.write_card(staging, model.config, record, task, os.path.basename(os.path.normpath(plan.model_dir)))
 
 
 def export_compressed_tensors(model_dir: str, output_dir: str, **fields) -> dict:
