@@ -160,6 +160,9 @@ def test_stock_transformers_computes_what_hf_compress_computes(exports, stock_ou
     config = json.loads((out / "config.json").read_text())
     assert config["quantization_config"]["quant_method"] == "compressed-tensors"
     assert config["export"]["quantization"] == record["quantization"]
+    # Activations rounded at run time are described as ours are rounded: a zero point per range (asymmetric).
+    inputs = [g["input_activations"] for g in config["quantization_config"]["config_groups"].values()]
+    assert all(i is None or (i["dynamic"] and not i["symmetric"]) for i in inputs)
     assert (out / "tokenizer.json").exists() and (out / "README.md").exists()
     assert "compressed-tensors" in (out / "README.md").read_text()
 
