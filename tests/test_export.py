@@ -378,7 +378,7 @@ def test_cli_refuses_in_one_line(exports, tmp_path, capsys, no_loading):
     source = exports.model_dir("student", "text-classification")
     assert main(["export", str(source), str(tmp_path / "out"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["hf-compress export: error: format='tflite' is invalid; allowed: 'onnx', 'openvino'"]
+    assert err == ["hf-compress export: error: format='tflite' is invalid; allowed: 'onnx', 'openvino', 'compressed-tensors'"]
     assert main(["export", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
     assert "model_dir=" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
