@@ -376,6 +376,7 @@ def test_bad_input_is_refused_before_any_work(exports, tmp_path, no_loading, wha
 
 def test_cli_refuses_in_one_line(exports, tmp_path, capsys, no_loading):
     source = exports.model_dir("student", "text-classification")
+    capsys.readouterr()  # building the fixture's model may print progress bars
     assert main(["export", str(source), str(tmp_path / "out"), "--format", "tflite"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["hf-compress export: error: format='tflite' is invalid; allowed: 'onnx', 'openvino', 'compressed-tensors'"]
