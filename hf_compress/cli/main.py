@@ -3,6 +3,7 @@
 distill | prune | compress  run a YAML recipe (`train.py`): RecipeArguments + the command's arguments class
 quantize                    int8 post-training quantization of a saved model, calibrated if asked (`quantize.py`)
 report                      size, sparsity, latency and task metric of saved models side by side (`report.py`)
+search                      a student for one budget, written as a compress recipe (`search.py`)
 
 Bad input ends in one line on stderr and exit code 2, before any model is loaded.
 """
@@ -17,7 +18,7 @@ import typing
 from ..methods.distillation.config import DistillationTrainingArguments
 from ..methods.pruning.config import PruningTrainingArguments
 from ..trainer.compression_args import CompressionTrainingArguments
-from . import export, quantize, report
+from . import export, quantize, report, search
 from .recipe import RecipeArguments, RecipeParser
 
 RECIPE_COMMANDS = {
@@ -29,6 +30,7 @@ TOOL_COMMANDS = {
     "export": (export, "a saved model as an ONNX or OpenVINO file, checked against PyTorch"),
     "quantize": (quantize, "int8 post-training quantization of a saved model"),
     "report": (report, "compare saved models: size, sparsity, latency, task metric"),
+    "search": (search, "choose a student for one budget (size, parameters, latency): writes a compress recipe"),
 }
 
 

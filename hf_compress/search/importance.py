@@ -1,0 +1,110 @@
+"""Gradient importance of layers, attention heads and FFN neurons from gates on them (GradNAS-style).
+
+A gate m = 1 multiplies each unit's contribution: a layer's residual update (h + m·(layer(h) − h)), a head's context
+before the attention output projection, an FFN neuron's activation before the down projection. The importance of a
+unit is Σ over batches of (∂L/∂m)², the squared mask gradient of Michel et al. 2019 (arXiv:1905.10650) as GradNAS
+sums it: half of it is the empirical-Fisher estimate of the loss increase of removing the unit (δm = −1), the same
+second-order estimate HAWQ's Ω makes for rounding a weight (`methods.low_bit.bit_widths`), so the two add up.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..checks import invalid, require
+from ..families import distinct_layers, layer_list
+
+
+@dataclass
+class Importance:
+    """Importance scores (float64, Σ over `num_batches` batches of squared gate gradients).
+
+    Attributes:
+        layers: shape (L,), one per transformer layer.
+        heads: shape (L, H), one per attention head.
+        neurons: shape (L, I), one per FFN neuron.
+        num_batches: batches summed.
+    """
+
+    layers: torch.Tensor
+    heads: torch.Tensor
+    neurons: torch.Tensor
+    num_batches: int
+
+
+def _gate_layer(gate: torch.Tensor):
+    def hook(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        out = output[0] if isinstance(output, tuple) else output
+        gated = hidden + gate * (out - hidden)
+        return (gated, *output[1:]) if isinstance(output, tuple) else gated
+
+    return hook
+
+
+def _gate_columns(gate: torch.Tensor, groups: int):
+    def hook(module, args):
+        x = args[0]
+        shaped = x.unflatten(-1, (groups, x.shape[-1] // groups)) * gate[:, None]
+        return (shaped.flatten(-2), *args[1:])
+
+    return hook
+
+
+def importance_scores(model: nn.Module, batches: Iterable[dict], num_batches: int) -> Importance:
+    """Score every layer, head and FFN neuron of `model` on up to `num_batches` labelled batches (eval mode).
+
+    Batches are dicts of model inputs with labels (the model's output must have `.loss`). No parameter's `.grad`
+    changes; the model's mode is restored. Works for every family of `hf_compress.families` except ALBERT (shared
+    layers): a float model with one Linear per projection.
+
+    Raises:
+        ValueError: an ALBERT or quantized model, an empty iterable, batches without labels.
+    """
+    require(num_batches >= 1, "num_batches", num_batches, "an integer >= 1")
+    parts = distinct_layers(model)  # raises for quantized or factorised projections
+    layers = list(layer_list(model))
+    if len(parts) != len(layers):
+        raise invalid("model", type(model).__name__, "a model whose layers are not shared (not ALBERT)")
+    heads = model.config.num_attention_heads
+    size = parts[0].size
+    layer_gates = torch.ones(len(layers), dtype=torch.float32, requires_grad=True)
+    head_gates = torch.ones(len(layers), heads, requires_grad=True)
+    neuron_gates = torch.ones(len(layers), size, requires_grad=True)
+    handles = []
+    for i, (layer, part) in enumerate(zip(layers, parts)):
+        handles.append(layer.register_forward_hook(_gate_layer(layer_gates[i]), with_kwargs=True))
+        handles.append(part.module("attention_output").register_forward_pre_hook(_gate_columns(head_gates[i], heads)))
+        handles.append(part.down.register_forward_pre_hook(_gate_columns(neuron_gates[i], size)))
+    sums = [torch.zeros(g.shape, dtype=torch.float64) for g in (layer_gates, head_gates, neuron_gates)]
+    was_training = model.training
+    flags = {p: p.requires_grad for p in model.parameters()}
+    device = next(model.parameters()).device
+    seen = 0
+    model.eval()
+    try:
+        for p in model.parameters():
+            p.requires_grad_(False)  # only the gates' gradients are needed
+        for batch in itertools.islice(batches, num_batches):
+            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+            with torch.enable_grad():
+                loss = getattr(model(**batch), "loss", None)
+                if loss is None:
+                    raise invalid("batches", "batches without labels", "batches whose model output has a loss")
+                grads = torch.autograd.grad(loss, (layer_gates, head_gates, neuron_gates))
+            for total, grad in zip(sums, grads):
+                total += grad.double().square().cpu()
+            seen += 1
+    finally:
+        for handle in handles:
+            handle.remove()
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+        model.train(was_training)
+    require(seen > 0, "batches", "empty", "at least one batch")
+    return Importance(layers=sums[0], heads=sums[1], neurons=sums[2], num_batches=seen)

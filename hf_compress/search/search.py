@@ -1,0 +1,292 @@
+"""`search_student`: one budget in, the student shape (a compress recipe's fields) that should lose least, out.
+
+The method follows GradNAS (Cai et al., score units by squared mask gradients over a few batches, then meet a
+parameter or FLOPs limit) with the loss model of HAWQ for weight widths and Minitron's enumerate-then-pick over a
+small grid: every candidate of the space (depth × FFN width × weight bits × vocabulary) is scored by its estimated
+loss increase, ½·(Σ importance of the layers and FFN neurons it drops + Σ HAWQ Ω of its weights at their bits), and
+the lowest-scoring one within the budget wins. Which layers: the most important ones for that depth; which neurons:
+left to the compress run's FFN pruner, which scores them again while the student trains.
+
+Costs are measured, not modelled from FLOPs: size and parameters on skeletons saved with `save_pretrained` (exact
+for the chosen student, which is built whole), latency from a table timed on this machine (`latency.py`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel
+
+from ..checks import invalid, require
+from ..families import layer_list
+from .config import FLOAT_WEIGHTS, SearchArguments
+from .importance import Importance, importance_scores
+from .latency import LatencyTable, measure_latency_table
+from .space import Candidate, ffn_width, parameter_count, saved_size, skeleton
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids", "label", "labels", "start_positions", "end_positions")
+
+
+@dataclass
+class SearchResult:
+    """The chosen student and what the search predicted for it.
+
+    Attributes:
+        candidate: the chosen shape (`candidate.recipe_fields()` are its recipe fields).
+        loss_increase: its estimated loss increase over the teacher (nats, second-order; for ranking, not a promise).
+        size_bytes: bytes of its weight files, exact (its skeleton was built and saved).
+        parameters: its parameters, exact.
+        latency_ms: predicted ms per forward pass (None without a latency table: size and parameter budgets).
+        teacher_ms: the teacher's measured ms in the same table (None likewise).
+        budget: (field, value) of the budget met.
+        candidates: how many shapes were scored; feasible: how many met the budget.
+        seconds: wall time of the search.
+    """
+
+    candidate: Candidate
+    loss_increase: float
+    size_bytes: int
+    parameters: int
+    latency_ms: float | None
+    teacher_ms: float | None
+    budget: tuple[str, float]
+    candidates: int
+    feasible: int
+    seconds: float
+    importance: Importance = field(repr=False)
+
+    def recipe_fields(self) -> dict:
+        return self.candidate.recipe_fields()
+
+    def summary(self) -> list[str]:
+        """Lines for the written recipe's header and the console."""
+        c = self.candidate
+        bits = "float" if c.weight_bits == FLOAT_WEIGHTS else f"{c.weight_bits}-bit"
+        lines = [
+            f"budget: {self.budget[0]}={self.budget[1]}",
+            f"student: layers {list(c.layers)}, FFN width {c.width} (ffn_sparsity {c.ffn_sparsity}), {bits} weights, "
+            f"vocabulary {'cut to the train split' if c.prune_vocabulary else 'kept'}",
+            f"predicted size: {self.size_bytes / 1e6:.3f} MB ({self.size_bytes} bytes, exact), "
+            f"{self.parameters} parameters",
+        ]
+        if self.latency_ms is not None:
+            lines.append(
+                f"predicted latency: {self.latency_ms:.2f} ms (teacher {self.teacher_ms:.2f} ms, "
+                f"{self.teacher_ms / self.latency_ms:.2f}x)"
+            )
+        lines.append(
+            f"estimated loss increase: {self.loss_increase:.4g}; {self.feasible} of {self.candidates} shapes within "
+            f"the budget; search took {self.seconds:.0f} s"
+        )
+        return lines
+
+
+def calibration_batches(train_dataset, data_collator, batch_size: int, num_batches: int, seed: int) -> list[dict]:
+    """The first `num_batches` batches of a seeded shuffle of the train split (with labels)."""
+    columns = [c for c in train_dataset.column_names if c in MODEL_INPUTS]
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(
+        train_dataset.select_columns(columns),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=generator,
+        collate_fn=data_collator,
+    )
+    return list(itertools.islice(loader, num_batches))
+
+
+def _weight_sensitivities(teacher, batches, bits: list[int]) -> dict[str, dict[int, float]]:
+    from ..methods.low_bit.bit_widths import fisher_sensitivities
+    from ..methods.low_bit.fake_quant import select_low_bit_modules
+
+    quantized = [b for b in bits if b != FLOAT_WEIGHTS]
+    if not quantized:
+        return {}
+    modules = select_low_bit_modules(teacher, "all")
+    return fisher_sensitivities(teacher, modules, batches, len(batches), tuple(quantized))
+
+
+def _owner_layer(name: str, layer_prefix: str) -> int | None:
+    if not name.startswith(layer_prefix):
+        return None
+    return int(name[len(layer_prefix) :].split(".", 1)[0])
+
+
+def _loss_increase(c: Candidate, scores: Importance, omega, layer_prefix: str, ffn_names: set[str]) -> float:
+    kept = set(c.layers)
+    removed_layers = sum(float(scores.layers[i]) for i in range(len(scores.layers)) if i not in kept)
+    removed = scores.neurons.shape[1] - c.width
+    neurons = sum(float(scores.neurons[i].sort().values[:removed].sum()) for i in kept) if removed else 0.0
+    weights = 0.0
+    if c.weight_bits != FLOAT_WEIGHTS:
+        for name, by_bits in omega.items():
+            layer = _owner_layer(name, layer_prefix)
+            if layer is not None and layer not in kept:
+                continue
+            share = c.width / scores.neurons.shape[1] if name in ffn_names else 1.0
+            weights += by_bits[c.weight_bits] * share
+    return 0.5 * (removed_layers + neurons + weights)
+
+
+def search_student(
+    teacher: PreTrainedModel,
+    arguments: SearchArguments,
+    train_dataset,
+    tokenizer,
+    data_collator,
+    batch_size: int = 32,
+    seed: int = 42,
+    use_cache: bool = True,
+) -> SearchResult:
+    """The student shape within `arguments`' budget with the lowest estimated loss increase (see the module).
+
+    Args:
+        teacher: a fine-tuned float task model (BERT-style family, not ALBERT), in eval mode.
+        arguments: the budget (exactly one of params, MB, latency ms, speed-up) and the search space.
+        train_dataset: the tokenised train split with labels (a `datasets.Dataset`): importance batches, and the
+            tokens a cut vocabulary keeps.
+        tokenizer: the teacher's fast tokenizer (vocabulary pruning and latency inputs).
+        data_collator: pads a list of examples into a batch (the task's collator).
+        batch_size, seed: of the importance batches (the same seed gives the same recipe).
+        use_cache: read and write the latency table under $HF_COMPRESS_CACHE/search.
+
+    Returns:
+        SearchResult; its `recipe_fields()` go into a compress recipe.
+
+    Raises:
+        ValueError: a quantized or ALBERT teacher, depths beyond the teacher's, a train split without input_ids, or
+            a budget no student of the space meets (naming the smallest reachable value) — each before importance
+            scoring.
+    """
+    start = time.perf_counter()
+    from ..methods.int8.transform import check_not_quantized
+
+    check_not_quantized(teacher)
+    teacher.eval()
+    depth = len(layer_list(teacher))
+    depths = sorted(set(arguments.search_layers or range(1, depth + 1)))
+    require(depths[-1] <= depth, "search_layers", arguments.search_layers, f"depths in [1, {depth}] (the teacher's)")
+    widths = {ffn_width(teacher, s): s for s in sorted(arguments.search_ffn_sparsities, reverse=True)}
+    bits = sorted(set(arguments.search_weight_bits), reverse=True)
+    require("input_ids" in train_dataset.column_names, "train_dataset", "without input_ids", "a tokenised split")
+    token_ids = train_dataset["input_ids"]
+    vocabularies = [False, True] if arguments.search_vocabulary else [False]
+    budget_name, budget = arguments.budget
+
+    # Costs first: a budget nothing meets is refused before any gradient is computed.
+    table: LatencyTable | None = None
+    sizes: dict[tuple, tuple[int, int]] = {}  # (width, bits, vocabulary) -> (bytes at depth 1, bytes per layer)
+    params: dict[tuple, tuple[int, int]] = {}  # (width, vocabulary) -> (parameters at depth 1, per layer)
+    two = [0, 1] if depth > 1 else [0]
+    if budget_name in ("budget_latency_ms", "budget_speedup"):
+        table = measure_latency_table(
+            teacher,
+            tokenizer,
+            sorted(widths),
+            bits,
+            arguments.budget_batch_size,
+            arguments.budget_seq_len,
+            arguments.search_threads,
+            arguments.search_latency_repeats,
+            use_cache,
+        )
+    for w, v in itertools.product(widths, vocabularies):
+        ids = token_ids if v else None
+        for b in bits if budget_name == "budget_mb" else []:
+            built = [saved_size(skeleton(teacher, two[: n + 1], w, b, tokenizer, ids)[0]) for n in range(len(two))]
+            sizes[w, b, v] = (built[0], built[-1] - built[0])
+        if budget_name == "budget_params":
+            counts = [
+                parameter_count(skeleton(teacher, two[: n + 1], w, FLOAT_WEIGHTS, tokenizer, ids)[0])
+                for n in range(len(two))
+            ]
+            params[w, v] = (counts[0], counts[-1] - counts[0])
+
+    def cost(d: int, w: int, b: int, v: bool) -> float:
+        if budget_name == "budget_mb":
+            first, per = sizes[w, b, v]
+            return (first + (d - 1) * per) / 1e6
+        if budget_name == "budget_params":
+            first, per = params[w, v]
+            return first + (d - 1) * per
+        ms = table.predict(d, w, b)
+        return ms if budget_name == "budget_latency_ms" else table.teacher_ms / ms
+
+    shapes = list(itertools.product(depths, sorted(widths), bits, vocabularies))
+    costs = {s: cost(*s) for s in shapes}
+    meets = (lambda x: x >= budget) if budget_name == "budget_speedup" else (lambda x: x <= budget)
+    feasible = [s for s in shapes if meets(costs[s])]
+    if not feasible:
+        best = max(costs.values()) if budget_name == "budget_speedup" else min(costs.values())
+        reach = "at most" if budget_name == "budget_speedup" else "at least"
+        raise invalid(budget_name, budget, f"{reach} {best:.6g}, the smallest student of the search space")
+
+    # Importance on the task's data: layers, heads, neurons (masks) and weights (HAWQ's Ω per width).
+    batches = calibration_batches(train_dataset, data_collator, batch_size, arguments.search_num_batches, seed)
+    scores = importance_scores(teacher, batches, len(batches))
+    omega = _weight_sensitivities(teacher, batches, bits)
+    from ..families import base_prefix, family_of
+    from ..methods.ffn_pruning.transform import ffn_layers
+
+    layer_prefix = f"{base_prefix(teacher)}{family_of(teacher).layers}."
+    ffn_names = {n for p in ffn_layers(teacher) for n in (p.module_name("ffn_up"), p.module_name("ffn_down"))}
+    order = [int(i) for i in torch.argsort(-scores.layers, stable=True)]  # most important first, ties by position
+
+    def candidate(d, w, b, v) -> Candidate:
+        return Candidate(tuple(sorted(order[:d])), widths[w], w, b, v)
+
+    def tie(value: float) -> float:  # equal estimates: the cheaper student first, then the cut vocabulary
+        return -value if budget_name == "budget_speedup" else value
+
+    ranked = sorted(
+        feasible,
+        key=lambda s: (
+            _loss_increase(candidate(*s), scores, omega, layer_prefix, ffn_names),
+            tie(costs[s]),
+            not s[3],
+            s,
+        ),
+    )
+    for shape in ranked:  # the best shape whose whole skeleton also meets a size budget exactly
+        chosen = candidate(*shape)
+        model, _ = skeleton(
+            teacher,
+            chosen.layers,
+            chosen.width,
+            chosen.weight_bits,
+            tokenizer,
+            token_ids if chosen.prune_vocabulary else None,
+        )
+        size = saved_size(model)
+        float_model, _ = skeleton(
+            teacher,
+            chosen.layers,
+            chosen.width,
+            FLOAT_WEIGHTS,
+            tokenizer,
+            token_ids if chosen.prune_vocabulary else None,
+        )
+        count = parameter_count(float_model)
+        exact = {"budget_mb": size / 1e6, "budget_params": count}.get(budget_name)
+        if exact is None or meets(exact):
+            break
+    else:
+        raise invalid(budget_name, budget, "a budget some built student meets (the estimates were all just over)")
+    latency = table.predict(chosen.depth, chosen.width, chosen.weight_bits) if table else None
+    return SearchResult(
+        candidate=chosen,
+        loss_increase=_loss_increase(chosen, scores, omega, layer_prefix, ffn_names),
+        size_bytes=size,
+        parameters=count,
+        latency_ms=latency,
+        teacher_ms=table.teacher_ms if table else None,
+        budget=(budget_name, budget),
+        candidates=len(shapes),
+        feasible=len(feasible),
+        seconds=time.perf_counter() - start,
+        importance=scores,
+    )

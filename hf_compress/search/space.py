@@ -1,0 +1,132 @@
+"""The search space: one student shape per `Candidate`, built from the teacher as a skeleton to count it exactly.
+
+A candidate is what our saved formats can hold: a subset of the teacher's layers, one FFN width for every layer (a
+stock `transformers` config has a single `intermediate_size`, so per-layer widths are not in the space), one weight
+width for every Linear and the word embeddings, and the vocabulary cut to the train split's tokens or not. Its size
+is counted on a skeleton built with the product's own transforms (`create_student`, FFN slicing, `fake_quantize_` +
+`bake_low_bit_`, `prune_vocabulary_`) and saved with `save_pretrained`: the trained student has the same tensors, so
+the same bytes. Which neurons a skeleton keeps does not matter for its size or speed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from ..evaluation.measure import bytes_on_disk
+from ..families import intermediate_size
+from .config import FLOAT_WEIGHTS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One student shape.
+
+    Attributes:
+        layers: 0-based teacher layer ids kept, in order.
+        ffn_sparsity: fraction of FFN neurons removed in every layer.
+        width: the FFN intermediate size that leaves.
+        weight_bits: bits of every Linear and the word embeddings (32: float).
+        prune_vocabulary: the word embeddings cut to the train split's tokens.
+    """
+
+    layers: tuple[int, ...]
+    ffn_sparsity: float
+    width: int
+    weight_bits: int
+    prune_vocabulary: bool
+
+    @property
+    def depth(self) -> int:
+        return len(self.layers)
+
+    def recipe_fields(self) -> dict:
+        """The recipe fields that make this student in `hf-compress compress`."""
+        fields = {"student_layers": list(self.layers), "student_num_hidden_layers": None}
+        fields["ffn_sparsity"] = self.ffn_sparsity
+        fields["weight_bits"] = None if self.weight_bits == FLOAT_WEIGHTS else self.weight_bits
+        if self.weight_bits != FLOAT_WEIGHTS:
+            fields["weight_quantization_modules"] = "all"
+        fields["prune_vocabulary"] = self.prune_vocabulary
+        return fields
+
+
+def ffn_width(teacher: PreTrainedModel, sparsity: float) -> int:
+    """The FFN intermediate size left by `sparsity`, rounded as FFN pruning rounds it."""
+    from ..methods.ffn_pruning.transform import neurons_to_remove
+
+    size = intermediate_size(teacher.config)
+    return size - neurons_to_remove(sparsity, size)
+
+
+@torch.no_grad()
+def skeleton(
+    teacher: PreTrainedModel,
+    layers: Sequence[int],
+    width: int,
+    weight_bits: int,
+    tokenizer=None,
+    token_ids=None,
+) -> tuple[PreTrainedModel, object]:
+    """The student of this shape with the teacher's weights (the first `width` neurons of each FFN), quantized and
+    packed at `weight_bits` (every Linear and the word embeddings), its vocabulary cut to `token_ids` when given.
+
+    Returns (model, tokenizer): the tokenizer is the pruned one when the vocabulary was cut, else `tokenizer`.
+    """
+    from ..methods.ffn_pruning.transform import ffn_layers, slice_ffn_
+    from ..methods.student.transform import create_student
+
+    student = create_student(teacher, layers=list(layers))
+    parts = ffn_layers(student)
+    if width != parts[0].size:
+        masks = [torch.arange(p.size) < width for p in parts]
+        slice_ffn_(student, masks)
+    if weight_bits != FLOAT_WEIGHTS:
+        from ..methods.low_bit.fake_quant import fake_quantize_
+        from ..methods.low_bit.modules import bake_low_bit_
+
+        fake_quantize_(student, weight_bits, None, "all")
+        bake_low_bit_(student)
+    if token_ids is not None:
+        from ..methods.vocabulary.transform import prune_vocabulary_
+
+        tokenizer = prune_vocabulary_(student, tokenizer, token_ids)
+    student.eval()
+    return student, tokenizer
+
+
+def saved_size(model: PreTrainedModel) -> int:
+    """Bytes of the weight files `save_pretrained` writes for `model` (as `hf-compress report` counts them)."""
+    from transformers.utils import logging
+
+    shown = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()  # one bar per skeleton would bury the search's own lines
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            model.save_pretrained(tmp)
+            return bytes_on_disk(tmp)
+    finally:
+        if shown:
+            logging.enable_progress_bar()
+
+
+def parameter_count(model: PreTrainedModel) -> int:
+    """Parameters of a float skeleton (tied ones once): what `budget_params` counts, whatever the weights' bits."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def os_cpu_name() -> str:
+    """The CPU's model name (the latency table is valid on this CPU only)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine

@@ -1,0 +1,233 @@
+import json
+import os
+
+import pytest
+import torch
+from transformers import DataCollatorWithPadding
+
+from hf_compress.cli import main
+from hf_compress.search import SearchArguments, importance_scores, measure_latency_table, search_student
+from hf_compress.search import search as search_module
+from hf_compress.search.space import parameter_count, saved_size, skeleton
+from tests.test_run import write_recipe
+from tests.testing_utils import tiny_batch, tiny_bert, tiny_dataset, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def setting(tmp_path_factory):
+    torch.manual_seed(0)
+    tokenizer = tiny_tokenizer(tmp_path_factory.mktemp("tok"))
+    teacher = tiny_bert(num_hidden_layers=4)
+    data = tiny_dataset(48)
+    return teacher, tokenizer, data, DataCollatorWithPadding(tokenizer)
+
+
+def _search(setting, use_cache=False, **fields):
+    teacher, tokenizer, data, collator = setting
+    arguments = SearchArguments(search_latency_repeats=2, search_num_batches=2, **fields)
+    return search_student(teacher, arguments, data, tokenizer, collator, batch_size=8, seed=0, use_cache=use_cache)
+
+
+# ---------------------------------------------------------------- importance: equal to an independent computation
+
+
+def _loss(model, batch):
+    return model(**batch).loss
+
+
+def test_neuron_and_head_importance_equal_weight_gradient_sums():
+    """A gate on neuron j scales column j of the down projection, a head's gate its block of the attention output's
+    columns: ∂L/∂m = Σ W ⊙ ∂L/∂W over those columns, from plain weight gradients."""
+    model = tiny_bert(num_hidden_layers=2)
+    batches = [tiny_batch(seed=s) for s in range(3)]
+    scores = importance_scores(model, batches, 3)
+    neurons = torch.zeros(2, 64, dtype=torch.float64)
+    heads = torch.zeros(2, 4, dtype=torch.float64)
+    for batch in batches:
+        model.zero_grad()
+        _loss(model, batch).backward()
+        for i, layer in enumerate(model.bert.encoder.layer):
+            down = layer.output.dense.weight
+            neurons[i] += (down * down.grad).sum(0).double().square()
+            out = layer.attention.output.dense.weight
+            heads[i] += (out * out.grad).view(32, 4, 8).sum((0, 2)).double().square()
+    assert torch.allclose(scores.neurons, neurons, rtol=1e-4, atol=1e-12)
+    assert torch.allclose(scores.heads, heads, rtol=1e-4, atol=1e-12)
+    assert scores.num_batches == 3
+
+
+def test_layer_importance_equals_a_finite_difference():
+    model = tiny_bert(num_hidden_layers=3).double()
+    batches = [tiny_batch(seed=s) for s in range(2)]
+    scores = importance_scores(model, batches, 2)
+    eps = 1e-5
+    for i, layer in enumerate(model.bert.encoder.layer):
+        expected = 0.0
+        for batch in batches:
+            losses = []
+            for g in (1 + eps, 1 - eps):
+                forward = layer.forward
+
+                def scaled(hidden_states, *args, _f=forward, _g=g, **kwargs):
+                    out = _f(hidden_states, *args, **kwargs)
+                    first = out[0] if isinstance(out, tuple) else out
+                    mixed = hidden_states + _g * (first - hidden_states)
+                    return (mixed, *out[1:]) if isinstance(out, tuple) else mixed
+
+                layer.forward = scaled
+                with torch.no_grad():
+                    losses.append(float(_loss(model, batch)))
+                layer.forward = forward
+            expected += ((losses[0] - losses[1]) / (2 * eps)) ** 2
+        assert float(scores.layers[i]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_importance_leaves_the_model_as_it_was():
+    model = tiny_bert()
+    model.train()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    importance_scores(model, [tiny_batch()], 1)
+    assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
+    assert not model.bert.encoder.layer[0]._forward_hooks
+
+
+# ---------------------------------------------------------------- budgets
+
+
+@pytest.mark.parametrize(
+    "fields,measure",
+    [
+        ({"budget_params": 60_000}, "parameters"),
+        ({"budget_mb": 0.06}, "size_bytes"),
+        ({"budget_latency_ms": None}, "latency_ms"),
+        ({"budget_speedup": 1.5}, "latency_ms"),
+    ],
+    ids=["params", "mb", "latency", "speedup"],
+)
+def test_each_kind_of_budget_is_met(setting, fields, measure):
+    if fields.get("budget_latency_ms", 0) is None:  # a latency the teacher itself does not meet
+        teacher_ms = _search(setting, budget_speedup=1.0).teacher_ms
+        fields = {"budget_latency_ms": teacher_ms * 0.7}
+    result = _search(setting, **fields)
+    name, budget = result.budget
+    teacher, tokenizer, data, _ = setting
+    c = result.candidate
+    ids = data["input_ids"] if c.prune_vocabulary else None
+    built, _ = skeleton(teacher, c.layers, c.width, c.weight_bits, tokenizer, ids)
+    assert result.size_bytes == saved_size(built)  # the size reported is the built student's, exactly
+    assert result.parameters == parameter_count(skeleton(teacher, c.layers, c.width, 32, tokenizer, ids)[0])
+    if name == "budget_params":
+        assert result.parameters <= budget
+    elif name == "budget_mb":
+        assert result.size_bytes <= budget * 1e6
+    elif name == "budget_latency_ms":
+        assert result.latency_ms <= budget
+    else:
+        assert result.teacher_ms / result.latency_ms >= budget
+    assert 0 < result.feasible <= result.candidates
+    assert c.depth < 4 or c.width < 64 or c.weight_bits < 32 or c.prune_vocabulary  # the budget is below the teacher
+
+
+@pytest.mark.parametrize("fields", [{"budget_params": 1000}, {"budget_mb": 0.001}], ids=["params", "mb"])
+def test_a_budget_no_student_meets_is_refused_before_any_gradient(setting, fields, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("importance was computed for an impossible budget")
+
+    monkeypatch.setattr(search_module, "importance_scores", no_scoring)
+    with pytest.raises(ValueError) as err:
+        _search(setting, **fields)
+    (name,) = fields
+    message = str(err.value)
+    assert message.startswith(f"{name}={fields[name]!r} is invalid; allowed: at least ")
+    smallest = float(message.split("at least ")[1].split(",")[0])
+    teacher, tokenizer, data, _ = setting
+    width = 64 - 56  # the default space's largest sparsity (0.875) of 64 neurons
+    bits = 4 if name == "budget_mb" else 32
+    built, _ = skeleton(teacher, [0], width, bits, tokenizer, data["input_ids"])
+    expected = saved_size(built) / 1e6 if name == "budget_mb" else parameter_count(built)
+    assert smallest == pytest.approx(expected, rel=1e-5)
+
+
+def test_the_same_seed_gives_the_same_recipe(setting):
+    first = _search(setting, budget_params=60_000).recipe_fields()
+    assert _search(setting, budget_params=60_000).recipe_fields() == first
+
+
+@pytest.mark.parametrize(
+    "fields,named",
+    [
+        ({}, "budget=None"),
+        ({"budget_mb": 1.0, "budget_params": 10}, "budget=['budget_params', 'budget_mb']"),
+        ({"budget_mb": -1.0}, "budget_mb=-1.0"),
+        ({"budget_params": 1.5}, "budget_params=1.5"),
+        ({"budget_mb": 1.0, "search_weight_bits": [3]}, "search_weight_bits=[3]"),
+        ({"budget_mb": 1.0, "search_ffn_sparsities": [1.0]}, "search_ffn_sparsities=[1.0]"),
+        ({"budget_mb": 1.0, "search_layers": [0]}, "search_layers=[0]"),
+    ],
+)
+def test_search_arguments_are_checked_once(fields, named):
+    with pytest.raises(ValueError, match="is invalid; allowed:") as err:
+        SearchArguments(**fields)
+    assert str(err.value).startswith(named)
+
+
+def test_depths_beyond_the_teacher_are_refused(setting):
+    with pytest.raises(ValueError, match=r"search_layers=\[5\] is invalid; allowed: depths in \[1, 4\]"):
+        _search(setting, budget_mb=1.0, search_layers=[5])
+
+
+def test_the_latency_table_is_measured_once_per_machine_and_teacher(setting, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_COMPRESS_CACHE", str(tmp_path))
+    teacher, tokenizer, _, _ = setting
+    first = measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2)
+    assert len(os.listdir(tmp_path / "search")) == 1
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr("hf_compress.search.latency.latency_ms", no_timing)
+    assert measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2) == first
+    with pytest.raises(AssertionError, match="timed again"):  # another input shape is another table
+        measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 8, 16, 1, 2)
+    assert first.predict(2, 32, 8) == pytest.approx(first.base[8] + 2 * first.per_layer[8][32])
+
+
+# ---------------------------------------------------------------- the command: a recipe out, and --run
+
+
+@pytest.mark.parametrize(
+    "space",
+    [["--search_weight_bits", "32", "--search_vocabulary", "false"], ["--search_weight_bits", "4"]],
+    ids=["float-weights", "4-bit-cut-vocabulary"],
+)
+def test_search_command_writes_a_compress_recipe_and_runs_it(tmp_path, capsys, space):
+    import yaml
+
+    from hf_compress.evaluation.measure import bytes_on_disk
+
+    schedule = {"pruning_start": 0, "pruning_end": 3, "pruning_frequency": 1}  # the tiny run's 5 steps
+    recipe = write_recipe(tmp_path, budget_mb=0.2, search_num_batches=2, search_latency_repeats=2, **schedule)
+    assert main(["search", recipe, "--run", *space]) == 0
+    written = tmp_path / "recipe-searched.yaml"
+    text = written.read_text()
+    values = yaml.safe_load(text)
+    assert text.startswith("# Searched by: hf-compress search") and "# predicted size:" in text
+    assert not [k for k in values if k.startswith(("budget_", "search_"))]
+    assert values["student_layers"] and "student_num_hidden_layers" not in values
+    assert values["prune_vocabulary"] is ("--search_vocabulary" not in space)
+    assert values.get("weight_bits") == (4 if "4" in space else None)
+    predicted = int(text.split("MB (")[1].split(" bytes")[0])
+    assert predicted <= 0.2e6
+    assert bytes_on_disk(str(tmp_path / "out")) == predicted  # the trained student has the predicted size exactly
+    out = capsys.readouterr().out
+    assert f"size: predicted {predicted} bytes, measured {predicted} bytes" in out
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert report[1]["bytes_on_disk"] == predicted
+
+
+def test_search_command_refuses_a_recipe_without_a_budget(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    assert main(["search", recipe]) == 2
+    assert "budget=None is invalid" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "teacher")
