@@ -3,6 +3,7 @@ import os
 
 import pytest
 import torch
+from datasets import Dataset
 from transformers import DataCollatorWithPadding
 
 from hf_compress.cli import main
@@ -231,3 +232,27 @@ def test_search_command_refuses_a_recipe_without_a_budget(tmp_path, capsys):
     assert main(["search", recipe]) == 2
     assert "budget=None is invalid" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out" / "teacher")
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert"])
+def test_every_family_is_scored_and_searched(family, tmp_path):
+    """The gates sit where each family's layers, heads and neurons are; the search's student builds in each."""
+    from hf_compress.families import distinct_layers
+    from tests.family_models import family_model, family_tokenizer
+
+    tokenizer = family_tokenizer(family, tmp_path)
+    model = family_model(family, tokenizer, num_layers=3, perturb=True)
+    texts = ["the cat sat on the mat", "a dog ran in the park today", "rain again", "we went home late"]
+    batch = dict(tokenizer(texts, padding=True, return_tensors="pt"), labels=torch.tensor([0, 1, 2, 1]))
+    scores = importance_scores(model, [batch], 1)
+    model.zero_grad()
+    model(**batch).loss.backward()
+    for i, part in enumerate(distinct_layers(model)):
+        down = part.down.weight
+        assert torch.allclose(scores.neurons[i], (down * down.grad).sum(0).double().square(), rtol=1e-4, atol=1e-12)
+    assert scores.layers.shape == (3,) and bool((scores.layers > 0).all())
+    model.zero_grad()
+    data = Dataset.from_dict({**tokenizer(texts), "label": [0, 1, 2, 1]})
+    arguments = SearchArguments(budget_params=parameter_count(model) - 1, search_num_batches=1)
+    result = search_student(model, arguments, data, tokenizer, DataCollatorWithPadding(tokenizer), batch_size=4)
+    assert result.parameters < parameter_count(model)
