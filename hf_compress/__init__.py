@@ -40,6 +40,7 @@ _LAZY: dict[str, str] = {
     "PruningTrainingArguments": ".methods.pruning.config",
     "QuestionAnswering": ".tasks",
     "RemainingPruner": ".methods.pruning.pruner",
+    "SearchArguments": ".search.config",
     "SparsitySchedule": ".methods.pruning.schedule",
     "TextClassification": ".tasks",
     "TokenClassification": ".tasks",
@@ -73,6 +74,7 @@ _LAZY: dict[str, str] = {
     "quantize_": ".methods.int8.transform",
     "quantize_pretrained": ".methods.int8.transform",
     "recorded_ranks": ".methods.low_rank.transform",
+    "search_student": ".search.search",
     "restore_low_rank_layout": ".methods.low_rank.transform",
     "select_targets": ".methods.pruning.pruner",
     "set_low_bit_compute_": ".methods.low_bit.modules",
@@ -107,6 +109,7 @@ __all__ = [
     "PruningTrainingArguments",
     "QuestionAnswering",
     "RemainingPruner",
+    "SearchArguments",
     "SparsitySchedule",
     "TextClassification",
     "TokenClassification",
@@ -141,6 +144,7 @@ __all__ = [
     "quantize_pretrained",
     "recorded_ranks",
     "restore_low_rank_layout",
+    "search_student",
     "select_targets",
     "set_low_bit_compute_",
     "slice_ffn_",
@@ -198,6 +202,8 @@ if TYPE_CHECKING:  # what static tools and IDEs see: the eager imports
     from .methods.pruning.schedule import SparsitySchedule, cubic_sparsity
     from .methods.student.transform import create_student
     from .methods.vocabulary.transform import prune_vocabulary_
+    from .search.config import SearchArguments
+    from .search.search import search_student
     from .tasks import QuestionAnswering, TextClassification, TokenClassification, get_task
     from .tasks.qa_postprocessing import best_spans, window_features
     from .tasks.token_classification import align_labels

@@ -133,9 +133,10 @@ def test_each_kind_of_budget_is_met(setting, fields, measure):
 @pytest.mark.parametrize("fields", [{"budget_params": 1000}, {"budget_mb": 0.001}], ids=["params", "mb"])
 def test_a_budget_no_student_meets_is_refused_before_any_gradient(setting, fields, monkeypatch):
     def no_scoring(*args, **kwargs):
-        raise AssertionError("importance was computed for an impossible budget")
+        raise AssertionError("importance or latency was measured for an impossible budget")
 
     monkeypatch.setattr(search_module, "importance_scores", no_scoring)
+    monkeypatch.setattr(search_module, "measure_latency_table", no_scoring)
     with pytest.raises(ValueError) as err:
         _search(setting, **fields)
     (name,) = fields

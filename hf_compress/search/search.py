@@ -40,8 +40,8 @@ class SearchResult:
         loss_increase: its estimated loss increase over the teacher (nats, second-order; for ranking, not a promise).
         size_bytes: bytes of its weight files, exact (its skeleton was built and saved).
         parameters: its parameters, exact.
-        latency_ms: predicted ms per forward pass (None without a latency table: size and parameter budgets).
-        teacher_ms: the teacher's measured ms in the same table (None likewise).
+        latency_ms: predicted ms per forward pass at the budget's batch size and length (the latency table).
+        teacher_ms: the teacher's measured ms in the same table.
         budget: (field, value) of the budget met.
         candidates: how many shapes were scored; feasible: how many met the budget.
         seconds: wall time of the search.
@@ -51,8 +51,8 @@ class SearchResult:
     loss_increase: float
     size_bytes: int
     parameters: int
-    latency_ms: float | None
-    teacher_ms: float | None
+    latency_ms: float
+    teacher_ms: float
     budget: tuple[str, float]
     candidates: int
     feasible: int
@@ -73,11 +73,10 @@ class SearchResult:
             f"predicted size: {self.size_bytes / 1e6:.3f} MB ({self.size_bytes} bytes, exact), "
             f"{self.parameters} parameters",
         ]
-        if self.latency_ms is not None:
-            lines.append(
-                f"predicted latency: {self.latency_ms:.2f} ms (teacher {self.teacher_ms:.2f} ms, "
-                f"{self.teacher_ms / self.latency_ms:.2f}x)"
-            )
+        lines.append(
+            f"predicted latency: {self.latency_ms:.2f} ms (teacher {self.teacher_ms:.2f} ms, "
+            f"{self.teacher_ms / self.latency_ms:.2f}x)"
+        )
         lines.append(
             f"estimated loss increase: {self.loss_increase:.4g}; {self.feasible} of {self.candidates} shapes within "
             f"the budget; search took {self.seconds:.0f} s"
@@ -160,7 +159,7 @@ def search_student(
     Raises:
         ValueError: a quantized or ALBERT teacher, depths beyond the teacher's, a train split without input_ids, or
             a budget no student of the space meets (naming the smallest reachable value) — each before importance
-            scoring.
+            scoring (and, for size and parameter budgets, before any timing).
     """
     start = time.perf_counter()
     from ..methods.int8.transform import check_not_quantized
@@ -225,6 +224,19 @@ def search_student(
         reach = "at most" if budget_name == "budget_speedup" else "at least"
         raise invalid(budget_name, budget, f"{reach} {best:.6g}, the smallest student of the search space")
 
+    if table is None:  # size and parameter budgets: timed only once the budget is known to be reachable
+        table = measure_latency_table(
+            teacher,
+            tokenizer,
+            sorted(widths),
+            bits,
+            arguments.budget_batch_size,
+            arguments.budget_seq_len,
+            arguments.search_threads,
+            arguments.search_latency_repeats,
+            use_cache,
+        )
+
     # Importance on the task's data: layers, heads, neurons (masks) and weights (HAWQ's Ω per width).
     batches = calibration_batches(train_dataset, data_collator, batch_size, arguments.search_num_batches, seed)
     scores = importance_scores(teacher, batches, len(batches))
@@ -276,14 +288,13 @@ def search_student(
             break
     else:
         raise invalid(budget_name, budget, "a budget some built student meets (the estimates were all just over)")
-    latency = table.predict(chosen.depth, chosen.width, chosen.weight_bits) if table else None
     return SearchResult(
         candidate=chosen,
         loss_increase=_loss_increase(chosen, scores, omega, layer_prefix, ffn_names),
         size_bytes=size,
         parameters=count,
-        latency_ms=latency,
-        teacher_ms=table.teacher_ms if table else None,
+        latency_ms=table.predict(chosen.depth, chosen.width, chosen.weight_bits),
+        teacher_ms=table.teacher_ms,
         budget=(budget_name, budget),
         candidates=len(shapes),
         feasible=len(feasible),
