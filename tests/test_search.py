@@ -192,7 +192,10 @@ def test_the_latency_table_is_measured_once_per_machine_and_teacher(setting, tmp
     assert measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2) == first
     with pytest.raises(AssertionError, match="timed again"):  # another input shape is another table
         measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 8, 16, 1, 2)
-    assert first.predict(2, 32, 8) == pytest.approx(first.base[8] + 2 * first.per_layer[8][32])
+    assert first.predict(2, 32, 8) == pytest.approx(
+        first.base[8] + 2 * (first.per_layer[8] + 32 * first.per_neuron[8])
+    )
+    assert 0 <= first.fit_error < 1
 
 
 # ---------------------------------------------------------------- the command: a recipe out, and --run

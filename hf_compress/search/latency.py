@@ -1,10 +1,14 @@
-"""A latency model measured on this machine: per weight width, a fixed cost plus a cost per layer of each FFN width.
+"""A latency model timed on this machine: per weight width, ms = base + depth · (per_layer + per_neuron · FFN width).
 
-For every weight width and FFN width of the search space, skeleton students of depth 1 and of depth D (the
-teacher's, at most 3) are timed with `evaluation.measure.latency_ms` — interleaved with the teacher, so all see the
-same machine state — and a line is fitted through the two: ms(depth) = base + depth · per_layer. The table is cached
-as JSON under $HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher shape, inputs), so a second search
-on the same machine and teacher times nothing. Latency does not depend on the vocabulary (a row gather).
+For every weight width of the search space, skeleton students of depth 1 and of depth D (the teacher's, at most 3)
+at every FFN width of the space are timed with `evaluation.measure.latency_ms`, interleaved with the teacher so that
+all see the same machine state; each group's times are scaled by the teacher's median over the groups (so a busier
+moment during one group does not bias its width of weights). The three coefficients per weight width are a least-
+squares fit over those shapes (and, for float weights, the teacher itself: depth L at full width), so one noisy
+timing does not decide a shape. A layer's cost is linear in its FFN width (two Linears of that width; the attention
+part is fixed). The table is cached as JSON under $HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher
+shape, inputs), so a second search on the same machine and teacher times nothing. Latency does not depend on the
+vocabulary (a row gather).
 """
 
 from __future__ import annotations
@@ -14,11 +18,13 @@ import json
 import os
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel
 
 from ..evaluation.measure import latency_ms
-from ..families import layer_list
+from ..families import intermediate_size, layer_list
+from .config import FLOAT_WEIGHTS
 from .space import os_cpu_name, skeleton
 
 
@@ -28,26 +34,31 @@ class LatencyTable:
 
     Attributes:
         base: {weight bits: ms of everything but the layers (embeddings, head)}.
-        per_layer: {weight bits: {FFN width: ms of one layer}}.
+        per_layer: {weight bits: ms of one layer's fixed part (attention, LayerNorms)}.
+        per_neuron: {weight bits: ms per FFN neuron of one layer}.
         teacher_ms: the teacher (fp32), timed in the same run.
+        fit_error: the largest relative difference between a timed shape and the fitted table.
     """
 
     base: dict[int, float]
-    per_layer: dict[int, dict[int, float]]
+    per_layer: dict[int, float]
+    per_neuron: dict[int, float]
     teacher_ms: float
+    fit_error: float
     batch_size: int
     seq_len: int
     threads: int
 
     def predict(self, depth: int, width: int, weight_bits: int) -> float:
         """Predicted ms of a student of `depth` layers, FFN `width` and `weight_bits`."""
-        return self.base[weight_bits] + depth * self.per_layer[weight_bits][width]
+        b = weight_bits
+        return self.base[b] + depth * (self.per_layer[b] + self.per_neuron[b] * width)
 
     @classmethod
     def from_json(cls, data: dict) -> LatencyTable:
         data = dict(data)
-        data["base"] = {int(k): v for k, v in data["base"].items()}
-        data["per_layer"] = {int(b): {int(w): v for w, v in d.items()} for b, d in data["per_layer"].items()}
+        for name in ("base", "per_layer", "per_neuron"):
+            data[name] = {int(k): v for k, v in data[name].items()}
         return cls(**data)
 
 
@@ -63,6 +74,7 @@ def cache_path(teacher: PreTrainedModel, widths, bits, batch_size, seq_len, thre
         "widths": sorted(widths),
         "bits": sorted(bits),
         "inputs": [batch_size, seq_len, threads, repeats],
+        "model": 2,  # the fitted form of LatencyTable
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = os.path.expanduser(os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress")))
@@ -80,32 +92,39 @@ def measure_latency_table(
     repeats: int,
     use_cache: bool = True,
 ) -> LatencyTable:
-    """Time skeletons of every (weight bits, FFN width) at depth 1 and D beside the teacher; cached (see module)."""
+    """Time skeletons of every (weight bits, FFN width) at depth 1 and D beside the teacher, fit the table (see the
+    module); read from and written to the cache when `use_cache`."""
     path = cache_path(teacher, widths, bits, batch_size, seq_len, threads, repeats)
     if use_cache and os.path.exists(path):
         with open(path) as f:
             return LatencyTable.from_json(json.load(f))
-    deep = min(3, len(layer_list(teacher)))
-    base, per_layer, teacher_ms = {}, {}, []
+    depth = len(layer_list(teacher))
+    deep = min(3, depth)
+    groups = {}
     for b in bits:  # one group per width of weights: fewer models in memory at once, each group with the teacher
         models = {"teacher": teacher}
         for w in widths:
-            for depth in sorted({1, deep}):
-                models[f"{w}/{depth}"] = skeleton(teacher, list(range(depth)), w, b)[0]
-        times = latency_ms(models, tokenizer, batch_size, seq_len, repeats, num_threads=threads)
-        teacher_ms.append(times["teacher"])
-        per_layer[b] = {}
-        for w in widths:
-            one, many = times[f"{w}/1"], times[f"{w}/{deep}"]
-            layer = (many - one) / (deep - 1) if deep > 1 else one / 2
-            per_layer[b][w] = max(layer, 0.0)
-            base[b] = base.get(b, []) + [one - per_layer[b][w]]
-        base[b] = sorted(base[b])[len(base[b]) // 2]  # median over widths: the same embeddings and head in each
+            for d in sorted({1, deep}):
+                models[f"{w}/{d}"] = skeleton(teacher, list(range(d)), w, b)[0]
+        groups[b] = latency_ms(models, tokenizer, batch_size, seq_len, repeats, num_threads=threads)
         del models
+    teacher_ms = float(np.median([times["teacher"] for times in groups.values()]))
+    base, per_layer, per_neuron, errors = {}, {}, {}, []
+    for b, times in groups.items():
+        scale = teacher_ms / times["teacher"]
+        shapes = [(d, w, times[f"{w}/{d}"] * scale) for w in widths for d in sorted({1, deep})]
+        if b == FLOAT_WEIGHTS:
+            shapes.append((depth, intermediate_size(teacher.config), teacher_ms))
+        design = np.array([[1.0, d, d * w] for d, w, _ in shapes])
+        observed = np.array([t for _, _, t in shapes])
+        (base[b], per_layer[b], per_neuron[b]), *_ = np.linalg.lstsq(design, observed, rcond=None)
+        errors.extend(np.abs(design @ [base[b], per_layer[b], per_neuron[b]] / observed - 1))
     table = LatencyTable(
-        base=base,
-        per_layer=per_layer,
-        teacher_ms=sorted(teacher_ms)[len(teacher_ms) // 2],
+        base={b: float(v) for b, v in base.items()},
+        per_layer={b: float(v) for b, v in per_layer.items()},
+        per_neuron={b: float(v) for b, v in per_neuron.items()},
+        teacher_ms=teacher_ms,
+        fit_error=float(max(errors)),
         batch_size=batch_size,
         seq_len=seq_len,
         threads=threads,

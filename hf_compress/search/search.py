@@ -45,6 +45,7 @@ class SearchResult:
         budget: (field, value) of the budget met.
         candidates: how many shapes were scored; feasible: how many met the budget.
         seconds: wall time of the search.
+        fit_error: the latency table's largest relative difference from a shape it timed.
     """
 
     candidate: Candidate
@@ -57,6 +58,7 @@ class SearchResult:
     candidates: int
     feasible: int
     seconds: float
+    fit_error: float
     importance: Importance = field(repr=False)
 
     def recipe_fields(self) -> dict:
@@ -75,7 +77,7 @@ class SearchResult:
         ]
         lines.append(
             f"predicted latency: {self.latency_ms:.2f} ms (teacher {self.teacher_ms:.2f} ms, "
-            f"{self.teacher_ms / self.latency_ms:.2f}x)"
+            f"{self.teacher_ms / self.latency_ms:.2f}x; the table fits its timings within {self.fit_error:.1%})"
         )
         lines.append(
             f"estimated loss increase: {self.loss_increase:.4g}; {self.feasible} of {self.candidates} shapes within "
@@ -299,5 +301,6 @@ def search_student(
         candidates=len(shapes),
         feasible=len(feasible),
         seconds=time.perf_counter() - start,
+        fit_error=table.fit_error,
         importance=scores,
     )
