@@ -25,7 +25,8 @@ def setting(tmp_path_factory):
 
 def _search(setting, use_cache=False, **fields):
     teacher, tokenizer, data, collator = setting
-    arguments = SearchArguments(search_latency_repeats=2, search_num_batches=2, **fields)
+    space = {"search_ffn_sparsities": [0.0, 0.5, 0.875], "search_weight_bits": [32, 4]}  # a small grid: fast tests
+    arguments = SearchArguments(search_latency_repeats=2, search_num_batches=2, **{**space, **fields})
     return search_student(teacher, arguments, data, tokenizer, collator, batch_size=8, seed=0, use_cache=use_cache)
 
 
@@ -257,6 +258,12 @@ def test_every_family_is_scored_and_searched(family, tmp_path):
     assert scores.layers.shape == (3,) and bool((scores.layers > 0).all())
     model.zero_grad()
     data = Dataset.from_dict({**tokenizer(texts), "label": [0, 1, 2, 1]})
-    arguments = SearchArguments(budget_params=parameter_count(model) - 1, search_num_batches=1)
+    arguments = SearchArguments(
+        budget_params=parameter_count(model) - 1,
+        search_num_batches=1,
+        search_latency_repeats=1,
+        search_ffn_sparsities=[0.0, 0.5],
+        search_weight_bits=[32, 8],
+    )
     result = search_student(model, arguments, data, tokenizer, DataCollatorWithPadding(tokenizer), batch_size=4)
     assert result.parameters < parameter_count(model)
