@@ -267,3 +267,12 @@ def test_every_family_is_scored_and_searched(family, tmp_path):
     )
     result = search_student(model, arguments, data, tokenizer, DataCollatorWithPadding(tokenizer), batch_size=4)
     assert result.parameters < parameter_count(model)
+
+
+def test_a_speedup_no_student_reaches_is_refused_before_any_gradient(setting, monkeypatch):
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("importance was computed for an impossible budget")
+
+    monkeypatch.setattr(search_module, "importance_scores", no_scoring)
+    with pytest.raises(ValueError, match=r"^budget_speedup=1000.0 is invalid; allowed: at most \d"):
+        _search(setting, budget_speedup=1000.0)
