@@ -1,14 +1,14 @@
 """A latency model timed on this machine: per weight width, ms = base + depth · (per_layer + per_neuron · FFN width).
 
 For every weight width of the search space, skeleton students of depth 1 and of depth D (the teacher's, at most 3)
-at every FFN width of the space are timed with `evaluation.measure.latency_ms`, interleaved with the teacher so that
-all see the same machine state; each group's times are scaled by the teacher's median over the groups (so a busier
-moment during one group does not bias its width of weights). The three coefficients per weight width are a least-
-squares fit over those shapes (and, for float weights, the teacher itself: depth L at full width), so one noisy
-timing does not decide a shape. A layer's cost is linear in its FFN width (two Linears of that width; the attention
-part is fixed). The table is cached as JSON under $HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher
-shape, inputs), so a second search on the same machine and teacher times nothing. Latency does not depend on the
-vocabulary (a row gather).
+at three FFN widths of the space (its smallest, a middle one and its largest) are timed with
+`evaluation.measure.latency_ms`, interleaved with the teacher so that all see the same machine state; each group's
+times are scaled by the teacher's median over the groups (so a busier moment during one group does not bias its
+width of weights). The three coefficients per weight width are a least-squares fit over those shapes (and, for float
+weights, the teacher itself: depth L at full width), so one noisy timing does not decide a shape. A layer's cost is
+linear in its FFN width (two Linears of that width; the attention part is fixed). The table is cached as JSON under
+$HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher shape, inputs), so a second search on the same
+machine and teacher times nothing. Latency does not depend on the vocabulary (a row gather).
 """
 
 from __future__ import annotations
@@ -94,6 +94,9 @@ def measure_latency_table(
 ) -> LatencyTable:
     """Time skeletons of every (weight bits, FFN width) at depth 1 and D beside the teacher, fit the table (see the
     module); read from and written to the cache when `use_cache`."""
+    widths = sorted(set(widths))
+    if len(widths) > 3:  # the fit is linear in width: the extremes and a middle one pin it, at half the timing cost
+        widths = [widths[0], widths[len(widths) // 2], widths[-1]]
     path = cache_path(teacher, widths, bits, batch_size, seq_len, threads, repeats)
     if use_cache and os.path.exists(path):
         with open(path) as f:
