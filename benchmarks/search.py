@@ -50,6 +50,8 @@ QUICK = {"max_train_samples": 256, "max_eval_samples": 300, "report_latency_repe
 def base_recipe(quick: bool) -> dict:
     with open(BASE) as f:
         recipe = yaml.safe_load(f)
+    for budget in ("budget_params", "budget_mb", "budget_latency_ms", "budget_speedup"):
+        recipe.pop(budget, None)  # each search sets its own
     recipe.update(teacher_model_name_or_path=teacher_path(), finetune_teacher=False, overwrite_output=True)
     recipe.update(report_latency_repeats=20)
     if quick:
@@ -111,6 +113,9 @@ def search(base: dict, folder: str, budget: str, value: float) -> dict:
         "predicted_latency_ms": result.latency_ms,
         "predicted_teacher_ms": result.teacher_ms,
         "predicted_speedup": result.teacher_ms / result.latency_ms,
+        "checked_latency_ms": result.checked_latency_ms,
+        "checked_teacher_ms": result.checked_teacher_ms,
+        "checked_speedup": result.checked_teacher_ms / result.checked_latency_ms,
         "latency_fit_error": result.fit_error,
         "loss_increase": result.loss_increase,
         "summary": result.summary(),
@@ -166,13 +171,13 @@ def table(rows: list[dict], teacher: float) -> str:
         f"teacher accuracy {teacher:.4f}",
         "",
         "| student | accuracy (mean ± sd, seeds) | vs teacher | agreement | MB (predicted / measured) "
-        "| faster b1 / b32 | b32 speed-up predicted | search s / compress s |",
+        "| faster b1 / b32 | b32 speed-up table / checked | search s / compress s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         predicted_mb = f"{r['predicted_bytes'] / 1e6:.3f}" if "predicted_bytes" in r else "—"
         measured_mb = " ".join(f"{b / 1e6:.3f}" for b in sorted(set(r["bytes"])))
-        speed = f"{r['predicted_speedup']:.2f}×" if "predicted_speedup" in r else "—"
+        speed = f"{r['predicted_speedup']:.2f}× / {r['checked_speedup']:.2f}×" if "predicted_speedup" in r else "—"
         cost = (
             f"{r['seconds']:.0f} / {r['compress_seconds']:.0f}"
             if "seconds" in r

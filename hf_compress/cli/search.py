@@ -118,9 +118,11 @@ def run_searched(target: str, result, teacher, tokenizer, search: SearchArgument
     )
     measured = {"size_bytes": size, "latency_ms": times["student"], "teacher_ms": times["teacher"]}
     announce(f"size: predicted {result.size_bytes} bytes, measured {size} bytes")
+    checked = result.checked_teacher_ms / result.checked_latency_ms
     announce(
         f"latency: predicted {result.latency_ms:.2f} ms, measured {times['student']:.2f} ms "
         f"({times['student'] / result.latency_ms - 1:+.1%}); speed-up predicted "
-        f"{result.teacher_ms / result.latency_ms:.2f}x, measured {times['teacher'] / times['student']:.2f}x"
+        f"{result.teacher_ms / result.latency_ms:.2f}x (checked {checked:.2f}x), "
+        f"measured {times['teacher'] / times['student']:.2f}x"
     )
     return measured
