@@ -99,23 +99,16 @@ def run_searched(target: str, result, teacher, tokenizer, search: SearchArgument
     """Compress with the searched recipe, then measure its size and latency beside the teacher's, as predicted."""
     from transformers import AutoTokenizer
 
-    from ..evaluation.measure import bytes_on_disk, latency_ms
+    from ..evaluation.measure import bytes_on_disk
     from ..loading import load_saved_model
+    from ..search.latency import time_beside_teacher
     from .train import announce, run_recipe
 
     recipe, args = parse_recipe(target, [], RecipeArguments, CompressionTrainingArguments)
     run_recipe(recipe, args, "compress")
     student = load_saved_model(args.output_dir)
     size = bytes_on_disk(args.output_dir)
-    times = latency_ms(
-        {"teacher": teacher, "student": student},
-        tokenizer,
-        search.budget_batch_size,
-        search.budget_seq_len,
-        search.search_latency_repeats,
-        tokenizers={"student": AutoTokenizer.from_pretrained(args.output_dir)},
-        num_threads=search.search_threads,
-    )
+    times = time_beside_teacher(teacher, student, tokenizer, AutoTokenizer.from_pretrained(args.output_dir), search)
     measured = {"size_bytes": size, "latency_ms": times["student"], "teacher_ms": times["teacher"]}
     announce(f"size: predicted {result.size_bytes} bytes, measured {size} bytes")
     checked = result.checked_teacher_ms / result.checked_latency_ms

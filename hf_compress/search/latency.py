@@ -139,3 +139,17 @@ def measure_latency_table(
             json.dump(asdict(table), f, indent=1)
         os.replace(tmp, path)
     return table
+
+
+def time_beside_teacher(teacher, student, tokenizer, student_tokenizer, arguments) -> dict[str, float]:
+    """{"teacher": ms, "student": ms}: the two timed interleaved at the budget's inputs and threads (`arguments`: a
+    SearchArguments); the student reads its own tokenizer (a cut vocabulary)."""
+    return latency_ms(
+        {"teacher": teacher, "student": student},
+        tokenizer,
+        arguments.budget_batch_size,
+        arguments.budget_seq_len,
+        arguments.search_latency_repeats,
+        tokenizers={"student": student_tokenizer},
+        num_threads=arguments.search_threads,
+    )
