@@ -35,6 +35,13 @@ def test_every_recipe_parses(path, tmp_path):
         recipe, args = parse([path, "--output_dir", str(tmp_path)])
         assert args.output_dir == str(tmp_path) and recipe.model_name_or_path
         return
+    if command == "search":  # a compress recipe plus its budget: parsed as hf-compress search parses it
+        from hf_compress.cli.search import parse
+
+        _, recipe, args, search, _ = parse([path, "--output_dir", str(tmp_path)])
+        assert args.output_dir == str(tmp_path) and search.budget[1] > 0
+        assert os.path.isdir(resolve_model_path(args.teacher_model_name_or_path))
+        return
     args_class = RECIPE_COMMANDS[command][0]
     recipe, args = parse_recipe(path, ["--output_dir", str(tmp_path)], RecipeArguments, args_class)
     assert isinstance(args, args_class)
