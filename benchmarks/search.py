@@ -136,9 +136,11 @@ def publish(searched_recipe: str, budget: str) -> str:
     recipe["output_dir"] = f"outputs/tweets-search-{budget}"
     target = os.path.join(ROOT, "recipes", f"tweets-search-{budget}-searched.yaml")
     header = [h.replace(searched_recipe, os.path.relpath(target, ROOT)) for h in header]
-    note = f"# benchmarks/search.py, budget {budget}: the recipe hf-compress search wrote, with the teacher fields of"
+    run = [h for h in header if h.startswith("# Run:")]  # first: tests read a recipe's command from its first mention
+    note = f"# benchmarks/search.py, budget {budget}: the recipe the search wrote, with the teacher fields of"
+    lines = [*run, note, "# recipes/tweets-search.yaml (the search ran on the cached teacher)"]
     with open(target, "w") as f:
-        f.write("\n".join([note, "# recipes/tweets-search.yaml (the search ran on the cached teacher)", *header]))
+        f.write("\n".join(lines + [h for h in header if h not in run]))
         f.write("\n" + yaml.safe_dump(recipe, sort_keys=False))
     return target
 
