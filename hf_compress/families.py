@@ -67,6 +67,21 @@ FAMILIES: dict[str, Family] = {
             "value": "attention.self.value_proj",
         },
     ),
+    # MPNet (all-mpnet-base-v2): BERT's layer with the attention's projections one level down (`attention.attn.q`)
+    # and no segment embeddings; its relative-position bias lives in the encoder, shared by every layer, so a
+    # student with fewer layers keeps it as is.
+    "mpnet": Family(
+        "mpnet",
+        **{
+            **_BERT_LIKE,
+            "query": "attention.attn.q",
+            "key": "attention.attn.k",
+            "value": "attention.attn.v",
+            "attention_output": "attention.attn.o",
+            "attention_layer_norm": "attention.LayerNorm",
+        },
+        has_token_types=False,
+    ),
     "distilbert": Family(
         "distilbert",
         layers="transformer.layer",

@@ -185,9 +185,9 @@ def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict 
     return auto_class_for(student).from_pretrained(path, **{"use_safetensors": True, **(init_kwargs or {})})
 
 
-# Families whose position ids start after the padding id (RoBERTa's `create_position_ids_from_input_ids`), so
-# `padding_idx + 1` rows of the position table are never reached by a token.
-PADDING_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "camembert")
+# Families whose position ids start after the padding id (RoBERTa's `create_position_ids_from_input_ids`; MPNet's
+# embeddings do the same with padding_idx 1), so `padding_idx + 1` rows of the position table are never reached.
+PADDING_OFFSET_FAMILIES = ("roberta", "xlm-roberta", "camembert", "mpnet")
 
 
 def usable_positions(config: PretrainedConfig) -> int | None:
@@ -198,7 +198,8 @@ def usable_positions(config: PretrainedConfig) -> int | None:
     if config.model_type == "deberta-v2" and not getattr(config, "position_biased_input", True):
         return None  # relative positions only: any length
     if config.model_type in PADDING_OFFSET_FAMILIES:
-        pad = getattr(config, "pad_token_id", None)
+        # MPNetEmbeddings hard-codes padding_idx 1, whatever the config says.
+        pad = 1 if config.model_type == "mpnet" else getattr(config, "pad_token_id", None)
         n -= (1 if pad is None else pad) + 1
     return n
 

@@ -23,6 +23,7 @@ from transformers import (
     DebertaV2Tokenizer,
     DistilBertTokenizer,
     ElectraTokenizer,
+    MPNetTokenizer,
     PreTrainedTokenizerFast,
     RobertaTokenizer,
     XLMRobertaTokenizer,
@@ -69,6 +70,7 @@ TOKENIZERS = {
     "roberta": ("byte-level BPE", RobertaTokenizer, "roberta"),
     "xlm-roberta": ("Unigram", XLMRobertaTokenizer, "roberta"),
     "deberta-v2": ("Unigram", DebertaV2Tokenizer, "bert"),
+    "mpnet": ("WordPiece", MPNetTokenizer, "roberta"),  # BERT's WordPiece with RoBERTa's special tokens
     "albert": ("Unigram", AlbertTokenizer, "albert"),
 }
 # special token -> its roles, in vocabulary order
@@ -134,7 +136,7 @@ def trained(kind: str, layout: str, without: str | None = None) -> str:
         trainer = trainers.UnigramTrainer(vocab_size=600, special_tokens=specials, unk_token=named["unk_token"])
     tok.train_from_iterator(CORPUS, trainer)
     cls, sep = named["cls_token"], named["sep_token"]
-    if kind == "byte-level BPE":  # RoBERTa's post-processor
+    if kind == "byte-level BPE" or layout == "roberta" and kind == "WordPiece":  # RoBERTa's (and MPNet's)
         tok.post_processor = processors.RobertaProcessing((sep, tok.token_to_id(sep)), (cls, tok.token_to_id(cls)))
     else:
         tok.post_processor = processors.TemplateProcessing(

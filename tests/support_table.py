@@ -29,6 +29,7 @@ FAMILY_NAMES = {
     "electra": "ELECTRA",
     "deberta-v2": "DeBERTa-v2",
     "distilbert": "DistilBERT",
+    "mpnet": "MPNet",
 }
 HEAD_NAMES = {
     "sequence classification": "sequence classification",

@@ -205,6 +205,29 @@ def test_export_computes_what_pytorch_computes(exports, kind, task, format):
     _assert_within_bound(got, want, feeds["attention_mask"].astype(bool), task, int8)
 
 
+@pytest.mark.parametrize("kind", ["student", "int8"])
+def test_an_mpnet_model_exports_without_token_types(tmp_path, kind):
+    """MPNet (all-mpnet-base-v2's family): no segment input, positions after the padding id, a relative-position
+    bias in the encoder; the file computes what PyTorch computes on inputs the export's check never saw."""
+    from tests.family_models import SEQUENCE, family_model, family_tokenizer
+
+    tokenizer = family_tokenizer("mpnet", tmp_path / "tokenizer")
+    model = family_model("mpnet", tokenizer, SEQUENCE, perturb=True)
+    if kind == "int8":
+        hf_compress.quantize_(model)
+    source, out = tmp_path / "model", tmp_path / "onnx"
+    model.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    record = export(source, out, format="onnx")
+    assert record["inputs"] == ["input_ids", "attention_mask"] and (record["int8_matmuls"] > 0) == (kind == "int8")
+    assert record["max_sequence_length"] == 62  # 64 positions, two reserved by the padding offset
+    texts = ["the dog sleeps by the river", "birds migrate south in autumn and return north in spring", "hello"]
+    feeds = _inputs(AutoTokenizer.from_pretrained(out), record["inputs"], texts)
+    mask = feeds["attention_mask"].astype(bool)
+    _assert_within_bound(_run_file(out, record, feeds), _pytorch(source, feeds, "text-classification"), mask,
+                         "text-classification", kind == "int8")  # fmt: skip
+
+
 def test_int8_codes_are_in_the_graph(exports):
     """The int8 model's file holds its int8 codes and computes with DynamicQuantizeLinear + MatMulInteger."""
     out, record = exports.get("int8", "text-classification", "onnx")

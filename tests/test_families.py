@@ -59,7 +59,7 @@ from tests.family_models import (
 )
 from tests.testing_utils import run_python, training_args
 
-FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert")
+FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert", "mpnet")
 HEAD_IDS = {SEQUENCE: "seq", TOKEN: "tok", QA: "qa"}
 HEAD_SUFFIX = {SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering"}
 TRAIN_TEXTS = CORPUS[:16]
@@ -296,11 +296,13 @@ FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
 }
 
 _RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
+_RELATIVE_BIAS = Refusal("relative-position bias in its attention", "relative-position bias")
 _GELU = Refusal("dense → GELU head has no ALBERT counterpart", "GELU")
 _RELU = Refusal("pre_classifier → ReLU head has no ALBERT counterpart", "ReLU")
 # (feature, family, head) -> the documented refusal; head None means every head of the family.
 REFUSED: dict[tuple[str, str, str | None], Refusal] = {
     ("albert", "deberta-v2", None): _RELATIVE,
+    ("albert", "mpnet", None): _RELATIVE_BIAS,
     ("albert", "electra", SEQUENCE): _GELU,
     ("albert", "distilbert", SEQUENCE): _RELU,
 }

@@ -239,7 +239,7 @@ def test_search_command_refuses_a_recipe_without_a_budget(tmp_path, capsys):
     assert not os.path.exists(tmp_path / "out" / "teacher")
 
 
-@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert"])
+@pytest.mark.parametrize("family", ["bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert", "mpnet"])
 def test_every_family_is_scored_and_searched(family, tmp_path):
     """The gates sit where each family's layers, heads and neurons are; the search's student builds in each."""
     from hf_compress.families import distinct_layers

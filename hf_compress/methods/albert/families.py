@@ -113,7 +113,11 @@ _RELATIVE = (
     "which ALBERT's attention over absolute position embeddings cannot express; nor is its GELU ContextPooler a "
     "tanh pooler"
 )
-REFUSED_FAMILIES = {"deberta-v2": _RELATIVE, "deberta": _RELATIVE}
+_RELATIVE_BIAS = (
+    "its attention adds a learned relative-position bias (bucketed, shared by every layer) to the scores, which "
+    "ALBERT's attention over absolute position embeddings cannot express"
+)
+REFUSED_FAMILIES = {"deberta-v2": _RELATIVE, "deberta": _RELATIVE, "mpnet": _RELATIVE_BIAS}
 
 # The layer parts every family has, renamed from the source family's module path to ALBERT's (families.py).
 LAYER_PARTS = (

@@ -1,7 +1,7 @@
 """Structured FFN pruning as a transform: score neurons on calibration batches, then slice them out of the model.
 
 Removing the same number of intermediate neurons from every FFN layer leaves a stock config (BERT, RoBERTa, ELECTRA,
-DeBERTa-v2, DistilBERT, ALBERT) with a smaller intermediate size: smaller and faster in plain transformers.
+DeBERTa-v2, DistilBERT, MPNet, ALBERT) with a smaller intermediate size: smaller and faster in plain transformers.
 A neuron's importance is the first-order Taylor estimate of the loss change when a gate on its activation closes
 (Molchanov et al. 2019, arXiv:1906.10771), computed from the FFN output weight and its gradient (`gate_gradients`).
 """
