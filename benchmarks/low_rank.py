@@ -75,7 +75,7 @@ def accuracy_part(args) -> dict:
     teacher_row["bytes"] = state_dict_bytes(teacher, os.path.join(MODELS, "teacher.safetensors"))
     print(f"teacher: accuracy {teacher_row['accuracy']:.4f}", flush=True)
     result = {**run_info(), "test_examples": len(test), "train_examples": n_train, "teacher": teacher_row, "arms": []}
-    cache = None  # the first arm's TeacherLogitCache, shared by the later arms (same teacher, same examples)
+    cache = None  # the first arm's TeacherOutputCache, shared by the later arms (same teacher, same examples)
     for ratio in args.ratios:
         for method in args.methods:
             name = f"{method} {ratio}"

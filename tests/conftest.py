@@ -23,6 +23,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
     torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def _teacher_cache_per_test(tmp_path_factory, monkeypatch):
+    """Each test its own teacher-output cache: an entry another test left would turn its teacher calls into hits."""
+    monkeypatch.setenv("HF_COMPRESS_TEACHER_CACHE", str(tmp_path_factory.mktemp("teacher-outputs")))
+
+
 USER, ORG, OTHER_USER = "user", "user-org", "other"
 TOKEN, OTHER_TOKEN = "hf_local_user_token", "hf_local_other_token"
 # Set in the environment, these would send the client elsewhere or change what it does.

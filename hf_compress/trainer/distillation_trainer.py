@@ -9,7 +9,7 @@ import os
 import torch
 from safetensors.torch import load_file
 from torch import nn
-from transformers import AutoModel, PreTrainedModel, Trainer
+from transformers import AutoModel, PreTrainedModel, Trainer, TrainerCallback
 
 from ..methods.distillation.config import DistillationTrainingArguments, default_teacher_layer_mapping
 from ..methods.distillation.loss import (
@@ -21,7 +21,7 @@ from ..methods.distillation.loss import (
     pop_labels,
 )
 from ..methods.distillation.losses import attention_loss, hidden_state_loss
-from ..methods.distillation.teacher_cache import TeacherLogitCache
+from ..methods.distillation.teacher_cache import TeacherOutputCache
 from ..provenance import portable_reference, record
 from .data_checks import check_trainer_datasets
 from .saving import FinalizeMixin
@@ -50,6 +50,26 @@ def project_hidden_states(module: nn.Module, args, output):
         return None
     output["hidden_states"] = (hidden[0], *(p(h) for p, h in zip(projection, hidden[1:])))
     return output
+
+
+class TeacherCacheSync(TrainerCallback):
+    """At each epoch start, every rank reads what the others cached (after a barrier, so all of it).
+
+    Under DDP each rank sees its own share of an epoch; without this a rank would run the teacher again, in the next
+    epoch, on the examples another rank already cached. Reading at epoch 0 picks up a resumed or earlier run's entries.
+    """
+
+    def __init__(self, trainer: DistillationTrainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        cache = self.trainer._logit_cache
+        if cache is None:
+            return
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        cache.open(self.trainer.teacher)
+        cache.refresh()
 
 
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
@@ -179,7 +199,10 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         # Teacher and student of different families take different inputs (a BERT teacher's token_type_ids, which a
         # DistilBERT student has none of): each model gets the batch without what only the other one names.
         self._inputs_of = {"student": forward_arguments(model), "teacher": forward_arguments(teacher_model)}
-        self._logit_cache = TeacherLogitCache() if args.cache_teacher_logits else None
+        self._logit_cache = None
+        if args.cache_teacher_logits:
+            self._logit_cache = TeacherOutputCache(args.teacher_cache_dir)
+            self.add_callback(TeacherCacheSync(self))
         self._terms = LossTermLog()
         self._steps_since_log = 0
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself (TRL does this)

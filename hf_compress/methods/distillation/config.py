@@ -76,8 +76,16 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
     )
     cache_teacher_logits: bool = config_field(
         False,
-        "Compute teacher logits once per example and reuse them on later epochs (logit-only "
-        "distillation: requires hidden_loss_weight = attention_loss_weight = 0).",
+        "Compute teacher logits once per example into an on-disk, memory-mapped table that later epochs, every "
+        "DDP rank, a resumed run and later runs with the same teacher and tokens read instead of running the "
+        "teacher (30 bytes of RAM per example for the index; logit-only distillation: requires "
+        "hidden_loss_weight = attention_loss_weight = 0).",
+    )
+    teacher_cache_dir: str | None = config_field(
+        None,
+        "Folder of the teacher-output cache (one sub-folder per teacher fingerprint). null: "
+        "$HF_COMPRESS_TEACHER_CACHE, else $HF_COMPRESS_CACHE/teacher-outputs, else "
+        "~/.cache/hf_compress/teacher-outputs. Only with cache_teacher_logits.",
     )
 
     teacher_quantization: str | None = config_field(
@@ -130,6 +138,13 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
             self.cache_teacher_logits,
             "False when hidden_loss_weight or attention_loss_weight > 0 (those terms need a teacher forward "
             "on every step, so caching logits saves nothing)",
+        )
+
+        require(
+            self.teacher_cache_dir is None or self.cache_teacher_logits,
+            "teacher_cache_dir",
+            self.teacher_cache_dir,
+            "null unless cache_teacher_logits is true (without the cache nothing reads the folder)",
         )
 
     @property
