@@ -11,7 +11,11 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import AutoModel, PreTrainedModel, Trainer, TrainerCallback
 
-from ..methods.distillation.config import DistillationTrainingArguments, default_teacher_layer_mapping
+from ..methods.distillation.config import (
+    EMBEDDING_WEIGHTS,
+    DistillationTrainingArguments,
+    default_teacher_layer_mapping,
+)
 from ..methods.distillation.loss import (
     LossTermLog,
     count_items,
@@ -23,6 +27,7 @@ from ..methods.distillation.loss import (
 from ..methods.distillation.losses import attention_loss, hidden_state_loss
 from ..methods.distillation.teacher_cache import TeacherOutputCache
 from ..provenance import portable_reference, record
+from ..tasks.sentence_embedding import Pooling, read_pooling, write_sentence_transformers_files
 from .data_checks import check_trainer_datasets
 from .saving import FinalizeMixin
 from .trainer_options import refuse_distillation_options, refuse_optimizer
@@ -68,8 +73,7 @@ class TeacherCacheSync(TrainerCallback):
             return
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.barrier()
-        cache.open(self.trainer.teacher)
-        cache.refresh()
+        cache.refresh()  # (before the first lookup there is nothing to read: that lookup opens the folder)
 
 
 def check_compatible(teacher: PreTrainedModel, student: PreTrainedModel) -> None:
@@ -124,6 +128,12 @@ def int8_teacher(teacher: PreTrainedModel, device: torch.device) -> PreTrainedMo
     except ValueError as err:
         raise invalid(field, "int8", f"null for a teacher that is already quantized ({err})") from None
     return quantize_(copy.deepcopy(teacher)).eval().requires_grad_(False)
+
+
+def teacher_folder(teacher: nn.Module) -> str | None:
+    """The local folder the teacher was loaded from (where its sentence-transformers files are), if any."""
+    path = getattr(getattr(teacher, "config", None), "name_or_path", "") or ""
+    return path if os.path.isdir(path) else None
 
 
 def forward_arguments(model: nn.Module) -> set[str]:
@@ -187,11 +197,13 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             for m in (model, teacher_model):
                 m.set_attn_implementation("eager")
 
+        self.pooling = self._embedding_pooling(model, teacher_model, args)
         super().__init__(model=model, args=args, **kwargs)
         # Our loss is normalised by num_items_in_batch, so Trainer must count items and not divide again.
         self.model_accepts_loss_kwargs = True
         self.teacher = teacher_model.to(self.args.device).eval().requires_grad_(False)
         self.head_kind = head_kind(self.model)
+        self._embedding_terms = tuple(term for name, term in EMBEDDING_WEIGHTS.items() if getattr(args, name) > 0)
         projection = self._build_projection(model, teacher_model)
         if projection is not None:
             self.model.add_module(PROJECTION_MODULE, projection.to(self.args.device))
@@ -207,6 +219,61 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         self._steps_since_log = 0
         self.model.add_model_tags(self._tag_names)  # transformers 5 does not read _tag_names itself (TRL does this)
         self._after_init()
+
+    @staticmethod
+    def _embedding_pooling(student, teacher, args) -> Pooling | None:
+        """The pooling of an embedding (base-model) student, checked before any work; None for a task head.
+
+        The embedding fields are refused for a task head (they would be ignored), and an embedding student must
+        keep the teacher's width (the loss compares the vectors themselves).
+        """
+        from ..checks import invalid
+        from ..methods.distillation.config import EMBEDDING_WEIGHTS
+
+        if head_kind(student) != "embedding":
+            for name, default in (
+                ("embedding_pooling", None), ("embedding_cosine_weight", 0.0), ("similarity_loss_weight", 0.0),
+                ("embedding_mse_weight", 1.0),
+            ):  # fmt: skip
+                if getattr(args, name) != default:
+                    raise invalid(
+                        name, getattr(args, name), f"{default} for {type(student).__name__} (a task head); the "
+                        "embedding fields apply to a base-model student (AutoModel), whose output is its pooled "
+                        "last hidden state",
+                    )  # fmt: skip
+            return None
+        if not any(getattr(args, name) > 0 for name in EMBEDDING_WEIGHTS):
+            raise invalid("embedding_mse_weight", args.embedding_mse_weight, "> 0 for one of " + ", ".join(
+                EMBEDDING_WEIGHTS) + " (an embedding student learns from those terms only)")  # fmt: skip
+        h_s, h_t = student.config.hidden_size, teacher.config.hidden_size
+        if h_s != h_t:
+            raise invalid(
+                "model", type(student).__name__, f"an embedding student as wide as its teacher (hidden_size: "
+                f"teacher {h_t} vs student {h_s}); create_student keeps the width",
+            )  # fmt: skip
+        source = teacher_folder(teacher)
+        declared = read_pooling(source)
+        if args.embedding_pooling is None:
+            return declared or Pooling("mean")
+        return Pooling(args.embedding_pooling, declared.normalize if declared else False)
+
+    def _head_outputs(self, outputs, inputs: dict) -> dict[str, torch.Tensor]:
+        """What the loss compares: the head's logits, or an embedding model's pooled sentence vectors."""
+        if self.head_kind == "embedding":
+            return {"embedding": self.pooling(outputs.last_hidden_state, inputs.get("attention_mask"))}
+        return head_logits(outputs)
+
+    def _write_final_files(self, output_dir: str) -> None:
+        """An embedding student also gets sentence-transformers' module files (SentenceTransformer(path) loads it)."""
+        super()._write_final_files(output_dir)
+        if self.head_kind == "embedding":
+            from ..loading import usable_positions
+
+            config = self.model.config
+            write_sentence_transformers_files(
+                output_dir, self.pooling, config.hidden_size, usable_positions(config) or 512,
+                source=teacher_folder(self.teacher),
+            )  # fmt: skip
 
     @property
     def hidden_projection(self) -> nn.ModuleList | None:
@@ -228,6 +295,14 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             "teacher_layer_mapping": self.layer_mapping,
             "cache_teacher_logits": a.cache_teacher_logits,
             "teacher_quantization": a.teacher_quantization,
+            **(
+                {
+                    "embedding_pooling": {"mode": self.pooling.mode, "normalize": self.pooling.normalize},
+                    **{name: getattr(a, name) for name in EMBEDDING_WEIGHTS},
+                }
+                if self.pooling is not None
+                else {}
+            ),
         }
 
     @staticmethod
@@ -288,22 +363,25 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         finally:
             if projection is not None:
                 projection.active = False
-        student_logits = head_logits(outputs)
+        student_logits = self._head_outputs(outputs, inputs)
 
         teacher_out = None
         teacher_inputs = self._inputs_for("teacher", inputs)
         if self._logit_cache is not None and model.training:
-            teacher_logits, hit_rate = self._logit_cache.logits(self.teacher, teacher_inputs)
+            variant = "" if self.pooling is None else f"embedding-{self.pooling.mode}-{int(self.pooling.normalize)}"
+            teacher_logits, hit_rate = self._logit_cache.logits(
+                self.teacher, teacher_inputs, read=self._head_outputs, variant=variant
+            )
             self._terms.rates["teacher_cache_hit_rate"].append(hit_rate)
         else:
             with torch.no_grad():
                 teacher_out = self.teacher(**teacher_inputs, **extra)
-            teacher_logits = head_logits(teacher_out)
+            teacher_logits = self._head_outputs(teacher_out, teacher_inputs)
 
         mask = inputs.get("attention_mask")
         terms, n_local = logit_terms(
             self.head_kind, student_logits, teacher_logits, labels, mask, args.temperature, args.alpha > 0,
-            args.alpha < 1,
+            args.alpha < 1, self._embedding_terms,
         )  # fmt: skip
         if args.hidden_loss_weight > 0:
             terms["hidden_loss"] = self._hidden_term(outputs.hidden_states[1:], teacher_out.hidden_states, mask)
@@ -317,6 +395,7 @@ class DistillationTrainer(FinalizeMixin, Trainer):
             "ce_loss": 1.0 - args.alpha,
             "hidden_loss": args.hidden_loss_weight,
             "attention_loss": args.attention_loss_weight,
+            **{term: getattr(args, name) for name, term in EMBEDDING_WEIGHTS.items()},
         }
         divisor = num_items_in_batch if num_items_in_batch is not None else max(n_local, 1)
         scale = 1

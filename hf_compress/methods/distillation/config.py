@@ -15,6 +15,13 @@ from ..vocabulary.config import VocabularyArguments
 
 ATTENTION_LOSS_TYPES = ("kl", "mse")
 TEACHER_QUANTIZATIONS = (None, "int8")
+EMBEDDING_POOLINGS = (None, "mean", "cls", "max")
+# field -> the loss term it weighs (methods/distillation/losses.py embedding_terms)
+EMBEDDING_WEIGHTS = {
+    "embedding_mse_weight": "embedding_mse",
+    "embedding_cosine_weight": "embedding_cosine",
+    "similarity_loss_weight": "similarity_loss",
+}
 
 
 def default_teacher_layer_mapping(num_student_layers: int, num_teacher_layers: int) -> list[int]:
@@ -88,6 +95,26 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
         "~/.cache/hf_compress/teacher-outputs. Only with cache_teacher_logits.",
     )
 
+    embedding_pooling: str | None = config_field(
+        None,
+        "Sentence embeddings (a base-model student, e.g. AutoModel): how token states become the sentence "
+        "vector, 'mean', 'cls' or 'max'. null: the teacher's sentence-transformers pooling (1_Pooling, and "
+        "2_Normalize when it has one), else mean. Only for a base-model student.",
+    )
+    embedding_mse_weight: float = config_field(
+        1.0,
+        "Sentence embeddings: weight (>= 0) of the MSE between the student's and the teacher's pooled embeddings "
+        "(sentence-transformers' model distillation, Reimers & Gurevych 2020, arXiv:2004.09813).",
+    )
+    embedding_cosine_weight: float = config_field(
+        0.0, "Sentence embeddings: weight (>= 0) of 1 - cosine(student, teacher) per sentence."
+    )
+    similarity_loss_weight: float = config_field(
+        0.0,
+        "Sentence embeddings: weight (>= 0) of the MSE between the student's and the teacher's in-batch "
+        "cosine-similarity matrices (the relations a retrieval index reads).",
+    )
+
     teacher_quantization: str | None = config_field(
         None,
         "'int8': the teacher's forward runs with int8 weights and activations (hf_compress.quantize_, one "
@@ -107,6 +134,9 @@ class DistillationTrainingArguments(MethodArguments, VocabularyArguments, Traini
         require(self.hidden_loss_weight >= 0, "hidden_loss_weight", self.hidden_loss_weight, "a number >= 0")
         require(self.attention_loss_weight >= 0, "attention_loss_weight", self.attention_loss_weight, "a number >= 0")
         check_choice("attention_loss_type", self.attention_loss_type, ATTENTION_LOSS_TYPES)
+        check_choice("embedding_pooling", self.embedding_pooling, EMBEDDING_POOLINGS)
+        for name in EMBEDDING_WEIGHTS:
+            require(getattr(self, name) >= 0, name, getattr(self, name), "a number >= 0")
         if self.teacher_layer_mapping is not None:
             check_layer_ids("teacher_layer_mapping", self.teacher_layer_mapping)
         super().__post_init__()

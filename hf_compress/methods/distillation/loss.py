@@ -7,6 +7,8 @@ Three head kinds cover the encoders' tasks:
 - "span" (extractive QA): start and end logits (batch, tokens); one item per example. KD is T²·KL on the start and on
   the end distribution over the real (unpadded) positions, averaged; CE is the mean of the start and end
   cross-entropies, as transformers' QA heads compute it.
+- "embedding" (a base model, sentence embeddings): the pooled last hidden state (batch, hidden); one item per example;
+  the terms are `losses.embedding_terms` (no labels, no temperature).
 Every term is a sum over items, divided by the caller, so gradient accumulation and padding do not change it.
 """
 
@@ -16,19 +18,21 @@ from collections import defaultdict
 
 import torch
 
-from .losses import ce_loss, kd_loss
+from .losses import ce_loss, embedding_terms, kd_loss
 
 SPAN_KEYS = ("start_logits", "end_logits")
 SPAN_LABELS = ("start_positions", "end_positions")
 
 
 def head_kind(model) -> str:
-    """'span', 'token' or 'sequence', from the task model's class (a base model counts as 'sequence')."""
+    """'span', 'token', 'sequence' or 'embedding' (a base model: its pooled last hidden state is the output)."""
     name = type(model).__name__
     if name.endswith("ForQuestionAnswering"):
         return "span"
     if name.endswith("ForTokenClassification"):
         return "token"
+    if getattr(model, "base_model", None) is model:
+        return "embedding"
     return "sequence"
 
 
@@ -59,9 +63,13 @@ def logit_terms(
     temperature: float,
     want_kd: bool,
     want_ce: bool,
+    embedding: tuple[str, ...] = (),
 ) -> tuple[dict[str, torch.Tensor], int]:
-    """The KD and CE sums of one batch for a head kind, and the number of items they are summed over."""
+    """The KD and CE sums of one batch for a head kind (the `embedding` terms for an embedding model), and the number
+    of items they are summed over."""
     terms: dict[str, torch.Tensor] = {}
+    if kind == "embedding":
+        return embedding_terms(student["embedding"], teacher["embedding"], embedding), student["embedding"].shape[0]
     if kind == "span":
         mask = torch.ones_like(student["start_logits"], dtype=torch.bool) if attention_mask is None else attention_mask
         mask = mask.bool()

@@ -84,3 +84,24 @@ def attention_loss(
         raise ValueError(f"attention loss_type={loss_type!r}; allowed: 'kl', 'mse'")
     per_row = per_row.mean(1)  # over heads: (batch, query)
     return (per_row * _token_weights(attention_mask, per_row)).sum()
+
+
+def embedding_terms(student: torch.Tensor, teacher: torch.Tensor, want: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Per-example sums of the sentence-embedding distillation terms named in `want`, on (batch, hidden) embeddings.
+
+    - "embedding_mse": Σ_i mean_d (s_id − t_id)², the MSE that sentence-transformers' model distillation trains with
+      (Reimers & Gurevych 2020, arXiv:2004.09813).
+    - "embedding_cosine": Σ_i (1 − cos(s_i, t_i)).
+    - "similarity_loss": Σ_i mean_j (cos(s_i, s_j) − cos(t_i, t_j))², the in-batch similarity matrices matched row by
+      row (the relations a retrieval index reads; as in MiniLM's relation transfer, on sentence vectors).
+    """
+    s, t = student.float(), teacher.float()
+    terms = {}
+    if "embedding_mse" in want:
+        terms["embedding_mse"] = (s - t).pow(2).mean(dim=1).sum()
+    if "embedding_cosine" in want:
+        terms["embedding_cosine"] = (1 - F.cosine_similarity(s, t, dim=1)).sum()
+    if "similarity_loss" in want:
+        s_n, t_n = F.normalize(s, dim=1), F.normalize(t, dim=1)
+        terms["similarity_loss"] = (s_n @ s_n.T - t_n @ t_n.T).pow(2).mean(dim=1).sum()
+    return terms

@@ -102,6 +102,7 @@ class TeacherOutputCache:
         self._reset()
         self._writer = None  # (index file, data file, floats written) of this process's own part
         self._teacher = None  # the teacher object the folder was fingerprinted from
+        self._variant = ""  # what is read from its outputs, when not its head's logits (an embedding's pooling)
 
     def _reset(self) -> None:
         self.meta: dict | None = None
@@ -120,15 +121,15 @@ class TeacherOutputCache:
         """Bytes of the in-memory index (keys, parts, offsets, rows), without the fixed per-array overhead."""
         return sum(a.nbytes for a in (self._keys, self._parts, self._offsets, self._rows))
 
-    def open(self, teacher: torch.nn.Module) -> None:
+    def open(self, teacher: torch.nn.Module, variant: str = "") -> None:
         """Point the cache at `teacher`'s folder and read what earlier runs and other processes wrote there.
 
         The fingerprint is computed once per teacher object (a frozen teacher's weights do not change).
         """
-        if teacher is self._teacher:
+        if teacher is self._teacher and variant == self._variant:
             return
-        directory = os.path.join(self.root, teacher_fingerprint(teacher))
-        self._teacher = teacher
+        directory = os.path.join(self.root, teacher_fingerprint(teacher) + (f"-{variant}" if variant else ""))
+        self._teacher, self._variant = teacher, variant
         if directory == self.directory:
             return
         self.close()
@@ -204,7 +205,9 @@ class TeacherOutputCache:
             self.refresh()
 
     def _write_meta(self, fresh: dict[str, torch.Tensor]) -> None:
-        per_token = any(v.dim() >= 3 or n != "logits" for n, v in fresh.items())
+        from .loss import SPAN_KEYS
+
+        per_token = any(v.dim() >= 3 or n in SPAN_KEYS for n, v in fresh.items())
         meta = {
             "version": FORMAT_VERSION,
             "names": list(fresh),
@@ -220,14 +223,19 @@ class TeacherOutputCache:
         self.meta = meta
 
     @torch.no_grad()
-    def logits(self, teacher: torch.nn.Module, inputs: dict) -> tuple[dict[str, torch.Tensor], float]:
+    def logits(
+        self, teacher: torch.nn.Module, inputs: dict, read=None, variant: str = ""
+    ) -> tuple[dict[str, torch.Tensor], float]:
         """Teacher logits for `inputs` (as `head_logits` returns them) and this batch's hit rate.
 
-        The teacher runs only on examples no process has cached for it.
+        `read(outputs, inputs) -> dict` reads something else from the teacher's outputs (an embedding model's pooled
+        vectors, (batch, hidden)); `variant` names it, and is part of the folder name, so each reading has its own
+        entries. The teacher runs only on examples no process has cached for it.
         """
         from .loss import head_logits
 
-        self.open(teacher)
+        read = read or (lambda outputs, _: head_logits(outputs))
+        self.open(teacher, variant)
         keys = example_keys(inputs)
         ids = inputs["input_ids"]
         mask = inputs.get("attention_mask")
@@ -242,7 +250,7 @@ class TeacherOutputCache:
         if missing:
             index = torch.tensor(missing, device=ids.device)
             sub = {k: v.index_select(0, index) for k, v in inputs.items() if isinstance(v, torch.Tensor)}
-            fresh = {name: value.float().cpu() for name, value in head_logits(teacher(**sub)).items()}
+            fresh = {name: value.float().cpu() for name, value in read(teacher(**sub), sub).items()}
             self.teacher_examples += len(missing)
             if self.meta is None:
                 self._write_meta(fresh)

@@ -1,0 +1,186 @@
+"""hf_compress.tasks.sentence_embedding and embedding distillation: pooling as sentence-transformers computes it, the
+loss terms against an independent computation, padding invariance, and a distilled student that loads with
+`SentenceTransformer(path)` and with `AutoModel` in a fresh process, giving the embeddings it gave in training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModel, AutoModelForSequenceClassification, DataCollatorWithPadding
+
+from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
+from hf_compress.methods.distillation.losses import embedding_terms
+from hf_compress.tasks.sentence_embedding import (
+    Pooling,
+    read_pooling,
+    sentence_embeddings,
+    write_sentence_transformers_files,
+)
+from tests.family_models import CORPUS, family_config, family_tokenizer
+from tests.testing_utils import run_python, training_args
+
+POOLINGS = [Pooling("mean"), Pooling("mean", True), Pooling("cls"), Pooling("max", True)]
+
+
+def base_model(family: str, tokenizer, num_layers: int = 4, seed: int = 1):
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(family_config(family, tokenizer, num_layers)).eval()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
+    return model
+
+
+ST_SCRIPT = """
+import json
+from sentence_transformers import SentenceTransformer
+from transformers import AutoModel, AutoTokenizer
+import torch
+st = SentenceTransformer(path, device="cpu")
+model = AutoModel.from_pretrained(path)
+tokens = AutoTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="pt")
+with torch.no_grad():
+    hidden = model(**tokens).last_hidden_state
+print(json.dumps({"st": st.encode(texts).tolist(), "modules": [type(m).__name__ for m in st],
+                  "hidden": hidden[:, 0].tolist()}))
+"""
+
+
+def fresh_load(path, texts: list[str]) -> dict:
+    """SentenceTransformer(path).encode and AutoModel.from_pretrained(path) in a process that never imports
+    hf_compress."""
+    run = run_python(f"path, texts = {str(path)!r}, {texts!r}\n" + ST_SCRIPT, cwd=str(path))
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("pooling", POOLINGS, ids=["mean", "mean-normalized", "cls", "max-normalized"])
+def test_pooling_is_what_sentence_transformers_computes_from_the_files_we_write(tmp_path, pooling):
+    tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
+    model = base_model("bert", tokenizer)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    write_sentence_transformers_files(str(tmp_path / "model"), pooling, 32, 62)
+    assert read_pooling(str(tmp_path / "model")) == pooling
+    texts = CORPUS[:5]
+    ours = sentence_embeddings(model, tokenizer, texts, pooling)
+    loaded = fresh_load(tmp_path / "model", texts)
+    assert (
+        loaded["modules"][:2] == ["Transformer", "Pooling"] and ("Normalize" in loaded["modules"]) == pooling.normalize
+    )
+    assert np.allclose(np.array(loaded["st"]), ours, atol=1e-5)
+
+
+def test_a_pooling_we_do_not_compute_is_refused(tmp_path):
+    write_sentence_transformers_files(str(tmp_path), Pooling("mean"), 32, 62)
+    config_path = tmp_path / "1_Pooling" / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(pooling_mode_mean_tokens=False, pooling_mode_weightedmean_tokens=True)
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"1_Pooling/config.json=.* is invalid; allowed: exactly one of"):
+        read_pooling(str(tmp_path))
+    with pytest.raises(ValueError, match=r"embedding_pooling='lasttoken' is invalid; allowed: mean, cls, max"):
+        Pooling("lasttoken")
+
+
+def test_embedding_terms_equal_an_independent_computation():
+    rng = np.random.default_rng(0)
+    s, t = rng.normal(size=(5, 8)), rng.normal(size=(5, 8))
+    terms = embedding_terms(torch.tensor(s), torch.tensor(t), ("embedding_mse", "embedding_cosine", "similarity_loss"))
+    cos = lambda a, b: a @ b / np.linalg.norm(a) / np.linalg.norm(b)  # noqa: E731
+    assert float(terms["embedding_mse"]) == pytest.approx(sum(np.mean((s[i] - t[i]) ** 2) for i in range(5)))
+    assert float(terms["embedding_cosine"]) == pytest.approx(sum(1 - cos(s[i], t[i]) for i in range(5)))
+    similarity = sum(np.mean([(cos(s[i], s[j]) - cos(t[i], t[j])) ** 2 for j in range(5)]) for i in range(5))
+    assert float(terms["similarity_loss"]) == pytest.approx(similarity, rel=1e-5)
+    assert float(embedding_terms(torch.tensor(t), torch.tensor(t), ("similarity_loss",))["similarity_loss"]) < 1e-12
+
+
+def unlabelled(tokenizer, texts: list[str]) -> Dataset:
+    return Dataset.from_dict(dict(tokenizer(texts, truncation=True, max_length=24)))
+
+
+def make_trainer(tmp_path, family="bert", **fields) -> DistillationTrainer:
+    tokenizer = family_tokenizer(family, tmp_path / "tokenizer")
+    teacher = base_model(family, tokenizer)
+    teacher.save_pretrained(tmp_path / "teacher")  # a sentence-transformers teacher: its pooling is read from here
+    tokenizer.save_pretrained(tmp_path / "teacher")
+    write_sentence_transformers_files(str(tmp_path / "teacher"), Pooling("mean", True), 32, 62)
+    teacher = AutoModel.from_pretrained(tmp_path / "teacher")
+    student = create_student(teacher, num_hidden_layers=2)
+    args = training_args(DistillationTrainingArguments, tmp_path / "run", **{"max_steps": 12, "learning_rate": 3e-3,
+                                                                           **fields})  # fmt: skip
+    return DistillationTrainer(
+        model=student, teacher_model=teacher, args=args, train_dataset=unlabelled(tokenizer, CORPUS),
+        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
+    )  # fmt: skip
+
+
+def test_the_loss_does_not_depend_on_padding(tmp_path):
+    trainer = make_trainer(tmp_path, embedding_cosine_weight=1.0, similarity_loss_weight=1.0)
+    tokenizer = trainer.processing_class
+    short = tokenizer(CORPUS[:4], padding=True, return_tensors="pt")
+    long = tokenizer(CORPUS[:4], padding="max_length", max_length=40, return_tensors="pt")
+    model = trainer.model.eval()
+    assert short["input_ids"].shape[1] < 40
+    with torch.no_grad():
+        assert float(trainer.compute_loss(model, dict(short))) == pytest.approx(
+            float(trainer.compute_loss(model, dict(long))), rel=1e-5
+        )
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet"])
+def test_a_distilled_student_loads_with_sentence_transformers_and_automodel(tmp_path, family):
+    trainer = make_trainer(tmp_path, family, embedding_cosine_weight=1.0, cache_teacher_logits=True,
+                           num_train_epochs=3, max_steps=-1)  # fmt: skip
+    assert trainer.pooling == Pooling("mean", True)  # read from the teacher's 1_Pooling and 2_Normalize
+    texts = CORPUS[20:26]  # not trained on
+    tokenizer = trainer.processing_class
+
+    def cosine_to_teacher(model) -> float:
+        s, t = (
+            sentence_embeddings(model, tokenizer, texts, trainer.pooling),
+            sentence_embeddings(trainer.teacher, tokenizer, texts, trainer.pooling),
+        )
+        return float((s * t).sum(1).mean())
+
+    before = cosine_to_teacher(trainer.model)
+    trainer.train()
+    logged = [h for h in trainer.state.log_history if "embedding_mse" in h]
+    assert logged and all(h["embedding_cosine"] > 0 for h in logged)
+    assert logged[-1]["teacher_cache_hit_rate"] == 1.0  # the teacher's embeddings cached from the second epoch on
+    assert cosine_to_teacher(trainer.model) > before
+    trainer.save_model(str(tmp_path / "student"))
+    tokenizer.save_pretrained(tmp_path / "student")
+    record = json.loads((tmp_path / "student" / "config.json").read_text())["compression"]["distillation"]
+    assert record["embedding_pooling"] == {"mode": "mean", "normalize": True}
+    loaded = fresh_load(tmp_path / "student", texts)
+    assert loaded["modules"] == ["Transformer", "Pooling", "Normalize"]
+    ours = sentence_embeddings(trainer.model, tokenizer, texts, trainer.pooling)
+    assert np.allclose(np.array(loaded["st"]), ours, atol=1e-5)
+    with torch.no_grad():
+        encoded = tokenizer(texts, padding=True, return_tensors="pt")
+        encoded = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        hidden = trainer.model(**encoded).last_hidden_state[:, 0]
+    assert np.allclose(np.array(loaded["hidden"]), hidden.numpy(), atol=1e-5)  # AutoModel: the same model
+
+
+def test_embedding_fields_are_refused_where_they_would_be_ignored(tmp_path):
+    tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
+    config = family_config("bert", tokenizer, 2)
+    classifier = AutoModelForSequenceClassification.from_config(config)
+    args = training_args(DistillationTrainingArguments, tmp_path / "run", embedding_cosine_weight=1.0)
+    with pytest.raises(ValueError, match=r"embedding_cosine_weight=1.0 is invalid; allowed: 0.0 for Bert"):
+        DistillationTrainer(model=classifier, teacher_model=classifier, args=args, train_dataset=None)
+    teacher, narrow = base_model("bert", tokenizer), AutoModel.from_config(family_config("bert", tokenizer, 2,
+                                                                                        hidden_size=16))  # fmt: skip
+    with pytest.raises(ValueError, match=r"hidden_size: teacher 32 vs student 16"):
+        DistillationTrainer(model=narrow, teacher_model=teacher, args=training_args(
+            DistillationTrainingArguments, tmp_path / "run"), train_dataset=None)  # fmt: skip
+    with pytest.raises(ValueError, match=r"embedding_mse_weight=0.0 is invalid; allowed: > 0 for one of"):
+        DistillationTrainer(model=create_student(teacher, num_hidden_layers=1), teacher_model=teacher,
+                            args=training_args(DistillationTrainingArguments, tmp_path / "run",
+                                               embedding_mse_weight=0.0), train_dataset=None)  # fmt: skip
