@@ -257,3 +257,40 @@ def test_task_metrics_load_offline_in_a_fresh_process(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     # NER: 1 right of 1 predicted and 2 references -> P 1, R 1/2, F1 2/3. QA: 4/7 as above, in percent.
     assert [float(x) for x in proc.stdout.split()[-2:]] == pytest.approx([2 / 3, 400 / 7])
+
+
+def test_embedding_agreement_equals_a_computation_by_hand():
+    rng = np.random.default_rng(0)
+    teacher = rng.normal(size=(12, 6))
+    student = teacher + 0.3 * rng.normal(size=(12, 6))
+    result = load_metric("embedding_agreement").compute(predictions=student, references=teacher, k=3)
+
+    def cos(a, b):
+        return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+    def nearest(rows, i):  # the 3 most similar other rows, by brute force
+        return set(sorted((j for j in range(12) if j != i), key=lambda j: -cos(rows[i], rows[j]))[:3])
+
+    assert result["mean_cosine"] == pytest.approx(np.mean([cos(student[i], teacher[i]) for i in range(12)]))
+    overlap = np.mean([len(nearest(student, i) & nearest(teacher, i)) / 3 for i in range(12)])
+    assert result["top_k_overlap"] == pytest.approx(overlap) and 0 < overlap < 1 and result["k"] == 3
+    same = load_metric("embedding_agreement").compute(predictions=teacher, references=teacher, k=3)
+    assert same["mean_cosine"] == pytest.approx(1.0) and same["top_k_overlap"] == 1.0
+    with pytest.raises(ValueError, match="more than k=12"):
+        load_metric("embedding_agreement").compute(predictions=teacher, references=teacher, k=12)
+
+
+def test_linear_probe_scores_a_logistic_regression_on_frozen_embeddings():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(40, 4))
+    labels = (train[:, 0] > 0).astype(int)  # the first dimension decides the class
+    test = rng.normal(size=(20, 4))
+    truth = (test[:, 0] > 0).astype(int)
+    probe = load_metric("linear_probe")
+    assert probe.compute(predictions=test, references=truth, train_embeddings=train, train_labels=labels) == {
+        "accuracy": 1.0
+    }
+    flipped = probe.compute(predictions=test, references=1 - truth, train_embeddings=train, train_labels=labels)
+    assert flipped == {"accuracy": 0.0}
+    with pytest.raises(ValueError, match="train_embeddings/train_labels are invalid"):
+        probe.compute(predictions=test, references=truth)

@@ -3,6 +3,8 @@
 Classification: accuracy, macro_f1, agreement (student vs teacher). Token classification (NER): seqeval (entity-level
 P/R/F1 by the `seqeval` package). Extractive QA: squad (SQuAD v1.1 exact match and F1, in percent) and squad_v2 (SQuAD
 2.0, with unanswerable questions: exact match and F1 overall, HasAns and NoAns, and the best no-answer threshold).
+Sentence embeddings: embedding_agreement (mean cosine to the teacher, top-k neighbour overlap with it) and
+linear_probe (logistic regression on frozen embeddings of a labelled set).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import os
 
 import numpy as np
 
-METRICS = ("accuracy", "macro_f1", "agreement", "seqeval", "squad", "squad_v2")
+METRICS = (
+    "accuracy", "macro_f1", "agreement", "seqeval", "squad", "squad_v2", "embedding_agreement", "linear_probe",
+)  # fmt: skip
 
 
 def metric_path(name: str) -> str:
