@@ -184,3 +184,64 @@ def test_embedding_fields_are_refused_where_they_would_be_ignored(tmp_path):
         DistillationTrainer(model=create_student(teacher, num_hidden_layers=1), teacher_model=teacher,
                             args=training_args(DistillationTrainingArguments, tmp_path / "run",
                                                embedding_mse_weight=0.0), train_dataset=None)  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# `task: sentence-embedding` through a recipe and the command line.
+
+
+def embedding_recipe(tmp_path, command_fields: dict | None = None) -> str:
+    from tests.testing_utils import tiny_bert, tiny_text_csv, tiny_tokenizer
+
+    teacher_dir = tmp_path / "teacher"
+    AutoModel.from_config(tiny_bert(seed=1, num_hidden_layers=4).config).save_pretrained(teacher_dir)
+    tiny_tokenizer(teacher_dir).save_pretrained(teacher_dir)
+    write_sentence_transformers_files(str(teacher_dir), Pooling("mean", True), 32, 64)
+    fields = {
+        "task": "sentence-embedding", "teacher_model_name_or_path": str(teacher_dir),
+        "dataset_name": tiny_text_csv(tmp_path / "data.csv", n=120), "eval_split": "train",
+        "student_num_hidden_layers": 2,
+        "embedding_cosine_weight": 1.0, "cache_teacher_logits": True, "num_train_epochs": 2,
+        "per_device_train_batch_size": 16, "learning_rate": 1e-3, "report_to": "none", "use_cpu": True,
+        "disable_tqdm": True, "save_strategy": "no", "report_latency_repeats": 2, "output_dir": str(tmp_path / "out"),
+        **(command_fields or {}),
+    }  # fmt: skip
+    path = tmp_path / "recipe.yaml"
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in fields.items()) + "\n")
+    return str(path)
+
+
+def test_an_embedding_recipe_distils_saves_for_sentence_transformers_and_reports(tmp_path, capsys):
+    from hf_compress.cli import main
+
+    assert main(["distill", embedding_recipe(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| teacher |" in out and "| student |" in out and "probe_accuracy" in out
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    teacher, student = report
+    assert teacher["metrics"]["mean_cosine"] == pytest.approx(1.0) and teacher["metrics"]["top10_overlap"] == 1.0
+    assert 0 < student["metrics"]["mean_cosine"] < 1 and 0 <= student["metrics"]["top10_overlap"] <= 1
+    assert 0 <= student["metrics"]["probe_accuracy"] <= 1 and student["agreement_with_reference"] == pytest.approx(
+        student["metrics"]["mean_cosine"]
+    )
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "pipeline_tag: sentence-similarity" in card
+    loaded = fresh_load(tmp_path / "out", CORPUS[:3])
+    assert loaded["modules"] == ["Transformer", "Pooling", "Normalize"]
+
+
+@pytest.mark.parametrize("command,fields,says", [
+    ("prune", {}, "task='sentence-embedding' is invalid"),
+    ("distill", {"finetune_teacher": True}, "finetune_teacher=True is invalid"),
+])  # fmt: skip
+def test_an_embedding_recipe_that_would_train_a_head_is_refused_before_work(tmp_path, capsys, command, fields, says):
+    from hf_compress.cli import main
+
+    recipe = embedding_recipe(tmp_path, fields)
+    if command == "prune":  # prune names its model model_name_or_path and takes no distillation fields
+        text = (tmp_path / "recipe.yaml").read_text().replace("teacher_model_name_or_path", "model_name_or_path")
+        text = "\n".join(line for line in text.splitlines() if not line.startswith(("embedding_", "cache_teacher")))
+        (tmp_path / "recipe.yaml").write_text(text + "\n")
+    assert main([command, recipe]) == 2
+    assert says in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

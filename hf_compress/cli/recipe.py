@@ -26,7 +26,7 @@ from ..checks import check_choice, check_positive_int, check_student_depth, inva
 from ..config_fields import config_field
 from ..loading import resolve_model_path  # noqa: F401  (re-exported: recipes name models with pkg://)
 
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = ("text-classification", "token-classification", "question-answering", "sentence-embedding")
 
 
 @dataclass

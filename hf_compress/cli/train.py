@@ -100,6 +100,12 @@ def check_models(recipe, command, source_field, source, teacher_config, student_
     check_supported_model(source_field, source, teacher_config, quantized_ok=teacher_only)
     if own_student:
         check_supported_model(student_field, student_source, student_config)
+    if task.name == "sentence-embedding" and (recipe.finetune_teacher or command == "prune"):
+        field, value = ("finetune_teacher", True) if recipe.finetune_teacher else ("task", task.name)
+        raise invalid(
+            field, value, "sentence embeddings are distilled from the teacher as it is (hf-compress distill or "
+            "compress, finetune_teacher: false): the student learns the teacher's embeddings, no task head is trained",
+        )  # fmt: skip
     if not recipe.finetune_teacher and not _has_task_head(teacher_config, task):
         raise invalid(
             source_field,
@@ -362,6 +368,8 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
         compute_metrics=task.trainer_metrics(plan.raw.get("validation"), plan.tokenizer, recipe),
     )
     trainer = trainer_class(**common, teacher_model=teacher) if command != "prune" else trainer_class(**common)
+    if getattr(trainer, "pooling", None) is not None:
+        task.pooling = trainer.pooling  # the report embeds every model as the student was trained to
     resuming = f", resuming from {plan.resume_from}" if plan.resume_from else ""
     examples = f"{len(common['train_dataset'])} examples, {args.num_train_epochs} epochs{resuming}"
     announce(f"Stage 2: {command} ({examples})")

@@ -133,6 +133,8 @@ def build_report(
             if row.accuracy is not None:
                 row.accuracy_vs_reference = row.score_vs_reference
             row.agreement_with_reference = task.agreement(predictions[row.name], predictions[reference.name])
+            if hasattr(task, "agreement_metrics"):  # sentence embeddings: mean cosine, top-10 neighbour overlap
+                row.metrics.update(task.agreement_metrics(predictions[row.name], predictions[reference.name]))
     return rows
 
 

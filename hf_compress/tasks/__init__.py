@@ -18,6 +18,7 @@ Question answering decides from the data, when it loads it, whether SQuAD v1.1 o
 from __future__ import annotations
 
 from .question_answering import QAEvalData, QuestionAnswering
+from .sentence_embedding import SentenceEmbedding
 from .text_classification import TextClassification
 from .token_classification import NerEvalData, TokenClassification
 
@@ -25,6 +26,7 @@ TASKS = {
     "text-classification": TextClassification,
     "token-classification": TokenClassification,
     "question-answering": QuestionAnswering,
+    "sentence-embedding": SentenceEmbedding,
 }
 
 
@@ -38,7 +40,7 @@ def get_task(name: str):
 
 def task_for_model(config):
     """The task whose head a config's `architectures` names (text classification when it names none we know)."""
-    for task in TASKS.values():
+    for task in (TextClassification, TokenClassification, QuestionAnswering):
         suffix = task.auto_class.__name__.removeprefix("AutoModel")
         if any(a.endswith(suffix) for a in getattr(config, "architectures", None) or []):
             return task()
@@ -50,6 +52,7 @@ __all__ = [
     "NerEvalData",
     "QAEvalData",
     "QuestionAnswering",
+    "SentenceEmbedding",
     "TextClassification",
     "TokenClassification",
     "get_task",

@@ -18,8 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from transformers import AutoModel
 
 from ..checks import invalid
+from .text_classification import TextClassification
 
 POOLING_MODES = ("mean", "cls", "max")
 # sentence-transformers' Pooling config key of each mode we compute
@@ -154,3 +156,118 @@ def sentence_embeddings(
         encoded = {k: v.to(model.device) for k, v in encoded.items() if k in names}
         rows.append(pooling(model(**encoded).last_hidden_state, encoded.get("attention_mask")).cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, model.config.hidden_size), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The recipe task: `task: sentence-embedding`.
+
+PROBE_TRAIN_EXAMPLES = 4000  # labelled training texts the report's linear probe is fitted on
+
+
+@dataclass
+class EmbeddingEvalData:
+    """What the report scores an embedding model on: the evaluation split, and the training texts the probe fits."""
+
+    eval: object  # tokenised evaluation split with `label`
+    probe_train: object  # tokenised first PROBE_TRAIN_EXAMPLES training texts with `label`
+
+
+class SentenceEmbedding(TextClassification):
+    """Sentence embeddings (`AutoModel`, pooled as the teacher's sentence-transformers files say).
+
+    Training reads the texts only (the student learns the teacher's embeddings; labels, if any, are dropped with the
+    columns the model does not take). The report scores each model by a downstream linear probe on the labelled
+    evaluation split (`probe_accuracy`: logistic regression fitted on the embeddings of PROBE_TRAIN_EXAMPLES training
+    texts) and each model against the first one by `mean_cosine` and `top10_overlap` (packaged `linear_probe` and
+    `embedding_agreement` modules), so the data needs a label column for the report.
+    """
+
+    name = "sentence-embedding"
+    primary_metric = "probe_accuracy"
+    pipeline_tag = "sentence-similarity"
+    card_metrics = (("probe_accuracy", "accuracy", "Linear-probe accuracy"),)
+    pooling: Pooling | None = None  # set by the recipe from the trainer; else read from each model's folder
+
+    auto_class = AutoModel
+
+    def check_model_labels(self, config, names, num_labels: int, field: str) -> None:
+        """An embedding model has no classes: nothing to match."""
+
+    def label_kwargs(self, names, num_labels: int) -> dict:
+        return {}
+
+    def label_kwargs_from(self, config) -> dict:
+        return {}
+
+    def check_model_for_data(self, model, model_dir: str, data) -> None:
+        """The report's check: a base model (no task head), whose pooled output is the embedding."""
+        if getattr(model, "base_model", None) is not model:
+            raise invalid(
+                "MODEL_DIR", model_dir, f"a base model (AutoModel) to score as sentence embeddings (this is a "
+                f"{type(model).__name__})",
+            )  # fmt: skip
+
+    def trainer_metrics(self, raw_validation, tokenizer, recipe):
+        return None  # evaluation during training reports the distillation terms
+
+    def prepare_eval(self, raw, tokenizer, recipe, split: str | None = None) -> EmbeddingEvalData:
+        """The evaluation split and the probe's training texts, tokenised with `tokenizer`."""
+        train = raw["train"].select(range(min(PROBE_TRAIN_EXAMPLES, len(raw["train"]))))
+        return EmbeddingEvalData(
+            super().prepare_eval(raw, tokenizer, recipe, split),
+            self.prepare(train, tokenizer, recipe.text_column, recipe.max_length),
+        )
+
+    def num_examples(self, data: EmbeddingEvalData) -> int:
+        return len(data.eval)
+
+    @torch.inference_mode()
+    def predict(self, model, data: EmbeddingEvalData, tokenizer, batch_size: int = 128) -> dict[str, np.ndarray]:
+        """{'eval', 'probe_train'}: (n, hidden) float32 embeddings, in dataset order."""
+        pooling = self.pooling or read_pooling(getattr(model.config, "name_or_path", None)) or Pooling()
+        return {
+            "eval": pooled_embeddings(model, data.eval, tokenizer, pooling, batch_size),
+            "probe_train": pooled_embeddings(model, data.probe_train, tokenizer, pooling, batch_size),
+        }
+
+    def score(self, predictions: dict, data: EmbeddingEvalData) -> dict[str, float]:
+        """Linear-probe accuracy on the evaluation split (packaged `linear_probe` module)."""
+        from ..metrics import load_metric
+
+        probe = load_metric("linear_probe").compute(
+            predictions=predictions["eval"], references=np.asarray(data.eval["label"]),
+            train_embeddings=predictions["probe_train"], train_labels=np.asarray(data.probe_train["label"]),
+        )  # fmt: skip
+        return {"probe_accuracy": probe["accuracy"]}
+
+    def agreement_metrics(self, predictions: dict, reference: dict) -> dict[str, float]:
+        """Mean cosine to the reference's embeddings and top-10 neighbour overlap on the evaluation split."""
+        from ..metrics import load_metric
+
+        result = load_metric("embedding_agreement").compute(
+            predictions=predictions["eval"], references=reference["eval"], k=min(10, len(reference["eval"]) - 1)
+        )
+        return {"mean_cosine": result["mean_cosine"], "top10_overlap": result["top_k_overlap"]}
+
+    def agreement(self, predictions: dict, reference: dict) -> float:
+        """The mean cosine similarity to the reference's embeddings."""
+        return self.agreement_metrics(predictions, reference)["mean_cosine"]
+
+
+def pooled_embeddings(model, dataset, tokenizer, pooling: Pooling, batch_size: int = 128) -> np.ndarray:
+    """(len(dataset), hidden) float32 embeddings of a tokenised dataset, in dataset order."""
+    from transformers import DataCollatorWithPadding
+
+    from .tokenizer_checks import right_padded
+
+    collator = DataCollatorWithPadding(right_padded(tokenizer))
+    names = set(inspect.signature(model.forward).parameters)
+    keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names and k in names]
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(dataset), batch_size):
+        rows = dataset[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collator([{k: rows[k][i] for k in keys} for i in
+                                                       range(len(rows[keys[0]]))]).items()}  # fmt: skip
+        out.append(pooling(model(**batch).last_hidden_state, batch.get("attention_mask")).cpu().numpy())
+    return np.concatenate(out)
