@@ -132,3 +132,30 @@ def test_every_term_is_the_same_whatever_the_padding(name):
     real = [3, 7, 5]
     assert _term(name, 7, real) == pytest.approx(_term(name, 20, real), rel=1e-5, abs=1e-7)
     assert _term(name, 7, real) > 1e-4  # informative: the term is not trivially zero
+
+
+@pytest.mark.parametrize("kind", ["sequence", "token"])
+def test_transfer_text_is_distilled_and_never_taken_for_a_gold_label(kind):
+    """UNLABELLED items count for KD and as items; CE sums over the gold labels only (hand computation)."""
+    from hf_compress.methods.distillation.loss import UNLABELLED, logit_terms
+
+    torch.manual_seed(0)
+    shape = (3, 4, 5) if kind == "token" else (3, 5)
+    s, t = torch.randn(shape), torch.randn(shape)
+    if kind == "token":  # example 0 labelled, example 1 transfer text, example 2 labelled; -100: no item
+        y = torch.tensor([[1, -100, 2, 0], [UNLABELLED, UNLABELLED, -100, UNLABELLED], [4, 3, -100, -100]])
+    else:
+        y = torch.tensor([2, UNLABELLED, 0])
+    terms, items = logit_terms(kind, {"logits": s}, {"logits": t}, {"labels": y}, None, 2.0, True, True)
+    rows = y != -100
+    s_rows, t_rows, y_rows = (s[rows], t[rows], y[rows]) if kind == "token" else (s, t, y)
+    gold = y_rows >= 0
+    kd = sum(
+        4.0 * (torch.softmax(t_rows[i] / 2, -1) * (torch.log_softmax(t_rows[i] / 2, -1)
+                                                   - torch.log_softmax(s_rows[i] / 2, -1))).sum()
+        for i in range(len(y_rows))
+    )  # fmt: skip
+    ce = sum(-torch.log_softmax(s_rows[i], -1)[y_rows[i]] for i in range(len(y_rows)) if gold[i])
+    assert items == len(y_rows) == (8 if kind == "token" else 3) and int(gold.sum()) < items
+    assert float(terms["kd_loss"]) == pytest.approx(float(kd), rel=1e-5)
+    assert float(terms["ce_loss"]) == pytest.approx(float(ce), rel=1e-5)

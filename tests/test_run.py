@@ -218,3 +218,49 @@ def test_the_recipe_seed_fixes_the_fine_tuned_teacher_whatever_ran_before(tmp_pa
         assert main(["distill", recipe]) == 0
         teachers.append((tmp_path / f"o{i}" / "teacher" / "model.safetensors").read_bytes())
     assert teachers[0] == teachers[1]
+
+
+def test_transfer_text_keeps_the_first_examples_labelled_and_the_rest_distilled_only(tmp_path):
+    from datasets import ClassLabel, Dataset
+
+    from hf_compress.cli.recipe import RecipeArguments
+    from hf_compress.cli.train import subset, training_examples
+    from hf_compress.methods.distillation.loss import UNLABELLED
+
+    data = Dataset.from_dict({"input_ids": [[i] for i in range(50)], "label": [i % 3 for i in range(50)]})
+    data = data.cast_column("label", ClassLabel(names=["a", "b", "c"]))
+    tokens = Dataset.from_dict(
+        {"input_ids": [[i, i] for i in range(50)], "labels": [[-100, i % 3] for i in range(50)]}
+    )
+    for dataset, column in ((data, "label"), (tokens, "labels")):
+        task = "text-classification" if column == "label" else "token-classification"
+        for extra, expected in ((10, 30), (-1, 50)):
+            recipe = RecipeArguments(task=task, max_train_samples=20, unlabelled_train_samples=extra)
+            train = training_examples(dataset, recipe, seed=3)
+            assert len(train) == expected
+            labelled = subset(dataset, 20, 3)
+            assert train.select(range(20))[column] == labelled[column]  # the same labelled examples as without
+            ids = [row[0] for row in train["input_ids"]]
+            assert len(set(ids)) == expected  # no example twice
+            for row in train.select(range(20, expected))[column]:
+                assert row == UNLABELLED if column == "label" else row == [-100, UNLABELLED]
+
+
+@pytest.mark.parametrize("fields,says", [
+    ({"unlabelled_train_samples": 10}, "null unless max_train_samples"),
+    ({"unlabelled_train_samples": 0, "max_train_samples": 10}, "a count > 0, -1 (the rest) or null"),
+    ({"unlabelled_train_samples": -1, "max_train_samples": 10, "task": "question-answering"}, "null for task="),
+])  # fmt: skip
+def test_transfer_text_fields_are_checked_before_any_work(tmp_path, capsys, fields, says):
+    recipe = write_recipe(tmp_path, **fields)
+    assert main(["distill", recipe]) == 2
+    assert f"unlabelled_train_samples={fields['unlabelled_train_samples']} is invalid" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out" / "teacher")
+
+
+def test_distill_with_transfer_text_end_to_end(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, max_train_samples=12, unlabelled_train_samples=-1)
+    assert main(["distill", recipe]) == 0
+    assert "Stage 2: distill (" in capsys.readouterr().out
+    report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
+    assert report[1]["name"] == "student"

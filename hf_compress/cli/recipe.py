@@ -60,6 +60,12 @@ class RecipeArguments:
     max_train_samples: int | None = config_field(
         None, "Use only the first N training examples (after the seeded shuffle)."
     )
+    unlabelled_train_samples: int | None = config_field(
+        None,
+        "Transfer text: after the first max_train_samples training examples (labelled), this many more (-1: all "
+        "the rest) are trained on without their labels: the teacher's soft targets only (text and token "
+        "classification, with distill or compress; needs max_train_samples). null: none.",
+    )
     max_eval_samples: int | None = config_field(None, "Evaluate on at most N examples.")
     model_name_or_path: str | None = config_field(
         None,
@@ -112,6 +118,20 @@ class RecipeArguments:
                 value,
                 "a fraction in (0, 1) or a count >= 1",
             )
+        if self.unlabelled_train_samples is not None:
+            require(
+                self.unlabelled_train_samples == -1 or self.unlabelled_train_samples > 0,
+                "unlabelled_train_samples", self.unlabelled_train_samples, "a count > 0, -1 (the rest) or null",
+            )  # fmt: skip
+            require(
+                self.task in ("text-classification", "token-classification"), "unlabelled_train_samples",
+                self.unlabelled_train_samples, f"null for task={self.task!r} (transfer text is for text and token "
+                "classification; sentence embeddings train on texts without labels already)",
+            )  # fmt: skip
+            require(
+                self.max_train_samples is not None, "unlabelled_train_samples", self.unlabelled_train_samples,
+                "null unless max_train_samples says which training examples keep their labels",
+            )  # fmt: skip
         check_student_depth(self.student_num_hidden_layers, self.student_layers, prefix="student_")
         require(self.teacher_num_train_epochs > 0, "teacher_num_train_epochs", self.teacher_num_train_epochs, "> 0")
 

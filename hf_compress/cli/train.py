@@ -54,6 +54,24 @@ def subset(dataset, n: int | None, seed: int):
     return dataset.shuffle(seed=seed).select(range(n))
 
 
+def training_examples(train, recipe, seed: int):
+    """The training examples: the first max_train_samples after the seeded shuffle, labelled, then the next
+    unlabelled_train_samples (-1: all the rest) with every label replaced by UNLABELLED, so that only the teacher's
+    soft targets train on them."""
+    from datasets import concatenate_datasets
+
+    from ..methods.distillation.loss import unlabel
+
+    n = recipe.unlabelled_train_samples
+    if n is None or recipe.max_train_samples is None or recipe.max_train_samples >= len(train):
+        return subset(train, recipe.max_train_samples, seed)
+    shuffled = train.shuffle(seed=seed)
+    labelled = shuffled.select(range(recipe.max_train_samples))
+    end = len(train) if n == -1 else min(len(train), recipe.max_train_samples + n)
+    rest = shuffled.select(range(recipe.max_train_samples, end))
+    return concatenate_datasets([labelled, rest.map(unlabel, batched=True)])
+
+
 def planned_max_steps(args: TrainingArguments, num_examples: int) -> int:
     """The optimizer steps Trainer will run on `num_examples` (its own arithmetic, one process)."""
     if args.max_steps > 0:
@@ -100,6 +118,11 @@ def check_models(recipe, command, source_field, source, teacher_config, student_
     check_supported_model(source_field, source, teacher_config, quantized_ok=teacher_only)
     if own_student:
         check_supported_model(student_field, student_source, student_config)
+    if command == "prune" and recipe.unlabelled_train_samples is not None:
+        raise invalid(
+            "unlabelled_train_samples", recipe.unlabelled_train_samples, "null for `prune`: text without labels "
+            "trains only on a teacher's soft targets (hf-compress distill or compress)",
+        )  # fmt: skip
     if task.name == "sentence-embedding" and (recipe.finetune_teacher or command == "prune"):
         field, value = ("finetune_teacher", True) if recipe.finetune_teacher else ("task", task.name)
         raise invalid(
@@ -169,7 +192,7 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
     if not recipe.finetune_teacher:
         task.check_model_labels(teacher_config, labels, num_labels, source_field)
     if isinstance(args, PruningTrainingArguments) and args.prunes:
-        n_train = len(subset(raw["train"], recipe.max_train_samples, args.seed))
+        n_train = len(training_examples(raw["train"], recipe, args.seed))
         args.pruning_schedule().resolve(planned_max_steps(args, n_train))
     return Plan(
         command,
@@ -361,7 +384,7 @@ def run_recipe(recipe: RecipeArguments, args: TrainingArguments, command: str | 
     common = dict(
         model=student,
         args=args,
-        train_dataset=subset(data["train"], recipe.max_train_samples, args.seed),
+        train_dataset=training_examples(data["train"], recipe, args.seed),
         eval_dataset=data.get("validation"),
         data_collator=task.collator(plan.tokenizer),
         processing_class=plan.tokenizer,

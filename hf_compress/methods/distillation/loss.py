@@ -4,6 +4,7 @@ Three head kinds cover the encoders' tasks:
 - "sequence" (text classification, multiple choice): logits (batch, classes); one item per example.
 - "token" (token classification): logits (batch, tokens, classes); one item per labelled token (label != -100), or per
   real token when the data has no labels; padding and sub-word positions labelled -100 carry no loss.
+Transfer text carries UNLABELLED (-1) where a gold label would be: KD counts it as an item, CE skips it.
 - "span" (extractive QA): start and end logits (batch, tokens); one item per example. KD is T²·KL on the start and on
   the end distribution over the real (unpadded) positions, averaged; CE is the mean of the start and end
   cross-entropies, as transformers' QA heads compute it.
@@ -20,6 +21,10 @@ import torch
 
 from .losses import ce_loss, embedding_terms, kd_loss
 
+# The label of an item that carries no gold label but is distilled (transfer text): the teacher's soft targets train
+# on it, the cross-entropy does not. datasets' ClassLabel uses -1 for "no label" too; -100 stays "no item at all"
+# (special tokens, later sub-words, padding).
+UNLABELLED = -1
 SPAN_KEYS = ("start_logits", "end_logits")
 SPAN_LABELS = ("start_positions", "end_positions")
 
@@ -47,6 +52,16 @@ def head_logits(outputs) -> dict[str, torch.Tensor]:
             "(sequence or token classification, question answering)"
         )
     return {"logits": logits}
+
+
+def unlabel(batch: dict) -> dict:
+    """A `datasets.map(batched=True)` function: every label of the batch's examples becomes UNLABELLED (token
+    labels: only where an item is, -100 stays)."""
+    labels = batch["labels"] if "labels" in batch else batch["label"]
+    key = "labels" if "labels" in batch else "label"
+    if labels and isinstance(labels[0], list):
+        return {key: [[UNLABELLED if y != -100 else y for y in row] for row in labels]}
+    return {key: [UNLABELLED] * len(labels)}
 
 
 def pop_labels(inputs: dict) -> dict[str, torch.Tensor]:
@@ -94,7 +109,7 @@ def logit_terms(
     if want_kd:
         terms["kd_loss"] = kd_loss(s, t, temperature)
     if want_ce and y is not None:
-        terms["ce_loss"] = ce_loss(s, y)
+        terms["ce_loss"] = ce_loss(s, y.masked_fill(y == UNLABELLED, -100))  # transfer text: no gold label
     return terms, s.shape[0]
 
 
