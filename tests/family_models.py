@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers,
 from transformers import (
     AlbertTokenizer,
     AutoConfig,
+    AutoModel,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
@@ -100,10 +101,12 @@ LAYOUTS = {
 
 # The task heads the family tests cover, by the names to_albert's messages use.
 SEQUENCE, TOKEN, QA = "sequence classification", "token classification", "question answering"
+EMBEDDING = "sentence embedding"  # a base model: its last hidden state, pooled by the user (sentence-transformers)
 HEADS = {
     SEQUENCE: AutoModelForSequenceClassification,
     TOKEN: AutoModelForTokenClassification,
     QA: AutoModelForQuestionAnswering,
+    EMBEDDING: AutoModel,
 }
 NUM_LABELS = 3
 
@@ -218,6 +221,8 @@ def head_labels(head: str, encoding: dict, special_tokens_mask: list[list[int]])
     for ids, mask, special in zip(encoding["input_ids"], encoding["attention_mask"], special_tokens_mask):
         real = [i for i, (m, s) in enumerate(zip(mask, special)) if m and not s]
         rows.append((ids, real))
+    if head == EMBEDDING:
+        return {}  # learnt from a teacher's embeddings: no labels
     if head == SEQUENCE:
         return {"labels": [len(real) % NUM_LABELS for _, real in rows]}
     if head == TOKEN:
@@ -241,7 +246,10 @@ def task_encoding(tokenizer, head: str, texts: list[str], max_length: int = 24) 
 
 
 def head_outputs(outputs) -> dict[str, torch.Tensor]:
-    """The logits a head predicts with: {'logits'} or {'start_logits', 'end_logits'}."""
+    """The logits a head predicts with: {'logits'} or {'start_logits', 'end_logits'}; a base model's
+    {'last_hidden_state'}."""
     if getattr(outputs, "start_logits", None) is not None:
         return {"start_logits": outputs.start_logits, "end_logits": outputs.end_logits}
+    if getattr(outputs, "logits", None) is None:  # a base model (sentence embeddings): the token states
+        return {"last_hidden_state": outputs.last_hidden_state}
     return {"logits": outputs.logits}

@@ -35,6 +35,7 @@ HEAD_NAMES = {
     "sequence classification": "sequence classification",
     "token classification": "token classification",
     "question answering": "QA",
+    "sentence embedding": "embeddings",
 }
 
 

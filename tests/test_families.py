@@ -48,6 +48,7 @@ from hf_compress import (
 from hf_compress.families import encoder_linears, intermediate_size, layer_list
 from tests.family_models import (
     CORPUS,
+    EMBEDDING,
     HEADS,
     QA,
     SEQUENCE,
@@ -60,8 +61,12 @@ from tests.family_models import (
 from tests.testing_utils import run_python, training_args
 
 FAMILIES = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "distilbert", "mpnet")
-HEAD_IDS = {SEQUENCE: "seq", TOKEN: "tok", QA: "qa"}
-HEAD_SUFFIX = {SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering"}
+HEAD_IDS = {SEQUENCE: "seq", TOKEN: "tok", QA: "qa", EMBEDDING: "emb"}
+HEAD_SUFFIX = {
+    SEQUENCE: "ForSequenceClassification", TOKEN: "ForTokenClassification", QA: "ForQuestionAnswering",
+    EMBEDDING: "Model",
+}  # fmt: skip
+TASK_HEADS = (SEQUENCE, TOKEN, QA)  # the heads with logits
 TRAIN_TEXTS = CORPUS[:16]
 EVAL_TEXTS = CORPUS[:3]  # a subset of the training texts: vocabulary pruning keeps every token they use
 TOLERANCE = 1e-5
@@ -164,7 +169,8 @@ def distillation_feature(ctx: Context) -> Built:
     args = ctx.args(DistillationTrainingArguments, hidden_loss_weight=1.0, attention_loss_weight=1.0)
     trainer = DistillationTrainer(model=student, teacher_model=teacher, args=args, train_dataset=ctx.dataset())
     trainer.train()
-    logged = [h for h in trainer.state.log_history if "kd_loss" in h]
+    output_term = "embedding_mse" if ctx.case.head == EMBEDDING else "kd_loss"  # pooled embeddings, or logits
+    logged = [h for h in trainer.state.log_history if output_term in h]
     assert logged and all(h["hidden_loss"] > 0 and h["attention_loss"] > 0 for h in logged), logged
     assert changed(before, trainer.model)
     return ctx.save_trainer(trainer)
@@ -295,6 +301,10 @@ FEATURES: dict[str, tuple[str, Callable[[Context], Built]]] = {
     "low-bit": ("`weight_bits`", low_bit_feature),
 }
 
+_NO_LOSS = Refusal(
+    "a base model has no loss of its own: prune it while distilling (CompressionTrainer)", "CompressionTrainer"
+)
+_NO_TAYLOR = Refusal("Taylor scores need a head's loss: use magnitude", "'magnitude'")
 _RELATIVE = Refusal("relative (disentangled) attention", "disentangled")
 _RELATIVE_BIAS = Refusal("relative-position bias in its attention", "relative-position bias")
 _GELU = Refusal("dense → GELU head has no ALBERT counterpart", "GELU")
@@ -303,6 +313,8 @@ _RELU = Refusal("pre_classifier → ReLU head has no ALBERT counterpart", "ReLU"
 REFUSED: dict[tuple[str, str, str | None], Refusal] = {
     ("albert", "deberta-v2", None): _RELATIVE,
     ("albert", "mpnet", None): _RELATIVE_BIAS,
+    **{(feature, family, EMBEDDING): _NO_LOSS for feature in ("prune", "ffn-trainer") for family in FAMILIES},
+    **{("ffn", family, EMBEDDING): _NO_TAYLOR for family in FAMILIES},
     ("albert", "electra", SEQUENCE): _GELU,
     ("albert", "distilbert", SEQUENCE): _RELU,
 }
@@ -349,7 +361,8 @@ for job in json.load(open({jobs!r})):
     encoded = tokenizer(job["texts"], padding=True, return_tensors="pt")
     with torch.no_grad():
         output = model(**encoded)
-    names = ("logits", "start_logits", "end_logits")
+    names = ("logits", "start_logits", "end_logits") if hasattr(output, "logits") or hasattr(output, "start_logits") \
+        else ("last_hidden_state",)
     parameters = dict(model.named_parameters())
     results[job["case"]] = {{
         "tokenizer": type(tokenizer).__name__, "input_ids": encoded["input_ids"].tolist(),
@@ -438,8 +451,9 @@ def assert_saved_cleanly(built: Built, root: Path) -> None:
     if built.by_trainer:
         umask = os.umask(0)
         os.umask(umask)
-        modes = {name: stat.S_IMODE(os.stat(built.directory / name).st_mode) for name in files}
-        assert modes == dict.fromkeys(files, 0o666 & ~umask), modes
+        paths = [p for p in built.directory.rglob("*")]  # sentence-transformers' module folders too
+        modes = {str(p): stat.S_IMODE(os.stat(p).st_mode) for p in paths}
+        assert modes == {str(p): (0o777 if p.is_dir() else 0o666) & ~umask for p in paths}, modes
 
 
 def assert_reloaded_as_saved(built: Built, result: dict | None, texts: list[str] = EVAL_TEXTS) -> None:
@@ -557,7 +571,7 @@ def student_takes_token_types(model) -> bool:
 CROSS = [("roberta", "roberta"), ("bert", "distilbert"), ("distilbert", "bert"), ("electra", "bert")]
 
 
-@pytest.mark.parametrize("head", list(HEADS), ids=list(HEAD_IDS.values()))
+@pytest.mark.parametrize("head", TASK_HEADS, ids=[HEAD_IDS[h] for h in TASK_HEADS])
 @pytest.mark.parametrize("teacher_family, student_family", CROSS, ids=[f"{t}-to-{s}" for t, s in CROSS])
 def test_logit_distillation_into_a_student_of_another_shape_or_family(tmp_path, teacher_family, student_family, head):
     tokenizer = family_tokenizer(teacher_family, tmp_path / "tokenizer")

@@ -41,7 +41,10 @@ def test_every_case_has_its_cell_and_every_refusal_its_reason():
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ("refuse one head", "works for sequence classification, token classification; refused for QA: a new reason"),
+        (
+            "refuse one head",
+            "works for sequence classification, token classification, embeddings; refused for QA: a new reason",
+        ),
         ("refuse every head", "refused: a new reason"),
         ("accept the refused head", "works"),
     ],

@@ -185,6 +185,14 @@ class PruningTrainer(PruningMixin, FinalizeMixin, Trainer):
         if not isinstance(args, PruningTrainingArguments):
             raise ValueError(f"args must be a PruningTrainingArguments, got {type(args).__name__}")
         refuse_model_init(type(self).__name__, kwargs)
+        if model is not None and getattr(model, "base_model", None) is model:
+            from ..checks import invalid
+
+            raise invalid(
+                "model", type(model).__name__, f"a model with a task head (this {model.config.model_type} base model "
+                "has none, so no loss to prune by): prune a sentence-embedding model with CompressionTrainer, whose "
+                "teacher's embeddings give the loss",
+            )  # fmt: skip
         if model is not None:
             check_trainer_datasets(model, kwargs.get("train_dataset"), kwargs.get("eval_dataset"))
         super().__init__(model=model, args=args, **kwargs)

@@ -172,11 +172,17 @@ def prune_ffn_(
     Works under `torch.no_grad()` / `torch.inference_mode()` callers (Taylor scoring re-enables gradients).
 
     Raises:
-        ValueError: an unknown method, num_batches < 1, no dataloader for taylor, a sparsity that leaves no neuron,
-            an unsupported family, or batches without labels.
+        ValueError: an unknown method, num_batches < 1, no dataloader for taylor, taylor for a base model (no head),
+            a sparsity that leaves no neuron, an unsupported family, or batches without labels.
     """
     check_choice("method", method, FFN_METHODS)
     check_positive_int("num_batches", num_batches)
+    if method == "taylor" and getattr(model, "base_model", None) is model:
+        raise invalid(
+            "method", method, f"'magnitude' for {type(model).__name__} (model_type={model.config.model_type!r}), a "
+            "base model without a task head: Taylor scores need a head's loss (or remove FFN neurons while "
+            "distilling it, with ffn_sparsity in CompressionTrainer)",
+        )  # fmt: skip
     if method == "taylor" and dataloader is None:
         raise invalid("dataloader", None, "an iterable of batches with labels when method='taylor'")
     layers = ffn_layers(model)
