@@ -36,43 +36,48 @@ def base_model(family: str, tokenizer, num_layers: int = 4, seed: int = 1):
 
 
 ST_SCRIPT = """
-import json
+import json, sys
 from sentence_transformers import SentenceTransformer
 from transformers import AutoModel, AutoTokenizer
 import torch
-st = SentenceTransformer(path, device="cpu")
-model = AutoModel.from_pretrained(path)
-tokens = AutoTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="pt")
-with torch.no_grad():
-    hidden = model(**tokens).last_hidden_state
-print(json.dumps({"st": st.encode(texts).tolist(), "modules": [type(m).__name__ for m in st],
-                  "hidden": hidden[:, 0].tolist()}))
+results = []
+for path in paths:
+    st = SentenceTransformer(path, device="cpu")
+    model = AutoModel.from_pretrained(path)
+    tokens = AutoTokenizer.from_pretrained(path)(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**tokens).last_hidden_state
+    results.append({"st": st.encode(texts).tolist(), "modules": [type(m).__name__ for m in st],
+                    "hidden": hidden[:, 0].tolist()})
+assert not any(name.startswith("hf_compress") for name in sys.modules), "hf_compress was imported"
+print(json.dumps(results))
 """
 
 
-def fresh_load(path, texts: list[str]) -> dict:
-    """SentenceTransformer(path).encode and AutoModel.from_pretrained(path) in a process that never imports
-    hf_compress."""
-    run = run_python(f"path, texts = {str(path)!r}, {texts!r}\n" + ST_SCRIPT, cwd=str(path))
+def fresh_load(paths: list, texts: list[str]) -> list[dict]:
+    """SentenceTransformer(path).encode and AutoModel.from_pretrained(path) of each path, in one process that never
+    imports hf_compress."""
+    code = f"paths, texts = {[str(p) for p in paths]!r}, {texts!r}\n" + ST_SCRIPT
+    run = run_python(code, cwd=str(paths[0]))
     assert run.returncode == 0, run.stderr[-3000:]
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("pooling", POOLINGS, ids=["mean", "mean-normalized", "cls", "max-normalized"])
-def test_pooling_is_what_sentence_transformers_computes_from_the_files_we_write(tmp_path, pooling):
+def test_pooling_is_what_sentence_transformers_computes_from_the_files_we_write(tmp_path):
     tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
     model = base_model("bert", tokenizer)
-    model.save_pretrained(tmp_path / "model")
-    tokenizer.save_pretrained(tmp_path / "model")
-    write_sentence_transformers_files(str(tmp_path / "model"), pooling, 32, 62)
-    assert read_pooling(str(tmp_path / "model")) == pooling
-    texts = CORPUS[:5]
-    ours = sentence_embeddings(model, tokenizer, texts, pooling)
-    loaded = fresh_load(tmp_path / "model", texts)
-    assert (
-        loaded["modules"][:2] == ["Transformer", "Pooling"] and ("Normalize" in loaded["modules"]) == pooling.normalize
-    )
-    assert np.allclose(np.array(loaded["st"]), ours, atol=1e-5)
+    texts, folders = CORPUS[:5], []
+    for i, pooling in enumerate(POOLINGS):
+        folders.append(tmp_path / f"model-{i}")
+        model.save_pretrained(folders[-1])
+        tokenizer.save_pretrained(folders[-1])
+        write_sentence_transformers_files(str(folders[-1]), pooling, 32, 62)
+        assert read_pooling(str(folders[-1])) == pooling
+    for pooling, loaded in zip(POOLINGS, fresh_load(folders, texts)):
+        assert loaded["modules"][:2] == ["Transformer", "Pooling"], pooling
+        assert ("Normalize" in loaded["modules"]) == pooling.normalize, pooling
+        ours = sentence_embeddings(model, tokenizer, texts, pooling)
+        assert np.allclose(np.array(loaded["st"]), ours, atol=1e-5), pooling
 
 
 def test_a_pooling_we_do_not_compute_is_refused(tmp_path):
@@ -157,7 +162,7 @@ def test_a_distilled_student_loads_with_sentence_transformers_and_automodel(tmp_
     tokenizer.save_pretrained(tmp_path / "student")
     record = json.loads((tmp_path / "student" / "config.json").read_text())["compression"]["distillation"]
     assert record["embedding_pooling"] == {"mode": "mean", "normalize": True}
-    loaded = fresh_load(tmp_path / "student", texts)
+    (loaded,) = fresh_load([tmp_path / "student"], texts)
     assert loaded["modules"] == ["Transformer", "Pooling", "Normalize"]
     ours = sentence_embeddings(trainer.model, tokenizer, texts, trainer.pooling)
     assert np.allclose(np.array(loaded["st"]), ours, atol=1e-5)
@@ -226,7 +231,7 @@ def test_an_embedding_recipe_distils_saves_for_sentence_transformers_and_reports
     )
     card = (tmp_path / "out" / "README.md").read_text()
     assert "pipeline_tag: sentence-similarity" in card
-    loaded = fresh_load(tmp_path / "out", CORPUS[:3])
+    (loaded,) = fresh_load([tmp_path / "out"], CORPUS[:3])
     assert loaded["modules"] == ["Transformer", "Pooling", "Normalize"]
 
 
