@@ -22,7 +22,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from hf_compress import DistillationTrainer, DistillationTrainingArguments, create_student
 from hf_compress.methods.distillation.loss import head_logits
 from hf_compress.methods.distillation.teacher_cache import TeacherOutputCache, teacher_fingerprint
-from tests.family_models import HEADS, SEQUENCE, family_model, family_tokenizer
+from tests.family_models import QA, SEQUENCE, TOKEN, family_model, family_tokenizer
 from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -55,7 +55,7 @@ def assert_same_where_read(cached: dict, expected: dict, mask: torch.Tensor) -> 
         assert torch.allclose(cached[name][where], value[where], atol=1e-6), name
 
 
-@pytest.mark.parametrize("head", list(HEADS), ids=["seq", "tok", "qa"])
+@pytest.mark.parametrize("head", [SEQUENCE, TOKEN, QA], ids=["seq", "tok", "qa"])
 def test_a_later_run_reads_what_the_teacher_gave_whatever_the_padding(tmp_path, head):
     tokenizer = family_tokenizer("bert", tmp_path / "tokenizer")
     teacher = Counting(family_model("bert", tokenizer, head, perturb=True))
