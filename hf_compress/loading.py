@@ -1,5 +1,5 @@
-"""Where models and data come from: `pkg://` paths, the path-or-id check done before any work, the one loader of saved
-models (any head, int8 included), and the Auto class that matches a model's task head."""
+"""Where models and data come from: `pkg://` and `task-data://` paths, the path-or-id check done before any work, the
+one loader of saved models (any head, int8 included), and the Auto class that matches a model's task head."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from .checks import invalid
 
 PACKAGE_SCHEME = "pkg://"
 # `task-data://<folder>` names a folder of the data cache that hf_compress.task_data fills (CoNLL-2003 as
-# task-data://conll2003-en, SQuAD v1.1 as task-data://squad-v1.1), so that a recipe can name it without a machine path.
+# task-data://conll2003-en, SQuAD v1.1 as task-data://squad-v1.1, the all-mpnet-base-v2 checkpoint as
+# task-data://all-mpnet-base-v2), so that a recipe can name it without a machine path.
 TASK_DATA_SCHEME = "task-data://"
 HEAD_SUFFIXES = {  # a head class's name ends with one of these; the Auto class of the same name loads it
     "ForSequenceClassification": "AutoModelForSequenceClassification",
@@ -33,8 +34,11 @@ def packaged_file(package: str, *parts: str) -> str:
     return os.path.join(spec.submodule_search_locations[0], *parts)
 
 
-def resolve_model_path(name_or_path: str | None) -> str | None:
-    """`pkg://<package>/<dir>` names a checkpoint an installed package ships; anything else goes to from_pretrained."""
+def resolve_model_path(name_or_path: str | None, field: str = "model_name_or_path") -> str | None:
+    """`pkg://<package>/<dir>` names a checkpoint an installed package ships, `task-data://<folder>` one fetched into
+    the task-data cache (`resolve_data_path`: its ValueError names `field`); anything else goes to from_pretrained."""
+    if isinstance(name_or_path, str) and name_or_path.startswith(TASK_DATA_SCHEME):
+        return resolve_data_path(name_or_path, field)
     if name_or_path is None or not name_or_path.startswith(PACKAGE_SCHEME):
         return name_or_path
     package, _, inner = name_or_path[len(PACKAGE_SCHEME) :].partition("/")
@@ -52,8 +56,8 @@ def resolve_data_path(name_or_path: str, field: str = "dataset_name") -> str:
     """`task-data://<folder>` as the folder in `task_data_dir()`; anything else unchanged (a path or a Hub id).
 
     Raises ValueError naming `field` when the folder is not there (the data is fetched by `python -m
-    hf_compress.task_data` or by `hf_compress.task_data.conll2003_dir()` / `squad_dir()`, never by this call) or the
-    name tries to leave the cache.
+    hf_compress.task_data` or by `hf_compress.task_data.conll2003_dir()` / `squad_dir()` / `all_mpnet_base_v2_dir()`,
+    never by this call) or the name tries to leave the cache.
     """
     if not isinstance(name_or_path, str) or not name_or_path.startswith(TASK_DATA_SCHEME):
         return name_or_path
@@ -67,8 +71,8 @@ def resolve_data_path(name_or_path: str, field: str = "dataset_name") -> str:
         raise invalid(
             field,
             name_or_path,
-            f"task-data://<folder> of fetched data (no {path}): run `{FETCH_COMMAND}` to fetch "
-            "CoNLL-2003 and SQuAD v1.1, or point HF_COMPRESS_TASK_DATA at a folder holding them",
+            f"task-data://<folder> of fetched data (no {path}): run `{FETCH_COMMAND}` to fetch CoNLL-2003, SQuAD "
+            "v1.1 and all-mpnet-base-v2, or point HF_COMPRESS_TASK_DATA at a folder holding them",
         )
     return path
 
@@ -179,7 +183,7 @@ def load_teacher(name_or_path: str, student: PreTrainedModel, init_kwargs: dict 
     # safetensors only: a pickled .bin can run code on load; opt in with init_kwargs {"use_safetensors": False}.
     from transformers import AutoConfig
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, "teacher_model_name_or_path")
     config = AutoConfig.from_pretrained(path)
     check_supported_model("teacher_model_name_or_path", name_or_path, config, quantized_ok=True)
     return auto_class_for(student).from_pretrained(path, **{"use_safetensors": True, **(init_kwargs or {})})
