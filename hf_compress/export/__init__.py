@@ -8,7 +8,8 @@ openvino.convert_model for OpenVINO; runs the file on sample inputs and compares
 then puts it in `output_dir` with the tokenizer, a config.json and a README card. The work happens in a staging folder
 renamed at the end: a refused argument, a failed export or a check beyond its bound leaves no file.
 
-Int8 matmuls go into the graph with the model's own codes and scales (see int8.py).
+Int8 matmuls go into the graph with the model's own codes and scales (see int8.py). OpenVINO's own static int8 (NNCF
+post-training quantization on calibration text) is `export_openvino_int8` (openvino_int8.py).
 
 `format="compressed-tensors"` writes an int8 or low-bit model as a checkpoint stock transformers loads (see
 format/compressed_tensors.py), checked by stock transformers in a fresh process that cannot import hf_compress.
@@ -20,8 +21,17 @@ import os
 import shutil
 
 from .arguments import FORMATS, PRECISIONS, check_export
+from .openvino_int8 import export_openvino_int8
 
-__all__ = ["FORMATS", "PRECISIONS", "export", "export_compressed_tensors", "export_onnx", "export_openvino"]
+__all__ = [
+    "FORMATS",
+    "PRECISIONS",
+    "export",
+    "export_compressed_tensors",
+    "export_onnx",
+    "export_openvino",
+    "export_openvino_int8",
+]
 
 
 def export(

@@ -1,0 +1,172 @@
+"""OpenVINO's own int8 (NNCF post-training quantization) of a saved model: `export_openvino_int8` and
+`hf-compress quantize --runtime openvino`."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoTokenizer, BertForSequenceClassification, DataCollatorWithPadding
+
+from hf_compress.cli import main
+from hf_compress.export import export_openvino_int8
+from hf_compress.export.openvino_int8 import calibration_sequences
+from tests.testing_utils import tiny_bert_config, tiny_checkpoint, tiny_text_csv, tiny_tokenizer
+
+pytest.importorskip("nncf")
+pytest.importorskip("openvino")
+
+
+def _calibration(tokenizer, n: int = 48, batch: int = 16) -> list[dict]:
+    rng = np.random.default_rng(0)
+    words = [w for w in tokenizer.get_vocab() if not w.startswith("[")]
+    texts = [" ".join(rng.choice(words, size=int(rng.integers(3, 20)))) for _ in range(n)]
+    collator = DataCollatorWithPadding(tokenizer)
+    return [collator([tokenizer(t) for t in texts[i : i + batch]]) for i in range(0, n, batch)]
+
+
+@pytest.fixture(scope="module")
+def float_model(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fp32")
+    torch.manual_seed(0)
+    BertForSequenceClassification(tiny_bert_config(initializer_range=0.2, num_labels=3)).save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return str(directory)
+
+
+def _fake_quantize_inputs(xml: str) -> dict[str, int]:
+    """MatMul node -> how many of its inputs come from a FakeQuantize (through a Convert/Reshape/Transpose)."""
+    import openvino as ov
+
+    counts = {}
+    for op in ov.Core().read_model(xml).get_ordered_ops():
+        if op.get_type_name() != "MatMul":
+            continue
+        hits = 0
+        for port in range(op.get_input_size()):
+            source = op.input_value(port).get_node()
+            while source.get_type_name() in ("Convert", "Reshape", "Transpose") and source.get_input_size():
+                source = source.input_value(0).get_node()
+            hits += source.get_type_name() == "FakeQuantize"
+        counts[op.get_friendly_name()] = hits
+    return counts
+
+
+def test_the_ir_runs_int8_matmuls_and_keeps_the_decisions(tmp_path, float_model):
+    """Every Linear's MatMul gets quantized inputs (NNCF's FakeQuantize: what OpenVINO's CPU plugin runs in int8),
+    the IR is smaller than the float IR, and in OpenVINO it agrees with the PyTorch model on fresh inputs."""
+    import openvino as ov
+
+    from hf_compress.evaluation.exported import ExportedModel
+    from hf_compress.export import export_openvino
+
+    tokenizer = AutoTokenizer.from_pretrained(float_model)
+    record = export_openvino_int8(float_model, tmp_path / "int8", _calibration(tokenizer))
+    assert record["quantization"]["calibration_sequences"] == 48
+    assert record["check"]["clear_agreement"] >= 0.995 and record["check"]["sqnr_db"] >= 15
+    stored = json.loads((tmp_path / "int8" / "config.json").read_text())["export"]
+    assert stored["quantization"]["method"].startswith("nncf")
+    counts = _fake_quantize_inputs(str(tmp_path / "int8" / "openvino_model.xml"))
+    linear_matmuls = {name: hits for name, hits in counts.items() if hits}
+    # 2 layers x (q, k, v, attention output, FFN up, FFN down) + pooler + classifier, each with quantized inputs
+    assert len(linear_matmuls) >= 14, counts
+    export_openvino(float_model, tmp_path / "fp32")
+    size = {k: os.path.getsize(tmp_path / k / "openvino_model.bin") for k in ("int8", "fp32")}
+    assert size["int8"] < 0.6 * size["fp32"], size
+    assert ov.Core().read_model(str(tmp_path / "int8" / "openvino_model.xml"))
+
+    served = ExportedModel(str(tmp_path / "int8"))
+    model = BertForSequenceClassification.from_pretrained(float_model).eval()
+    texts = [f"w{i} w{i + 7} w{3 * i} w{i + 40}" for i in range(1, 60)]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = model(**encoded).logits
+    got = served(**encoded).logits
+    top2 = want.topk(2, dim=-1).values
+    clear = (top2[:, 0] - top2[:, 1]) > 4 * (got - want).pow(2).mean().sqrt()
+    assert clear.sum() > 20
+    assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
+
+
+def test_modules_to_not_convert_stay_float(tmp_path, float_model):
+    tokenizer = AutoTokenizer.from_pretrained(float_model)
+    calibration = _calibration(tokenizer)
+    export_openvino_int8(float_model, tmp_path / "all", calibration)
+    export_openvino_int8(float_model, tmp_path / "kept", calibration, modules_to_not_convert=["classifier"])
+    every = _fake_quantize_inputs(str(tmp_path / "all" / "openvino_model.xml"))
+    kept = _fake_quantize_inputs(str(tmp_path / "kept" / "openvino_model.xml"))
+    assert sum(h > 0 for h in kept.values()) == sum(h > 0 for h in every.values()) - 1
+
+
+def test_an_int8_artifact_is_quantized_from_the_weights_it_computes_with(tmp_path):
+    """An hf_compress int8 checkpoint has no float weights: NNCF gets its dequantized ones, and the IR keeps the int8
+    model's decisions."""
+    from hf_compress import quantize_
+
+    source = tmp_path / "fp32"
+    torch.manual_seed(1)
+    model = BertForSequenceClassification(tiny_bert_config(initializer_range=0.2, num_labels=3)).eval()
+    tokenizer = tiny_tokenizer(tmp_path / "vocab")
+    quantize_(model)
+    model.save_pretrained(source)
+    tokenizer.save_pretrained(source)
+    record = export_openvino_int8(str(source), tmp_path / "ov", _calibration(tokenizer))
+    assert record["check"]["clear_agreement"] >= 0.995
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"smoothquant_alpha": 1.5}, "smoothquant_alpha=1.5 is invalid; allowed: null or a number in [0, 1]"),
+        ({"modules_to_not_convert": ["classifer"]}, "quantization_modules_to_not_convert=['classifer'] is invalid"),
+        ({"calibration_batches": []}, "calibration_batches=0 is invalid"),
+        ({"precision": "fp8"}, "precision='fp8' is invalid"),
+    ],
+)
+def test_bad_arguments_are_refused_and_nothing_is_written(tmp_path, float_model, fields, message):
+    tokenizer = AutoTokenizer.from_pretrained(float_model)
+    arguments = {"calibration_batches": _calibration(tokenizer, n=16), **fields}
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        export_openvino_int8(float_model, tmp_path / "out", **arguments)
+    assert not (tmp_path / "out").exists()
+
+
+def test_calibration_sequences_cut_the_padding():
+    batch = {
+        "input_ids": torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]]),
+    }
+    items = calibration_sequences([batch], ("input_ids", "attention_mask"))
+    assert [item["input_ids"].tolist() for item in items] == [[[101, 7, 8, 102]], [[101, 9, 102]]]
+    assert all(item["input_ids"].dtype == np.int64 for item in items)
+
+
+def test_the_cli_quantizes_for_openvino_on_the_recipe_calibration_batches(tmp_path, capsys):
+    path = tiny_checkpoint(tmp_path / "fp32")
+    data = tiny_text_csv(tmp_path / "data.csv", n=40)
+    out = tmp_path / "ov"
+    argv = ["quantize", path, str(out), "--runtime", "openvino", "--dataset_name", data]
+    assert main([*argv, "--calibration_batches", "2", "--calibration_batch_size", "8"]) == 0
+    record = json.loads((out / "config.json").read_text())["export"]
+    assert record["quantization"]["calibration_sequences"] == 16
+    assert "OpenVINO int8 model (NNCF, 16 calibration sequences)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--gptq", "true"], "gptq=True is invalid; allowed: False with runtime='openvino'"),
+        (["--num_outlier_channels", "1"], "num_outlier_channels=1 is invalid; allowed: 0 with runtime='openvino'"),
+        (["--activation_range", "per_token"], "activation_range='per_token' is invalid; allowed: 'per_batch' with"),
+        (["--runtime", "onnx"], "runtime='onnx' is invalid; allowed: 'pytorch', 'openvino'"),
+    ],
+)
+def test_the_cli_refuses_our_pytorch_only_steps_for_openvino(tmp_path, capsys, flags, message):
+    path = tiny_checkpoint(tmp_path / "fp32")
+    runtime = [] if "--runtime" in flags else ["--runtime", "openvino"]
+    assert main(["quantize", path, str(tmp_path / "ov"), *runtime, *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "ov").exists()
