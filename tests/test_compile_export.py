@@ -158,7 +158,8 @@ def test_inductor_computes_every_module_kind_bit_for_bit():
     """torch.compile's default backend (inductor generates its own kernels) on every module kind and both activation
     ranges, the fused bias included (eval mode): the same floats as eager on random inputs."""
     chain = Chain().eval()
-    assert chain.wide._chunks[0] > 1
+    wide_codes = chain.wide._int8_weights()[0][0]
+    assert 255 * wide_codes.abs().int().sum(dim=1).max() > 2**24  # int32 sums a float32 matmul would round
     assert not chain.low_rank.per_token and chain.smoothed.per_token
     torch._dynamo.reset()
     compiled = torch.compile(chain, fullgraph=True)
@@ -203,22 +204,19 @@ def test_traced_linear_equals_the_kernel_bit_for_bit(per_token, bias):
     b = torch.randn(48) if bias != "no_bias" else None
     fused = bias == "bias_fused" and not per_token
     packed = fbgemm.pack(codes, scale, b if fused else None)
-    chunks = fbgemm.exact_chunks(codes)
     for x in inputs_with_edge_cases():
         kernel = fbgemm.linear(x, packed, packed.row_sums, b, per_token, fuse_bias=fused)
-        traced = fbgemm.traced_linear(x, codes, scale, b, per_token, fused, chunks)
+        traced = fbgemm.traced_linear(x, codes, scale, b, per_token, fused)
         assert torch.equal(traced, kernel)
 
 
-def test_wide_rows_of_large_codes_are_split_until_the_float32_matmul_is_exact():
+def test_wide_rows_of_large_codes_are_summed_exactly_in_int32():
+    """Sums beyond 2**24, which a float32 matmul of the same integers would round on the way, are the kernel's."""
     generator = torch.Generator().manual_seed(0)
     codes = torch.randint(60, 64, (4, 4096), generator=generator, dtype=torch.int8)  # within the pair limit
     codes[:, ::2] *= -1
     codes[:, ::3] *= -1
     scale = torch.full((4,), 0.01)
-    chunks = fbgemm.exact_chunks(codes)
-    assert chunks == 4 and fbgemm.worst_case_chunks(4096) >= chunks
-    assert fbgemm.exact_chunks(codes[:, :1024]) == 1
     # Activations at the top of the range wherever row 0's codes are positive: its int32 sum passes 2**24, and a
     # float32 matmul in one piece rounds partial sums on the way.
     x = torch.full((3, 4096), 0.999)
@@ -226,8 +224,10 @@ def test_wide_rows_of_large_codes_are_split_until_the_float32_matmul_is_exact():
     x[:, -1], x[:, 5] = 1.0, 0.7377
     packed = fbgemm.pack(codes, scale)
     kernel = fbgemm.linear(x, packed, None, None, per_token=False)
-    assert torch.equal(fbgemm.traced_linear(x, codes, scale, None, False, False, chunks), kernel)
-    assert not torch.equal(fbgemm.traced_linear(x, codes, scale, None, False, False, 1), kernel)
+    assert torch.equal(fbgemm.traced_linear(x, codes, scale, None, False, False), kernel)
+    q, zero_point, x_scale = fbgemm.quantize_activations(x)
+    in_float32 = torch.nn.functional.linear(q - zero_point, codes.float()) * (x_scale * scale)
+    assert not torch.equal(in_float32, kernel)  # the case is a hard one: float32 alone does not get it
 
 
 # ---------------------------------------------------------------- prepared, never looked up

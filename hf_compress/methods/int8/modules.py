@@ -68,7 +68,6 @@ class PackedInt8Module(nn.Module):
         self.register_buffer("weight_scale", torch.ones(num_scales, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
         self._kernels: list[fbgemm.PackedWeight] | None = None  # fbgemm's packed weights, one per int8 matmul
-        self._chunks: list[int] | None = None  # fbgemm.exact_chunks of each, for traced calls
         self._bias_trained = False  # a call trained the bias since the fused copy was packed
 
     def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -77,7 +76,7 @@ class PackedInt8Module(nn.Module):
     def prepare(self) -> None:
         """Pack the int8 weights for fbgemm now (with the bias fused too, for one range per call) and measure what
         traced calls need, so that calls pay nothing; call it after editing the module's tensors in place."""
-        self._kernels, self._chunks, self._bias_trained = None, None, False
+        self._kernels, self._bias_trained = None, False
         if self.weight.device.type == "meta":  # allocated by a loader later, which prepares then
             return
         # The scales the packed weights were made from, compared by value when switching to eval mode (see `train`).
@@ -85,7 +84,6 @@ class PackedInt8Module(nn.Module):
         # Built outside inference mode and autograd, so that the packed weights serve calls in and out of both.
         with torch.inference_mode(False), torch.no_grad():
             weights = self._int8_weights()
-            self._chunks = [fbgemm.exact_chunks(codes) for codes, _ in weights]
             if not (self.weight.is_cpu and fbgemm.available()):
                 return
             kernels = [fbgemm.pack(codes.contiguous(), scale.float().contiguous()) for codes, scale in weights]
@@ -108,8 +106,7 @@ class PackedInt8Module(nn.Module):
         fuse = fuse_bias and bias is not None and self._fuses_bias() and not self.training and not self._bias_trained
         if torch.compiler.is_compiling():
             codes, scale = self._int8_weights()[index]
-            chunks = fbgemm.worst_case_chunks(codes.shape[1]) if self._chunks is None else self._chunks[index]
-            return fbgemm.traced_linear(x, codes, scale, bias, self.per_token, fuse, chunks)
+            return fbgemm.traced_linear(x, codes, scale, bias, self.per_token, fuse)
         if self._kernels is None:
             self.prepare()  # built by hand, not by from_linear or a loader
         packed = self._kernels[index]

@@ -137,7 +137,7 @@ class LowBitLinear(PackedInt8Module):
                 else:
                     self.int8_codes, self.int8_scale = self.int8_rows()
         if self.compute == "float":
-            self._kernels, self._chunks, self._bias_trained = None, None, False
+            self._kernels, self._bias_trained = None, False
         else:
             super().prepare()
 
