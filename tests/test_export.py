@@ -59,7 +59,8 @@ def _int8(model, tokenizer):
 
 
 def _low_bit(model, tokenizer):
-    return hf_compress.bake_low_bit_(hf_compress.fake_quantize_(model, 4)), tokenizer
+    # the headline recipe's layout: every Linear and the word embeddings at 4 bits (packed two codes per byte)
+    return hf_compress.bake_low_bit_(hf_compress.fake_quantize_(model, 4, modules="all")), tokenizer
 
 
 # artifact kind -> transform of (tiny BERT with a head, its tokenizer)
@@ -189,7 +190,8 @@ def test_export_computes_what_pytorch_computes(exports, kind, task, format):
     check = record["check"]
     assert check["sequences"] == 67
     if int8:  # the same int8 math as PyTorch's, up to roundings that land on the other side of a boundary
-        assert check["sqnr_db"] >= 30 and check["clear_agreement"] == 1.0 and check["argmax_agreement"] >= 0.98
+        sqnr = check["sqnr_db"]  # None: identical logits (every rounding landed on the same side)
+        assert (sqnr is None or sqnr >= 30) and check["clear_agreement"] == 1.0 and check["argmax_agreement"] >= 0.98
     else:
         assert check["max_abs_diff"] <= 1e-4
     card = (out / "README.md").read_text()

@@ -151,8 +151,12 @@ def unpack_codes(packed: torch.Tensor, bits: int, numel: int) -> torch.Tensor:
     per_byte = 8 // bits
     if packed.numel() * per_byte < numel:
         raise invalid("numel", numel, f"at most {packed.numel() * per_byte} codes for {packed.numel()} bytes")
-    shifts = torch.arange(0, 8, bits, dtype=torch.uint8, device=packed.device)
-    unsigned = (packed.reshape(-1, 1) >> shifts) & (2**bits - 1)
+    # Shifts as integer division and remainder, not `>>` and `&`: ONNX's exporter has no translation of aten's bit
+    # shifts (BitShift is defined for unsigned types only), and a low-bit embedding must export.
+    powers = 2 ** torch.arange(0, 8, bits, dtype=torch.int32, device=packed.device)
+    unsigned = torch.remainder(
+        torch.div(packed.to(torch.int32).reshape(-1, 1), powers, rounding_mode="floor"), 2**bits
+    )
     if bits == 1:
         return (unsigned.reshape(-1)[:numel].to(torch.int8) * 2 - 1).to(torch.int8)
     return (unsigned.reshape(-1)[:numel].to(torch.int16) - 2 ** (bits - 1)).to(torch.int8)
