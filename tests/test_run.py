@@ -224,7 +224,7 @@ def test_transfer_text_keeps_the_first_examples_labelled_and_the_rest_distilled_
     from datasets import ClassLabel, Dataset
 
     from hf_compress.cli.recipe import RecipeArguments
-    from hf_compress.cli.train import subset, training_examples
+    from hf_compress.cli.train import subset, training_example_count, training_examples
     from hf_compress.methods.distillation.loss import UNLABELLED
 
     data = Dataset.from_dict({"input_ids": [[i] for i in range(50)], "label": [i % 3 for i in range(50)]})
@@ -244,6 +244,13 @@ def test_transfer_text_keeps_the_first_examples_labelled_and_the_rest_distilled_
             assert len(set(ids)) == expected  # no example twice
             for row in train.select(range(20, expected))[column]:
                 assert row == UNLABELLED if column == "label" else row == [-100, UNLABELLED]
+            assert training_example_count(len(dataset), recipe) == expected
+    for fields in ({}, {"max_train_samples": 20}, {"max_train_samples": 60, "unlabelled_train_samples": -1}):
+        recipe = RecipeArguments(**fields)
+        assert training_example_count(50, recipe) == len(training_examples(data, recipe, seed=3))
+    # the preflight counts on the raw split, whose label column may be named otherwise (CoNLL's ner_tags)
+    raw = Dataset.from_dict({"tokens": [["a"]] * 50, "ner_tags": [[0]] * 50})
+    assert training_example_count(len(raw), RecipeArguments(max_train_samples=20, unlabelled_train_samples=-1)) == 50
 
 
 @pytest.mark.parametrize("fields,says", [

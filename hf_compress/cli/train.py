@@ -72,6 +72,19 @@ def training_examples(train, recipe, seed: int):
     return concatenate_datasets([labelled, rest.map(unlabel, batched=True)])
 
 
+def training_example_count(total: int, recipe) -> int:
+    """len(training_examples(train, recipe, seed)) for a train split of `total` examples, from the fields alone:
+    the preflight plans the pruning schedule on the raw split, before tokenization, whose label column may have any
+    name (e.g. CoNLL's ner_tags) and is not touched."""
+    if recipe.max_train_samples is None:
+        return total
+    labelled = min(recipe.max_train_samples, total)
+    n = recipe.unlabelled_train_samples
+    if n is None or labelled >= total:
+        return labelled
+    return total if n == -1 else min(total, labelled + n)
+
+
 def planned_max_steps(args: TrainingArguments, num_examples: int) -> int:
     """The optimizer steps Trainer will run on `num_examples` (its own arithmetic, one process)."""
     if args.max_steps > 0:
@@ -192,7 +205,7 @@ def preflight(recipe: RecipeArguments, args: TrainingArguments, command: str) ->
     if not recipe.finetune_teacher:
         task.check_model_labels(teacher_config, labels, num_labels, source_field)
     if isinstance(args, PruningTrainingArguments) and args.prunes:
-        n_train = len(training_examples(raw["train"], recipe, args.seed))
+        n_train = training_example_count(len(raw["train"]), recipe)
         args.pruning_schedule().resolve(planned_max_steps(args, n_train))
     return Plan(
         command,
