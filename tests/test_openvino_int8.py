@@ -66,6 +66,7 @@ def test_the_ir_runs_int8_matmuls_and_keeps_the_decisions(tmp_path, float_model)
     tokenizer = AutoTokenizer.from_pretrained(float_model)
     record = export_openvino_int8(float_model, tmp_path / "int8", _calibration(tokenizer))
     assert record["quantization"]["calibration_sequences"] == 48
+    assert record["quantization"]["checked_on"] == "random vocabulary words" and record["check"]["sequences"] == 67
     assert record["check"]["clear_agreement"] >= 0.995 and record["check"]["sqnr_db"] >= 15
     stored = json.loads((tmp_path / "int8" / "config.json").read_text())["export"]
     assert stored["quantization"]["method"].startswith("nncf")
@@ -134,6 +135,13 @@ def test_bad_arguments_are_refused_and_nothing_is_written(tmp_path, float_model,
     assert not (tmp_path / "out").exists()
 
 
+def test_held_out_batches_replace_the_random_word_sample(tmp_path, float_model):
+    tokenizer = AutoTokenizer.from_pretrained(float_model)
+    calibration, held_out = _calibration(tokenizer, n=32), _calibration(tokenizer, n=48)[2:]
+    record = export_openvino_int8(float_model, tmp_path / "ov", calibration, check_batches=held_out)
+    assert record["quantization"]["checked_on"] == "held-out text" and record["check"]["sequences"] == 16
+
+
 def test_calibration_sequences_cut_the_padding():
     batch = {
         "input_ids": torch.tensor([[101, 7, 8, 102], [101, 9, 102, 0]]),
@@ -152,6 +160,8 @@ def test_the_cli_quantizes_for_openvino_on_the_recipe_calibration_batches(tmp_pa
     assert main([*argv, "--calibration_batches", "2", "--calibration_batch_size", "8"]) == 0
     record = json.loads((out / "config.json").read_text())["export"]
     assert record["quantization"]["calibration_sequences"] == 16
+    # checked on the next 16 examples of the train split (held out from calibration), not on random words
+    assert record["quantization"]["checked_on"] == "held-out text" and record["check"]["sequences"] == 16
     assert "OpenVINO int8 model (NNCF, 16 calibration sequences)" in capsys.readouterr().out
 
 

@@ -99,8 +99,9 @@ def parse(argv: list[str]) -> tuple[RecipeArguments, QuantizeArguments]:
     return recipe, args
 
 
-def calibration_data(recipe: RecipeArguments, args: QuantizeArguments, tokenizer) -> list[dict]:
-    """The first `calibration_batches` batches of the recipe's train split after a seeded shuffle, padded."""
+def calibration_data(recipe: RecipeArguments, args: QuantizeArguments, tokenizer, start: int = 0) -> list[dict]:
+    """The first `calibration_batches` batches of the recipe's train split after a seeded shuffle, padded (from
+    example `start` on: the batches after them are held-out text of the same kind)."""
     from itertools import islice
 
     from torch.utils.data import DataLoader
@@ -113,7 +114,7 @@ def calibration_data(recipe: RecipeArguments, args: QuantizeArguments, tokenizer
     raw, _ = ensure_splits(raw, recipe.validation_size, recipe.test_size, recipe.split_seed)
     needed = args.calibration_batches * args.calibration_batch_size
     train = raw["train"].shuffle(seed=recipe.split_seed)
-    train = train.select(range(min(needed, len(train))))
+    train = train.select(range(min(start, len(train)), min(start + needed, len(train))))
     prepared = task.prepare_splits({"train": train}, tokenizer, recipe)["train"]
     inputs = [c for c in prepared.column_names if c in ("input_ids", "attention_mask", "token_type_ids")]
     loader = DataLoader(
@@ -148,6 +149,8 @@ def run(namespace_or_argv) -> None:
     tokenizer = AutoTokenizer.from_pretrained(source) if args.needs_calibration else None
     batches = calibration_data(recipe, args, tokenizer) if args.needs_calibration else None
     if args.runtime == "openvino":
+        held_out = args.calibration_batches * args.calibration_batch_size  # the next as many examples, if any
+        check = calibration_data(recipe, args, tokenizer, start=held_out)
         from ..export.openvino_int8 import export_openvino_int8
         from ..export.verify import measured
 
@@ -158,11 +161,13 @@ def run(namespace_or_argv) -> None:
             smoothquant_alpha=args.smoothquant_alpha,
             modules_to_not_convert=args.quantization_modules_to_not_convert,
             overwrite=recipe.overwrite_output,
+            check_batches=check or None,
         )
         check = record["check"]
         print(
             f"OpenVINO int8 model (NNCF, {record['quantization']['calibration_sequences']} calibration sequences) "
-            f"saved to {args.output_dir}; checked on {check['sequences']} sample sequences: {measured(check)}"
+            f"saved to {args.output_dir}; checked on {check['sequences']} sequences of "
+            f"{record['quantization']['checked_on']}: {measured(check)}"
         )
         return
     model = load_saved_model(source)
