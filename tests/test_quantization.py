@@ -862,3 +862,32 @@ def test_factorised_checkpoint_quantizes_with_quantize_pretrained_not_on_load(tm
         AutoModelForSequenceClassification.from_pretrained(
             tmp_path / "factorised", quantization_config=Int8QuantizationConfig()
         )
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_inference_calls_go_straight_to_the_kernel_with_the_same_numbers(bias):
+    """In eval mode without autograd, a per-batch Int8Linear hands x straight to fbgemm (no bookkeeping) and gets the
+    full path's floats; training mode, autograd and per-token ranges take the full path."""
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 32, bias=bias), per_token=False).eval()
+    x = torch.randn(5, 7, 64)
+    calls = []
+    full_matmul = module._matmul
+    module._matmul = lambda *args: calls.append(1) or full_matmul(*args)
+    with torch.no_grad():
+        direct = module(x)
+        assert calls == []  # the kernel was called directly
+        module._direct = None
+        assert torch.equal(module(x), direct) and calls == [1]
+    module.train()
+    module.eval()  # switching back prepares the direct call again
+    with torch.no_grad():
+        module(x)
+    assert calls == [1]
+    module(x.requires_grad_())  # autograd: the full path (straight-through gradient)
+    module.train()
+    with torch.no_grad():
+        module(x)
+    assert calls == [1, 1, 1]
+    per_token = Int8Linear.from_linear(nn.Linear(64, 32), per_token=True).eval()
+    assert per_token._direct is None

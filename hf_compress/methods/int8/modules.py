@@ -69,6 +69,7 @@ class PackedInt8Module(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
         self._kernels: list[fbgemm.PackedWeight] | None = None  # fbgemm's packed weights, one per int8 matmul
         self._bias_trained = False  # a call trained the bias since the fused copy was packed
+        self._direct = None  # the packed weight an inference call hands straight to the kernel (see `direct_call`)
 
     def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         raise NotImplementedError
@@ -76,7 +77,7 @@ class PackedInt8Module(nn.Module):
     def prepare(self) -> None:
         """Pack the int8 weights for fbgemm now (with the bias fused too, for one range per call) and measure what
         traced calls need, so that calls pay nothing; call it after editing the module's tensors in place."""
-        self._kernels, self._bias_trained = None, False
+        self._kernels, self._bias_trained, self._direct = None, False, None
         if self.weight.device.type == "meta":  # allocated by a loader later, which prepares then
             return
         # The scales the packed weights were made from, compared by value when switching to eval mode (see `train`).
@@ -95,6 +96,43 @@ class PackedInt8Module(nn.Module):
             else:
                 last.plain()
             self._kernels = kernels
+        self._refresh_direct()
+
+    def _refresh_direct(self) -> None:
+        """Whether (and with which packed weight) an inference call may skip the module's bookkeeping: one int8
+        matmul, one activation range per call, no input scale or outlier channels, eval mode, the fused bias
+        current."""
+        kernels = self._kernels
+        plain = (
+            kernels is not None
+            and len(kernels) == 1
+            and not self.training
+            and not self.per_token
+            and not self._bias_trained
+            and getattr(self, "input_scale", None) is None
+            and getattr(self, "outlier_channels", None) is None
+        )
+        # Kept as the PackedWeight (a plain Python object) and which copy: torch.export lifts a module attribute that
+        # is itself a packed ScriptObject as a constant, and fails on fbgemm's.
+        if not plain:
+            self._direct = None
+        else:
+            self._direct = (kernels[0], getattr(self, "bias", None) is not None)
+
+    def direct_call(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The kernel's output for an inference call that needs none of the module's bookkeeping, else None.
+
+        Why: at batch 1 the int8 matmul of a 48-token input is fast enough that the Python checks around it (autograd,
+        fused bias, tracing, per-token mapping) cost ~12% of the whole model's time against torch.ao's
+        quantize_dynamic, which calls the same kernel directly (benchmarks/RESULTS.md, "Where a model runs
+        fastest"). The numbers are those of the full path (the same op on the same packed weight)."""
+        if torch.compiler.is_compiling():
+            return None
+        direct = getattr(self, "_direct", None)
+        if direct is None or torch.is_grad_enabled() or x.dtype != torch.float32:
+            return None
+        packed, fused = direct
+        return torch.ops.quantized.linear_dynamic(x, packed.fused() if fused else packed.plain(), False)
 
     def _fuses_bias(self) -> bool:
         """Whether the last int8 matmul keeps a copy with the bias fused (one range per call, a bias)."""
@@ -130,6 +168,7 @@ class PackedInt8Module(nn.Module):
             return reference
         if trains_bias and not torch.compiler.is_compiling():
             self._bias_trained = True  # the fused copy may be stale from the next optimizer step on
+            self._direct = None
         with torch.no_grad():
             exact = self._int8_forward(x, fuse_bias=False)  # the bias may change every step: do not repack it
         return reference + (exact - reference).detach()
@@ -148,6 +187,7 @@ class PackedInt8Module(nn.Module):
             if not last.fused_bias_equals(self.bias):  # once per switch, not per call
                 last.fuse(self.bias)
             self._bias_trained = False
+        self._refresh_direct()
         return self
 
     def _apply(self, fn, recurse: bool = True):
@@ -164,6 +204,7 @@ class PackedInt8Module(nn.Module):
         # The packed weights are derived from tensors the module already holds: never copied, prepared again.
         state = self.__dict__.copy()
         state["_kernels"] = None
+        state["_direct"] = None
         return state
 
     def __setstate__(self, state):
@@ -285,6 +326,9 @@ class Int8Linear(PackedInt8Module):
         the gradient of the float matmul with the same int8 weights (see `int8_value_float_gradient`). With outlier
         channels, y = int8(x with them zeroed) + x[..., outliers] @ outlier_weight^T in float; x is left as it was.
         """
+        y = self.direct_call(x)
+        if y is not None:
+            return y
         owned = self.input_scale is not None  # x is then a tensor of this call's own, free to edit in place
         if owned:
             x = x * self.input_scale.to(x.dtype)

@@ -137,7 +137,7 @@ class LowBitLinear(PackedInt8Module):
                 else:
                     self.int8_codes, self.int8_scale = self.int8_rows()
         if self.compute == "float":
-            self._kernels, self._bias_trained = None, False
+            self._kernels, self._bias_trained, self._direct = None, False, None
         else:
             super().prepare()
 
@@ -153,7 +153,8 @@ class LowBitLinear(PackedInt8Module):
             bias = None if self.bias is None else self.bias.to(x.dtype)
             weight = self.dequantized_weight() if self.float_weight is None else self.float_weight
             return F.linear(x, weight.to(x.dtype), bias)
-        return self.int8_value_float_gradient(x)
+        y = self.direct_call(x)
+        return self.int8_value_float_gradient(x) if y is None else y
 
     def _int8_forward(self, x: torch.Tensor, fuse_bias: bool = True) -> torch.Tensor:
         return self._matmul(0, x, self.bias, fuse_bias)
