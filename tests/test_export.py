@@ -30,10 +30,14 @@ import hf_compress
 from hf_compress.cli.main import main
 from hf_compress.export import export, export_onnx, export_openvino, graph, verify
 from hf_compress.loading import load_saved_model
+from hf_compress.tasks.sentence_embedding import Pooling, write_sentence_transformers_files
 from tests.testing_utils import HEADS, OUTPUTS, VOCAB, run_python, tiny_bert_config, tiny_tokenizer
 
 FORMATS = ("onnx", "openvino")
-TASKS = ("text-classification", "token-classification", "question-answering")
+TASKS = ("text-classification", "token-classification", "question-answering", "sentence-embedding")
+OUTPUTS = {**OUTPUTS, "sentence-embedding": ("sentence_embedding",)}
+# a sentence-transformers folder's pooling, as all-MiniLM-L6-v2 declares it
+POOLING = Pooling("mean", normalize=True)
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -76,6 +80,7 @@ KINDS = {
 INT8_KINDS = ("int8", "low-bit")
 CASES = [(kind, "text-classification", f) for kind in KINDS for f in FORMATS]
 CASES += [("student", task, f) for task in TASKS[1:] for f in FORMATS]
+CASES += [("int8", "sentence-embedding", "onnx")]  # an int8 embedding model, its pooling in the graph
 # One case goes through the CLI, with the bf16 precision (checked in f32, then by agreement in bf16).
 VIA_CLI = {("student", "text-classification", "openvino"): ["--precision", "bf16"]}
 
@@ -94,7 +99,9 @@ class Exports:
             torch.manual_seed(0)
             # initializer_range 0.2: logits of order 1, so that a wrong graph shows and argmax decisions are clear
             labels = 2 if task == "question-answering" else 3  # QA: start and end
-            model = HEADS[task](tiny_bert_config(initializer_range=0.2, num_labels=labels)).eval()
+            config = tiny_bert_config(initializer_range=0.2, num_labels=labels)
+            base = task == "sentence-embedding"
+            model = (BertModel(config, add_pooling_layer=False) if base else HEADS[task](config)).eval()
             if task == "token-classification":  # IOB tags, as NER models have them
                 model.config.id2label = dict(enumerate(["O", "B-PER", "I-PER"]))
                 model.config.label2id = {tag: i for i, tag in model.config.id2label.items()}
@@ -102,6 +109,8 @@ class Exports:
             model, tokenizer = KINDS[kind](model, tokenizer)
             model.save_pretrained(directory)
             tokenizer.save_pretrained(directory)
+            if task == "sentence-embedding":
+                write_sentence_transformers_files(str(directory), POOLING, model.config.hidden_size, 64)
             self.models[(kind, task)] = directory
         return self.models[(kind, task)]
 
@@ -147,12 +156,20 @@ def _pytorch(source: Path, feeds: dict, task: str) -> dict[str, np.ndarray]:
     model = load_saved_model(str(source))
     with torch.inference_mode():
         outputs = model(**{name: torch.from_numpy(array) for name, array in feeds.items()})
+    if task == "sentence-embedding":  # the pooling the folder declares, as sentence-transformers applies it
+        mask = torch.from_numpy(feeds["attention_mask"])
+        return {"sentence_embedding": POOLING(outputs.last_hidden_state, mask).numpy()}
     return {name: outputs[name].numpy() for name in OUTPUTS[task]}
 
 
 def _decisions(logits: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
     if task == "text-classification":
         return logits.argmax(-1)
+    if task == "sentence-embedding":  # each sequence's nearest other sequence by cosine
+        unit = logits / np.linalg.norm(logits, axis=-1, keepdims=True)
+        similarity = unit @ unit.T
+        np.fill_diagonal(similarity, -np.inf)
+        return similarity.argmax(-1)
     if task == "token-classification":
         return logits.argmax(-1)[mask]
     return np.where(mask, logits, -np.inf).argmax(-1)  # the answer's start (end) among the real tokens
@@ -163,7 +180,8 @@ def _assert_within_bound(got: dict, want: dict, mask: np.ndarray, task: str, int
     for name, expected in want.items():
         actual = got[name]
         assert actual.shape == expected.shape
-        diff = np.abs(actual - expected)[slice(None) if task == "text-classification" else mask].max()
+        per_sequence = task in ("text-classification", "sentence-embedding")
+        diff = np.abs(actual - expected)[slice(None) if per_sequence else mask].max()
         if int8:
             agreement = (_decisions(actual, mask, task) == _decisions(expected, mask, task)).mean()
             assert agreement >= 0.995 and diff < 0.1, f"{name}: argmax agreement {agreement:.3f}, max diff {diff:.2e}"
@@ -181,7 +199,7 @@ def test_export_computes_what_pytorch_computes(exports, kind, task, format):
     assert set(os.listdir(out)) == files | {"config.json", "README.md", "tokenizer.json", "tokenizer_config.json"}
     config = json.loads((out / "config.json").read_text())
     assert config["export"] == record and "quantization_config" not in config
-    if task != "question-answering":  # (QA's two outputs are the default: not written)
+    if task in ("text-classification", "token-classification"):  # (QA's two outputs are the default: not written)
         assert len(config["id2label"]) == 3
     assert record["inputs"] == ["input_ids", "attention_mask", "token_type_ids"]
     assert record["outputs"] == list(OUTPUTS[task]) and record["max_sequence_length"] == 64
@@ -536,7 +554,12 @@ def test_the_export_module_is_importable_without_the_runtimes():
 
 SERVING = Path(__file__).resolve().parent.parent / "docs" / "serving.md"
 # the first line of each runnable block of docs/serving.md -> the variable holding what it serves
-SNIPPETS = {"text classification": "labels", "token classification (NER)": "entities", "question answering": "answers"}
+SNIPPETS = {
+    "text classification": "labels",
+    "token classification (NER)": "entities",
+    "question answering": "answers",
+    "sentence embeddings": "nearest",
+}
 SESSIONS = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 DOC_RUNNER = """
 import json, sys
@@ -571,12 +594,10 @@ def test_the_serving_guide_serves_every_head(exports, format, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     served = json.loads(proc.stdout.strip().splitlines()[-1])
     for head, task in heads.items():
-        model = load_saved_model(str(exports.model_dir("student", task)))
 
-        def run(encoded, model=model, task=task):
-            with torch.inference_mode():
-                outputs = model(**{k: torch.tensor(np.asarray(v)) for k, v in encoded.items() if k in INPUT_NAMES})
-            return {name: outputs[name].numpy() for name in OUTPUTS[task]}
+        def run(encoded, task=task):
+            feeds = {k: np.asarray(v, dtype=np.int64) for k, v in encoded.items() if k in INPUT_NAMES}
+            return _pytorch(exports.model_dir("student", task), feeds, task)
 
         namespace = {"folder": folders[head][0]}
         exec(blocks[SESSIONS[format]], namespace)
@@ -585,4 +606,5 @@ def test_the_serving_guide_serves_every_head(exports, format, tmp_path):
         expected = json.loads(json.dumps(namespace[SNIPPETS[head]]))
         assert served[head] == expected, head
     assert len(served["text classification"]) == 2 and len(served["token classification (NER)"]) == 2
+    assert len(served["sentence embeddings"]) == 3
     assert served["question answering"][0] in "George Washington visited Paris in the spring and stayed for a week."

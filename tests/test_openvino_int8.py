@@ -92,6 +92,42 @@ def test_the_ir_runs_int8_matmuls_and_keeps_the_decisions(tmp_path, float_model)
     assert torch.equal(got.argmax(-1)[clear], want.argmax(-1)[clear])
 
 
+def test_a_sentence_embedding_model_gets_int8_matmuls_and_its_pooling_in_the_ir(tmp_path):
+    """A sentence-transformers base model: NNCF quantizes every Linear's MatMul, the IR returns the pooled, normalised
+    `sentence_embedding`, and on texts the check never saw it is the PyTorch embedding (cosine)."""
+    from transformers import BertModel
+
+    from hf_compress.tasks.sentence_embedding import Pooling, write_sentence_transformers_files
+    from tests.test_export import _run_file
+
+    source = tmp_path / "embedder"
+    torch.manual_seed(0)
+    model = BertModel(tiny_bert_config(initializer_range=0.2), add_pooling_layer=False).eval()
+    model.save_pretrained(source)
+    tokenizer = tiny_tokenizer(source)
+    tokenizer.save_pretrained(source)
+    pooling = Pooling("mean", normalize=True)
+    write_sentence_transformers_files(str(source), pooling, model.config.hidden_size, 64)
+    record = export_openvino_int8(source, tmp_path / "int8", _calibration(tokenizer))
+    assert record["outputs"] == ["sentence_embedding"] and record["check"]["clear_agreement"] >= 0.995
+    counts = _fake_quantize_inputs(str(tmp_path / "int8" / "openvino_model.xml"))
+    assert sum(1 for hits in counts.values() if hits) >= 12, counts  # 2 layers x 6 Linears, no head
+    texts = [f"w{i} w{i + 7} w{3 * i} w{i + 40}" + " w9" * (i % 5) for i in range(1, 40)]
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    feeds = {k: v.numpy() for k, v in encoded.items()}
+    got = _run_file(tmp_path / "int8", record, feeds)["sentence_embedding"]
+    with torch.no_grad():
+        want = pooling(model(**encoded).last_hidden_state, encoded["attention_mask"]).numpy()
+    assert got.shape == want.shape == (39, model.config.hidden_size)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # the Normalize module is in the graph
+
+    # Centred on the texts' mean embedding, so that what all texts share does not inflate the cosine (static int8 of
+    # a random tiny model). The float graph's pooling is exact (tests/test_export.py).
+    centred = [v - v.mean(0) for v in (got, want)]
+    cosine = (centred[0] * centred[1]).sum(1) / np.linalg.norm(centred[0], axis=1) / np.linalg.norm(centred[1], axis=1)
+    assert cosine.mean() > 0.98 and cosine.min() > 0.9, cosine
+
+
 def test_modules_to_not_convert_stay_float(tmp_path, float_model):
     tokenizer = AutoTokenizer.from_pretrained(float_model)
     calibration = _calibration(tokenizer)

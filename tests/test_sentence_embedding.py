@@ -250,3 +250,57 @@ def test_an_embedding_recipe_that_would_train_a_head_is_refused_before_work(tmp_
     assert main([command, recipe]) == 2
     assert says in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("how", ["python", "cli"])
+def test_int8_quantization_keeps_the_sentence_transformers_files(tmp_path, how):
+    """`quantize_pretrained` / `hf-compress quantize` of a sentence-transformers folder: the int8 folder pools and
+    normalises as the source did when `SentenceTransformer(path)` loads it (with hf_compress imported, as int8 needs),
+    where without the module files it would fall back to plain mean pooling."""
+    from sentence_transformers import SentenceTransformer
+
+    from hf_compress import quantize_pretrained
+    from hf_compress.cli.main import main
+    from hf_compress.loading import load_saved_model
+
+    tokenizer = family_tokenizer("bert", tmp_path / "source")
+    source = tmp_path / "source"
+    base_model("bert", tokenizer).save_pretrained(source)
+    write_sentence_transformers_files(str(source), Pooling("cls", True), 32, 62)
+    out = tmp_path / "int8"
+    if how == "python":
+        quantize_pretrained(str(source), str(out))
+    else:
+        assert main(["quantize", str(source), str(out)]) == 0
+    assert read_pooling(str(out)) == Pooling("cls", True)
+    st = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in st] == ["Transformer", "Pooling", "Normalize"]
+    texts = CORPUS[:5]
+    model = load_saved_model(str(out))
+    assert type(model.encoder.layer[0].intermediate.dense).__name__ == "Int8Linear"
+    want = sentence_embeddings(model, tokenizer, texts, Pooling("cls", True))
+    np.testing.assert_allclose(st.encode(texts), want, atol=1e-5)
+
+
+def test_the_report_scores_an_exported_embedding_model_in_its_runtime(tmp_path, capsys):
+    """`hf-compress report` of a sentence-transformers model and of its ONNX export (pooling inside the graph): the
+    file's row scores what the PyTorch model scores (same probe accuracy, cosine 1 to it)."""
+    from hf_compress.cli import main
+    from hf_compress.export import export
+    from tests.testing_utils import tiny_bert, tiny_text_csv, tiny_tokenizer
+
+    model_dir = tmp_path / "embedder"
+    AutoModel.from_config(tiny_bert(seed=1, num_hidden_layers=2).config).save_pretrained(model_dir)
+    tiny_tokenizer(model_dir).save_pretrained(model_dir)
+    write_sentence_transformers_files(str(model_dir), Pooling("max", True), 32, 64)
+    record = export(str(model_dir), str(tmp_path / "onnx"), format="onnx")
+    assert record["outputs"] == ["sentence_embedding"]
+    data = tiny_text_csv(tmp_path / "data.csv", n=60)
+    argv = ["report", str(model_dir), str(tmp_path / "onnx"), "--dataset", data, "--task", "sentence-embedding",
+            "--split", "train", "--repeats", "1", "--output", str(tmp_path / "report")]  # fmt: skip
+    assert main(argv) == 0
+    assert "probe_accuracy" in capsys.readouterr().out
+    model, exported = json.loads((tmp_path / "report" / "compression_report.json").read_text())
+    assert exported["metrics"]["probe_accuracy"] == model["metrics"]["probe_accuracy"]
+    assert exported["metrics"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert exported["metrics"]["top10_overlap"] == 1.0

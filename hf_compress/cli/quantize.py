@@ -129,6 +129,7 @@ def run(namespace_or_argv) -> None:
 
     from ..loading import check_path_or_id, load_saved_model
     from ..methods.int8 import quantize_calibrated_
+    from ..tasks.sentence_embedding import keep_sentence_transformers_files
     from ..trainer.saving import staged_directory
     from .train import check_output_dir
 
@@ -178,4 +179,5 @@ def run(namespace_or_argv) -> None:
             AutoTokenizer.from_pretrained(source).save_pretrained(staging)
         except (OSError, ValueError):
             pass  # a model saved without its tokenizer stays so
+        keep_sentence_transformers_files(source, staging, model.config.hidden_size)
     print(f"int8 model saved to {args.output_dir}")

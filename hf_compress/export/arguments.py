@@ -103,6 +103,14 @@ def check_output_dir(output_dir, model_dir: str, overwrite: bool) -> str:
     return os.path.abspath(output_dir)
 
 
+def _is_sentence_transformer(model_dir: str, architectures: list[str]) -> bool:
+    """A base model (`BertModel`, ...) whose folder declares its pooling (raises ValueError for a pooling mode
+    hf_compress does not compute)."""
+    from ..tasks.sentence_embedding import read_pooling
+
+    return any(a.endswith("Model") for a in architectures) and read_pooling(model_dir) is not None
+
+
 def check_model_dir(model_dir):
     """A local directory that save_pretrained wrote, with a task head export supports and its tokenizer beside it;
     returns (absolute path, config, tokenizer)."""
@@ -115,11 +123,14 @@ def check_model_dir(model_dir):
         raise invalid("model_dir", model_dir, "a directory that save_pretrained wrote (this one has no config.json)")
     config = AutoConfig.from_pretrained(model_dir)
     architectures = getattr(config, "architectures", None) or []
-    if not any(a.endswith(HEAD_SUFFIXES) for a in architectures):
+    if not any(a.endswith(HEAD_SUFFIXES) for a in architectures) and not _is_sentence_transformer(
+        model_dir, architectures
+    ):
         raise invalid(
             "model_dir",
             model_dir,
-            f"a model with a {', '.join(s.removeprefix('For') for s in HEAD_SUFFIXES)} head (config.json names "
+            f"a model with a {', '.join(s.removeprefix('For') for s in HEAD_SUFFIXES)} head, or a "
+            "sentence-transformers base model (modules.json with a Pooling module) (config.json names "
             f"{architectures or 'no architecture'})",
         )
     if not any(os.path.isfile(os.path.join(model_dir, name)) for name in TOKENIZER_FILES):
@@ -157,5 +168,12 @@ def check_export(model_dir, output_dir, format: str, opset, precision: str, over
     check_runtime(format)
     model_dir, output_dir = (os.fspath(p) if isinstance(p, os.PathLike) else p for p in (model_dir, output_dir))
     model_dir, config, tokenizer = check_model_dir(model_dir)
+    if format == "compressed-tensors" and not any(a.endswith(HEAD_SUFFIXES) for a in config.architectures or []):
+        raise invalid(
+            "format",
+            format,
+            "'onnx' or 'openvino' for a sentence-transformers model (its compressed-tensors checkpoint is not "
+            "written yet: the stock-loading check compares a head's outputs)",
+        )
     output_dir = check_output_dir(output_dir, model_dir, overwrite)
     return ExportPlan(model_dir, output_dir, format, opset, precision, tokenizer, config)

@@ -68,6 +68,7 @@ def _usage(record: dict, task: str) -> str:
         "text-classification": "label = config.id2label[int(outputs[0][0].argmax())]",
         "token-classification": "tags = [config.id2label[int(i)] for i in outputs[0][0].argmax(-1)]  # one per token",
         "question-answering": "start, end = int(outputs[0][0].argmax()), int(outputs[1][0].argmax())  # token span",
+        "sentence-embedding": "embeddings = outputs[0]  # (batch, hidden), pooled; unit length if it normalises",
     }[task]
     return (
         "```python\nfrom transformers import AutoConfig, AutoTokenizer\n\n"
@@ -106,7 +107,14 @@ def write_card(directory: str, config, record: dict, task, source_name: str) -> 
         f"`{source_name}` exported by hf_compress {record['hf_compress_version']} for {task.name}: "
         f"`{record['file']}`, {'opset ' + str(record['opset']) + ', ' if record['opset'] else ''}"
         "dynamic batch and sequence axes, sequences up to "
-        f"{record['max_sequence_length']} tokens, with its tokenizer and config.json (labels in `id2label`)."
+        f"{record['max_sequence_length']} tokens, with its tokenizer and config.json"
+        + (
+            ": the graph pools (and normalises, as the model's sentence-transformers files say) the token states into "
+            "`sentence_embedding`. In the check below, 'logits' are those embeddings and a decision is each "
+            "sequence's nearest neighbour (cosine) among the other sequences of its batch."
+            if task.name == "sentence-embedding"
+            else " (labels in `id2label`)."
+        )
         + (
             f" Stored as compressed-tensors ({', '.join(record['quantization']['formats'])}): stock transformers "
             "loads it with the `compressed-tensors` package installed."

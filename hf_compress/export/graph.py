@@ -28,6 +28,8 @@ OUTPUTS = {
     "text-classification": ("logits",),
     "token-classification": ("logits",),
     "question-answering": ("start_logits", "end_logits"),
+    # the pooled (and, as the folder's Normalize says, unit-length) sentence vector: sentence-transformers' name
+    "sentence-embedding": ("sentence_embedding",),
 }
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 # Above this many bytes of weights the ONNX file keeps them in model.onnx.data (protobuf stops at 2 GB).
@@ -48,6 +50,33 @@ class HeadOutputs(nn.Module):
             inputs["token_type_ids"] = token_type_ids
         outputs = self.model(**inputs)
         return tuple(outputs[name] for name in self.output_names)
+
+
+class PooledEmbedding(nn.Module):
+    """A base model followed by the pooling its sentence-transformers files declare: the graph of an embedding model
+    returns {"sentence_embedding": (batch, hidden) float32}, so that serving needs no pooling code of its own."""
+
+    def __init__(self, model: nn.Module, pooling):
+        super().__init__()
+        self.model = model
+        self.pooling = pooling
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.model(**inputs).last_hidden_state
+        return {"sentence_embedding": self.pooling(hidden, attention_mask)}
+
+
+def graph_model(model: nn.Module, task, model_dir: str) -> nn.Module:
+    """What the graph computes: the model itself for a head, the model and its pooling for sentence embeddings (the
+    pooling read from `model_dir`'s sentence-transformers files, checked by `check_model_dir`)."""
+    if task.name != "sentence-embedding":
+        return model
+    from ..tasks.sentence_embedding import read_pooling
+
+    return PooledEmbedding(model, read_pooling(model_dir)).eval()
 
 
 def input_names(model: nn.Module, tokenizer) -> tuple[str, ...]:

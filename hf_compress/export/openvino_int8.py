@@ -166,7 +166,7 @@ def export_openvino_int8(
         batches = [{name: np.asarray(batch[name], dtype=np.int64) for name in names} for batch in check_batches]
     else:
         batches = sample
-    reference = verify.torch_outputs(model, batches, outputs)
+    reference = verify.torch_outputs(graph.graph_model(model, task, plan.model_dir), batches, outputs)
     float_model = _float_model(model).eval()
     _check_modules(float_model, list(modules_to_not_convert or []))
     import shutil
@@ -181,7 +181,9 @@ def export_openvino_int8(
         work = os.path.join(staging, "_onnx")
         os.makedirs(work)
         onnx_path = os.path.join(work, graph.ONNX_FILE)
-        written_opset, _ = graph.write_onnx(float_model, example, outputs, onnx_path, plan.opset, max_length)
+        written_opset, _ = graph.write_onnx(
+            graph.graph_model(float_model, task, plan.model_dir), example, outputs, onnx_path, plan.opset, max_length
+        )
         xml_path = os.path.join(staging, graph.OPENVINO_FILE)
         # The float IR stays in the work folder: read_model maps its .bin, which must not be overwritten under it.
         float_xml = os.path.join(work, "float.xml")
@@ -224,17 +226,7 @@ def export_openvino_int8(
                 f"{stats['sequences']} sample sequences): nothing was written",
             )
         if precision == "bf16":
-            run16, compiled16 = verify.openvino_runner(xml_path, outputs, "bf16")
-            stats16 = verify.compare(reference, [run16(batch) for batch in batches], batches, task.name)
-            ok16, bound16 = verify.within_bound(stats16, int8=True)
-            check["bf16"] = {"precision": compiled16, **stats16, "bound": bound16}
-            if not ok16:
-                raise invalid(
-                    "precision",
-                    precision,
-                    f"'f32', or 'bf16' for a model that keeps its decisions in bf16 ({bound16}; measured "
-                    f"{verify.measured(stats16)} on the sample): nothing was written",
-                )
+            check["bf16"] = verify.check_bf16(xml_path, outputs, reference, batches, task.name)
         record = {
             "format": "openvino",
             "file": graph.OPENVINO_FILE,

@@ -164,9 +164,14 @@ def stock_transformers_outputs(
 
 def _scores(logits: np.ndarray, mask: np.ndarray, task: str) -> np.ndarray:
     """What each of serving's decisions chooses among, (decisions, choices): the labels of a sequence, the tags of a
-    real token, or the real tokens of a sequence for the answer's start (end)."""
+    real token, the real tokens of a sequence for the answer's start (end), or the other sequences of the batch for a
+    sentence embedding's nearest neighbour (a batch of one has none: no decision)."""
     if task == "text-classification":
         return logits
+    if task == "sentence-embedding":  # each sequence's nearest neighbour in its batch, by cosine: what search returns
+        unit = logits / np.maximum(np.linalg.norm(logits, axis=-1, keepdims=True), 1e-12)
+        rows = len(unit)
+        return (unit @ unit.T)[~np.eye(rows, dtype=bool)].reshape(rows, rows - 1)
     if task == "token-classification":
         return logits[mask]
     return np.where(mask, logits, -np.inf)
@@ -202,7 +207,7 @@ def compare(reference: list[dict], got: list[dict], batches: list[dict], task: s
             if actual.shape != expected.shape:
                 raise ValueError(f"output {name!r} has shape {actual.shape}; PyTorch's has {expected.shape}")
             diff = (actual - expected).astype(np.float64)
-            if task == "text-classification":
+            if task in ("text-classification", "sentence-embedding"):  # one vector per sequence
                 kept = np.ones(diff.shape, dtype=bool)
             else:  # token and span outputs: real tokens
                 kept = np.broadcast_to(mask.reshape(mask.shape + (1,) * (diff.ndim - 2)), diff.shape)
@@ -212,8 +217,11 @@ def compare(reference: list[dict], got: list[dict], batches: list[dict], task: s
             max_diff = max(max_diff, float(np.abs(diff[kept]).max()) if kept.any() else 0.0)
             signal += float((expected.astype(np.float64)[kept] ** 2).sum())
             scores = _scores(expected, mask, task)
+            if scores.shape[-1] == 0:
+                continue  # nothing to choose among (a sentence embedding alone in its batch): no decision
             top = np.sort(scores, axis=-1)[..., -2:]
-            margins.append(top[..., 1] - top[..., 0])
+            # a single choice cannot flip: its margin is infinite
+            margins.append(top[..., 1] - top[..., 0] if top.shape[-1] == 2 else np.full(top.shape[:-1], np.inf))
             same.append(scores.argmax(-1) == _scores(actual, mask, task).argmax(-1))
             # the sequence of each decision: one per sequence, or one per real token
             owners.append(offset + (np.nonzero(mask)[0] if task == "token-classification" else np.arange(rows)))
@@ -264,3 +272,26 @@ def measured(stats: dict) -> str:
         f"max |logit difference| {stats['max_abs_diff']:.2e}, {sqnr}, argmax agreement "
         f"{stats['argmax_agreement']:.2%} ({stats['clear_agreement']:.2%} of the {clear} decisions that are not ties)"
     )
+
+
+def check_bf16(
+    xml_path: str, output_names: tuple[str, ...], reference: list[dict], batches: list[dict], task: str
+) -> dict:
+    """The IR at `xml_path` compiled in bf16 against the PyTorch `reference`: its check record.
+
+    OpenVINO's CPU plugin infers in bf16 where the processor has it; bf16 rounds about as int8 does, so the int8 bound
+    applies. Raises ValueError (nothing written) when the bf16 run does not keep the model's decisions.
+    """
+    from ..checks import invalid
+
+    run, compiled = openvino_runner(xml_path, output_names, "bf16")
+    stats = compare(reference, [run(batch) for batch in batches], batches, task)
+    ok, bound = within_bound(stats, int8=True)
+    if not ok:
+        raise invalid(
+            "precision",
+            "bf16",
+            f"'f32', or 'bf16' for a model that keeps its decisions in bf16 ({bound}; measured "
+            f"{measured(stats)} on the sample): nothing was written",
+        )
+    return {"precision": compiled, **stats, "bound": bound}

@@ -26,7 +26,7 @@ from .config import (
     LowRankConfig,
     is_low_rank_config,
 )
-from .kinds import module_kind
+from .kinds import float_parameter_first, module_kind
 
 if TYPE_CHECKING:  # an annotation only: importing it loads transformers' model-loading internals (and scipy)
     from transformers import PreTrainedModel
@@ -80,6 +80,7 @@ class HfCompressQuantizer(HfQuantizer):
             name = resolve_name(model, saved_name)
             # On the meta device: the tensors are allocated when the checkpoint loads.
             model.set_submodule(name, module_kind(kind).empty(model.get_submodule(name), config, saved_name))
+        float_parameter_first(model)
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
@@ -111,7 +112,9 @@ class HfCompressQuantizer(HfQuantizer):
 
 
 def attach(model: PreTrainedModel, config: Int8QuantizationConfig | LowRankConfig) -> None:
-    """Mark `model` as `from_pretrained` leaves a checkpoint with `config`, so that save_pretrained records it."""
+    """Mark `model` as `from_pretrained` leaves a checkpoint with `config`, so that save_pretrained records it (and
+    put a float parameter first, as loading does: see `float_parameter_first`)."""
+    float_parameter_first(model)
     model.config.quantization_config = config
     model.hf_quantizer = HfCompressQuantizer(config, pre_quantized=True)
     model.is_quantized = True

@@ -39,11 +39,15 @@ def get_task(name: str):
 
 
 def task_for_model(config):
-    """The task whose head a config's `architectures` names (text classification when it names none we know)."""
+    """The task whose head a config's `architectures` names: sentence embeddings for a base model (`BertModel`,
+    `MPNetModel`, ...: what a sentence-transformers folder holds); text classification when it names none we know."""
+    architectures = getattr(config, "architectures", None) or []
     for task in (TextClassification, TokenClassification, QuestionAnswering):
         suffix = task.auto_class.__name__.removeprefix("AutoModel")
-        if any(a.endswith(suffix) for a in getattr(config, "architectures", None) or []):
+        if any(a.endswith(suffix) for a in architectures):
             return task()
+    if any(a.endswith("Model") for a in architectures):
+        return SentenceEmbedding()
     return TextClassification()
 
 

@@ -134,6 +134,17 @@ def write_sentence_transformers_files(
         os.makedirs(os.path.join(directory, module["path"]), exist_ok=True)  # Normalize: an empty folder
 
 
+def keep_sentence_transformers_files(source: str, directory: str, hidden_size: int) -> bool:
+    """When `source` is a sentence-transformers folder, make `directory` (the same model saved again, e.g. after
+    quantization) one too, with the same pooling: `SentenceTransformer(directory)` then pools and normalises as the
+    source did, where it would otherwise fall back to plain mean pooling. Returns whether it did."""
+    pooling = read_pooling(source)
+    if pooling is None:
+        return False
+    write_sentence_transformers_files(directory, pooling, hidden_size, max_seq_length=0, source=source)
+    return True
+
+
 def _write_json(path: str, value) -> None:
     with open(path, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=2)
@@ -152,9 +163,9 @@ def sentence_embeddings(
             texts[start : start + batch_size], padding=True, truncation=True, max_length=max_length,
             return_tensors="pt",
         )  # fmt: skip
-        names = set(inspect.signature(model.forward).parameters)
-        encoded = {k: v.to(model.device) for k, v in encoded.items() if k in names}
-        rows.append(pooling(model(**encoded).last_hidden_state, encoded.get("attention_mask")).cpu().numpy())
+        names = _input_names(model)
+        encoded = {k: v.to(next(model.parameters()).device) for k, v in encoded.items() if k in names}
+        rows.append(_pooled(model(**encoded), encoded.get("attention_mask"), pooling).cpu().numpy())
     return np.concatenate(rows) if rows else np.zeros((0, model.config.hidden_size), np.float32)
 
 
@@ -200,7 +211,10 @@ class SentenceEmbedding(TextClassification):
         return {}
 
     def check_model_for_data(self, model, model_dir: str, data) -> None:
-        """The report's check: a base model (no task head), whose pooled output is the embedding."""
+        """The report's check: a base model (no task head), whose pooled output is the embedding, or the export of
+        one (its graph returns `sentence_embedding`)."""
+        if "sentence_embedding" in getattr(model, "output_names", ()):
+            return
         if getattr(model, "base_model", None) is not model:
             raise invalid(
                 "MODEL_DIR", model_dir, f"a base model (AutoModel) to score as sentence embeddings (this is a "
@@ -218,8 +232,9 @@ class SentenceEmbedding(TextClassification):
             self.prepare(train, tokenizer, recipe.text_column, recipe.max_length),
         )
 
-    def num_examples(self, data: EmbeddingEvalData) -> int:
-        return len(data.eval)
+    def num_examples(self, data) -> int:
+        """Evaluation texts of the prepared data, or of a raw split (what `hf-compress report` checks first)."""
+        return len(data.eval) if isinstance(data, EmbeddingEvalData) else len(data)
 
     @torch.inference_mode()
     def predict(self, model, data: EmbeddingEvalData, tokenizer, batch_size: int = 128) -> dict[str, np.ndarray]:
@@ -261,7 +276,7 @@ def pooled_embeddings(model, dataset, tokenizer, pooling: Pooling, batch_size: i
     from .tokenizer_checks import right_padded
 
     collator = DataCollatorWithPadding(right_padded(tokenizer))
-    names = set(inspect.signature(model.forward).parameters)
+    names = _input_names(model)
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in dataset.column_names and k in names]
     device = next(model.parameters()).device
     out = []
@@ -269,5 +284,20 @@ def pooled_embeddings(model, dataset, tokenizer, pooling: Pooling, batch_size: i
         rows = dataset[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collator([{k: rows[k][i] for k in keys} for i in
                                                        range(len(rows[keys[0]]))]).items()}  # fmt: skip
-        out.append(pooling(model(**batch).last_hidden_state, batch.get("attention_mask")).cpu().numpy())
+        out.append(_pooled(model(**batch), batch.get("attention_mask"), pooling).cpu().numpy())
     return np.concatenate(out)
+
+
+def _input_names(model) -> set[str]:
+    """The tensors the model reads: its forward's parameters, or an exported file's inputs (`ExportedModel`)."""
+    exported = getattr(model, "input_names", None)
+    return set(exported) if exported is not None else set(inspect.signature(model.forward).parameters)
+
+
+def _pooled(output, attention_mask, pooling: Pooling) -> torch.Tensor:
+    """The sentence vectors of a model's output: pooled from its token states, or as an exported graph already
+    pooled them (`sentence_embedding`: hf-compress export runs the folder's pooling inside the graph)."""
+    pooled = output.get("sentence_embedding") if hasattr(output, "get") else None
+    if pooled is not None:
+        return pooled.float()
+    return pooling(output.last_hidden_state, attention_mask)

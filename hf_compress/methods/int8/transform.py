@@ -192,7 +192,8 @@ def attach(model: PreTrainedModel, config: Int8QuantizationConfig) -> None:
 def quantize_pretrained(
     model_dir: str, output_dir: str, config: Int8QuantizationConfig | None = None, filter_fn: FilterFn | None = None
 ) -> str:
-    """Load a saved model, quantize it to int8 and save it (with its tokenizer, if any) to `output_dir`."""
+    """Load a saved model, quantize it to int8 and save it (with its tokenizer and sentence-transformers files, if
+    any) to `output_dir`."""
     model_config = AutoConfig.from_pretrained(model_dir)
     architectures = getattr(model_config, "architectures", None) or []
     model_class = getattr(transformers, architectures[0], None) if architectures else None
@@ -202,4 +203,7 @@ def quantize_pretrained(
     model.save_pretrained(output_dir)
     if any(os.path.exists(os.path.join(model_dir, f)) for f in ("tokenizer.json", "tokenizer_config.json")):
         AutoTokenizer.from_pretrained(model_dir).save_pretrained(output_dir)
+    from ...tasks.sentence_embedding import keep_sentence_transformers_files
+
+    keep_sentence_transformers_files(model_dir, output_dir, model.config.hidden_size)
     return output_dir
