@@ -305,3 +305,50 @@ def test_a_trained_bias_is_added_after_the_kernel_and_fused_again_by_eval():
     assert packed.fused_bias_equals(module.bias) and not module._bias_trained
     with torch.no_grad():
         torch.testing.assert_close(module(x), unfused(), rtol=0, atol=1e-5)
+
+
+# ---------------------------------------------------------------- compiled calls run the kernel itself
+
+
+def int8_ops(model: nn.Module, batch: dict) -> tuple[int, int]:
+    """(kernel ops, torch._int_mm ops) in the graph torch.compile captures of `model` on `batch`."""
+    found = []
+
+    def backend(graph_module, example_inputs):
+        targets = [node.target for node in graph_module.graph.nodes if node.op == "call_function"]
+        found.append(targets)
+        return graph_module.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, fullgraph=True, backend=backend)(**batch)
+    (targets,) = found
+    kernel = sum(t is torch.ops.hf_compress.int8_linear.default for t in targets)
+    return kernel, sum(t is torch.ops.aten._int_mm.default or t is torch._int_mm for t in targets)
+
+
+def test_compiled_int8_runs_the_kernel_and_export_traces_plain_ops():
+    """Under torch.compile every int8 matmul is the kernel as one op (no emulation), the output equal to eager's bit
+    for bit through inductor; torch.export captures the plain-op emulation instead (no opaque op in its program)."""
+    model = int8_model("per_batch").eval()
+    matmuls = sum(len(m._int8_weights()) for m in model.modules() if isinstance(m, Int8Linear | Int8LowRankLinear))
+    assert int8_ops(model, BATCH) == (matmuls, 0)
+    torch._dynamo.reset()
+    assert torch.equal(logits(torch.compile(model, fullgraph=True)), logits(model))
+    with torch.no_grad():
+        program = torch.export.export(model, (), dict(BATCH))
+    targets = [node.target for node in program.graph.nodes if node.op == "call_function"]
+    assert torch.ops.hf_compress.int8_linear.default not in targets
+    assert sum(t is torch.ops.aten._int_mm.default for t in targets) == matmuls
+
+
+def test_a_compiled_call_whose_packed_weight_is_gone_falls_back_to_the_same_numbers():
+    torch.manual_seed(0)
+    codes, scale = linear_codes(torch.randn(48, 64) * 0.05)
+    bias, x = torch.randn(48), torch.randn(5, 64)
+    packed = fbgemm.pack(codes, scale, bias)
+    key = fbgemm.register(packed)
+    kernel = fbgemm.linear(x, packed, packed.row_sums, bias, False, True)
+    assert torch.equal(fbgemm.compiled_linear(x, codes, scale, bias, False, True, key), kernel)
+    del packed  # the module that held it is gone: the key finds nothing
+    assert torch.equal(fbgemm.compiled_linear(x, codes, scale, bias, False, True, key), kernel)

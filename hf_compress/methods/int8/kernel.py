@@ -9,8 +9,10 @@ torch._int_mm 5.2 / 44, torch._weight_int8pack_mm (weight-only) 2.8 / 38.
 
 Eager and traced: eager calls run the kernel on weights packed once (`pack`, called by the modules' `prepare()` when
 they are built, converted, loaded or moved), never looked up per call. A packed weight is an opaque ScriptObject and
-the kernel reads data pointers, which torch.compile and torch.export cannot trace; so under tracing
-(`torch.compiler.is_compiling()`) `traced_linear` computes the kernel's numbers with plain tensor ops, bit for bit:
+the kernel reads data pointers, which torch.compile and torch.export cannot trace. Under torch.compile the kernel
+runs as one opaque op (`compiled_linear`, finding the module's packed weight by a key the module holds), so compiled
+and eager int8 matmuls are the same computation. Under torch.export (and wherever no packed weight is registered)
+`traced_linear` computes the kernel's numbers with plain tensor ops, bit for bit:
 fbgemm's activation quantization (ATen's ChooseQuantizationParams, then fbgemm's fused multiply-add rounding), an
 integer matmul in int32 (`integer_matmul`, torch._int_mm), and the kernel's scale and bias roundings. The graph
 then reads the saved int8 codes and scales, which an ONNX or OpenVINO export can map to DynamicQuantizeLinear and
@@ -28,7 +30,9 @@ this module by the fastest CPU kernel that takes plain torch.int8 tensors (torch
 
 from __future__ import annotations
 
+import itertools
 import warnings
+import weakref
 
 import torch
 
@@ -111,6 +115,20 @@ class PackedWeight:
         return self._fused_bias is not None and torch.equal(self._fused_bias, bias.detach().float())
 
 
+# Every live packed weight by a key its module keeps (`register`), for `compiled_linear`: compiled code can hand an
+# opaque op tensors and numbers, not the module's packed weight. Weak values: an entry goes with the module holding it.
+_PACKED: weakref.WeakValueDictionary[int, PackedWeight] = weakref.WeakValueDictionary()
+_KEYS = itertools.count(1)
+
+
+def register(packed: PackedWeight) -> int:
+    """The key `compiled_linear` finds `packed` by (a module keeps it as a Python int, which torch.compile bakes in
+    as a constant and guards on)."""
+    key = next(_KEYS)
+    _PACKED[key] = packed
+    return key
+
+
 def pack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None) -> PackedWeight:
     """Int8 codes (out, in) with one fp32 scale per output row, ready for `linear`; with `bias`, also packed with it
     fused (the plain copy is packed when first used)."""
@@ -118,6 +136,36 @@ def pack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = N
     if bias is not None:
         packed.fuse(bias)
     return packed
+
+
+@torch.library.custom_op("hf_compress::int8_linear", mutates_args=())
+def compiled_linear(
+    x: torch.Tensor,
+    codes: torch.Tensor,
+    scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    per_token: bool,
+    fuse_bias: bool,
+    key: int,
+) -> torch.Tensor:
+    """`linear` as one opaque op for torch.compile: fbgemm itself on the module's packed weight (found by the address
+    of its codes), so compiled int8 matmuls compute what eager ones do, at the kernel's speed, and inductor compiles
+    everything around them. Why not `traced_linear` under torch.compile: its exact emulation of fbgemm's rounding in
+    plain ops (float64 multiply-adds, a whole-tensor range) ran the compiled MiniLM teacher at 0.77-0.88 of torchao's
+    compiled int8 at batch 32 (benchmarks/RESULTS.md, "Our int8 against torch's own"). torch.export still traces
+    `traced_linear`: an exported program must hold plain ops. `key`: `register`'s key of the module's packed weight;
+    a key that finds none (the module was prepared again after compiling, or freed) falls back to `traced_linear`'s
+    numbers, computed eagerly inside the op: the same floats, more slowly."""
+    packed = _PACKED.get(key)
+    if packed is None or packed.codes.shape != codes.shape:
+        return traced_linear(x, codes, scale, bias, per_token, fuse_bias)
+    # `fuse_bias` is the module's own decision, as in eager calls (the fused copy holds the bias's current values)
+    return linear(x.contiguous(), packed, packed.row_sums, bias, per_token, fuse_bias)
+
+
+@compiled_linear.register_fake
+def _(x, codes, scale, bias, per_token, fuse_bias, key):
+    return x.new_empty((*x.shape[:-1], codes.shape[0]))
 
 
 def linear(

@@ -9,8 +9,9 @@ it, so that they serve calls in and out of it and can be trained. Tensors a user
 accepted.
 
 Compile- and export-clean: no forward reads a data pointer or a version counter. `Int8Linear` packs its weights for
-fbgemm when it is built, loaded or moved (`PackedInt8Module.prepare`), and under torch.compile / torch.export computes
-the kernel's numbers in plain tensor ops (`fbgemm.traced_linear`).
+fbgemm when it is built, loaded or moved (`PackedInt8Module.prepare`); under torch.compile the kernel runs as one
+opaque op on those packed weights (`fbgemm.compiled_linear`), and under torch.export the kernel's numbers are computed
+in plain tensor ops (`fbgemm.traced_linear`).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class PackedInt8Module(nn.Module):
         self.register_buffer("weight_scale", torch.ones(num_scales, dtype=torch.float32, device=device))
         self.bias = nn.Parameter(torch.zeros(out_features, device=device, dtype=dtype)) if bias else None
         self._kernels: list[fbgemm.PackedWeight] | None = None  # fbgemm's packed weights, one per int8 matmul
+        self._kernel_keys: tuple[int, ...] | None = None  # their keys for compiled calls (fbgemm.compiled_linear)
         self._bias_trained = False  # a call trained the bias since the fused copy was packed
         self._direct = None  # the packed weight an inference call hands straight to the kernel (see `direct_call`)
 
@@ -78,6 +80,7 @@ class PackedInt8Module(nn.Module):
         """Pack the int8 weights for fbgemm now (with the bias fused too, for one range per call) and measure what
         traced calls need, so that calls pay nothing; call it after editing the module's tensors in place."""
         self._kernels, self._bias_trained, self._direct = None, False, None
+        self._kernel_keys = None  # compiled calls' keys of the packed weights (see fbgemm.compiled_linear)
         if self.weight.device.type == "meta":  # allocated by a loader later, which prepares then
             return
         # The scales the packed weights were made from, compared by value when switching to eval mode (see `train`).
@@ -96,6 +99,7 @@ class PackedInt8Module(nn.Module):
             else:
                 last.plain()
             self._kernels = kernels
+            self._kernel_keys = tuple(fbgemm.register(packed) for packed in kernels)
         self._refresh_direct()
 
     def _refresh_direct(self) -> None:
@@ -144,7 +148,10 @@ class PackedInt8Module(nn.Module):
         fuse = fuse_bias and bias is not None and self._fuses_bias() and not self.training and not self._bias_trained
         if torch.compiler.is_compiling():
             codes, scale = self._int8_weights()[index]
-            return fbgemm.traced_linear(x, codes, scale, bias, self.per_token, fuse)
+            keys = getattr(self, "_kernel_keys", None)
+            if keys is None or torch.compiler.is_exporting():  # an exported program holds plain ops only
+                return fbgemm.traced_linear(x, codes, scale, bias, self.per_token, fuse)
+            return fbgemm.compiled_linear(x, codes, scale, bias, self.per_token, fuse, keys[index])
         if self._kernels is None:
             self.prepare()  # built by hand, not by from_linear or a loader
         packed = self._kernels[index]
@@ -204,6 +211,7 @@ class PackedInt8Module(nn.Module):
         # The packed weights are derived from tensors the module already holds: never copied, prepared again.
         state = self.__dict__.copy()
         state["_kernels"] = None
+        state["_kernel_keys"] = None
         state["_direct"] = None
         return state
 

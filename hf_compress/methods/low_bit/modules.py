@@ -137,7 +137,7 @@ class LowBitLinear(PackedInt8Module):
                 else:
                     self.int8_codes, self.int8_scale = self.int8_rows()
         if self.compute == "float":
-            self._kernels, self._bias_trained, self._direct = None, False, None
+            self._kernels, self._bias_trained, self._direct, self._kernel_keys = None, False, None, None
         else:
             super().prepare()
 
