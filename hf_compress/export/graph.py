@@ -61,12 +61,9 @@ class PooledEmbedding(nn.Module):
         self.model = model
         self.pooling = pooling
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            inputs["token_type_ids"] = token_type_ids
+    def forward(self, **inputs):
         hidden = self.model(**inputs).last_hidden_state
-        return {"sentence_embedding": self.pooling(hidden, attention_mask)}
+        return {"sentence_embedding": self.pooling(hidden, inputs.get("attention_mask"))}
 
 
 def graph_model(model: nn.Module, task, model_dir: str) -> nn.Module:
