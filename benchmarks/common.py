@@ -104,6 +104,91 @@ def teacher_path() -> str:
     return TEACHER_DIR
 
 
+MPNET_TEACHER_DIR = os.path.join(CACHE, "tweets-teacher-mpnet")
+
+
+def mpnet_teacher_path() -> str:
+    """The 12 x 768 teacher of #37: all-mpnet-base-v2 (`task-data://all-mpnet-base-v2`) fine-tuned on the full tweets
+    train split as the MiniLM teacher is (1 epoch, batch 32, 6% warm-up; lr 5e-5, the usual rate for a base-size
+    model), cached in MPNET_TEACHER_DIR; trains it once if missing.
+
+    On this 2-core machine that takes hours, so it checkpoints every 50 steps and resumes from the last checkpoint
+    when run again (an interrupted session loses at most 50 steps). Each run's wall seconds, steps and peak resident
+    memory are appended to MPNET_TEACHER_DIR-run/segments.json, the total written beside the teacher
+    (training.json)."""
+    import json
+    import resource
+
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from hf_compress.task_data import all_mpnet_base_v2_dir
+
+    if os.path.exists(os.path.join(MPNET_TEACHER_DIR, "config.json")):
+        return MPNET_TEACHER_DIR
+    source = all_mpnet_base_v2_dir()
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    data = tokenize(load_tweets(), tokenizer)
+    set_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=3,
+        id2label=dict(enumerate(TWEETS_LABELS)),
+        label2id={n: i for i, n in enumerate(TWEETS_LABELS)},
+    )
+    run_dir = MPNET_TEACHER_DIR + "-run"
+    args = TrainingArguments(
+        output_dir=run_dir,
+        num_train_epochs=TEACHER_EPOCHS,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=128,
+        learning_rate=5e-5,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        logging_steps=10,
+        save_strategy="steps",
+        save_steps=50,
+        save_total_limit=1,
+        report_to="none",
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+    last = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
+    start, first_step = time.time(), 0
+    if last is not None:
+        first_step = int(last.rsplit("-", 1)[-1])
+        print(f"resuming from {last}")
+    trainer.train(resume_from_checkpoint=last)
+    segment = {
+        "seconds": round(time.time() - start, 1),
+        "steps": trainer.state.global_step - first_step,
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+    log = os.path.join(run_dir, "segments.json")
+    segments = (json.load(open(log)) if os.path.exists(log) else []) + [segment]
+    with open(log, "w") as f:
+        json.dump(segments, f, indent=2)
+    trainer.save_model(MPNET_TEACHER_DIR)
+    tokenizer.save_pretrained(MPNET_TEACHER_DIR)
+    total = {
+        "seconds": sum(x["seconds"] for x in segments),
+        "steps": trainer.state.global_step,
+        "peak_rss_mb": max(x["peak_rss_mb"] for x in segments),
+        "segments": segments,
+    }
+    with open(os.path.join(MPNET_TEACHER_DIR, "training.json"), "w") as f:
+        json.dump(total, f, indent=2)
+    print(f"teacher trained in {total['seconds']:.0f} s over {len(segments)} run(s), peak {total['peak_rss_mb']} MB")
+    return MPNET_TEACHER_DIR
+
+
 def pretrained_student(teacher):
     """The pretrained MiniLM (not fine-tuned on tweets) with a fresh classifier labelled like the teacher."""
     return AutoModelForSequenceClassification.from_pretrained(
@@ -238,6 +323,15 @@ def speedup_rows(models: dict, tokenizer, quick: bool, tokenizers: dict | None =
 
 
 if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--teacher", "all-mpnet-base-v2"]:  # the 12 x 768 teacher of #37 (hours here; resumable)
+        path = mpnet_teacher_path()
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        data = tokenize(load_tweets(), tokenizer)
+        print(f"teacher test accuracy: {accuracy(model, data['test'], tokenizer):.4f}")
+        sys.exit(0)
     path = teacher_path()
     data, tokenizer = tweets_tokenized()
     set_seed(0)  # the new classifier head is drawn from torch's global generator (see cli/train.finetune_teacher)
