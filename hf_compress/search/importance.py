@@ -9,7 +9,6 @@ second-order estimate HAWQ's Ω makes for rounding a weight (`methods.low_bit.bi
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import torch
 from torch import nn
 
 from ..checks import invalid, require
+from ..evaluation.gradients import loss_gradients
 from ..families import distinct_layers, layer_list
 
 
@@ -82,29 +82,13 @@ def importance_scores(model: nn.Module, batches: Iterable[dict], num_batches: in
         handles.append(part.module("attention_output").register_forward_pre_hook(_gate_columns(head_gates[i], heads)))
         handles.append(part.down.register_forward_pre_hook(_gate_columns(neuron_gates[i], size)))
     sums = [torch.zeros(g.shape, dtype=torch.float64) for g in (layer_gates, head_gates, neuron_gates)]
-    was_training = model.training
-    flags = {p: p.requires_grad for p in model.parameters()}
-    device = next(model.parameters()).device
     seen = 0
-    model.eval()
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)  # only the gates' gradients are needed
-        for batch in itertools.islice(batches, num_batches):
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.enable_grad():
-                loss = getattr(model(**batch), "loss", None)
-                if loss is None:
-                    raise invalid("batches", "batches without labels", "batches whose model output has a loss")
-                grads = torch.autograd.grad(loss, (layer_gates, head_gates, neuron_gates))
+    try:  # only the gates' gradients are needed: every parameter stays frozen
+        for grads in loss_gradients(model, (layer_gates, head_gates, neuron_gates), batches, num_batches):
             for total, grad in zip(sums, grads):
                 total += grad.double().square().cpu()
             seen += 1
     finally:
         for handle in handles:
             handle.remove()
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        model.train(was_training)
-    require(seen > 0, "batches", "empty", "at least one batch")
     return Importance(layers=sums[0], heads=sums[1], neurons=sums[2], num_batches=seen)

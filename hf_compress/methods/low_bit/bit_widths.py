@@ -50,33 +50,13 @@ def fisher_traces(model: nn.Module, modules: dict[str, nn.Module], dataloader: I
     parameter's .grad changes; the model's mode and requires_grad flags are restored.
     Raises ValueError for an empty dataloader or batches without a loss.
     """
-    device = next(model.parameters()).device
-    weights = [m.weight for m in modules.values()]
+    from ...evaluation.gradients import loss_gradients
+
     traces = {n: torch.zeros((), dtype=torch.float64) for n in modules}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    was_training = model.training
-    model.eval()
-    batches = 0
-    try:
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for w in weights:
-            w.requires_grad_(True)
-        for batch in itertools.islice(dataloader, num_batches):
-            batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-            with torch.enable_grad():
-                loss = getattr(model(**batch), "loss", None)
-                if loss is None:
-                    raise invalid("dataloader", "batches without labels", "batches whose model output has a loss")
-                grads = torch.autograd.grad(loss, weights)
-            for name, grad in zip(modules, grads):
-                traces[name] += grad.double().square().sum().cpu()
-            batches += 1
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-        model.train(was_training)
-    require(batches > 0, "dataloader", "empty", "at least one batch")
+    weights = [m.weight for m in modules.values()]
+    for grads in loss_gradients(model, weights, dataloader, num_batches, field="dataloader"):
+        for name, grad in zip(modules, grads):
+            traces[name] += grad.double().square().sum().cpu()
     return traces
 
 
