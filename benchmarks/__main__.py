@@ -12,8 +12,9 @@ file of each run go to $HF_COMPRESS_CACHE/benchmarks/<spec>/.
 Spec keys:
     recipe      path of the recipe, from the repository root (required)
     command     distill | prune | compress (default: compress)
-    teacher     "recipe" (default: as the recipe says) or "cached-tweets" (the tweets teacher benchmarks/common.py
-                trains once and caches; the recipe does not fine-tune its own)
+    teacher     "recipe" (default: as the recipe says), "cached-tweets" (the tweets teacher benchmarks/common.py
+                trains once and caches; the recipe does not fine-tune its own) or "cached-tweets-mpnet" (the same
+                for the 12 x 768 all-mpnet-base-v2 teacher: `python -m benchmarks.common --teacher all-mpnet-base-v2`)
     overrides   recipe fields written over the recipe for every run ("$HF_COMPRESS_CACHE" in a value: the cache)
     seeds       values of the recipe's `seed` (default: the recipe's own)
     variants    name -> overrides on top of `overrides` (default: one variant, "recipe", with none)
@@ -46,7 +47,7 @@ SPECS = os.path.join(HERE, "specs")
 RESULTS = os.path.join(HERE, "results")
 SPEC_KEYS = {"recipe", "command", "teacher", "overrides", "seeds", "variants", "measure", "quick", "description"}
 COMMANDS = ("distill", "prune", "compress")
-TEACHERS = ("recipe", "cached-tweets")
+TEACHERS = ("recipe", "cached-tweets", "cached-tweets-mpnet")
 MEASURES = ("score", "vs_reference", "agreement", "mb", "size_ratio", "latency", "speedup")
 BATCHES = ("batch_1", "batch_32")  # the end-of-run report times these two
 
@@ -230,10 +231,12 @@ def run(opts: argparse.Namespace) -> int:
     stem = spec["name"] + ("-quick" if opts.quick else "")
     folder = os.path.join(CACHE, "benchmarks", stem)
     out = opts.out or os.path.join(RESULTS, f"{stem}.json")
-    if spec["teacher"] == "cached-tweets":
-        from .common import TEACHER_DIR, teacher_path
+    if spec["teacher"] in ("cached-tweets", "cached-tweets-mpnet"):
+        from .common import MPNET_TEACHER_DIR, TEACHER_DIR, mpnet_teacher_path, teacher_path
 
-        path = TEACHER_DIR if opts.dry_run else teacher_path()  # trained once if missing, never by a dry run
+        mpnet = spec["teacher"] == "cached-tweets-mpnet"
+        cached, train = (MPNET_TEACHER_DIR, mpnet_teacher_path) if mpnet else (TEACHER_DIR, teacher_path)
+        path = cached if opts.dry_run else train()  # trained once if missing, never by a dry run
         teacher = {"teacher_model_name_or_path": path, "finetune_teacher": False}
     else:
         teacher = {}
