@@ -148,14 +148,15 @@ def compiled_linear(
     fuse_bias: bool,
     key: int,
 ) -> torch.Tensor:
-    """`linear` as one opaque op for torch.compile: fbgemm itself on the module's packed weight (found by the address
-    of its codes), so compiled int8 matmuls compute what eager ones do, at the kernel's speed, and inductor compiles
-    everything around them. Why not `traced_linear` under torch.compile: its exact emulation of fbgemm's rounding in
+    """`linear` as one opaque op for torch.compile: fbgemm itself on the module's packed weight (found by `key`), so
+    compiled int8 matmuls compute what eager ones do, at the kernel's speed, and inductor compiles everything around
+    them. Why not `traced_linear` under torch.compile: its exact emulation of fbgemm's rounding in
     plain ops (float64 multiply-adds, a whole-tensor range) ran the compiled MiniLM teacher at 0.77-0.88 of torchao's
     compiled int8 at batch 32 (benchmarks/RESULTS.md, "Our int8 against torch's own"). torch.export still traces
     `traced_linear`: an exported program must hold plain ops. `key`: `register`'s key of the module's packed weight;
-    a key that finds none (the module was prepared again after compiling, or freed) falls back to `traced_linear`'s
-    numbers, computed eagerly inside the op: the same floats, more slowly."""
+    a key that finds none (a graph compiled before its module was freed or prepared again; a module re-prepared gets
+    new keys, and torch.compile's guard on them recompiles) falls back to `traced_linear`'s numbers, computed eagerly
+    inside the op: the same floats, more slowly."""
     packed = _PACKED.get(key)
     if packed is None or packed.codes.shape != codes.shape:
         return traced_linear(x, codes, scale, bias, per_token, fuse_bias)
