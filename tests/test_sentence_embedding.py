@@ -304,3 +304,16 @@ def test_the_report_scores_an_exported_embedding_model_in_its_runtime(tmp_path, 
     assert exported["metrics"]["probe_accuracy"] == model["metrics"]["probe_accuracy"]
     assert exported["metrics"]["mean_cosine"] == pytest.approx(1.0, abs=1e-5)
     assert exported["metrics"]["top10_overlap"] == 1.0
+
+
+def test_compressed_tensors_export_of_an_embedding_model_is_refused_before_work(tmp_path):
+    from hf_compress import quantize_pretrained
+    from hf_compress.export import export
+
+    tokenizer = family_tokenizer("bert", tmp_path / "source")
+    base_model("bert", tokenizer).save_pretrained(tmp_path / "source")
+    write_sentence_transformers_files(str(tmp_path / "source"), Pooling("mean", True), 32, 62)
+    quantize_pretrained(str(tmp_path / "source"), str(tmp_path / "int8"))
+    with pytest.raises(ValueError, match=r"format='compressed-tensors' is invalid; allowed: 'onnx' or 'openvino'"):
+        export(str(tmp_path / "int8"), str(tmp_path / "ct"), format="compressed-tensors")
+    assert not (tmp_path / "ct").exists()

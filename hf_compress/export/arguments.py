@@ -172,8 +172,9 @@ def check_export(model_dir, output_dir, format: str, opset, precision: str, over
         raise invalid(
             "format",
             format,
-            "'onnx' or 'openvino' for a sentence-transformers model (its compressed-tensors checkpoint is not "
-            "written yet: the stock-loading check compares a head's outputs)",
+            "'onnx' or 'openvino' for a sentence-transformers model (SentenceTransformer calls the model's "
+            "forward directly, so compressed-tensors' decompression hook never runs and its int8 weights reach "
+            "F.linear)",
         )
     output_dir = check_output_dir(output_dir, model_dir, overwrite)
     return ExportPlan(model_dir, output_dir, format, opset, precision, tokenizer, config)
