@@ -306,14 +306,28 @@ def test_the_report_scores_an_exported_embedding_model_in_its_runtime(tmp_path, 
     assert exported["metrics"]["top10_overlap"] == 1.0
 
 
-def test_compressed_tensors_export_of_an_embedding_model_is_refused_before_work(tmp_path):
+def test_an_int8_embedding_model_exports_as_compressed_tensors_for_sentence_transformers(tmp_path):
+    """`export --format compressed-tensors` of an int8 sentence-transformers model: a fresh process that never imports
+    hf_compress loads it with `SentenceTransformer(path)`, pooling as the source did, and embeds as the hf_compress
+    int8 model does (the export's own check ran the same way on its sample). Without `dequantize` in the written
+    config, sentence-transformers' direct `forward` call skips compressed-tensors' decompression hook and fails."""
     from hf_compress import quantize_pretrained
     from hf_compress.export import export
+    from hf_compress.loading import load_saved_model
 
     tokenizer = family_tokenizer("bert", tmp_path / "source")
-    base_model("bert", tokenizer).save_pretrained(tmp_path / "source")
-    write_sentence_transformers_files(str(tmp_path / "source"), Pooling("mean", True), 32, 62)
-    quantize_pretrained(str(tmp_path / "source"), str(tmp_path / "int8"))
-    with pytest.raises(ValueError, match=r"format='compressed-tensors' is invalid; allowed: 'onnx' or 'openvino'"):
-        export(str(tmp_path / "int8"), str(tmp_path / "ct"), format="compressed-tensors")
-    assert not (tmp_path / "ct").exists()
+    source, int8 = tmp_path / "source", tmp_path / "int8"
+    base_model("bert", tokenizer).save_pretrained(source)
+    write_sentence_transformers_files(str(source), Pooling("mean", True), 32, 62)
+    quantize_pretrained(str(source), str(int8))
+    record = export(str(int8), str(tmp_path / "ct"), format="compressed-tensors")
+    assert record["outputs"] == ["sentence_embedding"] and "without hf_compress" in record["check"]["runtime"]
+    assert record["check"]["sqnr_db"] is None or record["check"]["sqnr_db"] >= 15
+    texts = CORPUS[:6]
+    (loaded,) = fresh_load([tmp_path / "ct"], texts)
+    assert loaded["modules"] == ["Transformer", "Pooling", "Normalize"]
+    ours = sentence_embeddings(load_saved_model(str(int8)), tokenizer, texts, Pooling("mean", True))
+    stock = np.array(loaded["st"])
+    assert stock.shape == ours.shape
+    assert (stock * ours).sum(1).min() > 0.99  # unit vectors: cosine
+    assert "SentenceTransformer" in (tmp_path / "ct" / "README.md").read_text()

@@ -14,7 +14,8 @@ Int8 matmuls go into the graph with the model's own codes and scales (see int8.p
 post-training quantization on calibration text) is `export_openvino_int8` (openvino_int8.py).
 
 `format="compressed-tensors"` writes an int8 or low-bit model as a checkpoint stock transformers loads (see
-format/compressed_tensors.py), checked by stock transformers in a fresh process that cannot import hf_compress.
+format/compressed_tensors.py), checked by stock transformers in a fresh process that cannot import hf_compress; a
+sentence-embedding model also keeps its sentence-transformers files and is checked by `SentenceTransformer(path)`.
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def _export_compressed_tensors(plan, model, task, batches, reference, names, out
     architecture = type(model).__name__
     with staged_directory(plan.output_dir) as staging:
         stored = write_compressed_tensors(model, staging)
+        if task.name == "sentence-embedding":
+            _for_sentence_transformers(plan, model, staging)
         got = verify.stock_transformers_outputs(staging, batches, architecture, outputs)
         stats = verify.compare(reference, got, batches, task.name)
         ok, bound = verify.within_bound(stats, int8=True)
@@ -170,6 +173,28 @@ def _export_compressed_tensors(plan, model, task, batches, reference, names, out
         }
         _write_beside(staging, plan, model, record, task)
     return record
+
+
+def _for_sentence_transformers(plan, model, staging: str) -> None:
+    """Make a compressed-tensors checkpoint of an embedding model a sentence-transformers folder that stock
+    `SentenceTransformer(path)` runs: the tokenizer and the source's module files (its pooling), and
+    `dequantize: true` in the quantization config. Why: compressed-tensors decompresses a checkpoint lazily, in a
+    forward pre-hook on the model, and sentence-transformers 5 calls `model.forward(...)` directly, which skips
+    hooks, so the int8 weights would reach F.linear; dequantized at load, the weights are the same floats that the
+    hook would make."""
+    import json
+
+    from ..tasks.sentence_embedding import keep_sentence_transformers_files
+
+    plan.tokenizer.save_pretrained(staging)
+    keep_sentence_transformers_files(plan.model_dir, staging, model.config.hidden_size)
+    path = os.path.join(staging, "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    config["quantization_config"]["dequantize"] = True
+    with open(path, "w") as f:
+        json.dump(config, f, indent=2, sort_keys=True)
+        f.write("\n")
 
 
 def _write_beside(staging: str, plan, model, record: dict, task) -> None:

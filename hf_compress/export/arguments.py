@@ -168,13 +168,5 @@ def check_export(model_dir, output_dir, format: str, opset, precision: str, over
     check_runtime(format)
     model_dir, output_dir = (os.fspath(p) if isinstance(p, os.PathLike) else p for p in (model_dir, output_dir))
     model_dir, config, tokenizer = check_model_dir(model_dir)
-    if format == "compressed-tensors" and not any(a.endswith(HEAD_SUFFIXES) for a in config.architectures or []):
-        raise invalid(
-            "format",
-            format,
-            "'onnx' or 'openvino' for a sentence-transformers model (SentenceTransformer calls the model's "
-            "forward directly, so compressed-tensors' decompression hook never runs and its int8 weights reach "
-            "F.linear)",
-        )
     output_dir = check_output_dir(output_dir, model_dir, overwrite)
     return ExportPlan(model_dir, output_dir, format, opset, precision, tokenizer, config)

@@ -36,6 +36,13 @@ def write_config(directory: str, config, record: dict) -> None:
 def _usage(record: dict, task: str) -> str:
     """The shortest serving snippet for the format and head."""
     names = repr(tuple(record["inputs"]))
+    if record["format"] == "compressed-tensors" and task == "sentence-embedding":
+        return (
+            "```python\n# pip install sentence-transformers compressed-tensors  (hf_compress is not needed)\n"
+            "from sentence_transformers import SentenceTransformer\n\n"
+            'model = SentenceTransformer(".")\n'
+            'embeddings = model.encode(["..."])  # pooled (and normalised) as the source model was\n```'
+        )
     if record["format"] == "compressed-tensors":
         read = {
             "text-classification": "label = model.config.id2label[int(outputs.logits[0].argmax())]",

@@ -122,14 +122,20 @@ import torch
 import transformers
 
 directory, inputs, outputs, architecture, names = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
-model = getattr(transformers, architecture).from_pretrained(directory).eval()
+pooled = names == ["sentence_embedding"]  # a sentence-transformers folder: what SentenceTransformer(path) computes
+if pooled:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(directory, device="cpu").eval()
+else:
+    model = getattr(transformers, architecture).from_pretrained(directory).eval()
 data = np.load(inputs)
 results = {}
 with torch.no_grad():
     for index in range(int(data["count"])):
         prefix = f"{index}/"
         feeds = {key[len(prefix):]: torch.from_numpy(data[key]) for key in data.files if key.startswith(prefix)}
-        returned = model(**feeds)
+        returned = model(feeds) if pooled else model(**feeds)
         for name in names:
             results[prefix + name] = returned[name].float().numpy()
 np.savez(outputs, **results)
@@ -139,8 +145,9 @@ np.savez(outputs, **results)
 def stock_transformers_outputs(
     directory: str, batches: list[dict], architecture: str, output_names: tuple[str, ...]
 ) -> list[dict[str, np.ndarray]]:
-    """The checkpoint in `directory` loaded by stock transformers (`architecture`.from_pretrained) in a fresh
-    interpreter that cannot import hf_compress, run on `batches`: the outputs a user without hf_compress gets.
+    """The checkpoint in `directory` loaded by stock transformers (`architecture`.from_pretrained; for the output
+    `sentence_embedding`, `SentenceTransformer(directory)`) in a fresh interpreter that cannot import hf_compress, run
+    on `batches`: the outputs a user without hf_compress gets.
     Raises RuntimeError with the interpreter's last lines when it fails."""
     import subprocess
     import sys
