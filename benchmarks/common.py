@@ -114,8 +114,8 @@ def mpnet_teacher_path() -> str:
 
     On this 2-core machine that takes hours, so it checkpoints every 50 steps and resumes from the last checkpoint
     when run again (an interrupted session loses at most 50 steps). Each run's wall seconds, steps and peak resident
-    memory are appended to MPNET_TEACHER_DIR-run/segments.json, the total written beside the teacher
-    (training.json)."""
+    memory up to its last checkpoint are kept in MPNET_TEACHER_DIR-run/segments.json (updated at every checkpoint,
+    so a stopped run keeps them), the total written beside the teacher (training.json)."""
     import json
     import resource
 
@@ -163,18 +163,33 @@ def mpnet_teacher_path() -> str:
     if last is not None:
         first_step = int(last.rsplit("-", 1)[-1])
         print(f"resuming from {last}")
-    trainer.train(resume_from_checkpoint=last)
-    segment = {
-        "seconds": round(time.time() - start, 1),
-        "steps": trainer.state.global_step - first_step,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "machine": machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-    }
     log = os.path.join(run_dir, "segments.json")
-    segments = (json.load(open(log)) if os.path.exists(log) else []) + [segment]
-    with open(log, "w") as f:
-        json.dump(segments, f, indent=2)
+    earlier = json.load(open(log)) if os.path.exists(log) else []
+    # Segments end at checkpoints: a run that is stopped keeps the time of the steps its last checkpoint holds, which
+    # is where the next run resumes.
+    earlier = [x for x in earlier if x.get("last_step", 0) <= first_step]
+
+    def record(step: int) -> list[dict]:
+        segment = {
+            "seconds": round(time.time() - start, 1),
+            "steps": step - first_step,
+            "last_step": step,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "machine": machine(),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
+        os.makedirs(run_dir, exist_ok=True)
+        with open(log, "w") as f:
+            json.dump(earlier + [segment], f, indent=2)
+        return earlier + [segment]
+
+    class RecordAtCheckpoints(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            record(state.global_step)
+
+    trainer.add_callback(RecordAtCheckpoints())
+    trainer.train(resume_from_checkpoint=last)
+    segments = record(trainer.state.global_step)
     trainer.save_model(MPNET_TEACHER_DIR)
     tokenizer.save_pretrained(MPNET_TEACHER_DIR)
     total = {
