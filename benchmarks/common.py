@@ -65,6 +65,23 @@ def tweets_tokenized(tokenizer=None):
     return tokenize(load_tweets(), tokenizer), tokenizer
 
 
+def _tweets_trainer(model, tokenizer, data, output_dir: str, **fields) -> Trainer:
+    """A Trainer fine-tuning a tweets teacher on the whole train split: 1 epoch, batch 32, 6% warm-up, weight decay
+    0.01, seed 0, no checkpoints unless `fields` ask for them."""
+    settings = dict(
+        num_train_epochs=TEACHER_EPOCHS, per_device_train_batch_size=32, per_device_eval_batch_size=128,
+        warmup_steps=0.06, weight_decay=0.01, save_strategy="no", report_to="none", seed=0,
+    )  # fmt: skip
+    args = TrainingArguments(output_dir=output_dir, **{**settings, **fields})
+    return Trainer(
+        model=model,
+        args=args,
+        train_dataset=data["train"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+    )
+
+
 def teacher_path() -> str:
     """Directory of the teacher fine-tuned on the full tweets train split; trains it once if missing."""
     if os.path.exists(os.path.join(TEACHER_DIR, "config.json")):
@@ -77,26 +94,7 @@ def teacher_path() -> str:
         id2label=dict(enumerate(TWEETS_LABELS)),
         label2id={n: i for i, n in enumerate(TWEETS_LABELS)},
     )
-    args = TrainingArguments(
-        output_dir=TEACHER_DIR + "-run",
-        num_train_epochs=TEACHER_EPOCHS,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=128,
-        learning_rate=1e-4,
-        warmup_steps=0.06,
-        weight_decay=0.01,
-        logging_steps=50,
-        save_strategy="no",
-        report_to="none",
-        seed=0,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=data["train"],
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
+    trainer = _tweets_trainer(model, tokenizer, data, TEACHER_DIR + "-run", learning_rate=1e-4, logging_steps=50)
     start = time.time()
     trainer.train()
     print(f"teacher trained in {time.time() - start:.0f} s")
@@ -136,28 +134,10 @@ def mpnet_teacher_path() -> str:
         label2id={n: i for i, n in enumerate(TWEETS_LABELS)},
     )
     run_dir = MPNET_TEACHER_DIR + "-run"
-    args = TrainingArguments(
-        output_dir=run_dir,
-        num_train_epochs=TEACHER_EPOCHS,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=128,
-        learning_rate=5e-5,
-        warmup_steps=0.06,
-        weight_decay=0.01,
-        logging_steps=10,
-        save_strategy="steps",
-        save_steps=50,
-        save_total_limit=1,
-        report_to="none",
-        seed=0,
-    )
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=data["train"],
-        data_collator=DataCollatorWithPadding(tokenizer),
-        processing_class=tokenizer,
-    )
+    trainer = _tweets_trainer(
+        model, tokenizer, data, run_dir, learning_rate=5e-5, logging_steps=10,
+        save_strategy="steps", save_steps=50, save_total_limit=1,
+    )  # fmt: skip
     last = get_last_checkpoint(run_dir) if os.path.isdir(run_dir) else None
     start, first_step = time.time(), 0
     if last is not None:
