@@ -1,13 +1,17 @@
 """Our PyTorch int8 against torch's own int8 paths, paired round by round (#34 item 4).
 
-    python -m benchmarks.int8_vs_torch [--rounds-b1 40] [--rounds-b32 30] [--skip-compiled] [--output PATH]
+    python -m benchmarks.int8_vs_torch [--rounds-b1 40] [--rounds-b32 30] [--skip-compiled] [--skip-accuracy]
+                                       [--output PATH]
 
 Models (the cached tweets teacher, one thread, random ids at 48 tokens): torch's `quantize_dynamic` as a user calls
 it (fbgemm, per-tensor weights: the reference of every ratio); `quantize_dynamic` with per-channel weights
 (`per_channel_dynamic_qconfig`, the weight granularity ours has); ours (`quantize_`, per-row weights, one activation
-range per call, int8 word embeddings) and ours with float word embeddings (`quantize_embeddings=False`, what
-`quantize_dynamic` keeps). Then, unless --skip-compiled, ours and torchao's `Int8DynamicActivationInt8WeightConfig`,
-each under `torch.compile(fullgraph=True, dynamic=True)` (torchao must be installed; it is not a dependency).
+range per call, int8 word embeddings), ours with float word embeddings (`quantize_embeddings=False`, what
+`quantize_dynamic` keeps) and ours with per-tensor weights (`weight_granularity="per-tensor"`, quantize_dynamic's
+granularity and fbgemm kernel). Then, unless --skip-compiled, ours (per-row and per-tensor) and torchao's
+`Int8DynamicActivationInt8WeightConfig`, each under `torch.compile(fullgraph=True, dynamic=True)` (torchao must be
+installed; it is not a dependency). Unless --skip-accuracy, every eager model's accuracy and argmax agreement with
+the fp32 teacher on the 4,000 test tweets: what a granularity costs.
 
 Every round times each model in turn (N forward passes; the order rotates every round), and a model's speed relative
 to the reference is the ratio of the two times *within a round*: the machine's drift between rounds cancels. The
@@ -29,11 +33,12 @@ from transformers import AutoModelForSequenceClassification
 
 from hf_compress import Int8QuantizationConfig, quantize_
 
-from .common import TEACHER_DIR, run_info
+from .common import TEACHER_DIR, run_info, tweets_tokenized
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "int8-vs-torch.json")
 TOKENS = 48
 FORWARDS = {1: 30, 32: 3}  # forward passes per model per round
+PER_TENSOR = Int8QuantizationConfig(weight_granularity="per-tensor")
 
 
 def paired_ratios(models: dict, reference: str, batch_size: int, rounds: int) -> dict[str, dict]:
@@ -68,11 +73,28 @@ def paired_ratios(models: dict, reference: str, batch_size: int, rounds: int) ->
     return out
 
 
+def tweets_accuracy(models: dict) -> dict[str, dict]:
+    """{name: {accuracy, agreement_with_fp32}} on the 4,000 test tweets; `models` starts with the fp32 teacher."""
+    from transformers import AutoTokenizer
+
+    from hf_compress.evaluation.measure import predict
+
+    data, tokenizer = tweets_tokenized(AutoTokenizer.from_pretrained(TEACHER_DIR))
+    test, labels = data["test"], np.asarray(data["test"]["label"])
+    predictions = {name: predict(model, test, tokenizer).argmax(-1) for name, model in models.items()}
+    fp32 = predictions[next(iter(models))]
+    return {
+        name: {"accuracy": float((p == labels).mean()), "agreement_with_fp32": float((p == fp32).mean())}
+        for name, p in predictions.items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.int8_vs_torch", description=__doc__.splitlines()[0])
     parser.add_argument("--rounds-b1", type=int, default=40)
     parser.add_argument("--rounds-b32", type=int, default=30)
     parser.add_argument("--skip-compiled", action="store_true")
+    parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--output", default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -89,11 +111,14 @@ def main() -> None:
         "ours, float word embeddings": quantize_(
             copy.deepcopy(fp32), Int8QuantizationConfig(quantize_embeddings=False)
         ).eval(),
+        "ours, per-tensor weights": quantize_(copy.deepcopy(fp32), PER_TENSOR).eval(),
     }
     reference = next(iter(eager))
     result = {**run_info(), "threads": 1, "tokens": TOKENS, "forwards_per_round": FORWARDS, "eager": {}}
     for batch, rounds in ((1, args.rounds_b1), (32, args.rounds_b32)):
         result["eager"][f"batch_{batch}"] = paired_ratios(eager, reference, batch, rounds)
+    if not args.skip_accuracy:
+        result["accuracy"] = tweets_accuracy({"fp32": fp32, **eager})
     if not args.skip_compiled:
         from torchao.quantization import Int8DynamicActivationInt8WeightConfig
         from torchao.quantization import quantize_ as torchao_quantize_
@@ -103,6 +128,9 @@ def main() -> None:
         compiled = {
             "torchao int8 dynamic, compiled": torch.compile(torchao, fullgraph=True, dynamic=True),
             "ours, compiled": torch.compile(quantize_(copy.deepcopy(fp32)).eval(), fullgraph=True, dynamic=True),
+            "ours, per-tensor weights, compiled": torch.compile(
+                quantize_(copy.deepcopy(fp32), PER_TENSOR).eval(), fullgraph=True, dynamic=True
+            ),
         }
         result["compiled"] = {
             f"batch_{batch}": paired_ratios(compiled, "torchao int8 dynamic, compiled", batch, rounds)
@@ -119,6 +147,8 @@ def main() -> None:
             cells = [result[part][f"batch_{b}"][name]["speed_vs_reference"] for b in (1, 32)]
             text = [f"{c['median']:.3f} ({c['q1']:.3f}–{c['q3']:.3f})" for c in cells]
             print(f"| {name} | {ref} | {text[0]} | {text[1]} |")
+    for name, row in result.get("accuracy", {}).items():
+        print(f"{name}: accuracy {row['accuracy']:.4f}, agreement with fp32 {row['agreement_with_fp32']:.2%}")
     print(f"wrote {args.output}")
 
 

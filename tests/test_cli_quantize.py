@@ -76,8 +76,10 @@ def test_calibrated_recipe_reproduces_the_python_chain(tmp_path, source):
 def test_flags_override_the_recipe_and_positionals_still_work(tmp_path, source):
     path, data = source
     out = tmp_path / "plain"
-    assert main(["quantize", path, str(out), "--activation_range", "per_token"]) == 0
-    assert json.loads((out / "config.json").read_text())["quantization_config"]["activation_range"] == "per_token"
+    flags = ["--activation_range", "per_token", "--weight_granularity", "per-tensor"]
+    assert main(["quantize", path, str(out), *flags]) == 0
+    q = json.loads((out / "config.json").read_text())["quantization_config"]
+    assert q["activation_range"] == "per_token" and q["weight_granularity"] == "per-tensor"
     recipe = write_recipe(tmp_path, model_name_or_path=path, output_dir=str(out), dataset_name=data, **CALIBRATED)
     # The folder now holds a model: refused, and the remedy the message names works.
     assert main(["quantize", recipe]) == 2
@@ -92,6 +94,11 @@ def test_flags_override_the_recipe_and_positionals_still_work(tmp_path, source):
         ({"smoothquant_alpha": 1.5}, "smoothquant_alpha=1.5 is invalid; allowed: null or a number in [0, 1]"),
         ({"num_outlier_channels": -1}, "num_outlier_channels=-1 is invalid"),
         ({"activation_range": "per_row"}, "activation_range='per_row' is invalid"),
+        ({"weight_granularity": "per-group"}, "weight_granularity='per-group' is invalid"),
+        (
+            {"weight_granularity": "per-tensor", "runtime": "openvino"},
+            "weight_granularity='per-tensor' is invalid; allowed: 'per-row' with runtime='openvino'",
+        ),
         ({"quantization": "none"}, "quantization='none' is invalid"),
         ({"calibration_batch_size": 0}, "calibration_batch_size=0 is invalid"),
     ],
@@ -126,3 +133,5 @@ def test_calibration_fields_need_int8(tmp_path):
 
     with pytest.raises(ValueError, match="gptq=True is invalid; allowed: False unless quantization='dynamic-int8'"):
         CompressionTrainingArguments(output_dir=str(tmp_path), gptq=True)
+    with pytest.raises(ValueError, match="weight_granularity='per-tensor' is invalid; allowed: 'per-row' unless"):
+        CompressionTrainingArguments(output_dir=str(tmp_path), weight_granularity="per-tensor")

@@ -31,6 +31,7 @@ from transformers import (
 )
 
 from hf_compress.format.config import QUANT_METHOD, Int8QuantizationConfig
+from hf_compress.methods.int8 import kernel as fbgemm
 from hf_compress.methods.int8.modules import Int8Embedding, Int8Linear, quantize_rows
 from hf_compress.methods.int8.rounding import linear_codes
 from hf_compress.methods.int8.transform import quantize_, quantize_pretrained
@@ -117,6 +118,7 @@ MODELS = {
         ({"modules_to_convert": ["bert.pooler.dense", ""]}, "modules_to_convert"),
         ({"quantize_embeddings": "yes"}, "quantize_embeddings"),
         ({"activation_range": "per_channel"}, "activation_range"),
+        ({"weight_granularity": "per-channel"}, "weight_granularity"),
         ({"quantized_modules": {"classifier": "conv"}}, "quantized_modules"),
         ({"format_version": 2}, "format_version"),
     ],
@@ -275,8 +277,6 @@ def test_activation_ranges_are_per_token_unless_per_batch_is_asked():
 
 
 def test_per_batch_bias_fused_into_the_kernel_follows_every_bias_change():
-    from hf_compress.methods.int8 import kernel as fbgemm
-
     torch.manual_seed(0)
     module = Int8Linear.from_linear(nn.Linear(64, 48), per_token=False)
     x = torch.randn(5, 7, 64)
@@ -311,9 +311,50 @@ def test_per_batch_activation_range_round_trips(tmp_path):
     assert torch.equal(logits(loaded), logits(model))
 
 
-def test_reference_path_without_fbgemm_is_weight_only_int8(monkeypatch):
-    from hf_compress.methods.int8 import kernel as fbgemm
+@pytest.mark.skipif(not fbgemm.available(), reason="needs torch's fbgemm kernels")
+@pytest.mark.parametrize("per_token", [False, True], ids=["per_batch", "per_token"])
+def test_per_tensor_weights_run_fbgemms_per_tensor_kernel_with_the_same_numbers(per_token):
+    """One scale for every row: packed per-tensor (quantize_dynamic's faster output stage), and the output equals
+    the per-channel packing of the same codes and scales bit for bit."""
+    torch.manual_seed(0)
+    module = Int8Linear.from_linear(nn.Linear(64, 48), per_token=per_token, per_tensor=True)
+    codes, scale = module.int8_weight(), module.weight_scale
+    assert torch.all(scale == scale[0])
+    packed, _ = module._packed_weight()
+    assert torch.ops.quantized.linear_unpack(packed.plain())[0].qscheme() == torch.per_tensor_affine
+    per_channel = torch._make_per_channel_quantized_tensor(codes, scale.double(), torch.zeros(48, dtype=torch.long), 0)
+    reference = torch.ops.quantized.linear_prepack(per_channel, None)
+    x = torch.randn(5, 7, 64)
+    assert torch.equal(
+        torch.ops.quantized.linear_dynamic(x, packed.plain(), False),
+        torch.ops.quantized.linear_dynamic(x, reference, False),
+    )
+    row = Int8Linear.from_linear(nn.Linear(64, 48), per_token=per_token)
+    assert torch.ops.quantized.linear_unpack(row._packed_weight()[0].plain())[0].qscheme() == torch.per_channel_affine
 
+
+def test_per_tensor_weight_granularity_round_trips_and_is_recorded(tmp_path):
+    model = tiny_bert()
+    reference = logits(model)
+    quantize_(model, Int8QuantizationConfig(weight_granularity="per-tensor"))
+    linears = [m for m in model.modules() if isinstance(m, Int8Linear)]
+    assert linears and all(torch.all(m.weight_scale == m.weight_scale[0]) for m in linears)
+    assert sqnr_db(reference, logits(model)) >= 20
+    model.save_pretrained(tmp_path / "per-tensor")
+    saved = json.loads((tmp_path / "per-tensor" / "config.json").read_text())["quantization_config"]
+    assert saved["weight_granularity"] == "per-tensor"
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "per-tensor")
+    assert torch.equal(logits(loaded), logits(model))
+    # per-row (the default) writes config.json as versions before the field did
+    per_row = quantize_(tiny_bert(), Int8QuantizationConfig())
+    per_row.save_pretrained(tmp_path / "per-row")
+    assert (
+        "weight_granularity"
+        not in json.loads((tmp_path / "per-row" / "config.json").read_text())["quantization_config"]
+    )
+
+
+def test_reference_path_without_fbgemm_is_weight_only_int8(monkeypatch):
     torch.manual_seed(0)
     linear = nn.Linear(64, 48)
     module = Int8Linear.from_linear(linear)

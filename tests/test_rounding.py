@@ -10,8 +10,16 @@ from torch import nn
 
 from hf_compress import Int8QuantizationConfig, calibrate_gptq_, quantize_
 from hf_compress.methods.int8 import kernel as fbgemm
+from hf_compress.methods.int8.gptq import gptq_quantize_rows
 from hf_compress.methods.int8.modules import SEVEN_BIT_QMAX, Int8Linear, quantize_rows
-from hf_compress.methods.int8.rounding import LINEAR_QMAX, PAIR_LIMIT, fit_pairs, linear_codes, pairs_fit
+from hf_compress.methods.int8.rounding import (
+    LINEAR_QMAX,
+    PAIR_LIMIT,
+    SCALE_GRID,
+    fit_pairs,
+    linear_codes,
+    pairs_fit,
+)
 from tests.test_smoothing import batches
 from tests.testing_utils import tiny_bert
 
@@ -57,6 +65,45 @@ def test_the_scale_follows_the_input_energy_when_a_hessian_is_given():
         return ((delta @ h) * delta).sum().item()
 
     assert output_error(*linear_codes(weight, h)) < output_error(*linear_codes(weight))
+
+
+@pytest.mark.parametrize("with_hessian", [False, True], ids=["weight_error", "output_error"])
+def test_per_tensor_codes_share_the_grid_scale_with_the_least_total_error(with_hessian):
+    """weight_granularity='per-tensor': one scale for the whole weight, the SCALE_GRID step of its absmax whose codes
+    (after the pair fit) give the smallest summed error, found here by an independent search."""
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(24, 40, generator=generator) * torch.rand(24, 1, generator=generator).mul(4).exp()
+    h = torch.diag(torch.rand(40, generator=generator, dtype=torch.float64) * 10) if with_hessian else None
+    codes, scale = linear_codes(weight, h, per_tensor=True)
+    assert codes.dtype == torch.int8 and pairs_fit(codes) and torch.all(scale == scale[0])
+    w = weight.double()
+
+    def total_error(q: int) -> float:
+        delta = fit_pairs(w / (w.abs().max() / q)) * (w.abs().max() / q) - w
+        return float(delta.square().sum() if h is None else ((delta @ h) * delta).sum())
+
+    best = min(SCALE_GRID, key=total_error)
+    assert scale[0].item() == pytest.approx((w.abs().max() / best).item(), rel=1e-6)
+    assert torch.equal(codes.double(), fit_pairs(w / scale.double()[:, None]))
+    # rows of small weights round coarser than with their own scale: what per-row buys
+    row_codes, row_scale = linear_codes(weight, h)
+    per_row_error = (row_codes.double() * row_scale.double()[:, None] - w).square().sum()
+    assert (codes.double() * scale.double()[:, None] - w).square().sum() > per_row_error
+
+
+def test_gptq_with_per_tensor_scales_keeps_one_scale():
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(16, 32, generator=generator)
+    x = torch.randn(200, 32, generator=generator, dtype=torch.float64)
+    h = x.T @ x / 200
+    codes, scale = gptq_quantize_rows(weight, h, per_tensor=True)
+    assert torch.all(scale == scale[0]) and pairs_fit(codes)
+
+    def output_error(codes, scale):
+        delta = codes.double() * scale.double()[:, None] - weight.double()
+        return ((delta @ h) * delta).sum().item()
+
+    assert output_error(codes, scale) < output_error(*linear_codes(weight, per_tensor=True))
 
 
 @pytest.mark.skipif(not fbgemm.available(), reason="needs torch's fbgemm kernels")

@@ -46,7 +46,8 @@ class QuantizeArguments(Int8Arguments):
         check_choice("runtime", self.runtime, RUNTIMES)
         if self.runtime == "openvino":
             # our PyTorch int8's own steps: NNCF's static int8 has no counterpart to them
-            for name, off in (("num_outlier_channels", 0), ("gptq", False), ("activation_range", "per_batch")):
+            steps = (("num_outlier_channels", 0), ("gptq", False), ("activation_range", "per_batch"))
+            for name, off in (*steps, ("weight_granularity", "per-row")):
                 if getattr(self, name) != off:
                     raise invalid(name, getattr(self, name), f"{off!r} with runtime='openvino' (NNCF's static int8)")
 

@@ -30,6 +30,7 @@ LOAD_NOTICE_KEY = "hf_compress_int8.requires_hf_compress:pip_install_hf-compress
 # the table of format/kinds.py, each declared by its method.
 LOW_BIT_COMPUTES = ("int8", "float")
 ACTIVATION_RANGES = ("per_token", "per_batch")
+WEIGHT_GRANULARITIES = ("per-row", "per-tensor")
 
 
 @dataclass
@@ -54,6 +55,11 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         "Run-time int8 range of Linear inputs: 'per_batch' (one per call, as quantize_dynamic; fastest: "
         "MiniLM at batch 32 runs 1.5x fp32 on an AVX2 CPU, 2.7x with AVX-512 VNNI) or 'per_token' (one per "
         "row; ~7 dB more SQNR; 1.25x / 2.2x).",
+    )
+    weight_granularity: str = config_field(
+        "per-row",
+        "Scales of the int8 Linear weights: 'per-row' (one per output channel) or 'per-tensor' (one per weight, "
+        "fbgemm's faster per-tensor kernel at large batches). Stored one per row either way; loading needs neither.",
     )
     quantized_modules: dict[str, str] = config_field(
         help="Written by quantize_ / bake_low_bit_, read when loading: name -> 'linear' | 'smoothed_linear' | "
@@ -99,6 +105,8 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
             raise ValueError(f"quantize_embeddings={self.quantize_embeddings!r} must be True or False")
         if self.activation_range not in ACTIVATION_RANGES:
             raise ValueError(f"activation_range={self.activation_range!r} must be one of {ACTIVATION_RANGES}")
+        if self.weight_granularity not in WEIGHT_GRANULARITIES:
+            raise invalid("weight_granularity", self.weight_granularity, " or ".join(map(repr, WEIGHT_GRANULARITIES)))
         from .kinds import MODULE_KINDS  # the kinds' methods import this module
 
         bad = {k: v for k, v in dict(self.quantized_modules).items() if v not in MODULE_KINDS}
@@ -128,6 +136,8 @@ class Int8QuantizationConfig(QuantizationConfigMixin):
         if not self.outlier_channels:
             # Only checkpoints that need it name it, so that the others stay readable by older hf_compress versions.
             values.pop("outlier_channels", None)
+        if self.weight_granularity == "per-row":
+            values.pop("weight_granularity", None)  # the same: per-row checkpoints stay as older versions wrote them
         from .kinds import MODULE_KINDS
 
         if not any(MODULE_KINDS[kind].method == "low_bit" for kind in self.quantized_modules.values()):

@@ -24,27 +24,25 @@ from ..methods.distillation.loss import SPAN_LABELS
 DISTILLATION_LABELS = ("labels", *SPAN_LABELS)
 
 
+def _refuse(kwargs: dict, name: str, allowed: str) -> None:
+    """Trainer keyword `name`, refused unless None."""
+    if kwargs.get(name) is not None:
+        raise invalid(name, kwargs[name], allowed)
+
+
 def refuse_model_init(trainer: str, kwargs: dict) -> None:
     """`model_init` is refused by every trainer of ours."""
-    if kwargs.get("model_init") is not None:
-        raise invalid(
-            "model_init",
-            kwargs["model_init"],
-            f"None with {trainer}: pass the instantiated model; {trainer} checks and sets it up in __init__ and "
-            "model_init would replace it at train()",
-        )
+    why = f"{trainer} checks and sets it up in __init__ and model_init would replace it at train()"
+    _refuse(kwargs, "model_init", f"None with {trainer}: pass the instantiated model; {why}")
 
 
 def refuse_distillation_options(trainer: str, args, kwargs: dict) -> None:
     """The options the distillation loss and its trainable projection cannot honour."""
     refuse_model_init(trainer, kwargs)
-    if kwargs.get("compute_loss_func") is not None:
-        raise invalid(
-            "compute_loss_func",
-            kwargs["compute_loss_func"],
-            f"None with {trainer}: its loss is the distillation mixture (temperature, alpha, loss weights); "
-            "override compute_loss in a subclass to change it",
-        )
+    why = "its loss is the distillation mixture (temperature, alpha, loss weights)"
+    _refuse(
+        kwargs, "compute_loss_func", f"None with {trainer}: {why}; override compute_loss in a subclass to change it"
+    )
     if args.label_names is not None and not set(args.label_names) <= set(DISTILLATION_LABELS):
         raise invalid(
             "label_names", args.label_names, f"None or names among {list(DISTILLATION_LABELS)} with {trainer}"

@@ -33,7 +33,9 @@ def quantize_calibrated_(model, args, batches=None):
         if args.gptq:
             calibration |= calibrate_gptq_(model, batches, num_batches=n)
     config = Int8QuantizationConfig(
-        modules_to_not_convert=args.quantization_modules_to_not_convert, activation_range=args.activation_range
+        modules_to_not_convert=args.quantization_modules_to_not_convert,
+        activation_range=args.activation_range,
+        weight_granularity=args.weight_granularity,
     )
     return quantize_(model, config, calibration=calibration)
 

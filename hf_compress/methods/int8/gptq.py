@@ -100,13 +100,16 @@ def calibrate_gptq_(
 
 
 @torch.no_grad()
-def gptq_quantize_rows(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def gptq_quantize_rows(
+    weight: torch.Tensor, hessian: torch.Tensor, per_tensor: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """GPTQ codes (int8, (out, in)) within rounding.py's pair limit, and one scale per row (out,), for `weight`.
 
     `hessian` (in, in): E[x x^T] of the inputs. Channels with zero input energy get codes 0 (they never reach the
-    output). The scales are round-to-nearest's (`rounding.linear_codes` with this H). The sequential update follows
-    the paper's Algorithm 1 with one column at a time (no lazy batching: BERT-sized layers take about a second); an
-    odd column is rounded within the room its pair partner left, and its clipping error is spread like any other.
+    output). The scales are round-to-nearest's (`rounding.linear_codes` with this H and `per_tensor`). The
+    sequential update follows the paper's Algorithm 1 with one column at a time (no lazy batching: BERT-sized layers
+    take about a second); an odd column is rounded within the room its pair partner left, and its clipping error
+    is spread like any other.
     """
     w = weight.detach().double().clone()
     h = hessian.detach().double().clone()
@@ -114,7 +117,7 @@ def gptq_quantize_rows(weight: torch.Tensor, hessian: torch.Tensor) -> tuple[tor
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     h.diagonal().add_(DAMPING * torch.diagonal(h).mean())
-    _, scale = linear_codes(w, h)
+    _, scale = linear_codes(w, h, per_tensor)
     step = scale.double()
     # Upper Cholesky factor of H^-1: row i holds the weights that spread column i's error over columns i+1.. .
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(h)), upper=True)

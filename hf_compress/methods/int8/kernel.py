@@ -61,12 +61,22 @@ def available() -> bool:
     return _AVAILABLE
 
 
+def per_tensor(scale: torch.Tensor) -> bool:
+    """Whether every row has the same scale (`weight_granularity="per-tensor"`)."""
+    return bool((scale == scale[0]).all())
+
+
 def _prepack(codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.ScriptObject:
-    zero_points = torch.zeros(codes.shape[0], dtype=torch.long)
     with warnings.catch_warnings():
         # The deprecation is handled by this module's removal plan; users can do nothing about it.
         warnings.filterwarnings("ignore", message=".*quantized tensor creation functions.*")
-        qweight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zero_points, 0)
+        if per_tensor(scale):
+            # fbgemm's per-tensor output stage (one multiplier for the whole output, as quantize_dynamic's default)
+            # runs faster at large batches than its per-channel one; the numbers are the same.
+            qweight = torch._make_per_tensor_quantized_tensor(codes, float(scale[0]), 0)
+        else:
+            zero_points = torch.zeros(codes.shape[0], dtype=torch.long)
+            qweight = torch._make_per_channel_quantized_tensor(codes, scale.double(), zero_points, 0)
     return torch.ops.quantized.linear_prepack(qweight, bias)
 
 

@@ -258,9 +258,10 @@ class Int8Linear(PackedInt8Module):
         smoothing: torch.Tensor | None = None,
         outlier_channels: torch.Tensor | None = None,
         hessian: torch.Tensor | None = None,
+        per_tensor: bool = False,
     ) -> Int8Linear:
         """Quantize an nn.Linear's weight (8-bit codes within rounding.py's pair limit, one scale per output row); the
-        bias stays float.
+        bias stays float. With `per_tensor`, every row gets the same scale (`rounding.linear_codes`).
 
         `smoothing` (in_features,): SmoothQuant's s (see smoothing.py). The int8 codes are then those of
         W diag(s), and the module multiplies its input by 1/s before rounding it: the same y = x W^T + b in float.
@@ -298,11 +299,11 @@ class Int8Linear(PackedInt8Module):
             if hessian is not None:  # those channels reach the int8 weight as zeros
                 hessian = hessian.index_fill(0, channels, 0.0).index_fill(1, channels, 0.0)
         if hessian is None:
-            codes, scale = linear_codes(weight)
+            codes, scale = linear_codes(weight, per_tensor=per_tensor)
         else:
             from .gptq import gptq_quantize_rows  # gptq.py imports this module
 
-            codes, scale = gptq_quantize_rows(weight, hessian)
+            codes, scale = gptq_quantize_rows(weight, hessian, per_tensor)
         module.weight = nn.Parameter(codes.reshape(-1).to(linear.weight.device), requires_grad=False)
         module.weight_scale = scale.to(linear.weight.device)
         if linear.bias is not None:

@@ -67,21 +67,30 @@ def pair_room(partner: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def linear_codes(weight: torch.Tensor, hessian: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_codes(
+    weight: torch.Tensor, hessian: torch.Tensor | None = None, per_tensor: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Round-to-nearest int8 codes (out, in) in [-127, 127] that fit the pair limit, and one fp32 scale per row.
 
     Each row's scale is chosen from SCALE_GRID by the row's error after `fit_pairs`: ‖ΔW_row‖², or ΔW_row H ΔW_rowᵀ
-    (the output error on inputs with H = E[x xᵀ], (in, in)) when `hessian` is given.
+    (the output error on inputs with H = E[x xᵀ], (in, in)) when `hessian` is given. With `per_tensor`, every row
+    gets the same scale (the whole weight's absmax / q, q chosen by the summed error), still stored once per row: the
+    kernel then runs fbgemm's per-tensor path (as torch's quantize_dynamic does), faster at large batches than
+    per-row scales, at a coarser rounding of the rows with small weights.
     """
     w = weight.detach().double()
     h = None if hessian is None else hessian.detach().to(w.device, torch.float64)
     absmax = w.abs().amax(dim=1)
+    if per_tensor:
+        absmax = absmax.amax().expand_as(absmax)
     best_error = best_codes = best_scale = None
     for q in SCALE_GRID:
         scale = (absmax / q).clamp(min=MIN_SCALE)
         codes = fit_pairs(w / scale[:, None])
         delta = codes * scale[:, None] - w
         error = delta.square().sum(dim=1) if h is None else ((delta @ h) * delta).sum(dim=1)
+        if per_tensor:
+            error = error.sum().expand_as(error)  # one choice for the whole weight
         if best_error is None:
             best_error, best_codes, best_scale = error, codes, scale
             continue

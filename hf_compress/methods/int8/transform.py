@@ -144,6 +144,7 @@ def apply_quantization(
     calibration = calibration or Int8Calibration()
     calibration.check(model, selected)
     per_token = config.activation_range == "per_token"
+    per_tensor = config.weight_granularity == "per-tensor"
     # Every factorised module, int8 or kept float: the loader rebuilds the layout before swapping in int8 modules.
     ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
     outliers: dict[str, int] = {}
@@ -151,11 +152,11 @@ def apply_quantization(
     for name, kind in list(selected.items()):
         module = model.get_submodule(name)
         if kind == "low_rank_linear":
-            new = Int8LowRankLinear.from_low_rank(module, per_token)
+            new = Int8LowRankLinear.from_low_rank(module, per_token, per_tensor)
         elif kind == "linear":
             device = module.weight.device
             smoothing, channels, hessian = (None if t is None else t.to(device) for t in calibration.for_linear(name))
-            new = Int8Linear.from_linear(module, per_token, smoothing, channels, hessian)
+            new = Int8Linear.from_linear(module, per_token, smoothing, channels, hessian, per_tensor)
             selected[name] = "linear" if smoothing is None else "smoothed_linear"
             if channels is not None:
                 outliers[name] = channels.numel()

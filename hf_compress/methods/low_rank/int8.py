@@ -38,12 +38,13 @@ class Int8LowRankLinear(PackedInt8Module):
 
     @classmethod
     @torch.inference_mode(False)
-    def from_low_rank(cls, module: nn.Module, per_token: bool = True) -> Int8LowRankLinear:
-        """Quantize a LowRankLinear's two factors (round to nearest, one scale per row); the bias stays float."""
+    def from_low_rank(cls, module: nn.Module, per_token: bool = True, per_tensor: bool = False) -> Int8LowRankLinear:
+        """Quantize a LowRankLinear's two factors (round to nearest, one scale per row, or one per factor with
+        `per_tensor`); the bias stays float."""
         device = module.weight.device
         new = cls(module.in_features, module.out_features, module.rank, module.bias is not None, per_token, "cpu")
-        down_codes, down_scale = linear_codes(module.down_weight)
-        up_codes, up_scale = linear_codes(module.up_weight)
+        down_codes, down_scale = linear_codes(module.down_weight, per_tensor=per_tensor)
+        up_codes, up_scale = linear_codes(module.up_weight, per_tensor=per_tensor)
         new.weight = nn.Parameter(torch.cat([down_codes.reshape(-1), up_codes.reshape(-1)]).to(device), False)
         new.weight_scale = torch.cat([down_scale, up_scale]).to(device)
         if module.bias is not None:

@@ -1,13 +1,12 @@
 """SQuAD v1.1 exact match and F1 as an `evaluate` module: the official v1.1 evaluation script's rules."""
 
 import logging
-from collections import Counter
 
 import datasets
 import evaluate
 
 from hf_compress.checks import invalid
-from hf_compress.metrics.answers import normalize_answer
+from hf_compress.metrics import answers
 from hf_compress.metrics.info import metric_info
 
 _DESCRIPTION = (
@@ -46,22 +45,6 @@ _CITATION = """\
 logger = logging.getLogger(__name__)
 
 
-def exact_match_score(prediction: str, gold: str) -> float:
-    """1.0 when the normalised strings are equal, else 0.0."""
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def f1_score(prediction: str, gold: str) -> float:
-    """Token-overlap F1 in [0, 1] of the normalised answers (a multiset intersection, as in the official script)."""
-    prediction_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(gold).split()
-    shared = sum((Counter(prediction_tokens) & Counter(gold_tokens)).values())
-    if shared == 0:  # v1.1 scores 0 here even when both are empty (v2.0 changed that); we keep v1.1's numbers
-        return 0.0
-    precision, recall = shared / len(prediction_tokens), shared / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
-
-
 class Squad(evaluate.Metric):
     """SQuAD v1.1 exact match and F1, in percent."""
 
@@ -94,8 +77,8 @@ class Squad(evaluate.Metric):
                 unanswered += 1
                 continue
             prediction = by_id[reference["id"]]
-            exact_match += max(exact_match_score(prediction, gold) for gold in golds)
-            f1 += max(f1_score(prediction, gold) for gold in golds)
+            exact_match += max(answers.exact_match(prediction, gold) for gold in golds)
+            f1 += max(answers.token_f1(prediction, gold, empty_matches_empty=False) for gold in golds)
         total = len(references)
         if unanswered:
             logger.warning("%d of %d questions have no prediction; each scores 0 (SQuAD v1.1)", unanswered, total)

@@ -3,13 +3,12 @@ answerable (HasAns) and unanswerable (NoAns) questions apart and the best no-ans
 
 import logging
 import math
-from collections import Counter
 
 import datasets
 import evaluate
 
 from hf_compress.checks import invalid
-from hf_compress.metrics.answers import normalize_answer
+from hf_compress.metrics.answers import exact_match, normalize_answer, token_f1
 from hf_compress.metrics.info import metric_info
 
 _DESCRIPTION = (
@@ -55,23 +54,6 @@ _CITATION = """\
 }
 """
 logger = logging.getLogger(__name__)
-
-
-def exact_score(prediction: str, gold: str) -> float:
-    """1.0 when the normalised strings are equal (both empty included), else 0.0."""
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def f1_score(prediction: str, gold: str) -> float:
-    """Token-overlap F1 in [0, 1] of the normalised answers; 1 when both are empty, 0 when only one is (v2.0)."""
-    prediction_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if not prediction_tokens or not gold_tokens:
-        return float(prediction_tokens == gold_tokens)
-    shared = sum((Counter(prediction_tokens) & Counter(gold_tokens)).values())
-    if shared == 0:
-        return 0.0
-    precision, recall = shared / len(prediction_tokens), shared / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
 
 
 def best_threshold(answered: dict, unanswered: dict, no_answer: dict) -> tuple[float, float]:
@@ -124,8 +106,8 @@ class SquadV2(evaluate.Metric):
                 continue
             golds = [t for t in texts if normalize_answer(t)] or [""]  # the official script's gold answers
             text, no_answer[question] = by_id[question]
-            scores["exact"][question] = max(exact_score(text, gold) for gold in golds)
-            scores["f1"][question] = max(f1_score(text, gold) for gold in golds)
+            scores["exact"][question] = max(exact_match(text, gold) for gold in golds)
+            scores["f1"][question] = max(token_f1(text, gold, empty_matches_empty=True) for gold in golds)
         if unanswered:
             logger.warning("%d of %d questions have no prediction; each scores 0", unanswered, len(references))
         # What each predicted question scores when its answer is replaced by "": 1 if it has no gold answer.
