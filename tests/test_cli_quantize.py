@@ -113,12 +113,13 @@ def test_bad_fields_are_refused_before_loading(tmp_path, capsys, source, fields,
 
 def test_trainer_applies_the_same_calibrated_int8_at_finalization(tmp_path):
     """quantization='dynamic-int8' with the calibration fields in CompressionTrainingArguments: the final model is
-    calibrated int8 (SmoothQuant, outliers, GPTQ, per-token)."""
+    calibrated int8 (SmoothQuant, outliers, GPTQ, per-token), with the weight granularity asked for."""
     from hf_compress import CompressionTrainer, CompressionTrainingArguments
     from tests.testing_utils import tiny_bert, tiny_dataset, training_args
 
     teacher, student = tiny_bert(seed=0), tiny_bert(seed=1)
     fields = {k: v for k, v in CALIBRATED.items() if k != "calibration_batch_size"}
+    fields["weight_granularity"] = "per-tensor"
     args = training_args(CompressionTrainingArguments, tmp_path, quantization="dynamic-int8", **fields)
     trainer = CompressionTrainer(model=student, teacher_model=teacher, args=args, train_dataset=tiny_dataset())
     trainer.train()
@@ -126,6 +127,9 @@ def test_trainer_applies_the_same_calibrated_int8_at_finalization(tmp_path):
     assert q.activation_range == "per_token" and q.outlier_channels
     assert "smoothed_linear" in set(q.quantized_modules.values())
     assert trainer.model.config.compression["quantization"]["gptq_rounded"] > 0
+    assert q.weight_granularity == "per-tensor"
+    scales = [m.weight_scale for m in trainer.model.modules() if type(m).__name__ == "Int8Linear"]
+    assert scales and all(torch.all(s == s[0]) for s in scales)
 
 
 def test_calibration_fields_need_int8(tmp_path):
