@@ -174,6 +174,41 @@ def write_openvino(onnx_path: str, xml_path: str, input_names: tuple[str, ...], 
     ov.save_model(model, xml_path, compress_to_fp16=False)
 
 
+def write_openvino_from_torch(
+    model: nn.Module,
+    example: dict[str, torch.Tensor],
+    output_names: tuple[str, ...],
+    xml_path: str,
+    max_length: int,
+) -> None:
+    """Convert a float model (eval mode) with OpenVINO's PyTorch frontend, from torch.export with dynamic batch and
+    sequence axes, and save it as IR (.xml + .bin, weights kept in fp32), inputs and outputs named as write_onnx names
+    them. Used where the model holds no int8 codes (the NNCF path of export/openvino_int8.py).
+
+    Why not the ONNX graph here: from the PyTorch program the frontend keeps attention as one ScaledDotProductAttention
+    node, where from ONNX it is MatMul + Softmax + MatMul; measured on the MiniLM tweets teacher (one thread, AVX-512
+    VNNI), the NNCF int8 IR then runs 1.10x faster at batch 32 and 1.14x at batch 1, at the same agreement.
+    """
+    import openvino as ov
+
+    names = tuple(example)
+    batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
+    wrapped = HeadOutputs(model, output_names).eval()
+    with torch.no_grad(), quiet():
+        program = torch.export.export(
+            wrapped, (), kwargs=dict(example), dynamic_shapes={name: {0: batch, 1: sequence} for name in names}
+        )
+        converted = ov.convert_model(program)
+    # The frontend names inputs after the program's placeholders (the forward's argument names) and outputs after
+    # internal nodes: each port gets the tokenizer's or the head's name, by that name only.
+    for port in converted.inputs:
+        (name,) = [n for n in names if n in port.get_names() or port.get_any_name().startswith(n)]
+        port.get_tensor().set_names({name})
+    for port, name in zip(converted.outputs, output_names):
+        port.get_tensor().set_names({name})
+    ov.save_model(converted, xml_path, compress_to_fp16=False)
+
+
 def graph_file(directory: str, format: str) -> str:
     """The file a format's export writes in `directory`."""
     return os.path.join(directory, ONNX_FILE if format == "onnx" else OPENVINO_FILE)

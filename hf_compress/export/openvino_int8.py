@@ -2,9 +2,10 @@
 
 `export_openvino_int8(model_dir, output_dir, calibration_batches)` (the CLI: `hf-compress quantize RECIPE.yaml
 --runtime openvino`) writes the float graph of the model (an int8 or low-bit model: the weights it computes with,
-dequantized, see format/compressed_tensors.stock_model), converts it with openvino.convert_model, and quantizes it
-with `nncf.quantize` (NNCF's transformer preset: SmoothQuant, then int8 weights per output channel and int8
-activations with static ranges measured on the calibration sequences, then fast bias correction). OpenVINO's CPU
+dequantized, see format/compressed_tensors.stock_model), converts it with OpenVINO's PyTorch frontend
+(`openvino.convert_model` of its torch.export program: attention stays one ScaledDotProductAttention node), and
+quantizes it with `nncf.quantize` (NNCF's transformer preset: SmoothQuant, then int8 weights per output channel and
+int8 activations with static ranges measured on the calibration sequences, then fast bias correction). OpenVINO's CPU
 plugin runs the result with its int8 kernels (VNNI where the CPU has it).
 
 Why a second int8 path beside our codes in the graph (export/int8.py): OpenVINO runs ONNX's dynamic
@@ -30,24 +31,38 @@ from .arguments import check_export
 __all__ = ["calibration_sequences", "export_openvino_int8"]
 
 
-def calibration_sequences(calibration_batches: list[dict], names: tuple[str, ...]) -> list[dict[str, np.ndarray]]:
+def calibration_sequences(
+    calibration_batches: list[dict],
+    names: tuple[str, ...],
+    max_length: int | None = None,
+    field: str = "calibration_batches",
+) -> list[dict[str, np.ndarray]]:
     """Padded batches (dicts of (batch, sequence) tensors or arrays) as NNCF's calibration items: one sequence per
     item with its padding cut (statistics per real token, not per pad), int64 arrays of shape (1, length).
 
-    Raises ValueError when the batches hold no sequence or lack one of the model's inputs."""
+    Raises ValueError when the batches hold no sequence, lack one of the model's inputs, or hold a sequence longer
+    than `max_length` tokens (the positions the model reads: such a sequence fails inside the runtime, e.g. RoBERTa's
+    position gather, after minutes of work). `field` names the argument in the message."""
     from ..checks import invalid
 
     items = []
     for batch in calibration_batches or []:
         missing = [name for name in names if name not in batch]
         if missing:
-            raise invalid("calibration_batches", f"a batch with {sorted(batch)}", f"batches holding {list(names)}")
+            raise invalid(field, f"a batch with {sorted(batch)}", f"batches holding {list(names)}")
         arrays = {name: np.asarray(batch[name], dtype=np.int64) for name in names}
+        longest = int(arrays["attention_mask"].sum(-1).max(initial=0))
+        if max_length is not None and longest > max_length:
+            raise invalid(
+                field,
+                f"a batch with a sequence of {longest} tokens",
+                f"sequences of at most {max_length} tokens, the positions the model reads (truncate them)",
+            )
         for row in range(arrays["input_ids"].shape[0]):
             length = int(arrays["attention_mask"][row].sum())
             items.append({name: array[row : row + 1, :length].copy() for name, array in arrays.items()})
     if not items:
-        raise invalid("calibration_batches", len(calibration_batches or []), "at least one batch of tokenized text")
+        raise invalid(field, len(calibration_batches or []), "at least one batch of tokenized text")
     return items
 
 
@@ -62,8 +77,9 @@ def _float_model(model):
         return model  # float already
 
 
-def _check_modules(model, modules: list[str]) -> None:
-    """Every name in `modules` names a Linear of the model (exactly, or as a name suffix), before any graph work."""
+def _linears_named(model, modules: list[str]) -> list[str]:
+    """The full names of the model's Linears that `modules` names (exactly, or as a name suffix, as transformers'
+    modules_to_not_convert), checked before any graph work: a name that matches no Linear is an error."""
     import torch
 
     from ..checks import invalid
@@ -76,14 +92,16 @@ def _check_modules(model, modules: list[str]) -> None:
             modules,
             f"names of Linear modules of the model (no Linear is named {unknown}; e.g. {linears[-1]!r})",
         )
+    return [n for n in linears if any(n == m or n.endswith("." + m) for m in modules)]
 
 
-def _matmuls_of(ov_model, modules: list[str]) -> list[str]:
-    """The OpenVINO MatMul nodes whose weight constant is `<module>.weight` for a module named in `modules` (by name
-    or name suffix, as transformers' modules_to_not_convert): NNCF's ignored scope names nodes, not modules."""
-    if not modules:
+def _matmuls_of(ov_model, linears: list[str]) -> list[str]:
+    """The OpenVINO MatMul nodes whose weight constant is the weight of one of `linears` (full module names): NNCF's
+    ignored scope names nodes, not modules. The PyTorch frontend names a parameter's constant after its path in the
+    exported module with "_" for ".", e.g. `model_classifier_weight:0` (the model is wrapped as `model`)."""
+    if not linears:
         return []
-    wanted = tuple(modules)
+    wanted = tuple("_" + name.replace(".", "_") + "_weight" for name in linears)
     names = []
     for op in ov_model.get_ordered_ops():
         if op.get_type_name() != "MatMul":
@@ -93,12 +111,9 @@ def _matmuls_of(ov_model, modules: list[str]) -> list[str]:
             source = source.input_value(0).get_node()
         if source.get_type_name() != "Constant":
             continue
-        tensor_names = set(source.output(0).get_names()) | {source.get_friendly_name()}
-        for tensor in tensor_names:
-            module = tensor.removesuffix(".weight")
-            if tensor.endswith(".weight") and any(module == m or module.endswith("." + m) for m in wanted):
-                names.append(op.get_friendly_name())
-                break
+        tensors = {name.split(":")[0] for name in source.output(0).get_names()}
+        if any(tensor.endswith(wanted) for tensor in tensors):
+            names.append(op.get_friendly_name())
     return names
 
 
@@ -113,7 +128,6 @@ def export_openvino_int8(
     smoothquant_alpha: float | None = None,
     modules_to_not_convert: list[str] | None = None,
     precision: str = "f32",
-    opset: int | None = None,
     overwrite: bool = False,
     check_batches: list[dict] | None = None,
 ) -> dict:
@@ -136,7 +150,7 @@ def export_openvino_int8(
 
     from ..checks import check_choice, invalid, require
 
-    plan = check_export(model_dir, output_dir, "openvino", opset, precision, overwrite)
+    plan = check_export(model_dir, output_dir, "openvino", None, precision, overwrite)
     if importlib.util.find_spec("nncf") is None:
         raise invalid(
             "runtime",
@@ -158,8 +172,10 @@ def export_openvino_int8(
     task = task_for_model(model.config)
     outputs = graph.OUTPUTS[task.name]
     names = graph.input_names(model, plan.tokenizer)
-    items = calibration_sequences(calibration_batches, names)  # refused before any graph is written
     max_length = graph.max_sequence_length(model, plan.tokenizer)
+    items = calibration_sequences(calibration_batches, names, max_length)  # refused before any graph is written
+    if check_batches:
+        calibration_sequences(check_batches, names, max_length, field="check_batches")
     vocab_size = min(model.config.vocab_size, len(plan.tokenizer))
     sample = verify.sample_batches(plan.tokenizer, names, max_length, vocab_size)
     if check_batches:
@@ -168,7 +184,7 @@ def export_openvino_int8(
         batches = sample
     reference = verify.torch_outputs(graph.graph_model(model, task, plan.model_dir), batches, outputs)
     float_model = _float_model(model).eval()
-    _check_modules(float_model, list(modules_to_not_convert or []))
+    kept = _linears_named(float_model, list(modules_to_not_convert or []))
     import shutil
 
     import nncf
@@ -178,18 +194,16 @@ def export_openvino_int8(
 
     example = {name: torch.from_numpy(array[:2, :8].copy()) for name, array in sample[2].items()}
     with staged_directory(plan.output_dir) as staging:
-        work = os.path.join(staging, "_onnx")
+        work = os.path.join(staging, "_float")
         os.makedirs(work)
-        onnx_path = os.path.join(work, graph.ONNX_FILE)
-        written_opset, _ = graph.write_onnx(
-            graph.graph_model(float_model, task, plan.model_dir), example, outputs, onnx_path, plan.opset, max_length
-        )
         xml_path = os.path.join(staging, graph.OPENVINO_FILE)
         # The float IR stays in the work folder: read_model maps its .bin, which must not be overwritten under it.
         float_xml = os.path.join(work, "float.xml")
-        graph.write_openvino(onnx_path, float_xml, names, outputs)
+        graph.write_openvino_from_torch(
+            graph.graph_model(float_model, task, plan.model_dir), example, outputs, float_xml, max_length
+        )
         float_ir = ov.Core().read_model(float_xml)
-        ignored = _matmuls_of(float_ir, list(modules_to_not_convert or []))
+        ignored = _matmuls_of(float_ir, kept)
         if modules_to_not_convert and not ignored:
             raise invalid(
                 "quantization_modules_to_not_convert",
@@ -230,7 +244,7 @@ def export_openvino_int8(
         record = {
             "format": "openvino",
             "file": graph.OPENVINO_FILE,
-            "opset": written_opset,
+            "opset": None,  # converted from the PyTorch program: no ONNX graph in between
             "inputs": list(names),
             "outputs": list(outputs),
             "dynamic_axes": {"batch": 0, "sequence": 1},
