@@ -4,14 +4,16 @@
 loads any model hf_compress saves (a distilled or pruned student, an ALBERT-style, vocabulary-pruned, low-rank, int8
 or low-bit model) with a sequence-classification, token-classification or extractive-QA head, or a
 sentence-transformers base model (its pooling, and normalisation if declared, then run inside the graph: output
-`sentence_embedding`); captures its graph with
-torch.export (dynamic batch and sequence axes) and writes it with torch.onnx's dynamo exporter, converted by
-openvino.convert_model for OpenVINO; runs the file on sample inputs and compares it with the PyTorch model; and only
-then puts it in `output_dir` with the tokenizer, a config.json and a README card. The work happens in a staging folder
-renamed at the end: a refused argument, a failed export or a check beyond its bound leaves no file.
+`sentence_embedding`); captures its graph with torch.export (dynamic batch and sequence axes) and writes it with
+torch.onnx's dynamo exporter for ONNX, or converts the program with OpenVINO's PyTorch frontend for OpenVINO; runs the
+file on sample inputs and compares it with the PyTorch model; and only then puts it in `output_dir` with the
+tokenizer, a config.json and a README card. The work happens in a staging folder renamed at the end: a refused
+argument, a failed export or a check beyond its bound leaves no file.
 
-Int8 matmuls go into the graph with the model's own codes and scales (see int8.py). OpenVINO's own static int8 (NNCF
-post-training quantization on calibration text) is `export_openvino_int8` (openvino_int8.py).
+Int8 matmuls go into the graph with the model's own codes and scales (see int8.py): in ONNX as its dynamic int8
+(DynamicQuantizeLinear + MatMulInteger), in OpenVINO as int8 compressed weights whose activations the runtime
+quantizes. OpenVINO's own static int8 (NNCF post-training quantization on calibration text) is
+`export_openvino_int8` (openvino_int8.py).
 
 `format="compressed-tensors"` writes an int8 or low-bit model as a checkpoint stock transformers loads (see
 format/compressed_tensors.py), checked by stock transformers in a fresh process that cannot import hf_compress; a
@@ -21,7 +23,6 @@ sentence-embedding model also keeps its sentence-transformers files and is check
 from __future__ import annotations
 
 import os
-import shutil
 
 from .arguments import FORMATS, PRECISIONS, check_export
 from .openvino_int8 import export_openvino_int8
@@ -49,9 +50,10 @@ def export(
     return the export's record (also in output_dir/config.json under "export": files, inputs, outputs, the check's
     numbers).
 
-    `opset`: the ONNX opset, 18 to 23 (default: the exporter's, 20 with torch 2.13). `precision`: OpenVINO's
-    inference precision recorded for serving, "f32" or "bf16" (the file is checked in f32 against the bound, and
-    with "bf16" also compiled in bf16 and checked as int8 is). `overwrite`: replace an output_dir that holds files.
+    `opset`: the ONNX opset, 18 to 23 (default: the exporter's, 20 with torch 2.13; format="onnx" only).
+    `precision`: OpenVINO's inference precision recorded for serving, "f32" or "bf16" (the file is checked in f32
+    against the bound, and with "bf16" also compiled in bf16 and checked as int8 is). `overwrite`: replace an
+    output_dir that holds files.
     Raises ValueError before any work for a bad argument, and after the export when the file is beyond its bound
     (float graphs: max |logit difference| 1e-4; graphs with int8 matmuls: logits SQNR 15 dB and argmax agreement
     99.5% on the decisions that are not ties at int8 precision; see verify.py); nothing is written then.
@@ -80,16 +82,15 @@ def export(
         return _export_compressed_tensors(plan, model, task, batches, reference, names, outputs, max_length)
     example = {name: torch.from_numpy(array[:2, :8].copy()) for name, array in batches[2].items()}
     with staged_directory(plan.output_dir) as staging:
-        work = os.path.join(staging, "_onnx") if format == "openvino" else staging
-        os.makedirs(work, exist_ok=True)
-        onnx_path = os.path.join(work, graph.ONNX_FILE)
-        opset, int8_matmuls = graph.write_onnx(computed, example, outputs, onnx_path, plan.opset, max_length)
         if format == "onnx":
+            onnx_path = os.path.join(staging, graph.ONNX_FILE)
+            opset, int8_matmuls = graph.write_onnx(computed, example, outputs, onnx_path, plan.opset, max_length)
             run, runtime, compiled_precision = verify.onnxruntime_runner(onnx_path), _version("onnxruntime"), None
         else:
-            graph.write_openvino(onnx_path, os.path.join(staging, graph.OPENVINO_FILE), names, outputs)
-            shutil.rmtree(work)
-            run, compiled_precision = verify.openvino_runner(os.path.join(staging, graph.OPENVINO_FILE), outputs)
+            xml_path = os.path.join(staging, graph.OPENVINO_FILE)
+            opset = None  # converted from the PyTorch program: no ONNX graph in between
+            int8_matmuls = graph.write_openvino_from_torch(computed, example, outputs, xml_path, max_length)
+            run, compiled_precision = verify.openvino_runner(xml_path, outputs)
             runtime = _version("openvino")
         stats = verify.compare(reference, [run(batch) for batch in batches], batches, task.name)
         ok, bound = verify.within_bound(stats, int8=int8_matmuls > 0)

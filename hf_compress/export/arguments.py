@@ -46,7 +46,7 @@ class ExportPlan:
 
 
 def check_fields(format: str, opset, precision: str, overwrite) -> None:
-    """The flags alone: known format and precision, an opset the exporter and both runtimes read, a bool."""
+    """The flags alone: known format and precision, an opset (ONNX only) the exporter and ONNX Runtime read, a bool."""
     check_choice("format", format, FORMATS)
     check_choice("precision", precision, PRECISIONS)
     require(
@@ -56,10 +56,11 @@ def check_fields(format: str, opset, precision: str, overwrite) -> None:
         "'f32' with format='onnx' (bf16 is an OpenVINO inference precision: format='openvino')",
     )
     require(
-        opset is None or format != "compressed-tensors",
+        opset is None or format == "onnx",
         "opset",
         opset,
-        "null with format='compressed-tensors' (a checkpoint, not a graph: opset applies to onnx and openvino)",
+        f"null with format={format!r} (the ONNX opset applies to format='onnx' only: a compressed-tensors "
+        "checkpoint is no graph, and OpenVINO's IR is converted from the PyTorch program)",
     )
     if opset is not None:
         ok = is_int(opset) and MIN_OPSET <= opset <= MAX_OPSET

@@ -1,10 +1,10 @@
 """A saved model's graph as a file: torch.export with dynamic batch and sequence axes, written as ONNX by torch.onnx's
-dynamo exporter (+ onnxscript), or that ONNX graph converted by openvino.convert_model.
+dynamo exporter (+ onnxscript), or converted to OpenVINO IR by OpenVINO's PyTorch frontend.
 
-Why OpenVINO from the ONNX graph and not from the PyTorch module: one graph capture serves both formats, and
-converting it is fast (3.7 s for the tiny test BERT, against 24 s for `convert_model(torch.export.export(...))` and
-17 s for `convert_model(model, example_input=...)`, which traces with TorchScript and bakes a padding branch of
-transformers' mask code into the graph: measured on the 2-core test machine under load).
+Why OpenVINO from the PyTorch program and not from the ONNX graph (as until 2026-12-04): attention stays one
+ScaledDotProductAttention node (1.1x faster int8 on the MiniLM teacher), and int8 codes stay one byte each (see
+write_openvino_from_torch). Not `convert_model(model, example_input=...)`: it traces with TorchScript and bakes a
+padding branch of transformers' mask code into the graph.
 """
 
 from __future__ import annotations
@@ -161,40 +161,31 @@ def write_onnx(
     return next(o.version for o in written.opset_import if o.domain in ("", "ai.onnx")), int8_matmuls
 
 
-def write_openvino(onnx_path: str, xml_path: str, input_names: tuple[str, ...], output_names: tuple[str, ...]) -> None:
-    """Convert the ONNX file with openvino.convert_model and save it as IR (.xml + .bin), weights kept in fp32
-    (save_model would halve them to fp16 by default; the inference precision is chosen when compiling). Each input
-    and output tensor of the IR is named as in the ONNX graph, by that name only."""
-    import openvino as ov
-
-    model = ov.convert_model(onnx_path)
-    for ports, names in ((model.inputs, input_names), (model.outputs, output_names)):
-        for port, name in zip(ports, names):
-            port.get_tensor().set_names({name})
-    ov.save_model(model, xml_path, compress_to_fp16=False)
-
-
 def write_openvino_from_torch(
     model: nn.Module,
     example: dict[str, torch.Tensor],
     output_names: tuple[str, ...],
     xml_path: str,
     max_length: int,
-) -> None:
-    """Convert a float model (eval mode) with OpenVINO's PyTorch frontend, from torch.export with dynamic batch and
-    sequence axes, and save it as IR (.xml + .bin, weights kept in fp32), inputs and outputs named as write_onnx names
-    them. Used where the model holds no int8 codes (the NNCF path of export/openvino_int8.py).
+) -> int:
+    """Convert a model (eval mode) with OpenVINO's PyTorch frontend, from torch.export with dynamic batch and
+    sequence axes, and save it as IR (.xml + .bin, float weights kept in fp32), inputs and outputs named as write_onnx
+    names them; returns the number of int8 matmuls, written as int8 compressed weights (see
+    int8.compressed_weight_matmul).
 
-    Why not the ONNX graph here: from the PyTorch program the frontend keeps attention as one ScaledDotProductAttention
-    node, where from ONNX it is MatMul + Softmax + MatMul; measured on the MiniLM tweets teacher (one thread, AVX-512
-    VNNI), the NNCF int8 IR then runs 1.10x faster at batch 32 and 1.14x at batch 1, at the same agreement.
+    Why not the ONNX graph for OpenVINO: from the PyTorch program the frontend keeps attention as one
+    ScaledDotProductAttention node, where from ONNX it is MatMul + Softmax + MatMul (measured on the MiniLM tweets
+    teacher, one thread, AVX-512 VNNI: its NNCF int8 IR runs 1.10x faster at batch 32 and 1.14x at batch 1, at the
+    same agreement), and int8 codes stay one byte each (ONNX's MatMulInteger becomes int32 constants).
     """
     import openvino as ov
+
+    from .int8 import compressed_weight_matmul, int8_export_forms
 
     names = tuple(example)
     batch, sequence = torch.export.Dim("batch"), torch.export.Dim("sequence", max=max_length)
     wrapped = HeadOutputs(model, output_names).eval()
-    with torch.no_grad(), quiet():
+    with int8_export_forms(model, compressed_weight_matmul) as int8_matmuls, torch.no_grad(), quiet():
         program = torch.export.export(
             wrapped, (), kwargs=dict(example), dynamic_shapes={name: {0: batch, 1: sequence} for name in names}
         )
@@ -207,6 +198,7 @@ def write_openvino_from_torch(
     for port, name in zip(converted.outputs, output_names):
         port.get_tensor().set_names({name})
     ov.save_model(converted, xml_path, compress_to_fp16=False)
+    return int8_matmuls
 
 
 def graph_file(directory: str, format: str) -> str:
