@@ -117,6 +117,7 @@ def search(base: dict, folder: str, budget: str, value: float) -> dict:
         "checked_teacher_ms": result.checked_teacher_ms,
         "checked_speedup": result.checked_teacher_ms / result.checked_latency_ms,
         "latency_fit_error": result.fit_error,
+        "latency_table_seconds": round(result.latency_table_seconds, 1),
         "loss_increase": result.loss_increase,
         "summary": result.summary(),
     }

@@ -58,6 +58,29 @@ def test_neuron_and_head_importance_equal_weight_gradient_sums():
     assert scores.num_batches == 3
 
 
+def test_weight_fisher_traces_from_the_gate_passes_equal_plain_weight_gradients():
+    """The search sums HAWQ's Fisher traces in the gates' backward passes: gates at 1 must not change a gradient."""
+    model = tiny_bert(num_hidden_layers=2)
+    batches = [tiny_batch(seed=s) for s in range(3)]
+    weights = {
+        "bert.embeddings.word_embeddings": model.bert.embeddings.word_embeddings,
+        "bert.encoder.layer.0.output.dense": model.bert.encoder.layer[0].output.dense,
+        "bert.encoder.layer.1.attention.self.query": model.bert.encoder.layer[1].attention.self.query,
+    }
+    scores = importance_scores(model, batches, 3, weights=weights)
+    expected = dict.fromkeys(weights, 0.0)
+    for batch in batches:
+        model.zero_grad()
+        _loss(model, batch).backward()
+        for name, module in weights.items():
+            expected[name] += float(module.weight.grad.double().square().sum())
+    assert set(scores.weight_traces) == set(weights)
+    for name in weights:
+        assert float(scores.weight_traces[name]) == pytest.approx(expected[name], rel=1e-5)
+        assert expected[name] > 0
+    assert importance_scores(model, batches, 1).weight_traces == {}
+
+
 def test_layer_importance_equals_a_finite_difference():
     model = tiny_bert(num_hidden_layers=3).double()
     batches = [tiny_batch(seed=s) for s in range(2)]
@@ -131,6 +154,34 @@ def test_each_kind_of_budget_is_met(setting, fields, measure):
     assert c.depth < 4 or c.width < 64 or c.weight_bits < 32 or c.prune_vocabulary  # the budget is below the teacher
 
 
+@pytest.mark.parametrize("measure", ["parameters", "bytes"])
+def test_costs_from_few_skeletons_equal_every_shape_built_whole(setting, measure):
+    """Sizes and parameters are counted on 8 skeletons per width of weights, not one per shape: every shape of the
+    grid, built whole, must have the counted parameters exactly and the counted bytes up to the safetensors header's
+    digits and 8-byte padding (the chosen shape is built whole and its exact bytes checked)."""
+    teacher, tokenizer, data, _ = setting
+    ids = data["input_ids"]
+    count = parameter_count if measure == "parameters" else saved_size
+    built = []
+
+    def one(layers, width, bits, token_ids):
+        built.append((tuple(layers), width, bits, token_ids is not None))
+        return count(skeleton(teacher, layers, width, bits, tokenizer, token_ids)[0])
+
+    bits = [32] if measure == "parameters" else [32, 4]
+    costs = search_module._additive_costs(one, [8, 32, 64], bits, [False, True], 4, ids)
+    assert len(built) == len(bits) * (3 + 2)
+    for (width, b, cut), (first, per) in costs.items():
+        for depth in (1, 2, 4):
+            whole = count(skeleton(teacher, list(range(depth)), width, b, tokenizer, ids if cut else None)[0])
+            if measure == "parameters":
+                assert first + (depth - 1) * per == whole
+            else:
+                assert abs(first + (depth - 1) * per - whole) <= 64
+    smallest = count(skeleton(teacher, [0], 8, bits[-1], tokenizer, ids)[0])
+    assert costs[8, bits[-1], True][0] == smallest  # the smallest student is counted exactly
+
+
 @pytest.mark.parametrize("fields", [{"budget_params": 1000}, {"budget_mb": 0.001}], ids=["params", "mb"])
 def test_a_budget_no_student_meets_is_refused_before_any_gradient(setting, fields, monkeypatch):
     def no_scoring(*args, **kwargs):
@@ -190,7 +241,8 @@ def test_the_latency_table_is_measured_once_per_machine_and_teacher(setting, tmp
         raise AssertionError("timed again")
 
     monkeypatch.setattr("hf_compress.search.latency.latency_ms", no_timing)
-    assert measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2) == first
+    again = measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2)
+    assert again == first and again.from_cache and not first.from_cache
     with pytest.raises(AssertionError, match="timed again"):  # another input shape is another table
         measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 8, 16, 1, 2)
     assert first.predict(2, 32, 8) == pytest.approx(
@@ -208,22 +260,24 @@ def test_the_latency_law_is_fitted_from_the_timings(setting, tmp_path, monkeypat
     teacher, tokenizer, _, _ = setting
     law = {32: (0.5, 0.2, 0.004), 8: (0.3, 0.1, 0.001)}  # bits -> base, per layer, per neuron (ms)
 
-    calls = iter([32, 8])  # one group of skeletons per weight width, timed in the order given
+    timed = []
 
     def timings(models, *args, **kwargs):
-        bits = next(calls)
-        base, layer, neuron = law[bits]
+        timed.append(list(models))
         out = {"teacher": law[32][0] + 4 * (law[32][1] + teacher.config.intermediate_size * law[32][2])}
         for name in models:
             if name != "teacher":
-                width, depth = map(int, name.split("/"))
+                bits, width, depth = map(int, name.split("/"))
+                base, layer, neuron = law[bits]
                 out[name] = base + depth * (layer + width * neuron)
-        if noise and bits == 8:
-            out["64/3"] *= 1 + noise
+        if noise:
+            out["8/64/3"] *= 1 + noise
         return out
 
     monkeypatch.setattr("hf_compress.search.latency.latency_ms", timings)
     table = measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2, use_cache=False)
+    assert len(timed) == 1 and timed[0][0] == "teacher"  # one interleaved loop: every shape beside the teacher
+    assert len(timed[0]) == 1 + 2 * 2 * 2  # bits x widths x depths (1 and 3)
     if not noise:
         for bits, (base, layer, neuron) in law.items():
             assert (table.base[bits], table.per_layer[bits], table.per_neuron[bits]) == pytest.approx(

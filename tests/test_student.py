@@ -35,6 +35,25 @@ def test_full_depth_student_is_the_teacher():
     assert torch.allclose(student(**batch).logits, teacher(**batch).logits, atol=1e-6)
 
 
+def test_student_of_a_tied_model_keeps_its_weights_tied_and_untouched_by_random_init():
+    """The student is built without random init (every tensor comes from the teacher), so the tying that init
+    would have done must still hold: a masked-LM decoder is the word embedding, one tensor."""
+    from transformers import BertForMaskedLM
+
+    from tests.testing_utils import tiny_bert_config
+
+    torch.manual_seed(0)
+    teacher = BertForMaskedLM(tiny_bert_config(num_hidden_layers=3, tie_word_embeddings=True)).eval()
+    student = create_student(teacher, layers=[0, 2])
+    assert student.cls.predictions.decoder.weight is student.bert.embeddings.word_embeddings.weight
+    assert torch.equal(student.bert.embeddings.word_embeddings.weight, teacher.bert.embeddings.word_embeddings.weight)
+    assert all(torch.isfinite(p).all() for p in student.parameters())
+    state = teacher.state_dict()
+    for name, tensor in student.state_dict().items():  # every tensor the teacher's (layers renumbered)
+        source = name.replace("layer.1.", "layer.2.")
+        assert torch.equal(tensor, state[source]), name
+
+
 def test_student_saves_and_reloads_as_stock_model(tmp_path):
     from transformers import AutoModelForSequenceClassification
 

@@ -5,12 +5,14 @@ before the attention output projection, an FFN neuron's activation before the do
 unit is Σ over batches of (∂L/∂m)², the squared mask gradient of Michel et al. 2019 (arXiv:1905.10650) as GradNAS
 sums it: half of it is the empirical-Fisher estimate of the loss increase of removing the unit (δm = −1), the same
 second-order estimate HAWQ's Ω makes for rounding a weight (`methods.low_bit.bit_widths`), so the two add up.
+The weights' Fisher traces that Ω needs come from the same backward passes when asked for (`weights=`): the gates are
+1, so they change no gradient, and one pass per batch serves both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -29,12 +31,15 @@ class Importance:
         heads: shape (L, H), one per attention head.
         neurons: shape (L, I), one per FFN neuron.
         num_batches: batches summed.
+        weight_traces: {module name: Σ ‖∂L/∂W‖² (float64 scalar)} for the `weights=` modules (HAWQ's Fisher trace,
+            as `methods.low_bit.bit_widths.fisher_traces` computes it); empty when none were asked for.
     """
 
     layers: torch.Tensor
     heads: torch.Tensor
     neurons: torch.Tensor
     num_batches: int
+    weight_traces: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def _gate_layer(gate: torch.Tensor):
@@ -56,8 +61,11 @@ def _gate_columns(gate: torch.Tensor, groups: int):
     return hook
 
 
-def importance_scores(model: nn.Module, batches: Iterable[dict], num_batches: int) -> Importance:
-    """Score every layer, head and FFN neuron of `model` on up to `num_batches` labelled batches (eval mode).
+def importance_scores(
+    model: nn.Module, batches: Iterable[dict], num_batches: int, weights: dict[str, nn.Module] | None = None
+) -> Importance:
+    """Score every layer, head and FFN neuron of `model` on up to `num_batches` labelled batches (eval mode), and sum
+    the Fisher trace of each module in `weights` (by name; each with a `.weight`) in the same backward passes.
 
     Batches are dicts of model inputs with labels (the model's output must have `.loss`). No parameter's `.grad`
     changes; the model's mode is restored. Works for every family of `hf_compress.families` except ALBERT (shared
@@ -81,14 +89,20 @@ def importance_scores(model: nn.Module, batches: Iterable[dict], num_batches: in
         handles.append(layer.register_forward_hook(_gate_layer(layer_gates[i]), with_kwargs=True))
         handles.append(part.module("attention_output").register_forward_pre_hook(_gate_columns(head_gates[i], heads)))
         handles.append(part.down.register_forward_pre_hook(_gate_columns(neuron_gates[i], size)))
-    sums = [torch.zeros(g.shape, dtype=torch.float64) for g in (layer_gates, head_gates, neuron_gates)]
+    gates = (layer_gates, head_gates, neuron_gates)
+    weights = dict(weights or {})
+    sums = [torch.zeros(g.shape, dtype=torch.float64) for g in gates]
+    traces = {name: torch.zeros((), dtype=torch.float64) for name in weights}
     seen = 0
-    try:  # only the gates' gradients are needed: every parameter stays frozen
-        for grads in loss_gradients(model, (layer_gates, head_gates, neuron_gates), batches, num_batches):
-            for total, grad in zip(sums, grads):
+    try:  # only the gates' (and asked-for weights') gradients: every other parameter stays frozen
+        tensors = (*gates, *(m.weight for m in weights.values()))
+        for grads in loss_gradients(model, tensors, batches, num_batches):
+            for total, grad in zip(sums, grads[: len(gates)]):
                 total += grad.double().square().cpu()
+            for name, grad in zip(weights, grads[len(gates) :]):
+                traces[name] += grad.double().square().sum().cpu()
             seen += 1
     finally:
         for handle in handles:
             handle.remove()
-    return Importance(layers=sums[0], heads=sums[1], neurons=sums[2], num_batches=seen)
+    return Importance(layers=sums[0], heads=sums[1], neurons=sums[2], num_batches=seen, weight_traces=traces)

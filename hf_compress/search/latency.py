@@ -2,13 +2,12 @@
 
 For every weight width of the search space, skeleton students of depth 1 and of depth D (the teacher's, at most 3)
 at three FFN widths of the space (its smallest, a middle one and its largest) are timed with
-`evaluation.measure.latency_ms`, interleaved with the teacher so that all see the same machine state; each group's
-times are scaled by the teacher's median over the groups (so a busier moment during one group does not bias its
-width of weights). The three coefficients per weight width are a least-squares fit over those shapes (and, for float
-weights, the teacher itself: depth L at full width), so one noisy timing does not decide a shape. A layer's cost is
-linear in its FFN width (two Linears of that width; the attention part is fixed). The table is cached as JSON under
-$HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher shape, inputs), so a second search on the same
-machine and teacher times nothing. Latency does not depend on the vocabulary (a row gather).
+`evaluation.measure.latency_ms`, all in one interleaved loop with the teacher, so that every shape and the teacher
+see the same machine state. The three coefficients per weight width are a least-squares fit over those shapes (and,
+for float weights, the teacher itself: depth L at full width), so one noisy timing does not decide a shape. A layer's
+cost is linear in its FFN width (two Linears of that width; the attention part is fixed). The table is cached as JSON
+under $HF_COMPRESS_CACHE/search (key: CPU, torch version, threads, teacher shape, inputs), so a second search on the
+same machine and teacher times nothing. Latency does not depend on the vocabulary (a row gather).
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -38,6 +37,7 @@ class LatencyTable:
         per_neuron: {weight bits: ms per FFN neuron of one layer}.
         teacher_ms: the teacher (fp32), timed in the same run.
         fit_error: the largest relative difference between a timed shape and the fitted table.
+        from_cache: read from this machine's cache rather than timed now.
     """
 
     base: dict[int, float]
@@ -48,6 +48,7 @@ class LatencyTable:
     batch_size: int
     seq_len: int
     threads: int
+    from_cache: bool = field(default=False, compare=False)
 
     def predict(self, depth: int, width: int, weight_bits: int) -> float:
         """Predicted ms of a student of `depth` layers, FFN `width` and `weight_bits`."""
@@ -59,6 +60,7 @@ class LatencyTable:
         data = dict(data)
         for name in ("base", "per_layer", "per_neuron"):
             data[name] = {int(k): v for k, v in data[name].items()}
+        data["from_cache"] = True
         return cls(**data)
 
 
@@ -74,7 +76,7 @@ def cache_path(teacher: PreTrainedModel, widths, bits, batch_size, seq_len, thre
         "widths": sorted(widths),
         "bits": sorted(bits),
         "inputs": [batch_size, seq_len, threads, repeats],
-        "model": 2,  # the fitted form of LatencyTable
+        "model": 3,  # the fitted form of LatencyTable, timed in one interleaved group
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = os.path.expanduser(os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress")))
@@ -103,19 +105,20 @@ def measure_latency_table(
             return LatencyTable.from_json(json.load(f))
     depth = len(layer_list(teacher))
     deep = min(3, depth)
-    groups = {}
-    for b in bits:  # one group per width of weights: fewer models in memory at once, each group with the teacher
-        models = {"teacher": teacher}
+    # One interleaved round over every skeleton and the teacher: the teacher is the costliest model to time, and
+    # timing it once per round rather than once per width of weights takes about a third of the table's time away.
+    # The price is memory: every skeleton (each with its own embeddings) is held at once.
+    models = {"teacher": teacher}
+    for b in bits:
         for w in widths:
             for d in sorted({1, deep}):
-                models[f"{w}/{d}"] = skeleton(teacher, list(range(d)), w, b)[0]
-        groups[b] = latency_ms(models, tokenizer, batch_size, seq_len, repeats, num_threads=threads)
-        del models
-    teacher_ms = float(np.median([times["teacher"] for times in groups.values()]))
+                models[f"{b}/{w}/{d}"] = skeleton(teacher, list(range(d)), w, b)[0]
+    times = latency_ms(models, tokenizer, batch_size, seq_len, repeats, num_threads=threads)
+    del models
+    teacher_ms = times["teacher"]
     base, per_layer, per_neuron, errors = {}, {}, {}, []
-    for b, times in groups.items():
-        scale = teacher_ms / times["teacher"]
-        shapes = [(d, w, times[f"{w}/{d}"] * scale) for w in widths for d in sorted({1, deep})]
+    for b in bits:
+        shapes = [(d, w, times[f"{b}/{w}/{d}"]) for w in widths for d in sorted({1, deep})]
         if b == FLOAT_WEIGHTS:
             shapes.append((depth, intermediate_size(teacher.config), teacher_ms))
         design = np.array([[1.0, d, d * w] for d, w, _ in shapes])

@@ -46,6 +46,7 @@ class SearchResult:
         budget: (field, value) of the budget met.
         candidates: how many shapes were scored; feasible: how many met the budget.
         seconds: wall time of the search.
+        latency_table_seconds: of which timing the latency table (about 0 when it was read from the cache).
         fit_error: the latency table's largest relative difference from a shape it timed.
         checked_latency_ms, checked_teacher_ms: the chosen student's skeleton and the teacher timed side by side at
             the end of the search (what a latency or speed-up budget was checked against).
@@ -61,6 +62,7 @@ class SearchResult:
     candidates: int
     feasible: int
     seconds: float
+    latency_table_seconds: float
     fit_error: float
     checked_latency_ms: float
     checked_teacher_ms: float
@@ -88,9 +90,11 @@ class SearchResult:
             f"checked latency: {self.checked_latency_ms:.2f} ms beside the teacher's {self.checked_teacher_ms:.2f} ms "
             f"({self.checked_teacher_ms / self.checked_latency_ms:.2f}x), its skeleton timed at the end of the search"
         )
+        seconds = self.latency_table_seconds
+        table = f"{seconds:.0f} s timing it" if seconds else "read from the cache"
         lines.append(
             f"estimated loss increase: {self.loss_increase:.4g}; {self.feasible} of {self.candidates} shapes within "
-            f"the budget; search took {self.seconds:.0f} s"
+            f"the budget; search took {self.seconds:.0f} s (latency table: {table})"
         )
         return lines
 
@@ -109,15 +113,12 @@ def calibration_batches(train_dataset, data_collator, batch_size: int, num_batch
     return list(itertools.islice(loader, num_batches))
 
 
-def _weight_sensitivities(teacher, batches, bits: list[int]) -> dict[str, dict[int, float]]:
-    from ..methods.low_bit.bit_widths import fisher_sensitivities
+def _quantizable_weights(teacher, bits: list[int]) -> dict:
+    """The modules whose weights a quantized candidate rounds (every Linear and the word embeddings), or none when
+    every width of the space is float."""
     from ..methods.low_bit.fake_quant import select_low_bit_modules
 
-    quantized = [b for b in bits if b != FLOAT_WEIGHTS]
-    if not quantized:
-        return {}
-    modules = select_low_bit_modules(teacher, "all")
-    return fisher_sensitivities(teacher, modules, batches, len(batches), tuple(quantized))
+    return select_low_bit_modules(teacher, "all") if any(b != FLOAT_WEIGHTS for b in bits) else {}
 
 
 def _owner_layer(name: str, layer_prefix: str) -> int | None:
@@ -140,6 +141,29 @@ def _loss_increase(c: Candidate, scores: Importance, omega, layer_prefix: str, f
             share = c.width / scores.neurons.shape[1] if name in ffn_names else 1.0
             weights += by_bits[c.weight_bits] * share
     return 0.5 * (removed_layers + neurons + weights)
+
+
+def _additive_costs(measure, widths: list[int], bits: list[int], vocabularies: list[bool], depth: int, token_ids):
+    """{(width, bits, vocabulary): (cost at depth 1, cost per further layer)} of an additive measure (bytes saved,
+    parameters) from few skeletons: per width of weights, depth 1 at every FFN width, depth 2 and a cut vocabulary at
+    the smallest width.
+
+    Additive because each layer's tensors and the embedding's rows are tensors of their own: a student of depth d is
+    the depth-1 one plus d − 1 layers of its width, and cutting the vocabulary changes the embedding alone. (Saved
+    bytes can differ by the few bytes of digits in the safetensors header: the chosen shape is built whole and its
+    exact size checked.) The smallest student is built as it is, so the smallest reachable value a refused budget
+    names is exact. `measure(layers, width, bits, token_ids_or_None)` builds and measures one skeleton.
+    """
+    costs = {}
+    smallest = widths[0]
+    for b in bits:
+        first = {w: measure([0], w, b, None) for w in widths}
+        base = 2 * first[smallest] - measure([0, 1], smallest, b, None) if depth > 1 else first[smallest]
+        cut = measure([0], smallest, b, token_ids) - first[smallest] if True in vocabularies else 0
+        for w in widths:
+            for v in vocabularies:
+                costs[w, b, v] = (first[w] + (cut if v else 0), first[w] - base)
+    return costs
 
 
 def search_student(
@@ -187,8 +211,12 @@ def search_student(
     vocabularies = [False, True] if arguments.search_vocabulary else [False]
     budget_name, budget = arguments.budget
 
+    table_seconds = 0.0
+
     def latency_table() -> LatencyTable:
-        return measure_latency_table(
+        nonlocal table_seconds
+        started = time.perf_counter()
+        table = measure_latency_table(
             teacher,
             tokenizer,
             sorted(widths),
@@ -199,32 +227,32 @@ def search_student(
             arguments.search_latency_repeats,
             use_cache,
         )
+        table_seconds = 0.0 if table.from_cache else time.perf_counter() - started
+        return table
 
     # Costs first: a budget nothing meets is refused before any gradient is computed.
     table: LatencyTable | None = None
     sizes: dict[tuple, tuple[int, int]] = {}  # (width, bits, vocabulary) -> (bytes at depth 1, bytes per layer)
-    params: dict[tuple, tuple[int, int]] = {}  # (width, vocabulary) -> (parameters at depth 1, per layer)
-    two = [0, 1] if depth > 1 else [0]
+    params: dict[tuple, tuple[int, int]] = {}  # (width, 32, vocabulary) -> (parameters at depth 1, per layer)
     if budget_name in ("budget_latency_ms", "budget_speedup"):
         table = latency_table()
-    for w, v in itertools.product(widths, vocabularies):
-        ids = token_ids if v else None
-        for b in bits if budget_name == "budget_mb" else []:
-            built = [saved_size(skeleton(teacher, two[: n + 1], w, b, tokenizer, ids)[0]) for n in range(len(two))]
-            sizes[w, b, v] = (built[0], built[-1] - built[0])
-        if budget_name == "budget_params":
-            counts = [
-                parameter_count(skeleton(teacher, two[: n + 1], w, FLOAT_WEIGHTS, tokenizer, ids)[0])
-                for n in range(len(two))
-            ]
-            params[w, v] = (counts[0], counts[-1] - counts[0])
+
+    def built(layers, w, b, ids):
+        return skeleton(teacher, layers, w, b, tokenizer, ids)[0]
+
+    if budget_name == "budget_mb":
+        measure = lambda *shape: saved_size(built(*shape))  # noqa: E731
+        sizes = _additive_costs(measure, sorted(widths), bits, vocabularies, depth, token_ids)
+    if budget_name == "budget_params":
+        measure = lambda *shape: parameter_count(built(*shape))  # noqa: E731
+        params = _additive_costs(measure, sorted(widths), [FLOAT_WEIGHTS], vocabularies, depth, token_ids)
 
     def cost(d: int, w: int, b: int, v: bool) -> float:
         if budget_name == "budget_mb":
             first, per = sizes[w, b, v]
             return (first + (d - 1) * per) / 1e6
         if budget_name == "budget_params":
-            first, per = params[w, v]
+            first, per = params[w, FLOAT_WEIGHTS, v]
             return first + (d - 1) * per
         ms = table.predict(d, w, b)
         return ms if budget_name == "budget_latency_ms" else table.teacher_ms / ms
@@ -243,8 +271,13 @@ def search_student(
 
     # Importance on the task's data: layers, heads, neurons (masks) and weights (HAWQ's Ω per width).
     batches = calibration_batches(train_dataset, data_collator, batch_size, arguments.search_num_batches, seed)
-    scores = importance_scores(teacher, batches, len(batches))
-    omega = _weight_sensitivities(teacher, batches, bits)
+    from ..methods.low_bit.bit_widths import fisher_omegas  # scipy: imported when a search runs, not for --help
+
+    # One backward pass per batch scores the gates and sums the weights' Fisher traces (HAWQ's Ω for each width).
+    modules = _quantizable_weights(teacher, bits)
+    scores = importance_scores(teacher, batches, len(batches), weights=modules)
+    quantized = tuple(b for b in bits if b != FLOAT_WEIGHTS)
+    omega = fisher_omegas(modules, scores.weight_traces, quantized) if modules else {}
     from ..families import base_prefix, family_of
     from ..methods.ffn_pruning.transform import ffn_layers
 
@@ -314,6 +347,7 @@ def search_student(
         candidates=len(shapes),
         feasible=len(feasible),
         seconds=time.perf_counter() - start,
+        latency_table_seconds=table_seconds,
         fit_error=table.fit_error,
         checked_latency_ms=times["student"],
         checked_teacher_ms=times["teacher"],

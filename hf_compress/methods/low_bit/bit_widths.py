@@ -72,7 +72,20 @@ def fisher_sensitivities(
 
     Weights are rounded as `fake_quantize_` rounds them. Raises ValueError as `fisher_traces` does.
     """
-    traces = fisher_traces(model, modules, dataloader, num_batches)
+    return fisher_omegas(modules, fisher_traces(model, modules, dataloader, num_batches), bit_choices, group_size)
+
+
+def fisher_omegas(
+    modules: dict[str, nn.Module],
+    traces: dict,
+    bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
+    group_size: int | None = None,
+) -> dict[str, dict[int, float]]:
+    """{name: {bits: HAWQ's Ω}} from Fisher traces already summed (as `fisher_traces` returns them, by module name).
+
+    Split from `fisher_sensitivities` so that a caller that runs its own backward passes (the student search scores
+    gates in the same passes) does not pay for a second set.
+    """
     omega = {}
     for name, module in modules.items():
         w = module.weight.detach().float()

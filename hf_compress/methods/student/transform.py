@@ -6,6 +6,7 @@ import copy
 
 import torch
 from transformers import PreTrainedModel
+from transformers.initialization import no_init_weights
 
 from ...checks import check_student_depth, invalid
 from ...families import base_prefix, family_of, layer_list
@@ -49,10 +50,14 @@ def create_student(
 
     config = copy.deepcopy(teacher.config)
     config.num_hidden_layers = len(layers)
-    # Built outside inference mode (a student built inside it could never be trained) and without its random init
-    # mattering: every tensor is overwritten from the teacher below.
+    # Built outside inference mode (a student built inside it could never be trained) and without its random init:
+    # every tensor is overwritten from the teacher below (a missing one is an error), and the init of a BERT-base
+    # sized model costs a second or more, which a student search building dozens of skeletons pays each time.
+    # no_init_weights also skips the tying of weights that init_weights does, so it is done here.
     with torch.inference_mode(False):
-        student = type(teacher)(config)
+        with no_init_weights():
+            student = type(teacher)(config)
+        student.tie_weights()
         layer_prefix = f"{base_prefix(teacher)}{family_of(teacher).layers}."
         state = {}
         for name, tensor in teacher.state_dict().items():
