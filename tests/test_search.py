@@ -275,9 +275,16 @@ def test_the_latency_law_is_fitted_from_the_timings(setting, tmp_path, monkeypat
         return out
 
     monkeypatch.setattr("hf_compress.search.latency.latency_ms", timings)
-    table = measure_latency_table(teacher, tokenizer, [32, 64], [32, 8], 4, 16, 1, 2, use_cache=False)
+    table = measure_latency_table(teacher, tokenizer, [32, 64], [32, 8, 4, 1], 4, 16, 1, 2, use_cache=False)
     assert len(timed) == 1 and timed[0][0] == "teacher"  # one interleaved loop: every shape beside the teacher
-    assert len(timed[0]) == 1 + 2 * 2 * 2  # bits x widths x depths (1 and 3)
+    # float and 8 bits timed (widths x depths 1 and 3); 4 and 1 bits compute with the int8 kernel: 8's line
+    assert sorted({name.split("/")[0] for name in timed[0][1:]}) == ["32", "8"] and len(timed[0]) == 1 + 2 * 2 * 2
+    for bits in (4, 1):
+        assert (table.base[bits], table.per_layer[bits], table.per_neuron[bits]) == (
+            table.base[8],
+            table.per_layer[8],
+            table.per_neuron[8],
+        )
     if not noise:
         for bits, (base, layer, neuron) in law.items():
             assert (table.base[bits], table.per_layer[bits], table.per_neuron[bits]) == pytest.approx(

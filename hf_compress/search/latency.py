@@ -1,6 +1,10 @@
 """A latency model timed on this machine: per weight width, ms = base + depth · (per_layer + per_neuron · FFN width).
 
-For every weight width of the search space, skeleton students of depth 1 and of depth D (the teacher's, at most 3)
+Weights below 8 bits are stored packed but computed with the int8 kernel (unpacked to int8 rows once, at load), so
+every quantized width of the space shares one timed line: skeletons are timed at one quantized width (8 when the
+space has it) and float only, and the other quantized widths read the same coefficients.
+
+For every timed weight width, skeleton students of depth 1 and of depth D (the teacher's, at most 3)
 at three FFN widths of the space (its smallest, a middle one and its largest) are timed with
 `evaluation.measure.latency_ms`, all in one interleaved loop with the teacher, so that every shape and the teacher
 see the same machine state. The three coefficients per weight width are a least-squares fit over those shapes (and,
@@ -76,7 +80,7 @@ def cache_path(teacher: PreTrainedModel, widths, bits, batch_size, seq_len, thre
         "widths": sorted(widths),
         "bits": sorted(bits),
         "inputs": [batch_size, seq_len, threads, repeats],
-        "model": 3,  # the fitted form of LatencyTable, timed in one interleaved group
+        "model": 4,  # the fitted form of LatencyTable: one interleaved group, quantized widths share int8's line
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     root = os.path.expanduser(os.environ.get("HF_COMPRESS_CACHE", os.path.join("~", ".cache", "hf_compress")))
@@ -108,8 +112,10 @@ def measure_latency_table(
     # One interleaved round over every skeleton and the teacher: the teacher is the costliest model to time, and
     # timing it once per round rather than once per width of weights takes about a third of the table's time away.
     # The price is memory: every skeleton (each with its own embeddings) is held at once.
+    quantized = [b for b in bits if b != FLOAT_WEIGHTS]
+    timed = ([FLOAT_WEIGHTS] if FLOAT_WEIGHTS in bits else []) + ([max(quantized)] if quantized else [])
     models = {"teacher": teacher}
-    for b in bits:
+    for b in timed:
         for w in widths:
             for d in sorted({1, deep}):
                 models[f"{b}/{w}/{d}"] = skeleton(teacher, list(range(d)), w, b)[0]
@@ -117,7 +123,7 @@ def measure_latency_table(
     del models
     teacher_ms = times["teacher"]
     base, per_layer, per_neuron, errors = {}, {}, {}, []
-    for b in bits:
+    for b in timed:
         shapes = [(d, w, times[f"{b}/{w}/{d}"]) for w in widths for d in sorted({1, deep})]
         if b == FLOAT_WEIGHTS:
             shapes.append((depth, intermediate_size(teacher.config), teacher_ms))
@@ -125,6 +131,8 @@ def measure_latency_table(
         observed = np.array([t for _, _, t in shapes])
         (base[b], per_layer[b], per_neuron[b]), *_ = np.linalg.lstsq(design, observed, rcond=None)
         errors.extend(np.abs(design @ [base[b], per_layer[b], per_neuron[b]] / observed - 1))
+    for b in quantized:  # the int8 kernel computes every quantized width
+        base[b], per_layer[b], per_neuron[b] = base[timed[-1]], per_layer[timed[-1]], per_neuron[timed[-1]]
     table = LatencyTable(
         base={b: float(v) for b, v in base.items()},
         per_layer={b: float(v) for b, v in per_layer.items()},
