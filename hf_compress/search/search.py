@@ -237,15 +237,16 @@ def search_student(
     if budget_name in ("budget_latency_ms", "budget_speedup"):
         table = latency_table()
 
-    def built(layers, w, b, ids):
-        return skeleton(teacher, layers, w, b, tokenizer, ids)[0]
+    def size_of(layers, w, b, ids) -> int:
+        return saved_size(skeleton(teacher, layers, w, b, tokenizer, ids)[0])
+
+    def parameters_of(layers, w, b, ids) -> int:
+        return parameter_count(skeleton(teacher, layers, w, b, tokenizer, ids)[0])
 
     if budget_name == "budget_mb":
-        measure = lambda *shape: saved_size(built(*shape))  # noqa: E731
-        sizes = _additive_costs(measure, sorted(widths), bits, vocabularies, depth, token_ids)
+        sizes = _additive_costs(size_of, sorted(widths), bits, vocabularies, depth, token_ids)
     if budget_name == "budget_params":
-        measure = lambda *shape: parameter_count(built(*shape))  # noqa: E731
-        params = _additive_costs(measure, sorted(widths), [FLOAT_WEIGHTS], vocabularies, depth, token_ids)
+        params = _additive_costs(parameters_of, sorted(widths), [FLOAT_WEIGHTS], vocabularies, depth, token_ids)
 
     def cost(d: int, w: int, b: int, v: bool) -> float:
         if budget_name == "budget_mb":
