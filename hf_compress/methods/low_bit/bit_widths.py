@@ -60,31 +60,17 @@ def fisher_traces(model: nn.Module, modules: dict[str, nn.Module], dataloader: I
     return traces
 
 
-def fisher_sensitivities(
-    model: nn.Module,
-    modules: dict[str, nn.Module],
-    dataloader: Iterable,
-    num_batches: int,
-    bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
-    group_size: int | None = None,
-) -> dict[str, dict[int, float]]:
-    """{name: {bits: HAWQ's Ω}}: (Tr F / n)·‖Q_b(W) − W‖² with the Fisher trace of `fisher_traces` (labelled batches).
-
-    Weights are rounded as `fake_quantize_` rounds them. Raises ValueError as `fisher_traces` does.
-    """
-    return fisher_omegas(modules, fisher_traces(model, modules, dataloader, num_batches), bit_choices, group_size)
-
-
 def fisher_omegas(
     modules: dict[str, nn.Module],
     traces: dict,
     bit_choices: tuple[int, ...] = DEFAULT_BIT_CHOICES,
     group_size: int | None = None,
 ) -> dict[str, dict[int, float]]:
-    """{name: {bits: HAWQ's Ω}} from Fisher traces already summed (as `fisher_traces` returns them, by module name).
+    """{name: {bits: HAWQ's Ω}}: (Tr F / n)·‖Q_b(W) − W‖², with Tr F the Fisher trace `fisher_traces` summed (by
+    module name) and n the weight's element count.
 
-    Split from `fisher_sensitivities` so that a caller that runs its own backward passes (the student search scores
-    gates in the same passes) does not pay for a second set.
+    Weights are rounded as `fake_quantize_` rounds them. Apart from `fisher_traces` so that a caller that runs its own
+    backward passes (the student search scores gates in the same passes) does not pay for a second set.
     """
     omega = {}
     for name, module in modules.items():
@@ -190,8 +176,11 @@ def choose_bit_widths(
     fewest = sum(sizes[n][choices[0]] for n in selected)
     if fewest > budget_mb * 1e6:  # before the gradients: a budget that cannot be met costs no calibration
         raise invalid("budget_mb", budget_mb, f"at least {fewest / 1e6:.6f} (every module at {choices[0]} bits)")
-    measure = output_divergences if sensitivity == "kl" else fisher_sensitivities
-    omega = measure(model, selected, dataloader, num_batches, tuple(choices), group_size)
+    if sensitivity == "kl":
+        omega = output_divergences(model, selected, dataloader, num_batches, tuple(choices), group_size)
+    else:
+        traces = fisher_traces(model, selected, dataloader, num_batches)
+        omega = fisher_omegas(selected, traces, tuple(choices), group_size)
     return allocate_bits(sizes, omega, budget_mb * 1e6)
 
 
