@@ -139,7 +139,7 @@ def test_each_kind_of_budget_is_met(setting, fields, measure):
     teacher, tokenizer, data, _ = setting
     c = result.candidate
     ids = data["input_ids"] if c.prune_vocabulary else None
-    built, _ = skeleton(teacher, c.layers, c.width, c.weight_bits, tokenizer, ids)
+    built, _ = skeleton(teacher, c.layers, c.width, c.weight_bits, tokenizer, ids, c.embedding_bits)
     assert result.size_bytes == saved_size(built)  # the size reported is the built student's, exactly
     assert result.parameters == parameter_count(skeleton(teacher, c.layers, c.width, 32, tokenizer, ids)[0])
     if name == "budget_params":
@@ -156,30 +156,55 @@ def test_each_kind_of_budget_is_met(setting, fields, measure):
 
 @pytest.mark.parametrize("measure", ["parameters", "bytes"])
 def test_costs_from_few_skeletons_equal_every_shape_built_whole(setting, measure):
-    """Sizes and parameters are counted on 8 skeletons per width of weights, not one per shape: every shape of the
-    grid, built whole, must have the counted parameters exactly and the counted bytes up to the safetensors header's
-    digits and 8-byte padding (the chosen shape is built whole and its exact bytes checked)."""
+    """Sizes and parameters are counted on 5 skeletons per width of weights, and 2 more per narrower width of the
+    word embeddings, not one per shape: every shape of the grid, built whole, must have the counted parameters exactly
+    and the counted bytes up to the safetensors header's digits and 8-byte padding (the chosen shape is built whole
+    and its exact bytes checked)."""
     teacher, tokenizer, data, _ = setting
     ids = data["input_ids"]
     count = parameter_count if measure == "parameters" else saved_size
     built = []
 
-    def one(layers, width, bits, token_ids):
-        built.append((tuple(layers), width, bits, token_ids is not None))
-        return count(skeleton(teacher, layers, width, bits, tokenizer, token_ids)[0])
+    def one(layers, width, bits, token_ids, embedding_bits):
+        built.append((tuple(layers), width, bits, token_ids is not None, embedding_bits))
+        return count(skeleton(teacher, layers, width, bits, tokenizer, token_ids, embedding_bits)[0])
 
-    bits = [32] if measure == "parameters" else [32, 4]
-    costs = search_module._additive_costs(one, [8, 32, 64], bits, [False, True], 4, ids)
-    assert len(built) == len(bits) * (3 + 2)
-    for (width, b, cut), (first, per) in costs.items():
+    widths = {32: [32]} if measure == "parameters" else {32: [32], 4: [4, 2, 1]}
+    costs = search_module._additive_costs(one, [8, 32, 64], widths, [False, True], 4, ids)
+    assert len(built) == len(widths) * (3 + 2) + 2 * sum(len(options) - 1 for options in widths.values())
+    assert len(costs) == 3 * 2 * sum(len(options) for options in widths.values())
+    for (width, b, e, cut), (first, per) in costs.items():
         for depth in (1, 2, 4):
-            whole = count(skeleton(teacher, list(range(depth)), width, b, tokenizer, ids if cut else None)[0])
+            student = skeleton(teacher, list(range(depth)), width, b, tokenizer, ids if cut else None, e)[0]
             if measure == "parameters":
-                assert first + (depth - 1) * per == whole
+                assert first + (depth - 1) * per == count(student)
             else:
-                assert abs(first + (depth - 1) * per - whole) <= 64
-    smallest = count(skeleton(teacher, [0], 8, bits[-1], tokenizer, ids)[0])
-    assert costs[8, bits[-1], True][0] == smallest  # the smallest student is counted exactly
+                assert abs(first + (depth - 1) * per - count(student)) <= 64
+    b, e = (32, 32) if measure == "parameters" else (4, 1)
+    smallest = count(skeleton(teacher, [0], 8, b, tokenizer, ids, e)[0])
+    assert costs[8, b, e, True][0] == smallest  # the smallest student is counted exactly
+
+
+def test_the_word_embeddings_are_scored_at_their_own_width():
+    """The estimated loss counts each weight's HAWQ Ω at the width it is given: the word embeddings' at theirs, the
+    Linears' at theirs (FFN weights by the share of neurons kept; weights of dropped layers not at all)."""
+    from hf_compress.search.importance import Importance
+    from hf_compress.search.space import Candidate
+
+    scores = Importance(torch.tensor([1.0, 2.0]), torch.zeros(2, 1), torch.tensor([[3.0, 5.0], [7.0, 11.0]]), 1)
+    omega = {
+        "emb": {4: 100.0, 2: 1000.0},
+        "layer.0.attention": {4: 10.0, 2: 20.0},
+        "layer.0.ffn": {4: 40.0, 2: 80.0},
+        "layer.1.attention": {4: 10_000.0, 2: 20_000.0},  # layer 1 is dropped: never counted
+    }
+    for embedding_bits, expected in [(None, 100.0), (2, 1000.0)]:
+        c = Candidate((0,), 0.5, 1, 4, True, embedding_bits)
+        # dropped layer 1 (2.0) + layer 0's least important neuron (3.0) + Ω: embeddings, attention, half the FFN
+        estimate = search_module._loss_increase(c, scores, omega, "layer.", {"layer.0.ffn"}, {"emb"})
+        assert estimate == pytest.approx(0.5 * (2.0 + 3.0 + expected + 10.0 + 40.0 / 2))
+        assert c.word_embedding_bits == (embedding_bits or 4)
+        assert c.recipe_fields()["embedding_weight_bits"] == embedding_bits
 
 
 @pytest.mark.parametrize("fields", [{"budget_params": 1000}, {"budget_mb": 0.001}], ids=["params", "mb"])
@@ -198,7 +223,8 @@ def test_a_budget_no_student_meets_is_refused_before_any_gradient(setting, field
     teacher, tokenizer, data, _ = setting
     width = 64 - 56  # the default space's largest sparsity (0.875) of 64 neurons
     bits = 4 if name == "budget_mb" else 32
-    built, _ = skeleton(teacher, [0], width, bits, tokenizer, data["input_ids"])
+    embedding_bits = 2 if name == "budget_mb" else None  # the default space's narrowest word embeddings
+    built, _ = skeleton(teacher, [0], width, bits, tokenizer, data["input_ids"], embedding_bits)
     expected = saved_size(built) / 1e6 if name == "budget_mb" else parameter_count(built)
     assert smallest == pytest.approx(expected, rel=1e-5)
 
@@ -216,6 +242,7 @@ def test_the_same_seed_gives_the_same_recipe(setting):
         ({"budget_mb": -1.0}, "budget_mb=-1.0"),
         ({"budget_params": 1.5}, "budget_params=1.5"),
         ({"budget_mb": 1.0, "search_weight_bits": [3]}, "search_weight_bits=[3]"),
+        ({"budget_mb": 1.0, "search_embedding_weight_bits": [32]}, "search_embedding_weight_bits=[32]"),
         ({"budget_mb": 1.0, "search_ffn_sparsities": [1.0]}, "search_ffn_sparsities=[1.0]"),
         ({"budget_mb": 1.0, "search_layers": [0]}, "search_layers=[0]"),
     ],
@@ -326,6 +353,29 @@ def test_search_command_writes_a_compress_recipe_and_runs_it(tmp_path, capsys, s
     assert f"size: predicted {predicted} bytes, measured {predicted} bytes" in out
     report = json.loads((tmp_path / "out" / "compression_report.json").read_text())
     assert report[1]["bytes_on_disk"] == predicted
+
+
+def test_narrower_word_embeddings_are_searched_and_run_at_their_predicted_size(tmp_path, capsys):
+    """At a size budget only 2-bit word embeddings meet, the recipe asks for them and the trained student has the
+    predicted bytes exactly (the recipe field embedding_weight_bits reaches the compress run)."""
+    import yaml
+
+    from hf_compress.evaluation.measure import bytes_on_disk
+
+    schedule = {"pruning_start": 0, "pruning_end": 3, "pruning_frequency": 1}
+    recipe = write_recipe(tmp_path, budget_mb=0.001, search_num_batches=2, search_latency_repeats=2, **schedule)
+    space = ["--search_weight_bits", "4", "--search_embedding_weight_bits", "2"]
+    assert main(["search", recipe, *space]) == 2
+    smallest = float(capsys.readouterr().err.split("at least ")[1].split(",")[0])
+    budget = f"{smallest + 1e-6:.6f}"  # the smallest student alone: its 4-bit-embedding twin is kilobytes larger
+    assert main(["search", recipe, "--run", *space, "--budget_mb", budget]) == 0
+    text = (tmp_path / "recipe-searched.yaml").read_text()
+    values = yaml.safe_load(text)
+    assert (values["weight_bits"], values["embedding_weight_bits"]) == (4, 2)
+    assert "4-bit weights, 2-bit word embeddings" in text
+    predicted = int(text.split("MB (")[1].split(" bytes")[0])
+    assert predicted <= float(budget) * 1e6
+    assert bytes_on_disk(str(tmp_path / "out")) == predicted
 
 
 def test_search_command_refuses_a_recipe_without_a_budget(tmp_path, capsys):

@@ -46,6 +46,12 @@ class SearchArguments:
         default_factory=lambda: [FLOAT_WEIGHTS, 8, 4],
         help="Weight widths the search may choose for every Linear and the word embeddings (32: float weights).",
     )
+    search_embedding_weight_bits: list[int] = config_field(
+        default_factory=lambda: [4, 2],
+        help="Narrower widths the search may also give the word embeddings of a quantized student (each below the "
+        "Linears' width; []: the embeddings take the Linears' width). After a vocabulary cut the embedding is most "
+        "of a small student's bytes: narrower embeddings may pay for more layers.",
+    )
     search_vocabulary: bool = config_field(
         True, "Also consider cutting the vocabulary to the tokens of the train split (prune_vocabulary)."
     )
@@ -82,6 +88,9 @@ class SearchArguments:
         require(ok, "search_ffn_sparsities", self.search_ffn_sparsities, "a non-empty list of numbers in [0, 1)")
         ok = bool(self.search_weight_bits) and all(b in SEARCH_BITS for b in self.search_weight_bits)
         require(ok, "search_weight_bits", self.search_weight_bits, f"a non-empty list of {SEARCH_BITS}")
+        embedding_bits = self.search_embedding_weight_bits
+        ok = isinstance(embedding_bits, list) and all(b in SEARCH_BITS[1:] for b in embedding_bits)
+        require(ok, "search_embedding_weight_bits", embedding_bits, f"a list of {SEARCH_BITS[1:]} (may be empty)")
 
     @property
     def budget(self) -> tuple[str, float]:

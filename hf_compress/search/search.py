@@ -2,10 +2,10 @@
 
 The method follows GradNAS (Cai et al., score units by squared mask gradients over a few batches, then meet a
 parameter or FLOPs limit) with the loss model of HAWQ for weight widths and Minitron's enumerate-then-pick over a
-small grid: every candidate of the space (depth × FFN width × weight bits × vocabulary) is scored by its estimated
-loss increase, ½·(Σ importance of the layers and FFN neurons it drops + Σ HAWQ Ω of its weights at their bits), and
-the lowest-scoring one within the budget wins. Which layers: the most important ones for that depth; which neurons:
-left to the compress run's FFN pruner, which scores them again while the student trains.
+small grid: every candidate of the space (depth × FFN width × weight bits × word-embedding bits × vocabulary) is
+scored by its estimated loss increase, ½·(Σ importance of the layers and FFN neurons it drops + Σ HAWQ Ω of its
+weights at their bits), and the lowest-scoring one within the budget wins. Which layers: the most important ones for
+that depth; which neurons: left to the compress run's FFN pruner, which scores them again while the student trains.
 
 Costs are measured, not modelled from FLOPs: size and parameters on skeletons saved with `save_pretrained` (exact
 for the chosen student, which is built whole), latency from a table timed on this machine (`latency.py`).
@@ -75,9 +75,13 @@ class SearchResult:
         """Lines for the written recipe's header and the console."""
         c = self.candidate
         bits = "float" if c.weight_bits == FLOAT_WEIGHTS else f"{c.weight_bits}-bit"
+        if c.word_embedding_bits != c.weight_bits:
+            bits += f" weights, {c.word_embedding_bits}-bit word embeddings"
+        else:
+            bits += " weights"
         lines = [
             f"budget: {self.budget[0]}={self.budget[1]}",
-            f"student: layers {list(c.layers)}, FFN width {c.width} (ffn_sparsity {c.ffn_sparsity}), {bits} weights, "
+            f"student: layers {list(c.layers)}, FFN width {c.width} (ffn_sparsity {c.ffn_sparsity}), {bits}, "
             f"vocabulary {'cut to the train split' if c.prune_vocabulary else 'kept'}",
             f"predicted size: {self.size_bytes / 1e6:.3f} MB ({self.size_bytes} bytes, exact), "
             f"{self.parameters} parameters",
@@ -127,7 +131,16 @@ def _owner_layer(name: str, layer_prefix: str) -> int | None:
     return int(name[len(layer_prefix) :].split(".", 1)[0])
 
 
-def _loss_increase(c: Candidate, scores: Importance, omega, layer_prefix: str, ffn_names: set[str]) -> float:
+def _embedding_widths(bits: list[int], narrower: list[int]) -> dict[int, list[int]]:
+    """{Linears' width: the word embeddings' widths with it}: the same, or a narrower one of `narrower` (quantized
+    students only: a float student's embeddings stay float, as the compress recipe's embedding_weight_bits needs)."""
+    options = sorted(set(narrower), reverse=True)
+    return {b: [b] + ([e for e in options if e < b] if b != FLOAT_WEIGHTS else []) for b in bits}
+
+
+def _loss_increase(
+    c: Candidate, scores: Importance, omega, layer_prefix: str, ffn_names: set[str], embedding_names: set[str]
+) -> float:
     kept = set(c.layers)
     removed_layers = sum(float(scores.layers[i]) for i in range(len(scores.layers)) if i not in kept)
     removed = scores.neurons.shape[1] - c.width
@@ -139,30 +152,36 @@ def _loss_increase(c: Candidate, scores: Importance, omega, layer_prefix: str, f
             if layer is not None and layer not in kept:
                 continue
             share = c.width / scores.neurons.shape[1] if name in ffn_names else 1.0
-            weights += by_bits[c.weight_bits] * share
+            weights += by_bits[c.word_embedding_bits if name in embedding_names else c.weight_bits] * share
     return 0.5 * (removed_layers + neurons + weights)
 
 
-def _additive_costs(measure, widths: list[int], bits: list[int], vocabularies: list[bool], depth: int, token_ids):
-    """{(width, bits, vocabulary): (cost at depth 1, cost per further layer)} of an additive measure (bytes saved,
-    parameters) from few skeletons: per width of weights, depth 1 at every FFN width, depth 2 and a cut vocabulary at
-    the smallest width.
+def _additive_costs(
+    measure, widths: list[int], embedding_widths: dict[int, list[int]], vocabularies: list[bool], depth: int, token_ids
+):
+    """{(width, bits, embedding bits, vocabulary): (cost at depth 1, cost per further layer)} of an additive measure
+    (bytes saved, parameters) from few skeletons: per width of weights, depth 1 at every FFN width, depth 2, a cut
+    vocabulary and each narrower embedding width at the smallest FFN width. `embedding_widths`: {bits of the Linears:
+    the word embeddings' widths with them, that width first}.
 
-    Additive because each layer's tensors and the embedding's rows are tensors of their own: a student of depth d is
-    the depth-1 one plus d − 1 layers of its width, and cutting the vocabulary changes the embedding alone. (Saved
-    bytes can differ by the few bytes of digits in the safetensors header: the chosen shape is built whole and its
-    exact size checked.) The smallest student is built as it is, so the smallest reachable value a refused budget
-    names is exact. `measure(layers, width, bits, token_ids_or_None)` builds and measures one skeleton.
+    Additive because each layer's tensors and the word embeddings are tensors of their own: a student of depth d is
+    the depth-1 one plus d − 1 layers of its width, and cutting the vocabulary or narrowing the embeddings changes the
+    embedding alone. (Saved bytes can differ by the few bytes of digits in the safetensors header: the chosen shape is
+    built whole and its exact size checked.) The smallest student is built as it is, so the smallest reachable value a
+    refused budget names is exact. `measure(layers, width, bits, token_ids_or_None, embedding_bits)` builds and
+    measures one skeleton.
     """
     costs = {}
     smallest = widths[0]
-    for b in bits:
-        first = {w: measure([0], w, b, None) for w in widths}
-        base = 2 * first[smallest] - measure([0, 1], smallest, b, None) if depth > 1 else first[smallest]
-        cut = measure([0], smallest, b, token_ids) - first[smallest] if True in vocabularies else 0
-        for w in widths:
-            for v in vocabularies:
-                costs[w, b, v] = (first[w] + (cut if v else 0), first[w] - base)
+    for b, options in embedding_widths.items():
+        first = {w: measure([0], w, b, None, b) for w in widths}
+        base = 2 * first[smallest] - measure([0, 1], smallest, b, None, b) if depth > 1 else first[smallest]
+        cut = measure([0], smallest, b, token_ids, b) - first[smallest] if True in vocabularies else 0
+        for e, v in itertools.product(options, vocabularies):
+            ids = token_ids if v else None
+            narrow = measure([0], smallest, b, ids, e) - first[smallest] - (cut if v else 0) if e != b else 0
+            for w in widths:
+                costs[w, b, e, v] = (first[w] + (cut if v else 0) + narrow, first[w] - base)
     return costs
 
 
@@ -206,6 +225,10 @@ def search_student(
     require(depths[-1] <= depth, "search_layers", arguments.search_layers, f"depths in [1, {depth}] (the teacher's)")
     widths = {ffn_width(teacher, s): s for s in sorted(arguments.search_ffn_sparsities, reverse=True)}
     bits = sorted(set(arguments.search_weight_bits), reverse=True)
+    # Narrower embeddings only change bytes (not parameters, nor latency: a lookup of rows), so only a size budget
+    # can prefer them; under the other budgets they would only add equal-cost, higher-loss candidates.
+    narrower = arguments.search_embedding_weight_bits if arguments.budget[0] == "budget_mb" else []
+    embedding_widths = _embedding_widths(bits, narrower)
     require("input_ids" in train_dataset.column_names, "train_dataset", "without input_ids", "a tokenised split")
     token_ids = train_dataset["input_ids"]
     vocabularies = [False, True] if arguments.search_vocabulary else [False]
@@ -232,33 +255,39 @@ def search_student(
 
     # Costs first: a budget nothing meets is refused before any gradient is computed.
     table: LatencyTable | None = None
-    sizes: dict[tuple, tuple[int, int]] = {}  # (width, bits, vocabulary) -> (bytes at depth 1, bytes per layer)
+    sizes: dict[tuple, tuple[int, int]] = {}  # (width, bits, embedding bits, vocabulary) -> (at depth 1, per layer)
     params: dict[tuple, tuple[int, int]] = {}  # (width, 32, vocabulary) -> (parameters at depth 1, per layer)
     if budget_name in ("budget_latency_ms", "budget_speedup"):
         table = latency_table()
 
-    def size_of(layers, w, b, ids) -> int:
-        return saved_size(skeleton(teacher, layers, w, b, tokenizer, ids)[0])
+    def size_of(layers, w, b, ids, e) -> int:
+        return saved_size(skeleton(teacher, layers, w, b, tokenizer, ids, e)[0])
 
-    def parameters_of(layers, w, b, ids) -> int:
-        return parameter_count(skeleton(teacher, layers, w, b, tokenizer, ids)[0])
+    def parameters_of(layers, w, b, ids, e) -> int:
+        return parameter_count(skeleton(teacher, layers, w, b, tokenizer, ids, e)[0])
 
     if budget_name == "budget_mb":
-        sizes = _additive_costs(size_of, sorted(widths), bits, vocabularies, depth, token_ids)
+        sizes = _additive_costs(size_of, sorted(widths), embedding_widths, vocabularies, depth, token_ids)
     if budget_name == "budget_params":
-        params = _additive_costs(parameters_of, sorted(widths), [FLOAT_WEIGHTS], vocabularies, depth, token_ids)
+        float_only = {FLOAT_WEIGHTS: [FLOAT_WEIGHTS]}
+        params = _additive_costs(parameters_of, sorted(widths), float_only, vocabularies, depth, token_ids)
 
-    def cost(d: int, w: int, b: int, v: bool) -> float:
+    def cost(d: int, w: int, b: int, e: int, v: bool) -> float:
         if budget_name == "budget_mb":
-            first, per = sizes[w, b, v]
+            first, per = sizes[w, b, e, v]
             return (first + (d - 1) * per) / 1e6
         if budget_name == "budget_params":
-            first, per = params[w, FLOAT_WEIGHTS, v]
+            first, per = params[w, FLOAT_WEIGHTS, FLOAT_WEIGHTS, v]
             return first + (d - 1) * per
         ms = table.predict(d, w, b)
         return ms if budget_name == "budget_latency_ms" else table.teacher_ms / ms
 
-    shapes = list(itertools.product(depths, sorted(widths), bits, vocabularies))
+    shapes = [
+        (d, w, b, e, v)
+        for d, w, b in itertools.product(depths, sorted(widths), bits)
+        for e in embedding_widths[b]
+        for v in vocabularies
+    ]
     costs = {s: cost(*s) for s in shapes}
     meets = (lambda x: x >= budget) if budget_name == "budget_speedup" else (lambda x: x <= budget)
     feasible = [s for s in shapes if meets(costs[s])]
@@ -279,6 +308,11 @@ def search_student(
     scores = importance_scores(teacher, batches, len(batches), weights=modules)
     quantized = tuple(b for b in bits if b != FLOAT_WEIGHTS)
     omega = fisher_omegas(modules, scores.weight_traces, quantized) if modules else {}
+    embedding_modules = {n: m for n, m in modules.items() if isinstance(m, torch.nn.Embedding)}
+    extra = tuple(sorted({e for options in embedding_widths.values() for e in options[1:]} - set(quantized)))
+    if embedding_modules and extra:  # Ω of the embeddings alone at the widths only they may take
+        for name, by_bits in fisher_omegas(embedding_modules, scores.weight_traces, extra).items():
+            omega[name].update(by_bits)
     from ..families import base_prefix, family_of
     from ..methods.ffn_pruning.transform import ffn_layers
 
@@ -286,21 +320,18 @@ def search_student(
     ffn_names = {n for p in ffn_layers(teacher) for n in (p.module_name("ffn_up"), p.module_name("ffn_down"))}
     order = [int(i) for i in torch.argsort(-scores.layers, stable=True)]  # most important first, ties by position
 
-    def candidate(d, w, b, v) -> Candidate:
-        return Candidate(tuple(sorted(order[:d])), widths[w], w, b, v)
+    def candidate(d, w, b, e, v) -> Candidate:
+        return Candidate(tuple(sorted(order[:d])), widths[w], w, b, v, None if e == b else e)
+
+    def loss(c: Candidate) -> float:
+        return _loss_increase(c, scores, omega, layer_prefix, ffn_names, set(embedding_modules))
 
     def tie(value: float) -> float:  # equal estimates: the cheaper student first, then the cut vocabulary
         return -value if budget_name == "budget_speedup" else value
 
-    ranked = sorted(
-        feasible,
-        key=lambda s: (
-            _loss_increase(candidate(*s), scores, omega, layer_prefix, ffn_names),
-            tie(costs[s]),
-            not s[3],
-            s,
-        ),
-    )
+    # Equal estimates: the cheaper student, then embeddings at the Linears' width (a width that changes nothing, as
+    # for tied embeddings, which stay float, is not written into the recipe), then the cut vocabulary.
+    ranked = sorted(feasible, key=lambda s: (loss(candidate(*s)), tie(costs[s]), s[3] != s[2], not s[4], s))
     # The best shape whose whole skeleton meets the budget when checked directly: a size budget on its saved files,
     # a latency budget timed beside the teacher (the table ranks; one interleaved timing confirms, so a table made
     # at a busier moment cannot pass a student that misses the budget).
@@ -312,7 +343,9 @@ def search_student(
             continue  # the table, corrected by what the last check measured, already says it misses
         chosen = candidate(*shape)
         ids = token_ids if chosen.prune_vocabulary else None
-        model, student_tokenizer = skeleton(teacher, chosen.layers, chosen.width, chosen.weight_bits, tokenizer, ids)
+        model, student_tokenizer = skeleton(
+            teacher, chosen.layers, chosen.width, chosen.weight_bits, tokenizer, ids, chosen.embedding_bits
+        )
         size = saved_size(model)
         count = parameter_count(skeleton(teacher, chosen.layers, chosen.width, FLOAT_WEIGHTS, tokenizer, ids)[0])
         times = time_beside_teacher(teacher, model, tokenizer, student_tokenizer, arguments)
@@ -339,7 +372,7 @@ def search_student(
         )
     return SearchResult(
         candidate=chosen,
-        loss_increase=_loss_increase(chosen, scores, omega, layer_prefix, ffn_names),
+        loss_increase=loss(chosen),
         size_bytes=size,
         parameters=count,
         latency_ms=table.predict(chosen.depth, chosen.width, chosen.weight_bits),

@@ -2,7 +2,8 @@
 
 A candidate is what our saved formats can hold: a subset of the teacher's layers, one FFN width for every layer (a
 stock `transformers` config has a single `intermediate_size`, so per-layer widths are not in the space), one weight
-width for every Linear and the word embeddings, and the vocabulary cut to the train split's tokens or not. Its size
+width for every Linear, one for the word embeddings (the Linears' or narrower: after a vocabulary cut the embedding
+is still most of a small student's bytes), and the vocabulary cut to the train split's tokens or not. Its size
 is counted on a skeleton built with the product's own transforms (`create_student`, FFN slicing, `fake_quantize_` +
 `bake_low_bit_`, `prune_vocabulary_`) and saved with `save_pretrained`: the trained student has the same tensors, so
 the same bytes. Which neurons a skeleton keeps does not matter for its size or speed.
@@ -31,8 +32,9 @@ class Candidate:
         layers: 0-based teacher layer ids kept, in order.
         ffn_sparsity: fraction of FFN neurons removed in every layer.
         width: the FFN intermediate size that leaves.
-        weight_bits: bits of every Linear and the word embeddings (32: float).
+        weight_bits: bits of every Linear, and of the word embeddings unless `embedding_bits` says (32: float).
         prune_vocabulary: the word embeddings cut to the train split's tokens.
+        embedding_bits: bits of the word embeddings when narrower than `weight_bits` (None: `weight_bits`).
     """
 
     layers: tuple[int, ...]
@@ -40,10 +42,16 @@ class Candidate:
     width: int
     weight_bits: int
     prune_vocabulary: bool
+    embedding_bits: int | None = None
 
     @property
     def depth(self) -> int:
         return len(self.layers)
+
+    @property
+    def word_embedding_bits(self) -> int:
+        """Bits of the word embeddings (32: float)."""
+        return self.weight_bits if self.embedding_bits is None else self.embedding_bits
 
     def recipe_fields(self) -> dict:
         """The recipe fields that make this student in `hf-compress compress`."""
@@ -52,6 +60,9 @@ class Candidate:
         fields["weight_bits"] = None if self.weight_bits == FLOAT_WEIGHTS else self.weight_bits
         if self.weight_bits != FLOAT_WEIGHTS:
             fields["weight_quantization_modules"] = "all"
+        # Always named, so that a base recipe's own embedding_weight_bits cannot survive under a searched student.
+        narrower = self.word_embedding_bits != self.weight_bits
+        fields["embedding_weight_bits"] = self.word_embedding_bits if narrower else None
         fields["prune_vocabulary"] = self.prune_vocabulary
         return fields
 
@@ -72,9 +83,11 @@ def skeleton(
     weight_bits: int,
     tokenizer=None,
     token_ids=None,
+    embedding_bits: int | None = None,
 ) -> tuple[PreTrainedModel, object]:
     """The student of this shape with the teacher's weights (the first `width` neurons of each FFN), quantized and
-    packed at `weight_bits` (every Linear and the word embeddings), its vocabulary cut to `token_ids` when given.
+    packed at `weight_bits` (every Linear, and the word embeddings at `embedding_bits` when given), its vocabulary cut
+    to `token_ids` when given.
 
     Returns (model, tokenizer): the tokenizer is the pruned one when the vocabulary was cut, else `tokenizer`.
     """
@@ -87,10 +100,13 @@ def skeleton(
         masks = [torch.arange(p.size) < width for p in parts]
         slice_ffn_(student, masks)
     if weight_bits != FLOAT_WEIGHTS:
-        from ..methods.low_bit.fake_quant import fake_quantize_
+        from ..methods.low_bit.fake_quant import fake_quantize_, select_low_bit_modules
         from ..methods.low_bit.modules import bake_low_bit_
 
-        fake_quantize_(student, weight_bits, None, "all")
+        chosen = select_low_bit_modules(student, "all")
+        embedding_bits = embedding_bits or weight_bits
+        plan = {n: embedding_bits if isinstance(m, torch.nn.Embedding) else weight_bits for n, m in chosen.items()}
+        fake_quantize_(student, plan)
         bake_low_bit_(student)
     if token_ids is not None:
         from ..methods.vocabulary.transform import prune_vocabulary_
