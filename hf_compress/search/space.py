@@ -99,6 +99,12 @@ def skeleton(
     if width != parts[0].size:
         masks = [torch.arange(p.size) < width for p in parts]
         slice_ffn_(student, masks)
+    # The vocabulary is cut before the weights are rounded (the compress run cuts it after): with one scale per row,
+    # the same rows come out either way, and rounding only the kept rows makes a cut skeleton 2-4x cheaper to build.
+    if token_ids is not None:
+        from ..methods.vocabulary.transform import prune_vocabulary_
+
+        tokenizer = prune_vocabulary_(student, tokenizer, token_ids)
     if weight_bits != FLOAT_WEIGHTS:
         from ..methods.low_bit.fake_quant import fake_quantize_, select_low_bit_modules
         from ..methods.low_bit.modules import bake_low_bit_
@@ -108,10 +114,6 @@ def skeleton(
         plan = {n: embedding_bits if isinstance(m, torch.nn.Embedding) else weight_bits for n, m in chosen.items()}
         fake_quantize_(student, plan)
         bake_low_bit_(student)
-    if token_ids is not None:
-        from ..methods.vocabulary.transform import prune_vocabulary_
-
-        tokenizer = prune_vocabulary_(student, tokenizer, token_ids)
     student.eval()
     return student, tokenizer
 
