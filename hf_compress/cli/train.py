@@ -259,6 +259,23 @@ def finished_teacher(teacher_dir: str, fields: dict) -> bool:
         return False
 
 
+# The recipe's TrainingArguments the teacher's fine-tuning shares: its batching (group_by_length saves most of the
+# padding of NER sentences), logging, seed and device, and its checkpointing, so that an interrupted fine-tuning
+# resumes where it stopped (save_strategy too, unless the recipe saves nothing).
+TEACHER_SHARED_ARGUMENTS = (
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "train_sampling_strategy",
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+    "seed",
+    "use_cpu",
+    "disable_tqdm",
+)
+
+
 def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Plan, data):
     """The teacher fine-tuned on the task with a plain Trainer, saved pickle-free and atomically in
     output_dir/teacher with a marker file; reused when a finished one with the same recipe fields is there, resumed
@@ -286,21 +303,10 @@ def finetune_teacher(recipe: RecipeArguments, args: TrainingArguments, plan: Pla
         output_dir=checkpoints,
         num_train_epochs=recipe.teacher_num_train_epochs,
         learning_rate=recipe.teacher_learning_rate,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
         warmup_steps=0.06,
         weight_decay=0.01,
-        logging_steps=args.logging_steps,
-        # The recipe's checkpointing applies here too, so an interrupted fine-tuning resumes where it stopped.
         save_strategy=args.save_strategy if saves else "no",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        report_to=args.report_to,
-        seed=args.seed,
-        # The recipe's batching applies here too (group_by_length saves most of the padding of NER sentences).
-        train_sampling_strategy=args.train_sampling_strategy,
-        use_cpu=args.use_cpu,
-        disable_tqdm=args.disable_tqdm,
+        **{name: getattr(args, name) for name in TEACHER_SHARED_ARGUMENTS},
     )
     train = subset(data["train"], recipe.teacher_max_train_samples, args.seed)
     last = get_last_checkpoint(checkpoints) if os.path.isdir(checkpoints) else None
