@@ -49,8 +49,8 @@ class SearchArguments:
     search_embedding_weight_bits: list[int] = config_field(
         default_factory=lambda: [4, 2],
         help="Narrower widths the search may also give the word embeddings of a quantized student (each below the "
-        "Linears' width; []: the embeddings take the Linears' width). After a vocabulary cut the embedding is most "
-        "of a small student's bytes: narrower embeddings may pay for more layers.",
+        "Linears' width; []: the embeddings take the Linears' width). After a vocabulary cut the embedding is still "
+        "nearly half of a small student's bytes: narrower embeddings may pay for more layers.",
     )
     search_vocabulary: bool = config_field(
         True, "Also consider cutting the vocabulary to the tokens of the train split (prune_vocabulary)."

@@ -3,7 +3,7 @@
 A candidate is what our saved formats can hold: a subset of the teacher's layers, one FFN width for every layer (a
 stock `transformers` config has a single `intermediate_size`, so per-layer widths are not in the space), one weight
 width for every Linear, one for the word embeddings (the Linears' or narrower: after a vocabulary cut the embedding
-is still most of a small student's bytes), and the vocabulary cut to the train split's tokens or not. Its size
+is still nearly half of a small student's bytes), and the vocabulary cut to the train split's tokens or not. Its size
 is counted on a skeleton built with the product's own transforms (`create_student`, FFN slicing, `fake_quantize_` +
 `bake_low_bit_`, `prune_vocabulary_`) and saved with `save_pretrained`: the trained student has the same tensors, so
 the same bytes. Which neurons a skeleton keeps does not matter for its size or speed.
