@@ -74,11 +74,9 @@ class SearchResult:
     def summary(self) -> list[str]:
         """Lines for the written recipe's header and the console."""
         c = self.candidate
-        bits = "float" if c.weight_bits == FLOAT_WEIGHTS else f"{c.weight_bits}-bit"
+        bits = ("float" if c.weight_bits == FLOAT_WEIGHTS else f"{c.weight_bits}-bit") + " weights"
         if c.word_embedding_bits != c.weight_bits:
-            bits += f" weights, {c.word_embedding_bits}-bit word embeddings"
-        else:
-            bits += " weights"
+            bits += f", {c.word_embedding_bits}-bit word embeddings"
         lines = [
             f"budget: {self.budget[0]}={self.budget[1]}",
             f"student: layers {list(c.layers)}, FFN width {c.width} (ffn_sparsity {c.ffn_sparsity}), {bits}, "
@@ -256,7 +254,7 @@ def search_student(
     # Costs first: a budget nothing meets is refused before any gradient is computed.
     table: LatencyTable | None = None
     sizes: dict[tuple, tuple[int, int]] = {}  # (width, bits, embedding bits, vocabulary) -> (at depth 1, per layer)
-    params: dict[tuple, tuple[int, int]] = {}  # (width, 32, vocabulary) -> (parameters at depth 1, per layer)
+    params: dict[tuple, tuple[int, int]] = {}  # (width, 32, 32, vocabulary) -> (parameters at depth 1, per layer)
     if budget_name in ("budget_latency_ms", "budget_speedup"):
         table = latency_table()
 
@@ -323,8 +321,10 @@ def search_student(
     def candidate(d, w, b, e, v) -> Candidate:
         return Candidate(tuple(sorted(order[:d])), widths[w], w, b, v, None if e == b else e)
 
+    embedding_names = set(embedding_modules)
+
     def loss(c: Candidate) -> float:
-        return _loss_increase(c, scores, omega, layer_prefix, ffn_names, set(embedding_modules))
+        return _loss_increase(c, scores, omega, layer_prefix, ffn_names, embedding_names)
 
     def tie(value: float) -> float:  # equal estimates: the cheaper student first, then the cut vocabulary
         return -value if budget_name == "budget_speedup" else value
