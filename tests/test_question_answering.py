@@ -14,7 +14,7 @@ from transformers import AutoModelForQuestionAnswering, BertForQuestionAnswering
 from hf_compress.cli import main
 from hf_compress.cli.recipe import RecipeArguments
 from hf_compress.tasks import QAEvalData, get_task
-from hf_compress.tasks.qa_postprocessing import best_spans, span_search, window_features
+from hf_compress.tasks.qa_postprocessing import best_spans, window_features
 from tests.test_token_classification import cli_recipe, reload_in_fresh_process, report_command
 from tests.testing_utils import tiny_bert_config, tiny_tokenizer, training_args
 
@@ -311,13 +311,13 @@ def test_squad_v1_data_keeps_the_squad_metric_and_the_unanswerable_window_points
     assert features["start_positions"] == features["end_positions"] == [0]  # [CLS]: the no-answer target
 
 
-def test_span_search_null_margin_is_the_lowest_cls_score_minus_the_best_span():
+def test_best_spans_null_margin_is_the_lowest_cls_score_minus_the_best_span():
     examples = Dataset.from_dict({"id": ["q", "none"], "context": ["alpha beta gamma", "zeta"]})
     windows = [[None, (0, 5), (6, 10), None], [None, (6, 10), (11, 16), None], [None, None, None]]
     features = Dataset.from_dict({"example_id": ["q", "q", "none"], "cls_index": [0, 0, 0], "offset_mapping": windows})
     start = [np.array([3, 4, 0, 0.0]), np.array([1, 0, 2, 0.0]), np.array([9, 0, 0.0])]
     end = [np.array([2, 0, 5, 0.0]), np.array([0, 0, 1, 0.0]), np.array([9, 0, 0.0])]
-    texts, margins = span_search(examples, features, start, end)
+    texts, margins = best_spans(examples, features, start, end, null_margins=True)
     # q: best span alpha-beta 4 + 5 = 9; null min(3 + 2, 1 + 0) = 1: margin -8. "none": no context token, margin inf.
     assert texts == ["alpha beta", ""] and margins == [-8.0, np.inf]
 
@@ -436,7 +436,7 @@ def test_distill_recipe_end_to_end_on_a_tiny_squad_file(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_squad_windows_and_span_search_recover_the_real_answers():
+def test_squad_windows_and_best_spans_recover_the_real_answers():
     from transformers import AutoTokenizer
 
     from hf_compress import task_data

@@ -112,8 +112,9 @@ def best_spans(
     end_logits: list[np.ndarray],
     n_best_size: int = 20,
     max_answer_length: int = 30,
-) -> list[str]:
-    """The predicted answer text of every example, in `examples` order.
+    null_margins: bool = False,
+) -> list[str] | tuple[list[str], list[float]]:
+    """The predicted answer text of every example, in `examples` order (and, with `null_margins`, its null margin).
 
     For each window of an example, the `n_best_size` highest start and end logits are paired; a pair is valid when
     both tokens are in the context (their offset is not None), end >= start and the span has at most
@@ -121,24 +122,13 @@ def best_spans(
     and its text is sliced from the context by character offsets. An example without a valid pair gets "".
     `features` are `window_features(..., for_eval=True)` rows; logits are per window, in `features` order, and may be
     longer than the window (Trainer pads them with -100 across batches): positions past the window are never chosen.
+
+    With `null_margins`, returns (texts, margins): per example, null score - best span score (run_qa's
+    `score_diff`). The null score is the lowest start + end logit at [CLS] (`cls_index`, 0 when the features do not
+    say) over the example's windows; an example without a valid span has margin +inf. A SQuAD 2.0 model answers ""
+    when the margin is above its null threshold (`QuestionAnswering` chooses it on the validation split).
+
     Raises ValueError when the logits and the windows do not pair up.
-    """
-    return span_search(examples, features, start_logits, end_logits, n_best_size, max_answer_length)[0]
-
-
-def span_search(
-    examples: Dataset,
-    features: Dataset,
-    start_logits: list[np.ndarray],
-    end_logits: list[np.ndarray],
-    n_best_size: int = 20,
-    max_answer_length: int = 30,
-) -> tuple[list[str], list[float]]:
-    """`best_spans`' texts, and per example its null margin: null score - best span score (run_qa's `score_diff`).
-
-    The null score is the lowest start + end logit at [CLS] (`cls_index`, 0 when the features do not say) over the
-    example's windows; an example without a valid span has margin +inf. A SQuAD 2.0 model answers "" when the margin
-    is above its null threshold (`QuestionAnswering` chooses it on the validation split).
     """
     if len(start_logits) != len(features) or len(end_logits) != len(features):
         raise ValueError(
@@ -166,4 +156,4 @@ def span_search(
                         best, best_score = context[offsets[s][0] : offsets[e][1]], score
         answers.append(best)
         margins.append(float(null_score - best_score) if np.isfinite(best_score) else np.inf)
-    return answers, margins
+    return (answers, margins) if null_margins else answers

@@ -23,7 +23,7 @@ from datasets import Dataset, DatasetDict
 from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding
 
 from ..checks import invalid
-from .qa_postprocessing import span_search, window_features
+from .qa_postprocessing import best_spans, window_features
 from .tokenizer_checks import SAMPLE_EXAMPLES, check_known_words, right_padded, sample_words
 
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -203,8 +203,8 @@ class QuestionAnswering:
 
         def compute_metrics(eval_pred) -> dict[str, float]:
             start_logits, end_logits = eval_pred.predictions[:2]
-            texts, margins = span_search(
-                data.examples, data.features, start_logits, end_logits, data.n_best_size, data.max_answer_length
+            texts, margins = best_spans(
+                data.examples, data.features, start_logits, end_logits, data.n_best_size, data.max_answer_length, True
             )
             if data.unanswerable:  # scored on the validation split: the threshold is chosen on it
                 texts = cut_at(texts, margins, null_threshold(texts, margins, data))
@@ -233,7 +233,7 @@ class QuestionAnswering:
         return cut_at(texts, margins, threshold)
 
     def _search(self, model, data: QAEvalData, tokenizer, batch_size: int) -> tuple[list[str], list[float]]:
-        """Best span text and null margin of every question of `data` (`span_search` over the model's logits)."""
+        """Best span text and null margin of every question of `data` (`best_spans` over the model's logits)."""
         model.eval()
         collator = DataCollatorWithPadding(right_padded(tokenizer))  # logits are read from position 0 on
         features = data.features
@@ -248,7 +248,7 @@ class QuestionAnswering:
             for i, n in enumerate(lengths):
                 starts.append(out.start_logits[i, :n].float().cpu().numpy())
                 ends.append(out.end_logits[i, :n].float().cpu().numpy())
-        return span_search(data.examples, features, starts, ends, data.n_best_size, data.max_answer_length)
+        return best_spans(data.examples, features, starts, ends, data.n_best_size, data.max_answer_length, True)
 
     def score(self, predictions: list[str], data: QAEvalData) -> dict[str, float]:
         """Exact match and F1, in percent: SQuAD v1.1's (squad metric), or SQuAD 2.0's overall, HasAns and NoAns
