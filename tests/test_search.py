@@ -278,6 +278,29 @@ def test_the_latency_table_is_measured_once_per_machine_and_teacher(setting, tmp
     assert first.fit_error >= 0  # how well real timings fit the law: the machine's noise (the fit: next test)
 
 
+def test_the_final_check_times_the_teacher_again_only_when_the_table_was_cached(setting, tmp_path, monkeypatch):
+    """A table timed in this search lends the check its teacher time (the costliest model to time); a cached table
+    may come from another machine state, so then the teacher is timed beside the student again."""
+    monkeypatch.setenv("HF_COMPRESS_CACHE", str(tmp_path))
+    import hf_compress.search.latency as latency_module
+
+    timed, real = [], latency_module.latency_ms
+
+    def recording(models, *args, **kwargs):
+        timed.append(sorted(models))
+        return real(models, *args, **kwargs)
+
+    monkeypatch.setattr(latency_module, "latency_ms", recording)
+    fresh = _search(setting, use_cache=True, budget_speedup=1.5)
+    assert "teacher" in timed[0] and len(timed[0]) > 2  # the table: every shape beside the teacher
+    assert timed[1:] and all(models == ["student"] for models in timed[1:])
+    assert fresh.checked_teacher_ms == fresh.teacher_ms and fresh.latency_table_seconds > 0
+    del timed[:]
+    cached = _search(setting, use_cache=True, budget_speedup=1.5)
+    assert timed and all(models == ["student", "teacher"] for models in timed)
+    assert cached.latency_table_seconds == 0 and cached.checked_teacher_ms != cached.teacher_ms
+
+
 @pytest.mark.parametrize("noise", [0.0, 0.2])
 def test_the_latency_law_is_fitted_from_the_timings(setting, tmp_path, monkeypatch, noise):
     """Timings that follow ms = base + layers x (per layer + FFN width x per neuron) give the law back exactly; one

@@ -152,11 +152,19 @@ def measure_latency_table(
     return table
 
 
-def time_beside_teacher(teacher, student, tokenizer, student_tokenizer, arguments) -> dict[str, float]:
+def time_beside_teacher(
+    teacher, student, tokenizer, student_tokenizer, arguments, teacher_ms: float | None = None
+) -> dict[str, float]:
     """{"teacher": ms, "student": ms}: the two timed interleaved at the budget's inputs and threads (`arguments`: a
-    SearchArguments); the student reads its own tokenizer (a cut vocabulary)."""
-    return latency_ms(
-        {"teacher": teacher, "student": student},
+    SearchArguments); the student reads its own tokenizer (a cut vocabulary).
+
+    `teacher_ms`: the teacher's time from a table timed moments ago in the same search (not read from the cache): the
+    student alone is timed then. The teacher is the costliest model to time (about 10x a small student), and a table
+    timed in this search saw the same machine state; a cached one may not have, so then the teacher is timed again.
+    """
+    models = {"student": student} if teacher_ms is not None else {"teacher": teacher, "student": student}
+    times = latency_ms(
+        models,
         tokenizer,
         arguments.budget_batch_size,
         arguments.budget_seq_len,
@@ -164,3 +172,4 @@ def time_beside_teacher(teacher, student, tokenizer, student_tokenizer, argument
         tokenizers={"student": student_tokenizer},
         num_threads=arguments.search_threads,
     )
+    return {"teacher": teacher_ms, **times} if teacher_ms is not None else times

@@ -49,7 +49,8 @@ class SearchResult:
         latency_table_seconds: of which timing the latency table (about 0 when it was read from the cache).
         fit_error: the latency table's largest relative difference from a shape it timed.
         checked_latency_ms, checked_teacher_ms: the chosen student's skeleton and the teacher timed side by side at
-            the end of the search (what a latency or speed-up budget was checked against).
+            the end of the search (what a latency or speed-up budget was checked against); when the table was timed
+            in this search, the teacher's time is the table's (see `time_beside_teacher`).
     """
 
     candidate: Candidate
@@ -88,9 +89,12 @@ class SearchResult:
             f"predicted latency: {self.latency_ms:.2f} ms (teacher {self.teacher_ms:.2f} ms, "
             f"{self.teacher_ms / self.latency_ms:.2f}x; the table fits its timings within {self.fit_error:.1%})"
         )
+        # time_beside_teacher: a table timed in this search lends the check its teacher time
+        how = "the teacher from the table timed in this search" if self.latency_table_seconds else "side by side"
         lines.append(
-            f"checked latency: {self.checked_latency_ms:.2f} ms beside the teacher's {self.checked_teacher_ms:.2f} ms "
-            f"({self.checked_teacher_ms / self.checked_latency_ms:.2f}x), its skeleton timed at the end of the search"
+            f"checked latency: {self.checked_latency_ms:.2f} ms against the teacher's {self.checked_teacher_ms:.2f} "
+            f"ms ({self.checked_teacher_ms / self.checked_latency_ms:.2f}x; {how}), the student's skeleton timed at "
+            "the end of the search"
         )
         seconds = self.latency_table_seconds
         table = f"{seconds:.0f} s timing it" if seconds else "read from the cache"
@@ -348,7 +352,8 @@ def search_student(
         )
         size = saved_size(model)
         count = parameter_count(skeleton(teacher, chosen.layers, chosen.width, FLOAT_WEIGHTS, tokenizer, ids)[0])
-        times = time_beside_teacher(teacher, model, tokenizer, student_tokenizer, arguments)
+        fresh = None if table.from_cache else table.teacher_ms  # timed seconds ago: the teacher need not be again
+        times = time_beside_teacher(teacher, model, tokenizer, student_tokenizer, arguments, fresh)
         checked = {
             "budget_mb": size / 1e6,
             "budget_params": count,
