@@ -111,8 +111,10 @@ def test_importance_leaves_the_model_as_it_was():
     model = tiny_bert()
     model.train()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    importance_scores(model, [tiny_batch()], 1)
+    embeddings = model.bert.embeddings.word_embeddings
+    importance_scores(model, [tiny_batch()], 1, weights={"bert.embeddings.word_embeddings": embeddings})
     assert model.training and all(p.grad is None and p.requires_grad for p in model.parameters())
+    assert not embeddings.sparse  # scored through sparse rows, given back dense
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
     assert not model.bert.encoder.layer[0]._forward_hooks
 
