@@ -159,7 +159,7 @@ def time_beside_teacher(
     SearchArguments); the student reads its own tokenizer (a cut vocabulary).
 
     `teacher_ms`: the teacher's time from a table timed moments ago in the same search (not read from the cache): the
-    student alone is timed then. The teacher is the costliest model to time (about 10x a small student), and a table
+    student alone is timed then. The teacher is the costliest model to time (10-20x a small student), and a table
     timed in this search saw the same machine state; a cached one may not have, so then the teacher is timed again.
     """
     models = {"student": student} if teacher_ms is not None else {"teacher": teacher, "student": student}

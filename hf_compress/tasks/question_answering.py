@@ -204,7 +204,13 @@ class QuestionAnswering:
         def compute_metrics(eval_pred) -> dict[str, float]:
             start_logits, end_logits = eval_pred.predictions[:2]
             texts, margins = best_spans(
-                data.examples, data.features, start_logits, end_logits, data.n_best_size, data.max_answer_length, True
+                data.examples,
+                data.features,
+                start_logits,
+                end_logits,
+                data.n_best_size,
+                data.max_answer_length,
+                null_margins=True,
             )
             if data.unanswerable:  # scored on the validation split: the threshold is chosen on it
                 texts = cut_at(texts, margins, null_threshold(texts, margins, data))
@@ -248,7 +254,9 @@ class QuestionAnswering:
             for i, n in enumerate(lengths):
                 starts.append(out.start_logits[i, :n].float().cpu().numpy())
                 ends.append(out.end_logits[i, :n].float().cpu().numpy())
-        return best_spans(data.examples, features, starts, ends, data.n_best_size, data.max_answer_length, True)
+        return best_spans(
+            data.examples, features, starts, ends, data.n_best_size, data.max_answer_length, null_margins=True
+        )
 
     def score(self, predictions: list[str], data: QAEvalData) -> dict[str, float]:
         """Exact match and F1, in percent: SQuAD v1.1's (squad metric), or SQuAD 2.0's overall, HasAns and NoAns
