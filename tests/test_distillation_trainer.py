@@ -104,6 +104,36 @@ def test_intermediate_terms_positive_for_different_models(tmp_path):
     assert trainer._terms.eval_means()["attention_loss"] > 1e-6
 
 
+@pytest.mark.parametrize("activation_checkpointing", [False, True])
+def test_attention_term_runs_eager_attention_and_gives_each_model_its_own_back(tmp_path, activation_checkpointing):
+    """The attention term needs eager attention (SDPA returns no maps), only inside the loss: through training
+    (forward and, with gradient checkpointing, the recomputed forward in backward) and evaluation; afterwards the
+    user's student and teacher run their own implementation again (SDPA here, as from_pretrained gives)."""
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    student = create_student(teacher, num_hidden_layers=2)
+    teacher.set_attn_implementation("sdpa")
+    student.set_attn_implementation("sdpa")
+    seen = []
+    record = lambda module, args, kwargs: seen.append(module.config._attn_implementation)  # noqa: E731
+    for model in (student, teacher):
+        model.bert.encoder.layer[0].attention.self.register_forward_pre_hook(record, with_kwargs=True)
+    trainer = make_trainer(
+        tmp_path, student=student, teacher=teacher, attention_loss_weight=1.0, max_steps=2,
+        activation_checkpointing=activation_checkpointing, logging_steps=1,
+    )  # fmt: skip
+    assert (student.config._attn_implementation, teacher.config._attn_implementation) == ("sdpa", "sdpa")
+    trainer.train()
+    metrics = trainer.evaluate(tiny_dataset(8))
+    assert all(h["attention_loss"] > 0 for h in trainer.state.log_history if "kd_loss" in h)
+    assert metrics["eval_attention_loss"] > 0
+    assert seen and set(seen) == {"eager"}  # every forward of either model, the recomputed ones included
+    assert student.config._attn_implementation == "sdpa" and teacher.config._attn_implementation == "sdpa"
+    with torch.no_grad():  # and the student outside the loss is the SDPA model a stock load gives
+        batch = {k: v for k, v in tiny_batch().items() if k != "labels"}
+        maps = student(**batch, output_attentions=True).attentions
+    assert not [m for m in maps or () if m is not None]
+
+
 def test_cached_logits_give_the_same_loss_and_skip_the_teacher(tmp_path):
     dataset = tiny_dataset(16)
     plain = make_trainer(tmp_path / "a", dataset=dataset, num_train_epochs=3, max_grad_norm=0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import os
+from contextlib import contextmanager
 
 import torch
 from safetensors.torch import load_file
@@ -38,6 +39,25 @@ from .trainer_options import refuse_distillation_options, refuse_optimizer
 # detaches it, so the saved student is a stock checkpoint.
 PROJECTION_MODULE = "hf_compress_hidden_projection"
 OLD_PROJECTION_FILE = "distillation_projection.safetensors"  # checkpoints written before 0.2 kept it beside the model
+
+
+@contextmanager
+def eager_attention(*models: PreTrainedModel):
+    """Run `models` with transformers' eager attention inside the block, then give each back the implementation it
+    had (`config._attn_implementation`, e.g. "sdpa"), even when the block raises.
+
+    Why: SDPA and flash kernels never materialise the attention probabilities that the attention term compares, so
+    the loss needs eager attention; outside the loss the models keep the user's choice (SDPA is the faster one for
+    inference, and it is what a stock `from_pretrained` of the saved student picks). A switch costs ~0.1 ms.
+    """
+    before = [m.config._attn_implementation for m in models]
+    for m in models:
+        m.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        for m, implementation in zip(models, before):
+            m.set_attn_implementation(implementation)
 
 
 def project_hidden_states(module: nn.Module, args, output):
@@ -192,10 +212,6 @@ class DistillationTrainer(FinalizeMixin, Trainer):
                 f"widths {model.config.hidden_size} and {teacher_model.config.hidden_size}: the trained hidden "
                 "projection is added after Trainer.__init__, an optimizer built before would not train it",
             )
-        if args.attention_loss_weight > 0:
-            # SDPA kernels never materialise attention probabilities; the eager path returns them.
-            for m in (model, teacher_model):
-                m.set_attn_implementation("eager")
 
         self.pooling = self._embedding_pooling(model, teacher_model, args)
         super().__init__(model=model, args=args, **kwargs)
@@ -345,8 +361,42 @@ class DistillationTrainer(FinalizeMixin, Trainer):
         other = self._inputs_of["teacher" if who == "student" else "student"] - self._inputs_of[who]
         return {k: v for k, v in inputs.items() if k not in other}
 
+    _eager_depth = 0  # how many _attention_maps blocks are open: only the outermost one switches
+
+    @contextmanager
+    def _attention_maps(self):
+        """Eager attention for student and teacher inside the block when the attention term is on (see
+        eager_attention); nothing otherwise, or inside a block that already switched them."""
+        switch = self.args.attention_loss_weight > 0 and not self._eager_depth
+        self._eager_depth += 1
+        try:
+            if switch:
+                with eager_attention(self.model, self.teacher):
+                    yield
+            else:
+                yield
+        finally:
+            self._eager_depth -= 1
+
+    def training_step(self, *args, **kwargs):
+        """Trainer's step with eager attention through forward *and* backward: gradient checkpointing recomputes the
+        forward during backward, which must run the same attention as the first pass."""
+        with self._attention_maps():
+            return super().training_step(*args, **kwargs)
+
+    def prediction_step(self, *args, **kwargs):
+        with self._attention_maps():
+            return super().prediction_step(*args, **kwargs)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        """alpha·T²·KL(teacher‖student) + (1−alpha)·CE + hidden and attention terms, each logged on its own."""
+        """alpha·T²·KL(teacher‖student) + (1−alpha)·CE + hidden and attention terms, each logged on its own.
+
+        With the attention term, both models run eager attention for the call and get their own implementation back
+        after it (see eager_attention)."""
+        with self._attention_maps():
+            return self._compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    def _compute_loss(self, model, inputs, return_outputs, num_items_in_batch):
         inputs = dict(inputs)
         labels = pop_labels(inputs)
         args = self.args
