@@ -236,10 +236,10 @@ def check_supported_model(field: str, value: str | None, config: PretrainedConfi
         )
     existing = getattr(config, "quantization_config", None)
     if not quantized_ok and existing is not None:
-        from .format.config import is_low_rank_config
+        from .format.config import is_layout_only_config
 
         method = existing.get("quant_method") if isinstance(existing, dict) else getattr(existing, "quant_method", "")
-        if not is_low_rank_config(existing):  # the low-rank layout records float factors: not a quantization
+        if not is_layout_only_config(existing):  # a float layout: not a quantization
             raise invalid(
                 field,
                 value,

@@ -200,7 +200,8 @@ class LowRankConfig(QuantizationConfigMixin):
         return super().from_dict(config_dict, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
 
-def is_low_rank_config(config) -> bool:
-    """Whether a quantization_config (object or dict) is the layout-only one of factorize_linear_."""
+def is_layout_only_config(config) -> bool:
+    """Whether a quantization_config (object or dict) records a float layout only, no quantized module (the one
+    factorize_linear_ writes): a model with it is not quantized."""
     method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
     return method == LOW_RANK_METHOD

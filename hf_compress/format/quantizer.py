@@ -24,7 +24,7 @@ from .config import (
     QUANT_METHOD,
     Int8QuantizationConfig,
     LowRankConfig,
-    is_low_rank_config,
+    is_layout_only_config,
 )
 from .kinds import float_parameter_first, module_kind
 
@@ -46,7 +46,7 @@ class HfCompressQuantizer(HfQuantizer):
     @property
     def requires_calibration(self) -> bool:
         # A dense checkpoint cannot be "factorised on load" (use factorize_linear_); int8 can quantize on load.
-        return is_low_rank_config(self.quantization_config)
+        return is_layout_only_config(self.quantization_config)
 
     def is_serializable(self):
         return True
@@ -63,7 +63,7 @@ class HfCompressQuantizer(HfQuantizer):
         from ..methods.low_rank.transform import restore_low_rank_layout
 
         config = self.quantization_config
-        if is_low_rank_config(config):
+        if is_layout_only_config(config):
             return restore_low_rank_layout(model, config.ranks)
         ignored = set(model._keys_to_ignore_on_load_unexpected or ())
         model._keys_to_ignore_on_load_unexpected = ignored | {re.escape(LOAD_NOTICE_KEY)}
@@ -84,7 +84,7 @@ class HfCompressQuantizer(HfQuantizer):
         return model
 
     def _process_model_after_weight_loading(self, model, **kwargs):
-        if is_low_rank_config(self.quantization_config):
+        if is_layout_only_config(self.quantization_config):
             return model
         if not self.pre_quantized:
             from ..methods.int8.transform import apply_quantization, check_not_quantized
@@ -104,7 +104,7 @@ class HfCompressQuantizer(HfQuantizer):
 
     def get_state_dict_and_metadata(self, model):
         """The modules' own state dict is the on-disk format; int8 adds the notice key, which the header names."""
-        if is_low_rank_config(self.quantization_config):
+        if is_layout_only_config(self.quantization_config):
             return None, {}
         state_dict = dict(model.state_dict())
         state_dict[LOAD_NOTICE_KEY] = torch.zeros(1, dtype=torch.int8)

@@ -45,6 +45,9 @@ class Method:
             its __init__, before any training.
         setup: `(trainer) -> None`, the training hooks.
         finalize: `(trainer) -> None`, its part of finalize(), run in table order.
+        layout: `(model) -> dict`, the int8 quantization config's fields that record the structure this method gave
+            the model (e.g. the rank of every factorised Linear), so that a loader rebuilds it before the quantized
+            modules are swapped in; int8's quantize_ asks every method of the table.
     """
 
     name: str
@@ -61,6 +64,7 @@ class Method:
     validate: Hook | None = None
     setup: Hook | None = None
     finalize: Hook | None = None
+    layout: Hook | None = None
     variants: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict)
 
     def __post_init__(self):
@@ -94,11 +98,16 @@ class ModuleKind:
         method: the name of the method that owns it (a row of METHODS).
         empty: `(module, config, saved_name) -> nn.Module`, the empty module `from_pretrained` fills, built in place
             of the float `module` (on its device: meta while loading) from what the config records.
+        converts: `(module) -> bool`, for a kind int8's quantize_ makes from another method's float module (e.g. a
+            factorised Linear): whether `module` is one; None for int8's own kinds (nn.Linear, nn.Embedding).
+        from_float: `(module, per_token, per_tensor) -> nn.Module`, that module in int8 (with `converts`).
     """
 
     name: str
     method: str
     empty: Hook
+    converts: Hook | None = None
+    from_float: Hook | None = None
 
 
 @dataclass

@@ -41,11 +41,11 @@ def quantize_calibrated_(model, args, batches=None):
 
 
 def quantize(trainer) -> None:
-    """After pruning is baked and sliced; a low-rank layout is quantized with its factors."""
-    from ...format.config import is_low_rank_config
+    """After pruning is baked and sliced; a factorised layout is quantized with its factors."""
+    from ...format.config import is_layout_only_config
 
     existing = getattr(trainer.model.config, "quantization_config", None)
-    if existing is not None and not is_low_rank_config(existing):
+    if existing is not None and not is_layout_only_config(existing):
         return  # already int8 (a resumed or re-finalized run)
     args = trainer.args
     batches = None

@@ -29,7 +29,6 @@ from torch import nn
 from ... import provenance
 from ...checks import check_fraction, check_positive_int, invalid, require
 from ...families import base_model, base_prefix, distinct_layers, family_of
-from ..low_rank.transform import LowRankLinear
 from .calibration import Int8Calibration
 from .transform import check_not_quantized
 
@@ -97,8 +96,10 @@ def smooth_activations_(
     modules = dict(model.named_modules())
     # s scales a dense weight's input columns; a factorised Linear has none to scale (and nothing to fold 1/s into).
     dense = [n for g in groups for n in (*g.linears, *([g.fold_into] if g.fold_into else []))]
-    factorised = [n for n in dense if isinstance(modules[n], LowRankLinear)]
-    require(not factorised, "model", f"factorised ({factorised[:1]} is a LowRankLinear)", "a model of dense Linears")
+    other = [n for n in dense if hasattr(modules[n], "dense_weight")]  # computes a product of weights
+    if other:
+        found = f"factorised ({other[:1]} is a {type(modules[other[0]]).__name__})"
+        raise invalid("model", found, "a model of dense Linears")
     start = time.perf_counter()
     maxima, batches = input_maxima(model, [n for g in groups for n in g.linears], dataloader, num_batches)
 

@@ -16,16 +16,25 @@ from transformers.quantizers.quantizers_utils import should_convert_module
 
 from ... import provenance
 from ...checks import invalid
-from ...format.config import QUANT_METHOD, Int8QuantizationConfig, is_low_rank_config
-from ..low_rank.int8 import Int8LowRankLinear
-from ..low_rank.transform import LowRankLinear
+from ...format.config import QUANT_METHOD, Int8QuantizationConfig, is_layout_only_config
 from .calibration import Int8Calibration
-from .modules import Int8Embedding, Int8Linear
+from .modules import Int8Embedding, Int8Linear, PackedInt8Module
 
 logger = logging.getLogger(__name__)
 
 FilterFn = Callable[[nn.Module, str], bool]
-INT8_MODULES = (Int8Linear, Int8LowRankLinear, Int8Embedding)
+# Every module a quantization of ours makes: Linears with int8 or narrower packed weights (and other methods' int8
+# modules, e.g. the int8 factors of a factorised Linear) compute through PackedInt8Module; embeddings have their own
+# classes.
+INT8_MODULES = (PackedInt8Module, Int8Embedding)
+
+
+def converted_kinds() -> list:
+    """The module kinds of other methods that quantize_ makes from their float modules (ModuleKind.converts), e.g.
+    int8 factors from a factorised Linear, read from the table of module kinds."""
+    from ...format.kinds import MODULE_KINDS  # the table imports the methods' packages, this one included
+
+    return [kind for kind in MODULE_KINDS.values() if kind.converts is not None]
 
 
 def quantize_(
@@ -41,9 +50,10 @@ def quantize_(
     (https://arxiv.org/abs/1712.05877); the input word embeddings get int8 weights with one scale per row. Nothing
     is calibrated unless `calibration` (what smooth_activations_, keep_outlier_channels_ and calibrate_gptq_ return,
     combined with `|`) says otherwise: SmoothQuant's input scales, float outlier channels, GPTQ rounding, per Linear.
-    A LowRankLinear (factorize_linear_) gets both factors in int8 (Int8LowRankLinear: two int8
-    matmuls), and the config records the ranks of every factorised module. `model.save_pretrained` then writes the
-    int8 tensors to safetensors, and `from_pretrained` reads them back once hf_compress is imported.
+    Another method's float module that a module kind converts (e.g. a factorised Linear: both factors in int8)
+    becomes that kind, and the config records each method's layout (e.g. the rank of every factorised module).
+    `model.save_pretrained` then writes the int8 tensors to safetensors, and `from_pretrained` reads them back once
+    hf_compress is imported.
     Raises ValueError before any module is replaced for a quantized model, a config naming no module, or a
     calibration that does not fit the model (see `Int8Calibration.check`).
     """
@@ -67,8 +77,8 @@ def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
                 "full-precision model, e.g. the checkpoint it was quantized from"
             )
     existing = getattr(getattr(model, "config", None), "quantization_config", None)
-    # The low-rank layout's config (factorize_linear_) records float factors: not a quantization.
-    if check_config and existing is not None and not is_low_rank_config(existing):
+    # A layout-only config (factorize_linear_'s) records float modules: not a quantization.
+    if check_config and existing is not None and not is_layout_only_config(existing):
         method = existing.get("quant_method") if isinstance(existing, dict) else getattr(existing, "quant_method", "")
         raise ValueError(
             f"model is already quantized (config.quantization_config has quant_method={method!r}); quantize_ needs "
@@ -77,8 +87,17 @@ def check_not_quantized(model: nn.Module, check_config: bool = True) -> None:
 
 
 def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: FilterFn | None = None) -> dict:
-    """Names of the modules `config` and `filter_fn` select, mapped to 'linear' or 'embedding'."""
+    """Names of the modules `config` and `filter_fn` select, mapped to their kind: 'linear', 'embedding', or the kind
+    that converts another method's module (e.g. int8 factors of a factorised Linear)."""
     modules = dict(model.named_modules())
+    kinds = converted_kinds()
+
+    def kind_of(module) -> str | None:
+        for kind in kinds:
+            if kind.converts(module):
+                return kind.name
+        return "linear" if isinstance(module, nn.Linear) else None
+
     if config.modules_to_convert is not None:
         missing = [n for n in config.modules_to_convert if n not in modules]
         if missing:
@@ -89,8 +108,7 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
         candidates = [
             name
             for name, module in modules.items()
-            if isinstance(module, (nn.Linear, LowRankLinear))
-            or (config.quantize_embeddings and module is word_embeddings)
+            if kind_of(module) is not None or (config.quantize_embeddings and module is word_embeddings)
         ]
 
     excluded = config.modules_to_not_convert or []
@@ -104,17 +122,15 @@ def select_modules(model: nn.Module, config: Int8QuantizationConfig, filter_fn: 
     selected = {}
     for name in candidates:
         module = modules[name]
-        if isinstance(module, nn.Linear):
-            selected[name] = "linear"
-        elif isinstance(module, LowRankLinear):
-            selected[name] = "low_rank_linear"
-        elif isinstance(module, nn.Embedding):
-            selected[name] = "embedding"
-        else:
+        kind = kind_of(module)
+        if kind is None and isinstance(module, nn.Embedding):
+            kind = "embedding"
+        if kind is None:
             raise ValueError(
-                f"cannot quantize {name!r}: it is a {type(module).__name__}; only nn.Linear, LowRankLinear and "
-                "nn.Embedding are supported"
+                f"cannot quantize {name!r}: it is a {type(module).__name__}; only nn.Linear, nn.Embedding and the "
+                f"modules of kinds {[k.name for k in kinds]} are supported"
             )
+        selected[name] = kind
 
     # A weight shared by two modules (tied input/output embeddings) must stay one float tensor to stay tied.
     owners: dict[int, list[str]] = {}
@@ -145,14 +161,21 @@ def apply_quantization(
     calibration.check(model, selected)
     per_token = config.activation_range == "per_token"
     per_tensor = config.weight_granularity == "per-tensor"
-    # Every factorised module, int8 or kept float: the loader rebuilds the layout before swapping in int8 modules.
-    ranks = {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}
+    # Each method's layout (e.g. every factorised module, int8 or kept float): the loader rebuilds it before
+    # swapping in the int8 modules.
+    from .. import METHODS  # the table imports this package
+
+    layout = {}
+    for method in METHODS:
+        if method.layout is not None:
+            layout.update(method.layout(model))
+    converters = {kind.name: kind.from_float for kind in converted_kinds()}
     outliers: dict[str, int] = {}
     gptq = 0
     for name, kind in list(selected.items()):
         module = model.get_submodule(name)
-        if kind == "low_rank_linear":
-            new = Int8LowRankLinear.from_low_rank(module, per_token, per_tensor)
+        if kind in converters:
+            new = converters[kind](module, per_token, per_tensor)
         elif kind == "linear":
             device = module.weight.device
             smoothing, channels, hessian = (None if t is None else t.to(device) for t in calibration.for_linear(name))
@@ -164,7 +187,7 @@ def apply_quantization(
         else:
             new = Int8Embedding.from_embedding(module)
         model.set_submodule(name, new)
-    config = dataclasses.replace(config, quantized_modules=selected, low_rank_ranks=ranks, outlier_channels=outliers)
+    config = dataclasses.replace(config, quantized_modules=selected, outlier_channels=outliers, **layout)
     attach(model, config)
     provenance.record(
         model.config,
@@ -172,7 +195,7 @@ def apply_quantization(
         {
             "method": QUANT_METHOD,
             "linear": sum(k in ("linear", "smoothed_linear") for k in selected.values()),
-            "low_rank_linear": sum(k == "low_rank_linear" for k in selected.values()),
+            **{name: sum(k == name for k in selected.values()) for name in converters},
             "smoothed_linear": sum(k == "smoothed_linear" for k in selected.values()),
             "with_outlier_channels": len(outliers),
             "gptq_rounded": gptq,

@@ -42,6 +42,13 @@ def factorize(trainer) -> None:
     )
 
 
+def ranks(model) -> dict:
+    """The layout field of an int8 config: the rank of every LowRankLinear, int8 or kept float."""
+    from .transform import LowRankLinear
+
+    return {"low_rank_ranks": {n: m.rank for n, m in model.named_modules() if isinstance(m, LowRankLinear)}}
+
+
 METHOD = Method(
     name="low_rank",
     label="low-rank factorisation of Linear layers (SVD, Fisher-weighted or activation-aware)",
@@ -51,6 +58,7 @@ METHOD = Method(
     enabled=lambda args: args.low_rank_ratio is not None,
     check=check_low_rank_arguments,
     after_trainer=factorize,
+    layout=ranks,
 )
 
 
@@ -65,4 +73,19 @@ def _empty_int8_factors(module, config, saved_name):
     return Int8LowRankLinear(module.in_features, module.out_features, module.rank, bias, per_token, device)
 
 
-KINDS = (ModuleKind("low_rank_linear", "low_rank", _empty_int8_factors),)
+def _is_factorised(module) -> bool:
+    from .transform import LowRankLinear
+
+    return isinstance(module, LowRankLinear)
+
+
+def _int8_factors(module, per_token: bool, per_tensor: bool):
+    """Both factors of a LowRankLinear in int8: two int8 matmuls."""
+    from .int8 import Int8LowRankLinear
+
+    return Int8LowRankLinear.from_low_rank(module, per_token, per_tensor)
+
+
+KINDS = (
+    ModuleKind("low_rank_linear", "low_rank", _empty_int8_factors, converts=_is_factorised, from_float=_int8_factors),
+)

@@ -97,6 +97,16 @@ class LowRankLinear(nn.Module):
         """up · down: the (out, in) weight this module computes with."""
         return self.up_weight @ self.down_weight
 
+    def input_weight_and_grad(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The down factor D (rank, in), whose columns meet the input, and its gradient (None before a backward).
+
+        Scaling input column j of y = U·D·x scales column j of D only, so a column-block sum of D ⊙ ∂L/∂D equals the
+        one of W ⊙ ∂L/∂W for the dense product W = U·D (what head importance reads off an output projection).
+        """
+        grad = self.weight.grad
+        split = self.rank * self.in_features
+        return self.down_weight, None if grad is None else grad[:split].view(self.rank, self.in_features)
+
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}, "

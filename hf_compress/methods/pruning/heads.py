@@ -15,33 +15,25 @@ logger = logging.getLogger(__name__)
 
 
 def attention_outputs(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The distinct attention output projections (nn.Linear or LowRankLinear), named `<layer>.attention`.
+    """The distinct attention output projections (nn.Linear, or a module that names its input-facing weight with
+    `input_weight_and_grad()`, as a factorised Linear does), named `<layer>.attention`.
 
     Raises ValueError for any other kind (e.g. already quantized).
     """
-    from ..low_rank.transform import LowRankLinear  # here: transforms.low_rank imports the quantization package
-
     layers = distinct_layers(model, check_linear=False)
     outputs = [(f"{layer.name}.attention", layer.module("attention_output")) for layer in layers]
     for (_, module), layer in zip(outputs, layers):
-        if not isinstance(module, nn.Linear | LowRankLinear):
+        if not isinstance(module, nn.Linear) and not hasattr(module, "input_weight_and_grad"):
             layer.linear("attention_output")  # raises the one message for a projection that is not a Linear
     return outputs
 
 
 def input_weight_and_grad(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The (out, in) weight whose input columns meet the heads' context, and its gradient.
-
-    For a LowRankLinear y = U·D·x that is the down factor D (rank, in): scaling input column j scales column j of D
-    only, so ∂L/∂ξ_h is the same column-block sum of D ⊙ ∂L/∂D as of W ⊙ ∂L/∂W for the dense product W = U·D.
-    """
-    from ..low_rank.transform import LowRankLinear
-
-    if isinstance(module, LowRankLinear):
-        grad = module.weight.grad
-        split = module.rank * module.in_features
-        down_grad = None if grad is None else grad[:split].view(module.rank, module.in_features)
-        return module.down_weight, down_grad
+    """The (out, in) weight whose input columns meet the heads' context, and its gradient: a Linear's own weight, or
+    what the module names (a factorised Linear: its down factor)."""
+    own = getattr(module, "input_weight_and_grad", None)
+    if own is not None:
+        return own()
     return module.weight, module.weight.grad
 
 
