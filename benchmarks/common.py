@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -57,6 +58,13 @@ def run_info() -> dict:
         "command": " ".join(["python", program, *sys.argv[1:]]),
         "threads": torch.get_num_threads(),
     }
+
+
+def write_json(path: str, data: dict) -> None:
+    """A benchmark's results as JSON at `path` (its folder made if missing)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1)
 
 
 def tweets_tokenized(tokenizer=None):

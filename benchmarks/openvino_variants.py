@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from .common import run_info, tweets_tokenized
+from .common import run_info, tweets_tokenized, write_json
 from .runtimes import ours_openvino, peer_fp32_ir, peer_nncf
 
 XML = "openvino_model.xml"
@@ -214,9 +214,7 @@ def main() -> None:
         "rows": rows,
         "peer_profile_b32_f32": shares,
     }
-    os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(result, f, indent=1)
+    write_json(args.output, result)
     print("\n| arm | agreement with fp32 | b32 ms | b1 ms | vs peer b32 | vs peer b1 |\n|---|---|---|---|---|---|")
     for r in rows:
         print(
