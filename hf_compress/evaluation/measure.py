@@ -41,11 +41,8 @@ def effective_weight(module: nn.Module) -> torch.Tensor | None:
     its factors (low-rank), or its weight; None for anything else (embeddings included)."""
     if isinstance(module, (nn.Embedding,)) or type(module).__name__.endswith("Embedding"):
         return None
-    if hasattr(module, "dense_weight"):  # LowRankLinear
+    if hasattr(module, "dense_weight"):  # a factorised Linear, float or int8: the product of its factors
         return module.dense_weight()
-    if hasattr(module, "dequantized_weights"):  # Int8LowRankLinear: (down, up)
-        down, up = module.dequantized_weights()
-        return up @ down
     if hasattr(module, "dequantized_weight"):  # Int8Linear, LowBitLinear
         return module.dequantized_weight()
     weight = getattr(module, "weight", None)

@@ -9,8 +9,9 @@ its schemes, with our codes and scales (written by compressed-tensors' own compr
 - Int8Linear, plain: `int-quantized` (int8 weight (out, in), `weight_scale` (out, 1)) with int8 activations, dynamic
   and asymmetric (as ours), per token (`activation_range="per_token"`) or per tensor ("per_batch"). Our codes and
   scales.
-- Int8Linear smoothed (SmoothQuant) or with outlier channels, and Int8LowRankLinear: `int-quantized`, re-quantized per
-  row from the weight the module computes with (1/s folded into the columns; outlier columns merged; factors
+- Int8Linear smoothed (SmoothQuant) or with outlier channels, and any other int8 module that computes with one dense
+  weight it can give (`dense_weight()`, e.g. the int8 factors of a factorised Linear): `int-quantized`, re-quantized
+  per row from the weight the module computes with (1/s folded into the columns; outlier columns merged; factors
   multiplied out). One more rounding, measured by the export's check; the record names each such module and why.
 - Int8Embedding: `int-quantized`, weight only, per row. Our codes and scales.
 - LowBitLinear (8/4/2/1 bit): `pack-quantized` (int32 words), per row or per group; binary (±1) codes as 2-bit codes
@@ -57,9 +58,8 @@ def _requantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _linear_form(module: nn.Module) -> dict | None:
     """What compressed-tensors stores for one of our Linear kinds: the dense float weight (out, in) whose codes the
     compressor recomputes, the scales (out, groups), the scheme's fields, and whether our codes are kept exactly."""
-    from ..methods.int8.modules import Int8Linear
+    from ..methods.int8.modules import Int8Linear, PackedInt8Module
     from ..methods.low_bit.modules import LowBitLinear
-    from ..methods.low_rank.int8 import Int8LowRankLinear
 
     if isinstance(module, LowBitLinear):
         weight = module.dequantized_weight()
@@ -76,11 +76,7 @@ def _linear_form(module: nn.Module) -> dict | None:
             "exact": True,
             "bias": module.bias,
         }
-    if isinstance(module, Int8LowRankLinear):
-        first, second = module.dequantized_weights()
-        weight = second.float() @ first.float()
-        note = "low-rank factors multiplied out and re-quantized per row"
-    elif isinstance(module, Int8Linear):
+    if isinstance(module, Int8Linear):
         weight = module.dequantized_weight()
         note = None
         if module.input_scale is not None:
@@ -89,6 +85,10 @@ def _linear_form(module: nn.Module) -> dict | None:
         if module.outlier_channels is not None:
             weight = weight.index_copy(1, module.outlier_channels, module.outlier_weight.float())
             note = (note + "; " if note else "") + "float outlier columns merged and re-quantized per row"
+    elif isinstance(module, PackedInt8Module) and hasattr(module, "dense_weight"):
+        # Another method's int8 module (e.g. a factorised Linear's int8 factors): its one dense weight, re-quantized.
+        weight = module.dense_weight().float()
+        note = module.dense_weight_note
     else:
         return None
     exact = note is None
@@ -132,13 +132,14 @@ def _embedding_form(module: nn.Module) -> dict | None:
     }
 
 
-def _float_low_rank(module: nn.Module) -> torch.Tensor | None:
-    """The dense weight of a float LowRankLinear (a factorised module kept in float), else None."""
-    from ..methods.low_rank.transform import LowRankLinear
+def _float_product(module: nn.Module) -> torch.Tensor | None:
+    """The dense (out, in) weight of a float module that computes a product of weights and is no stock Linear (a
+    factorised Linear kept in float: `dense_weight()`), else None."""
+    from ..methods.int8.modules import PackedInt8Module
 
-    if isinstance(module, LowRankLinear):
-        return (module.up_weight @ module.down_weight).detach().float()
-    return None
+    if isinstance(module, nn.Linear | PackedInt8Module) or not callable(getattr(module, "dense_weight", None)):
+        return None
+    return module.dense_weight().detach().float()
 
 
 def stock_model(model: nn.Module) -> tuple[nn.Module, dict[str, dict]]:
@@ -171,7 +172,7 @@ def stock_model(model: nn.Module) -> tuple[nn.Module, dict[str, dict]]:
             stock.set_submodule(name, embedding)
             forms[name] = form
             continue
-        dense = _float_low_rank(module)
+        dense = _float_product(module)
         if dense is not None:
             linear = nn.Linear(dense.shape[1], dense.shape[0], bias=module.bias is not None)
             with torch.no_grad():

@@ -68,6 +68,15 @@ class Int8LowRankLinear(PackedInt8Module):
         scale = self.weight_scale
         return down.float() * scale[: self.rank, None], up.float() * scale[self.rank :, None]
 
+    def dense_weight(self) -> torch.Tensor:
+        """up · down in float, (out, in): the one weight this module computes with, for formats without factors
+        (compressed-tensors stores it re-quantized per row)."""
+        down, up = self.dequantized_weights()
+        return up @ down
+
+    # How the dense weight differs from the module's own codes (a format storing it says so in its record).
+    dense_weight_note = "low-rank factors multiplied out and re-quantized per row"
+
     def _int8_weights(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         down, up = self.int8_weights()
         return [(down, self.weight_scale[: self.rank]), (up, self.weight_scale[self.rank :])]
