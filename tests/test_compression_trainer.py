@@ -48,6 +48,28 @@ def test_arguments_validate_both_halves(tmp_path):
         CompressionTrainingArguments(output_dir=str(tmp_path), target_sparsity=1.5)
 
 
+@pytest.mark.parametrize(
+    "fields, method",
+    [({"low_rank_ratio": 0.5}, "low_rank"), ({"weight_bits": 4, "target_sparsity": 0.0}, "low_bit")],
+)
+def test_an_optimizer_built_before_a_conversion_that_replaces_modules_is_refused(tmp_path, fields, method):
+    """Methods that replace the student's modules after Trainer.__init__ would leave a ready-made optimizer holding
+    the old Parameters: refused before any conversion, naming the method, the user's student untouched."""
+    teacher = tiny_bert(seed=1, num_hidden_layers=4)
+    student = create_student(teacher, num_hidden_layers=2)
+    before = {n: type(m) for n, m in student.named_modules()}
+    optimizer = torch.optim.SGD(student.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=rf"optimizers=.*\(None, \.\.\.\) with {method} on"):
+        CompressionTrainer(
+            model=student,
+            teacher_model=teacher,
+            args=training_args(CompressionTrainingArguments, tmp_path, max_steps=2, **fields),
+            train_dataset=tiny_dataset(8),
+            optimizers=(optimizer, None),
+        )
+    assert {n: type(m) for n, m in student.named_modules()} == before
+
+
 def test_albert_student_is_converted_and_distilled(tmp_path):
     from transformers import AutoModelForSequenceClassification
 

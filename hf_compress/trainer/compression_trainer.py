@@ -16,7 +16,7 @@ from .trainer_options import refuse_distillation_options
 
 class CompressionTrainer(PruningMixin, DistillationTrainer):
     """DistillationTrainer plus PruningTrainer's masks and schedule, in one loop, and the conversions and final steps
-    of every enabled method of `hf_compress.methods.METHODS` (ALBERT-style, low-rank, low-bit, int8, vocabulary).
+    of every enabled method of the table `hf_compress.methods.METHODS`.
 
     Lifecycle: `before_trainer` conversions (before Trainer.__init__, so the optimizer sees the converted
     parameters), Trainer.__init__, `after_trainer` conversions (they need the collator and train batches), the
@@ -38,9 +38,8 @@ class CompressionTrainer(PruningMixin, DistillationTrainer):
             raise invalid(
                 "optimizers",
                 "(an optimizer, ...)",
-                f"(None, ...) with low_rank_ratio={args.low_rank_ratio} / weight_bits={args.weight_bits} / "
-                f"bit_budget_mb={args.bit_budget_mb}: the student's modules are replaced in __init__ "
-                f"({', '.join(replacing)}), an optimizer built before holds the replaced modules",
+                f"(None, ...) with {' and '.join(replacing)} on: the student's modules are replaced in __init__, an "
+                "optimizer built before holds the replaced modules",
             )
         # Trainer.__init__, then (in _after_init) the after_trainer conversions, checks and training hooks: the
         # pruners hold the same Parameters the fake-quantized modules train.
