@@ -237,9 +237,22 @@ def test_the_cli_quantizes_for_openvino_on_the_recipe_calibration_batches(tmp_pa
     assert "OpenVINO int8 model (NNCF, 16 calibration sequences)" in capsys.readouterr().out
 
 
+def test_the_cli_records_bf16_for_serving_after_checking_it(tmp_path, capsys):
+    path = tiny_checkpoint(tmp_path / "fp32")
+    data = tiny_text_csv(tmp_path / "data.csv", n=40)
+    out = tmp_path / "ov"
+    argv = ["quantize", path, str(out), "--runtime", "openvino", "--dataset_name", data, "--precision", "bf16"]
+    assert main([*argv, "--calibration_batches", "2", "--calibration_batch_size", "8"]) == 0
+    record = json.loads((out / "config.json").read_text())["export"]
+    assert record["precision"] == "bf16"
+    assert record["check"]["bf16"]["sequences"] == 16  # the IR compiled in bf16, checked on the held-out text
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
+        (["--precision", "f16"], "precision='f16' is invalid; allowed: 'f32', 'bf16'"),
+        (["--runtime", "pytorch", "--precision", "bf16"], "precision='bf16' is invalid; allowed: 'f32' with runtime="),
         (["--gptq", "true"], "gptq=True is invalid; allowed: False with runtime='openvino'"),
         (["--num_outlier_channels", "1"], "num_outlier_channels=1 is invalid; allowed: 0 with runtime='openvino'"),
         (["--activation_range", "per_token"], "activation_range='per_token' is invalid; allowed: 'per_batch' with"),
