@@ -1,14 +1,17 @@
 """Tiny random models and real tokenizers of every BERT-style family, built in-process (no Hub), for the tests.
 
-Tokenizers are trained here on CORPUS with the `tokenizers` library, in the kind each family's checkpoints ship with
-(WordPiece, byte-level BPE, Unigram) and with its special-token layout, then wrapped in the family's own tokenizer
-class. Models are tiny (hidden 32, 4 heads, FFN 64) random task models over that tokenizer's vocabulary. Nothing here
-imports hf_compress, so the support-table generator can read the matrix without it.
+Tokenizers were trained on CORPUS with the `tokenizers` library, in the kind each family's checkpoints ship with
+(WordPiece, byte-level BPE, Unigram) and with its special-token layout, and are read from tests/fixtures/tokenizers
+(`python -m tests.family_models` trains and writes them again), then wrapped in the family's own tokenizer class.
+Models are tiny (hidden 32, 4 heads, FFN 64) random task models over that tokenizer's vocabulary. Nothing here imports
+hf_compress, so the support-table generator can read the matrix without it.
 """
 
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
@@ -116,8 +119,7 @@ def roles(layout: str) -> dict[str, str]:
     return {role: token for token, rs in LAYOUTS[layout].items() for role in rs}
 
 
-@functools.cache
-def trained(kind: str, layout: str, without: str | None = None) -> str:
+def train(kind: str, layout: str, without: str | None = None) -> str:
     """tokenizer.json of a `kind` tokenizer trained on CORPUS, `layout`'s special tokens first (except `without`)."""
     specials, named = [t for t in LAYOUTS[layout] if t != without], roles(layout)
     if kind == "WordPiece":  # as BERT
@@ -148,6 +150,29 @@ def trained(kind: str, layout: str, without: str | None = None) -> str:
             special_tokens=[(cls, tok.token_to_id(cls)), (sep, tok.token_to_id(sep))],
         )
     return tok.to_str()
+
+
+FIXTURES = Path(__file__).parent / "fixtures" / "tokenizers"
+# Every (kind, layout, without) the tests use: each kind in each layout, and byte-level BPE without a pad token.
+TRAINED = [(kind, layout, None) for kind in KINDS for layout in LAYOUTS] + [("byte-level BPE", "roberta", "<pad>")]
+
+
+def _fixture(kind: str, layout: str, without: str | None) -> Path:
+    name = f"{kind}-{layout}" + (f"-without-{without.strip('<>[]')}" if without else "")
+    return FIXTURES / f"{name.lower().replace(' ', '-')}.json"
+
+
+@functools.cache
+def trained(kind: str, layout: str, without: str | None = None) -> str:
+    """tokenizer.json of `train(kind, layout, without)`, as trained once and stored in tests/fixtures/tokenizers.
+
+    Why stored: the WordPiece and Unigram trainers break ties in hash-map order, which changes from process to
+    process (measured: 660 to 663 WordPiece tokens, Unigram pieces in another order), so training in each test
+    process gave each run other token ids, other calibration text and other tiny models' decisions."""
+    path = _fixture(kind, layout, without)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: write it with `python -m tests.family_models`")
+    return path.read_text()
 
 
 def family_tokenizer(family: str, directory) -> PreTrainedTokenizerFast:
@@ -253,3 +278,10 @@ def head_outputs(outputs) -> dict[str, torch.Tensor]:
     if getattr(outputs, "logits", None) is None:  # a base model (sentence embeddings): the token states
         return {"last_hidden_state": outputs.last_hidden_state}
     return {"logits": outputs.logits}
+
+
+if __name__ == "__main__":  # python -m tests.family_models: train the stored tokenizers again
+    FIXTURES.mkdir(parents=True, exist_ok=True)
+    for key in TRAINED:
+        _fixture(*key).write_text(train(*key))
+        print(_fixture(*key), file=sys.stderr)

@@ -24,7 +24,10 @@ pytest.importorskip("openvino")
 
 def _calibration(tokenizer, n: int = 48, batch: int = 16, max_length: int | None = None) -> list[dict]:
     rng = np.random.default_rng(0)
-    words = [w for w in tokenizer.get_vocab() if not w.startswith(("[", "<"))]
+    # In id order: a fast tokenizer's get_vocab() is a Rust hash map whose order changes from process to process, and
+    # with it the calibration text (one run in many flipped a clear decision of the tiny DistilBERT).
+    vocab = sorted((i, w) for w, i in tokenizer.get_vocab().items())
+    words = [w for _, w in vocab if not w.startswith(("[", "<"))]
     texts = [" ".join(rng.choice(words, size=int(rng.integers(3, 20)))) for _ in range(n)]
     collator = DataCollatorWithPadding(tokenizer)
     encode = dict(truncation=True, max_length=max_length) if max_length else {}

@@ -122,6 +122,16 @@ def test_importance_leaves_the_model_as_it_was():
 # ---------------------------------------------------------------- budgets
 
 
+def _made_up_latency_ms(models, *args, **kwargs) -> dict[str, float]:
+    """ms per model, a function of its layers' tensor bytes (int8 a quarter of fp32; embeddings free: a row gather)."""
+    out = {}
+    for name, model in models.items():
+        tensors = [*model.named_parameters(), *model.named_buffers()]
+        work = sum(t.numel() * t.element_size() for n, t in tensors if "embeddings" not in n)
+        out[name] = 0.1 + work / 1e5
+    return out
+
+
 @pytest.mark.parametrize(
     "fields,measure",
     [
@@ -132,7 +142,12 @@ def test_importance_leaves_the_model_as_it_was():
     ],
     ids=["params", "mb", "latency", "speedup"],
 )
-def test_each_kind_of_budget_is_met(setting, fields, measure):
+def test_each_kind_of_budget_is_met(setting, fields, measure, monkeypatch):
+    if measure == "latency_ms":
+        # The search's logic is tested, not this machine: the wall clock of a shared machine moved an absolute budget
+        # between the two searches below (one CI run in many failed the check). Timings are made up from each model's
+        # work; the real timing loop is exercised by the command tests below.
+        monkeypatch.setattr("hf_compress.search.latency.latency_ms", _made_up_latency_ms)
     if fields.get("budget_latency_ms", 0) is None:  # a latency the teacher itself does not meet
         teacher_ms = _search(setting, budget_speedup=1.0).teacher_ms
         fields = {"budget_latency_ms": teacher_ms * 0.7}
