@@ -171,6 +171,35 @@ def test_each_kind_of_budget_is_met(setting, fields, measure, monkeypatch):
     assert c.depth < 4 or c.width < 64 or c.weight_bits < 32 or c.prune_vocabulary  # the budget is below the teacher
 
 
+@pytest.mark.parametrize("slower", [1.3, 100.0], ids=["corrected", "refused"])
+def test_a_student_the_table_passes_but_its_timed_check_misses_is_never_returned(setting, monkeypatch, slower):
+    """The table ranks, the timed check decides. On a made-up clock the machine is `slower` when students are checked
+    than when the table was timed: the table's first choice misses its check, and the search either moves to a shape
+    the table, corrected by what the check measured, says meets the budget (and whose check does), or refuses,
+    naming how many it checked."""
+    checks = []
+
+    def clock(models, *args, **kwargs):
+        times = _made_up_latency_ms(models)
+        if "student" in models:  # the check: a fresh table's teacher time is not timed again
+            times["student"] *= slower
+            checks.append(times["student"])
+        return times
+
+    monkeypatch.setattr("hf_compress.search.latency.latency_ms", clock)
+    budget = 0.7 * _made_up_latency_ms({"teacher": setting[0]})["teacher"]
+    if slower < 2:
+        result = _search(setting, budget_latency_ms=budget)
+        assert len(checks) >= 2 and checks[0] > budget  # the table's first choice missed when timed
+        assert result.checked_latency_ms == checks[-1] <= budget
+        assert result.checked_latency_ms == pytest.approx(slower * result.latency_ms)
+    else:
+        message = r"allowed: a budget one of the best shapes meets when built and checked \(1 checked missed it\)"
+        with pytest.raises(ValueError, match=rf"^budget_latency_ms={budget} is invalid; {message}"):
+            _search(setting, budget_latency_ms=budget)
+        assert len(checks) == 1 and checks[0] > budget
+
+
 @pytest.mark.parametrize("measure", ["parameters", "bytes"])
 def test_costs_from_few_skeletons_equal_every_shape_built_whole(setting, measure):
     """Sizes and parameters are counted on 5 skeletons per width of weights, and 2 more per narrower width of the
