@@ -210,6 +210,26 @@ def test_bad_arguments_are_refused_and_nothing_is_written(tmp_path, float_model,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    "bound,value,message",
+    [
+        ("INT8_AGREEMENT", 1.01, r"argmax agreement >= 101.0% on the decisions whose margin"),  # none can reach it
+        ("INT8_SQNR_DB", 200.0, r"logits SQNR >= 200 dB and"),
+    ],
+)
+def test_an_ir_beyond_the_bound_leaves_nothing(tmp_path, float_model, monkeypatch, bound, value, message):
+    """NNCF's IR is checked against PyTorch like every export: beyond the int8 bound it is an error, and neither the
+    output folder nor the staging folder is left behind."""
+    from hf_compress.export import verify
+
+    tokenizer = AutoTokenizer.from_pretrained(float_model)
+    monkeypatch.setattr(verify, bound, value)
+    expected = rf"keeps its decisions under NNCF int8 \(.*{message}.*sample sequences\): nothing was written"
+    with pytest.raises(ValueError, match=expected):
+        export_openvino_int8(float_model, tmp_path / "out", _calibration(tokenizer, n=16))
+    assert os.listdir(tmp_path) == []
+
+
 def test_held_out_batches_replace_the_random_word_sample(tmp_path, float_model):
     tokenizer = AutoTokenizer.from_pretrained(float_model)
     calibration, held_out = _calibration(tokenizer, n=32), _calibration(tokenizer, n=48)[2:]
