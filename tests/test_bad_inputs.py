@@ -143,6 +143,26 @@ def test_cli_one_line_and_exit_2(tmp_path, capsys, values, named):
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("case", ["missing-recipe", "list-recipe", "no-train-split"])
+def test_a_recipe_or_data_the_run_cannot_start_from_is_refused_in_one_line(tmp_path, capsys, case):
+    """A recipe path that is not a file, a recipe that is a YAML list, a data folder without a train split."""
+    if case == "missing-recipe":
+        recipe, named = str(tmp_path / "nowhere.yaml"), "is invalid; allowed: a YAML file that exists"
+    elif case == "list-recipe":
+        recipe, named = str(tmp_path / "recipe.yaml"), "allowed: a YAML mapping of field: value, not a list"
+        (tmp_path / "recipe.yaml").write_text("- output_dir: out\n")
+    else:
+        (tmp_path / "data").mkdir()
+        tiny_text_csv(tmp_path / "data" / "test.csv")
+        recipe = _recipe(tmp_path, dataset_name=str(tmp_path / "data"), eval_split="test")
+        named = "dataset splits=['test'] is invalid; allowed: a train split"
+    assert main(["compress", recipe]) == 2
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
+    assert len(ours) == 1 and named in ours[0] and "Traceback" not in err, err
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_refuses_to_overwrite_a_different_model(tmp_path, capsys):
     tiny_checkpoint(tmp_path / "out", seed=3)
     assert main(["compress", _recipe(tmp_path)]) == 2
