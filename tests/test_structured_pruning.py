@@ -143,10 +143,20 @@ def test_sliced_model_gives_the_masked_models_logits(name):
     assert model.num_parameters() == MODELS[name]().num_parameters() - len(masks) * 24 * (32 + 1 + 32)
 
 
-def test_slice_refuses_unequal_counts():
+@pytest.mark.parametrize(
+    "masks,message",
+    [
+        ([torch.arange(64) < 40, torch.arange(64) < 30], "same number"),
+        ([torch.arange(64) < 40], r"masks='<1 masks>' is invalid; allowed: one bool mask per FFN layer \(2\)"),
+        ([torch.zeros(64, dtype=torch.bool)] * 2, r"masks='<kept counts \[0\]>' is invalid; .*\(>= 1\)"),
+        ([(torch.arange(64) < 40).float()] * 2, "bool vectors of length 64"),
+        ([torch.arange(32) < 16] * 2, "bool vectors of length 64"),
+    ],
+    ids=["unequal-counts", "one-mask-for-two-layers", "no-neuron-kept", "float-masks", "wrong-length"],
+)
+def test_slice_refuses_masks_it_cannot_apply_and_leaves_the_model(masks, message):
     model = tiny_bert()
-    masks = [torch.arange(64) < 40, torch.arange(64) < 30]
-    with pytest.raises(ValueError, match="same number"):
+    with pytest.raises(ValueError, match=message):
         slice_ffn_(model, masks)
     assert model.config.intermediate_size == 64 and ffn_layers(model)[0].size == 64
 
