@@ -141,6 +141,9 @@ def test_exported_rows_are_measured_in_their_runtime(models, tmp_path, format):
     assert runtime["name"] == f"student-{format}"
 
     served = ExportedModel(str(exported))
+    only_ids = tokenizer(texts[0], return_tensors="pt")["input_ids"]
+    with pytest.raises(ValueError, match=r"^inputs=\['input_ids'\] is invalid; allowed: the exported inputs \["):
+        served(input_ids=only_ids)  # the file needs its attention mask (and token types): named, not a runtime error
     with torch.no_grad():
         pred = np.array(
             [
@@ -159,6 +162,15 @@ def test_exported_rows_are_measured_in_their_runtime(models, tmp_path, format):
     assert runtime["parameters"] == student["parameters"] == record["parameters"]
     assert runtime["sparsity"] == pytest.approx(student["sparsity"]) and runtime["sparsity"] > 0.05
     assert set(runtime["latency_ms"]) == {"batch_1", "batch_4"} and all(v > 0 for v in runtime["latency_ms"].values())
+
+
+def test_a_folder_not_written_by_export_is_refused_by_the_runtime_model(models):
+    from hf_compress.evaluation.exported import ExportedModel
+
+    _, _, student_dir, *_ = models  # a PyTorch checkpoint: its config.json has no 'export' record
+    message = r"is invalid; allowed: a folder written by hf-compress export \(config.json with 'export'\)"
+    with pytest.raises(ValueError, match=rf"^model_dir='.*/student[^/]*' {message}"):
+        ExportedModel(student_dir)
 
 
 def test_report_without_data_measures_size_and_latency_only(models, tmp_path, capsys):
