@@ -131,6 +131,8 @@ CLI_CASES = [
     ({"max_length": 0}, "max_length=0"),
     ({"eval_split": "dev"}, "eval_split='dev'"),
     ({"student_num_hidden_layers": 5}, "num_hidden_layers=5"),
+    ({"resume_from_checkpoint": "true"}, "resume_from_checkpoint='true' is invalid; allowed: a checkpoint folder"),
+    ({"model_name_or_path": "some/model"}, "model_name_or_path='some/model' is invalid; allowed: null for `compress`"),
 ]
 
 
@@ -223,12 +225,25 @@ def test_path_arguments_of_the_tools_are_checked_first(tmp_path, capsys, argv, n
     assert err.count("error:") == 1 and named in err and "Traceback" not in err
 
 
-def test_prune_command_checks_its_model_path(tmp_path, capsys):
-    recipe = _recipe(tmp_path, model_name_or_path="/nowhere/model", teacher_model_name_or_path=None)
+@pytest.mark.parametrize(
+    "fields,named",
+    [
+        ({"model_name_or_path": "/nowhere/model"}, "model_name_or_path='/nowhere/model'"),
+        ({"student_model_name_or_path": "MODEL"}, "is invalid; allowed: null for `prune`: the model pruned is"),
+        ({"unlabelled_train_samples": 8}, "unlabelled_train_samples=8 is invalid; allowed: null for `prune`"),
+    ],
+    ids=["missing-model", "student-checkpoint", "transfer-text"],
+)
+def test_prune_command_checks_its_model_path(tmp_path, capsys, fields, named):
+    model = tiny_checkpoint(tmp_path / "model")
+    fields = {"model_name_or_path": model, **{k: model if v == "MODEL" else v for k, v in fields.items()}}
+    recipe = _recipe(tmp_path, teacher_model_name_or_path=None, max_train_samples=16, **fields)
     text = open(recipe).read().replace("teacher_model_name_or_path: null\n", "")
     open(recipe, "w").write(text)
     assert main(["prune", recipe]) == 2
-    assert "model_name_or_path='/nowhere/model'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
+    assert len(ours) == 1 and named in ours[0], err
 
 
 def test_a_base_checkpoint_without_enough_labels_is_refused_when_the_trainer_is_built(tmp_path):

@@ -333,3 +333,25 @@ def test_benchmark_conll2003_and_squad_have_the_published_sizes():
     squad = load_squad(squad_dir)
     assert {split: ds.num_rows for split, ds in squad.items()} == task_data.SQUAD_SIZES
     assert squad["validation"].features == SQUAD_FEATURES
+
+
+def test_held_out_splits_come_from_train_and_sizes_it_cannot_give_are_refused():
+    from hf_compress.data import ensure_splits
+
+    train = Dataset.from_dict({"text": [f"t{i}" for i in range(10)], "label": [i % 2 for i in range(10)]})
+    splits, made = ensure_splits(DatasetDict(train=train), validation_size=0.25, test_size=2, seed=1)
+    assert len(splits["test"]) == 2 and len(splits["validation"]) == 2 and len(splits["train"]) == 6
+    texts = [t for name in ("train", "validation", "test") for t in splits[name]["text"]]
+    assert sorted(texts) == sorted(train["text"])  # held out of train, nothing lost or repeated
+    assert made == {
+        "test": {"from": "train", "size": 2, "seed": 1},
+        "validation": {"from": "train", "size": 0.25, "seed": 1},
+    }
+    kept, made = ensure_splits(DatasetDict(train=train, test=train.select(range(3))), test_size=2)
+    assert len(kept["test"]) == 3 and "test" not in made  # a split the data has is kept
+    for size in (10, 0.96):  # 0.96 of 10 rounds to all 10
+        with pytest.raises(ValueError, match=rf"^test_size={size} is invalid; allowed: fewer examples than the train"):
+            ensure_splits(DatasetDict(train=train), test_size=size)
+    one = r"^test_size=0.1 is invalid; allowed: fewer examples than the train split's 1$"
+    with pytest.raises(ValueError, match=one):  # one example cannot be split
+        ensure_splits(DatasetDict(train=train.select(range(1))))

@@ -24,6 +24,23 @@ def test_schedule_points_as_fractions_or_steps():
     assert resolve_step(30, 200) == 30
 
 
+@pytest.mark.parametrize(
+    "start,end,frequency,message",
+    [
+        (0, 300, 1, r"^pruning_end=300 is invalid; allowed: a step <= 200 \(this run's optimizer steps\)"),
+        (250, 0.9, 1, r"^pruning_start=250 is invalid; allowed: a step <= 200"),
+        (150, 100, 1, r"^pruning_end=100 is invalid; allowed: a point at or after pruning_start=150"),
+        (0.5, 90, 1, r"^pruning_end=90 is invalid; allowed: a point at or after pruning_start=0.5 \(step 100\)"),
+        (0, 0.9, 250, r"^pruning_frequency=250 is invalid; allowed: an integer in \[1, 200\] \(this run's steps\)"),
+    ],
+    ids=["end-past-the-run", "start-past-the-run", "end-before-start", "end-before-start-in-steps", "frequency"],
+)
+def test_a_schedule_the_run_cannot_follow_is_refused_when_the_run_length_is_known(start, end, frequency, message):
+    """The target sparsity would silently not be reached: refused at resolve(max_steps), before the first step."""
+    with pytest.raises(ValueError, match=message):
+        SparsitySchedule(start, end, frequency).resolve(200)
+
+
 def test_movement_and_magnitude_choose_different_weights():
     # w0 is large but the gradient pulls it to zero; w1 is small but moves away from zero.
     weight = nn.Parameter(torch.tensor([[2.0, 0.1]]))

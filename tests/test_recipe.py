@@ -201,3 +201,11 @@ def test_every_yaml_error_names_the_line_and_the_column(tmp_path, content, messa
     path.write_bytes(content)
     with pytest.raises(ValueError, match=message):
         parse_recipe(str(path), [], RecipeArguments, DistillationTrainingArguments)
+
+
+def test_a_qa_stride_that_is_not_below_the_window_is_refused():
+    """Consecutive windows overlap by doc_stride tokens: an overlap of max_length or more leaves no new context."""
+    for stride in (16, 20):
+        with pytest.raises(ValueError, match=rf"^doc_stride={stride} is invalid; allowed: below max_length=16$"):
+            RecipeArguments(task="question-answering", dataset_name="squad.json", max_length=16, doc_stride=stride)
+    assert RecipeArguments(task="question-answering", dataset_name="squad.json", max_length=16, doc_stride=15)

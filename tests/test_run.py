@@ -261,7 +261,8 @@ def test_transfer_text_keeps_the_first_examples_labelled_and_the_rest_distilled_
 def test_transfer_text_fields_are_checked_before_any_work(tmp_path, capsys, fields, says):
     recipe = write_recipe(tmp_path, **fields)
     assert main(["distill", recipe]) == 2
-    assert f"unlabelled_train_samples={fields['unlabelled_train_samples']} is invalid" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"unlabelled_train_samples={fields['unlabelled_train_samples']} is invalid" in err and says in err
     assert not os.path.exists(tmp_path / "out" / "teacher")
 
 
