@@ -136,12 +136,16 @@ CLI_CASES = [
 ]
 
 
+def _assert_one_error_line(err: str, named: str) -> None:
+    """The command's stderr holds exactly one line of ours, naming `named`, and no traceback."""
+    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
+    assert len(ours) == 1 and named in ours[0] and "Traceback" not in err, err
+
+
 @pytest.mark.parametrize("values,named", CLI_CASES, ids=lambda v: str(v)[:30])
 def test_cli_one_line_and_exit_2(tmp_path, capsys, values, named):
     assert main(["compress", _recipe(tmp_path, **values)]) == 2
-    err = capsys.readouterr().err
-    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
-    assert len(ours) == 1 and named in ours[0] and "Traceback" not in err
+    _assert_one_error_line(capsys.readouterr().err, named)
     assert not (tmp_path / "out" / "model.safetensors").exists()
 
 
@@ -159,9 +163,7 @@ def test_a_recipe_or_data_the_run_cannot_start_from_is_refused_in_one_line(tmp_p
         recipe = _recipe(tmp_path, dataset_name=str(tmp_path / "data"), eval_split="test")
         named = "dataset splits=['test'] is invalid; allowed: a train split"
     assert main(["compress", recipe]) == 2
-    err = capsys.readouterr().err
-    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
-    assert len(ours) == 1 and named in ours[0] and "Traceback" not in err, err
+    _assert_one_error_line(capsys.readouterr().err, named)
     assert not (tmp_path / "out").exists()
 
 
@@ -234,16 +236,14 @@ def test_path_arguments_of_the_tools_are_checked_first(tmp_path, capsys, argv, n
     ],
     ids=["missing-model", "student-checkpoint", "transfer-text"],
 )
-def test_prune_command_checks_its_model_path(tmp_path, capsys, fields, named):
+def test_prune_command_checks_its_model_fields(tmp_path, capsys, fields, named):
     model = tiny_checkpoint(tmp_path / "model")
     fields = {"model_name_or_path": model, **{k: model if v == "MODEL" else v for k, v in fields.items()}}
     recipe = _recipe(tmp_path, teacher_model_name_or_path=None, max_train_samples=16, **fields)
     text = open(recipe).read().replace("teacher_model_name_or_path: null\n", "")
     open(recipe, "w").write(text)
     assert main(["prune", recipe]) == 2
-    err = capsys.readouterr().err
-    ours = [line for line in err.splitlines() if line.startswith("hf-compress")]
-    assert len(ours) == 1 and named in ours[0], err
+    _assert_one_error_line(capsys.readouterr().err, named)
 
 
 def test_a_base_checkpoint_without_enough_labels_is_refused_when_the_trainer_is_built(tmp_path):
