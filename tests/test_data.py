@@ -187,6 +187,9 @@ def test_load_squad_rejects_a_path_that_is_neither(tmp_path):
     for path in (tmp_path / "missing.json", tmp_path):
         with pytest.raises(ValueError, match=f"path='{path}' is invalid; {allowed}"):
             load_squad(path)
+    (tmp_path / "dev.json").write_bytes(json.dumps(squad_json()).encode("utf-16"))
+    with pytest.raises(ValueError, match=r"path='.*dev.json' is invalid; allowed: a UTF-8 SQuAD v1.1 JSON file"):
+        load_squad(tmp_path / "dev.json")
 
 
 def squad_v2_json(**unanswerable) -> dict:
@@ -279,6 +282,24 @@ def test_a_folder_with_an_empty_split_or_a_file_that_is_not_utf8_is_refused(tmp_
     (tmp_path / "test.csv").write_bytes("text,label\nK\u00f6ln,1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"dataset_name='.*test.csv' is invalid; allowed: a UTF-8 file \(line 2"):
         load_text_classification(str(tmp_path))
+    # `load_dataset` finds no data in a JSON split of no records (a header-only CSV is refused before it).
+    (tmp_path / "json").mkdir()
+    (tmp_path / "json" / "train.json").write_text("[]")
+    with pytest.raises(
+        ValueError,
+        match=r"json' is invalid; allowed: data with at least one example in every split "
+        r"\(split 'train' has none\)",
+    ):
+        load_text_classification(str(tmp_path / "json"))
+    # A UTF-8 file that pandas cannot parse, inside a folder: what `datasets` says, with the field to fix.
+    (tmp_path / "ragged").mkdir()
+    (tmp_path / "ragged" / "train.csv").write_bytes(b"text,label\nhello,1\nbye,0,3\n")
+    with pytest.raises(
+        ValueError,
+        match=r"dataset_name='.*ragged' is invalid; allowed: data that `datasets` can "
+        r"read \(ParserError: .*Expected 2 fields in line 3, saw 3",
+    ):
+        load_text_classification(str(tmp_path / "ragged"))
 
 
 def test_ner_and_qa_record_files_that_cannot_be_read_are_refused_naming_the_file(tmp_path):
@@ -289,6 +310,13 @@ def test_ner_and_qa_record_files_that_cannot_be_read_are_refused_naming_the_file
     with pytest.raises(ValueError, match=r"ner.jsonl' is invalid; allowed: a JSON file that parses \(line 2"):
         get_task("token-classification").load(
             RecipeArguments(task="token-classification", dataset_name=str(tmp_path / "ner.jsonl"))
+        )
+    (tmp_path / "squad").mkdir()  # SQuAD's own format: a split of no articles parses, and is refused after loading
+    (tmp_path / "squad" / "train-v1.1.json").write_text(json.dumps(squad_json()))
+    (tmp_path / "squad" / "dev-v1.1.json").write_text(json.dumps({"version": "1.1", "data": []}))
+    with pytest.raises(ValueError, match=r"squad' is invalid; allowed: .*\(split 'validation' has none\)"):
+        get_task("question-answering").load(
+            RecipeArguments(task="question-answering", dataset_name=str(tmp_path / "squad"))
         )
     (tmp_path / "qa.jsonl").write_bytes(b"\n\n")
     with pytest.raises(ValueError, match=r"qa.jsonl' is invalid; allowed: a data file holding examples"):
