@@ -16,6 +16,7 @@ from hf_compress import (
     to_albert,
 )
 from hf_compress.cli import main
+from hf_compress.methods.distillation.config import EMBEDDING_WEIGHTS
 from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_text_csv
 
 ARGUMENT_CASES = [
@@ -47,7 +48,14 @@ ARGUMENT_CASES = [
         "num_hidden_groups=1",
     ),
     (PruningTrainingArguments, {"pruning_frequency": 0}, "pruning_frequency=0", ">= 1"),
-    (DistillationTrainingArguments, {"teacher_model_init_kwargs": "{bad json"}, "teacher_model_init_kwargs", "JSON"),
+    (
+        DistillationTrainingArguments,
+        {"teacher_model_init_kwargs": "{bad json"},
+        "teacher_model_init_kwargs",
+        "JSON object string (Expecting property name",
+    ),
+    (DistillationTrainingArguments, {"teacher_model_init_kwargs": "[1]"}, "teacher_model_init_kwargs=[1]", "a dict"),
+    *[(DistillationTrainingArguments, {name: -0.5}, f"{name}=-0.5", ">= 0") for name in EMBEDDING_WEIGHTS],
     (PruningTrainingArguments, {"target_sparsity": 1.0}, "target_sparsity=1.0", "[0, 1)"),
     (PruningTrainingArguments, {"target_sparsity": -0.1}, "target_sparsity=-0.1", "[0, 1)"),
     (PruningTrainingArguments, {"pruning_method": "random"}, "pruning_method='random'", "movement"),
