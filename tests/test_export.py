@@ -383,6 +383,18 @@ def _no_tokenizer(directory: Path) -> Path:
     return directory
 
 
+def _small_embedding(directory: Path) -> Path:
+    """The tokenizer's ids run past the embedding: the file would index outside its table at run time."""
+    BertForSequenceClassification(tiny_bert_config(vocab_size=VOCAB // 2)).save_pretrained(directory)
+    tiny_tokenizer(directory).save_pretrained(directory)
+    return directory
+
+
+def _a_file(path: Path) -> Path:
+    path.write_text("not a directory")
+    return path
+
+
 # (what is wrong, the arguments that differ from a good call, given (tmp_path, source model dir), the message)
 BAD = [
     (
@@ -424,6 +436,28 @@ BAD = [
         lambda t, s: {"model_dir": _no_tokenizer(t / "bare")},
         r"model_dir='.*bare' is invalid; allowed: a model saved with its tokenizer",
     ),
+    (
+        "no config",
+        lambda t, s: {"model_dir": t / "taken"},
+        r"model_dir='.*taken' is invalid; allowed: a directory that save_pretrained wrote \(this one has no config",
+    ),
+    (
+        "tokenizer beyond the embedding",
+        lambda t, s: {"model_dir": _small_embedding(t / "small")},
+        rf"model_dir='.*small' is invalid; allowed: a model whose tokenizer's ids fit its embedding \({VOCAB} tokens, "
+        rf"vocab_size {VOCAB // 2}\)",
+    ),
+    ("output empty", lambda t, s: {"output_dir": ""}, r"output_dir='' is invalid; allowed: a directory path$"),
+    (
+        "output is a file",
+        lambda t, s: {"output_dir": _a_file(t / "file.onnx")},
+        r"output_dir='.*file.onnx' is invalid; allowed: a directory path \(a file is there\)",
+    ),
+    (
+        "output holds files",
+        lambda t, s: {"output_dir": t / "notes"},
+        r"output_dir='.*notes' is invalid; allowed: a new or empty directory \(this one holds files\)",
+    ),
 ]
 
 
@@ -433,13 +467,28 @@ def test_bad_input_is_refused_before_any_work(exports, tmp_path, no_loading, wha
     taken = tmp_path / "taken"
     taken.mkdir()
     (taken / "model.onnx").write_bytes(b"an earlier export")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "notes.txt").write_text("the user's")
     arguments = {"model_dir": source, "output_dir": tmp_path / "out", "format": "openvino", **fields(tmp_path, source)}
     with pytest.raises(ValueError, match=message):
         export(**arguments)
     assert not (tmp_path / "out").exists()
     assert (taken / "model.onnx").read_bytes() == b"an earlier export"
+    assert (tmp_path / "notes" / "notes.txt").read_text() == "the user's"
     assert not [p for p in os.listdir(tmp_path) if ".staging-" in p]
     assert not [p for p in os.listdir(source.parent) if ".staging-" in p]
+
+
+def test_a_format_whose_runtime_is_not_installed_is_refused_naming_the_install(exports, tmp_path, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else find_spec(name, *a)
+    )
+    with pytest.raises(ValueError, match=r"format='openvino' is invalid; .*\(openvino missing: pip install 'hf_compr"):
+        export(exports.model_dir("student", "text-classification"), tmp_path / "out", format="openvino")
+    assert not (tmp_path / "out").exists()
 
 
 def test_cli_refuses_in_one_line(exports, tmp_path, capsys, no_loading):
