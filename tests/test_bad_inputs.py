@@ -141,6 +141,18 @@ CLI_CASES = [
     ({"student_num_hidden_layers": 5}, "num_hidden_layers=5"),
     ({"resume_from_checkpoint": "true"}, "resume_from_checkpoint='true' is invalid; allowed: a checkpoint folder"),
     ({"model_name_or_path": "some/model"}, "model_name_or_path='some/model' is invalid; allowed: null for `compress`"),
+    (
+        {"resume_from_checkpoint": "/nowhere/checkpoint-5"},
+        "resume_from_checkpoint='/nowhere/checkpoint-5' is invalid; allowed: an existing checkpoint folder, or true",
+    ),
+    (
+        {"teacher_model_name_or_path": None},
+        "teacher_model_name_or_path=None is invalid; allowed: a Hub id, a local model directory or pkg://",
+    ),
+    (
+        {"task": "sentence-embedding", "finetune_teacher": True},
+        "finetune_teacher=True is invalid; allowed: sentence embeddings are distilled from the teacher as it is",
+    ),
 ]
 
 
@@ -171,6 +183,18 @@ def test_a_recipe_or_data_the_run_cannot_start_from_is_refused_in_one_line(tmp_p
         recipe = _recipe(tmp_path, dataset_name=str(tmp_path / "data"), eval_split="test")
         named = "dataset splits=['test'] is invalid; allowed: a train split"
     assert main(["compress", recipe]) == 2
+    _assert_one_error_line(capsys.readouterr().err, named)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_teacher_without_the_task_head_is_refused_unless_it_is_fine_tuned_first(tmp_path, capsys):
+    from transformers import BertModel
+
+    from tests.testing_utils import tiny_bert_config
+
+    BertModel(tiny_bert_config()).save_pretrained(tmp_path / "base")
+    assert main(["compress", _recipe(tmp_path, teacher_model_name_or_path=str(tmp_path / "base"))]) == 2
+    named = "allowed: a model fine-tuned for text-classification (this one is ['BertModel']); or set finetune_teacher"
     _assert_one_error_line(capsys.readouterr().err, named)
     assert not (tmp_path / "out").exists()
 
