@@ -209,3 +209,14 @@ def test_a_qa_stride_that_is_not_below_the_window_is_refused():
         with pytest.raises(ValueError, match=rf"^doc_stride={stride} is invalid; allowed: below max_length=16$"):
             RecipeArguments(task="question-answering", dataset_name="squad.json", max_length=16, doc_stride=stride)
     assert RecipeArguments(task="question-answering", dataset_name="squad.json", max_length=16, doc_stride=15)
+
+
+@pytest.mark.parametrize("field", ["validation_size", "test_size"])
+def test_a_held_out_size_that_is_neither_a_fraction_nor_a_count_is_refused(field):
+    for value in (0, 1.5, -0.1):
+        with pytest.raises(
+            ValueError, match=rf"^{field}={value} is invalid; allowed: a fraction in \(0, 1\) or a count"
+        ):
+            RecipeArguments(dataset_name="data.csv", **{field: value})
+    for value in (0.2, 1, 300):  # 1 is one example, 300 three hundred
+        assert getattr(RecipeArguments(dataset_name="data.csv", **{field: value}), field) == value
