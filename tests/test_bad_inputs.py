@@ -17,7 +17,7 @@ from hf_compress import (
 )
 from hf_compress.cli import main
 from hf_compress.methods.distillation.config import EMBEDDING_WEIGHTS
-from tests.testing_utils import tiny_bert, tiny_checkpoint, tiny_text_csv
+from tests.testing_utils import tiny_bert, tiny_bert_config, tiny_checkpoint, tiny_text_csv
 
 ARGUMENT_CASES = [
     (DistillationTrainingArguments, {"temperature": 0.0}, "temperature=0.0", "> 0"),
@@ -189,8 +189,6 @@ def test_a_recipe_or_data_the_run_cannot_start_from_is_refused_in_one_line(tmp_p
 
 def test_a_teacher_without_the_task_head_is_refused_unless_it_is_fine_tuned_first(tmp_path, capsys):
     from transformers import BertModel
-
-    from tests.testing_utils import tiny_bert_config
 
     BertModel(tiny_bert_config()).save_pretrained(tmp_path / "base")
     assert main(["compress", _recipe(tmp_path, teacher_model_name_or_path=str(tmp_path / "base"))]) == 2
